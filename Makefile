@@ -1,0 +1,66 @@
+# kvsql - SQLite databases whose pages live in Redis.
+#
+#   make run     build, then start redis-server with the module (PORT=6379)
+#   make test    build and run every test; ends with "N passed, N failed"
+#   make slt     sqllogictest through every engine
+#   make bench   benchmarks (QUICK=1 for a short run)
+#   SANITIZE=1   build into build-asan/ with -fsanitize=address,undefined
+
+CC      ?= gcc
+PYTHON  ?= /usr/bin/python3
+PORT    ?= 6379
+SLT_DIR ?= ../shared/slt
+
+ifeq ($(SANITIZE),1)
+BUILD   := build-asan
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer
+OPT     := -O1
+else
+BUILD   := build
+SANFLAGS :=
+OPT     := -O2
+endif
+
+CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Werror -fPIC -fvisibility=hidden $(SANFLAGS) -Iinclude -Isrc
+LDFLAGS += $(SANFLAGS)
+
+CORE_SRC   := src/pagemap.c src/vfs.c src/store_memory.c
+MODULE_SRC := $(CORE_SRC) src/store_keyspace.c $(wildcard src/module/*.c)
+HEADERS    := $(wildcard include/*.h src/*.h src/module/*.h)
+
+MODULE := $(BUILD)/kvsql.so
+UNIT   := $(BUILD)/test_unit
+
+.PHONY: all deps run test unit slt bench clean
+
+all: $(MODULE) $(UNIT)
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+# The module: our code hidden, only RedisModule_OnLoad exported.
+$(MODULE): $(MODULE_SRC:%.c=$(BUILD)/%.o)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ -lsqlite3
+
+$(UNIT): $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/unit.o
+	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3
+
+run: deps all
+	@mkdir -p data
+	@echo "kvsql: redis-server with the module on 127.0.0.1:$(PORT), data in ./data (AOF on)"
+	@echo "kvsql: connect with: redis-cli -p $(PORT)    e.g.  SQL \"select sqlite_version()\""
+	redis-server --port $(PORT) --bind 127.0.0.1 --dir "$(CURDIR)/data" --appendonly yes \
+		--loadmodule "$(CURDIR)/$(MODULE)"
+
+unit: $(UNIT)
+	$(UNIT)
+
+test: deps all
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) tests/run
+
+clean:
+	rm -rf build build-asan

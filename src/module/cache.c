@@ -1,0 +1,250 @@
+/* cache.c - the module's open connections, one per (db number, key).
+ * See cache.h. Connections live in a dictionary by id and in a list by
+ * recency; both are process-wide because Redis runs commands one at a
+ * time on its main thread, the only thread that touches them. */
+#include "cache.h"
+
+#include "guard.h"
+#include "kvsql.h"
+#include "store_keyspace.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static RedisModuleDict *by_id;
+static conn *lru_head, *lru_tail;
+static long long count, max_count = 128;
+
+void cache_init(RedisModuleCtx *ctx) {
+    by_id = RedisModule_CreateDict(ctx);
+}
+
+void cache_set_max(long long max) {
+    max_count = max;
+}
+
+long long cache_count(void) {
+    return count;
+}
+
+static void lru_unlink(conn *c) {
+    if (c->prev) c->prev->next = c->next;
+    else lru_head = c->next;
+    if (c->next) c->next->prev = c->prev;
+    else lru_tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void lru_push_front(conn *c) {
+    c->next = lru_head;
+    c->prev = NULL;
+    if (lru_head) lru_head->prev = c;
+    lru_head = c;
+    if (!lru_tail) lru_tail = c;
+}
+
+static void close_stmts(conn *c) {
+    for (int i = 0; i < STMT_CACHE_SIZE; i++) {
+        sqlite3_finalize(c->stmts[i].stmt);
+        sqlite3_free(c->stmts[i].sql);
+        memset(&c->stmts[i], 0, sizeof(c->stmts[i]));
+    }
+}
+
+static void conn_close(conn *c) {
+    RedisModule_DictDelC(by_id, c->id, c->idlen, NULL);
+    lru_unlink(c);
+    close_stmts(c);
+    sqlite3_close(c->db);
+    kvsql_store_free(c->store);
+    sqlite3_free(c->id);
+    sqlite3_free(c);
+    count--;
+}
+
+/* Closes now, or when the running command ends. */
+static void conn_forget(conn *c) {
+    if (c->in_use) c->stale = 1;
+    else conn_close(c);
+}
+
+static void evict_over_max(void) {
+    conn *c = lru_tail;
+    while (count > max_count && c) {
+        conn *prev = c->prev;
+        if (!c->in_use) conn_close(c);
+        c = prev;
+    }
+}
+
+static size_t make_id(char *out, size_t cap, int dbid, const char *key, size_t len) {
+    if (len + 4 > cap) return 0;
+    uint32_t d = (uint32_t)dbid;
+    out[0] = (char)(d >> 24), out[1] = (char)(d >> 16), out[2] = (char)(d >> 8), out[3] = (char)d;
+    memcpy(out + 4, key, len);
+    return len + 4;
+}
+
+static conn *lookup(int dbid, const char *key, size_t len) {
+    char buf[1024];
+    size_t n = make_id(buf, sizeof(buf), dbid, key, len);
+    if (n == 0) { /* long key names: build the id on the heap */
+        char *id = sqlite3_malloc64(len + 4);
+        if (!id) return NULL;
+        n = make_id(id, len + 4, dbid, key, len);
+        conn *c = RedisModule_DictGetC(by_id, id, n, NULL);
+        sqlite3_free(id);
+        return c;
+    }
+    return RedisModule_DictGetC(by_id, buf, n, NULL);
+}
+
+static const char *connection_pragmas =
+    "PRAGMA locking_mode=EXCLUSIVE;" /* we see every change: see cache.h */
+    "PRAGMA temp_store=MEMORY;";
+
+/* A new connection on the attached store; NULL with err set on failure. */
+static conn *conn_open(RedisModuleCtx *ctx, kvsql_store *st, int dbid, const char *key, size_t len,
+                       char *err, size_t errlen) {
+    conn *c = sqlite3_malloc(sizeof(*c));
+    char *id = sqlite3_malloc64(len + 4);
+    if (!c || !id) {
+        sqlite3_free(c);
+        sqlite3_free(id);
+        snprintf(err, errlen, "ERR kvsql: out of memory");
+        return NULL;
+    }
+    memset(c, 0, sizeof(*c));
+    c->store = st;
+    c->id = id;
+    c->idlen = make_id(id, len + 4, dbid, key, len);
+    c->dbid = dbid;
+    int rc = kvsql_open(st, &c->db);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(c->db, connection_pragmas, 0, 0, 0);
+    if (rc == SQLITE_OK) rc = guard_install(c->db);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "ERR kvsql: cannot open the database: %s",
+                 c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        sqlite3_close(c->db);
+        sqlite3_free(id);
+        sqlite3_free(c);
+        return NULL;
+    }
+    RedisModule_DictSetC(by_id, c->id, c->idlen, c);
+    lru_push_front(c);
+    count++;
+    (void)ctx;
+    return c;
+}
+
+conn *cache_acquire(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleKey *key, int readonly,
+                    char *err, size_t errlen) {
+    size_t len;
+    const char *k = RedisModule_StringPtrLen(keyname, &len);
+    int dbid = RedisModule_GetSelectedDb(ctx);
+    conn *c = lookup(dbid, k, len);
+    if (c) {
+        lru_unlink(c);
+        lru_push_front(c);
+        keyspace_store_attach(c->store, ctx, key, keyname, readonly);
+    } else {
+        kvsql_store *st = keyspace_store_new();
+        if (!st) {
+            snprintf(err, errlen, "ERR kvsql: out of memory");
+            return NULL;
+        }
+        keyspace_store_attach(st, ctx, key, keyname, readonly);
+        if (keyspace_store_check(st) != 0) {
+            snprintf(err, errlen, "ERR key '%.*s': %s", (int)(len > 200 ? 200 : len), k, kvsql_store_errmsg(st));
+            kvsql_store_free(st);
+            return NULL;
+        }
+        if (!(c = conn_open(ctx, st, dbid, k, len, err, errlen))) {
+            kvsql_store_free(st);
+            return NULL;
+        }
+    }
+    c->in_use = 1;
+    return c;
+}
+
+void cache_release(conn *c) {
+    keyspace_store_detach(c->store);
+    c->in_use = 0;
+    if (c->stale) conn_close(c);
+    else evict_over_max();
+}
+
+static int only_space_left(const char *p, const char *end) {
+    for (; p < end; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != ';') return 0;
+    return 1;
+}
+
+static cached_stmt *find_cached(conn *c, const char *sql, size_t len) {
+    for (int i = 0; i < STMT_CACHE_SIZE; i++) {
+        cached_stmt *s = &c->stmts[i];
+        if (s->sql && s->len == len && memcmp(s->sql, sql, len) == 0) return s;
+    }
+    return NULL;
+}
+
+static void remember(conn *c, const char *sql, size_t len, sqlite3_stmt *stmt) {
+    cached_stmt *slot = &c->stmts[0];
+    for (int i = 0; i < STMT_CACHE_SIZE; i++) {
+        if (!c->stmts[i].sql) {
+            slot = &c->stmts[i];
+            break;
+        }
+        if (c->stmts[i].used < slot->used) slot = &c->stmts[i];
+    }
+    char *copy = sqlite3_malloc64(len + 1);
+    if (!copy) return; /* not cached: finalized after use */
+    memcpy(copy, sql, len);
+    copy[len] = 0;
+    sqlite3_finalize(slot->stmt);
+    sqlite3_free(slot->sql);
+    *slot = (cached_stmt){copy, len, stmt, ++c->stmt_clock};
+}
+
+int cache_prepare(conn *c, const char *sql, size_t len, sqlite3_stmt **stmt, const char **tail) {
+    cached_stmt *s = find_cached(c, sql, len);
+    if (s) {
+        s->used = ++c->stmt_clock;
+        *stmt = s->stmt;
+        *tail = sql + len;
+        return SQLITE_OK;
+    }
+    int rc = sqlite3_prepare_v3(c->db, sql, (int)len, SQLITE_PREPARE_PERSISTENT, stmt, tail);
+    if (rc == SQLITE_OK && *stmt && only_space_left(*tail, sql + len)) remember(c, sql, len, *stmt);
+    return rc;
+}
+
+void cache_finish_stmt(conn *c, sqlite3_stmt *stmt) {
+    for (int i = 0; i < STMT_CACHE_SIZE; i++) {
+        if (c->stmts[i].stmt == stmt) {
+            sqlite3_reset(stmt);
+            sqlite3_clear_bindings(stmt);
+            return;
+        }
+    }
+    sqlite3_finalize(stmt);
+}
+
+void cache_forget_key(int dbid, const char *key, size_t len) {
+    conn *c = lookup(dbid, key, len);
+    if (c) conn_forget(c);
+}
+
+void cache_forget_db(int dbid) {
+    conn *c = lru_head;
+    while (c) {
+        conn *next = c->next;
+        if (dbid < 0 || c->dbid == dbid) conn_forget(c);
+        c = next;
+    }
+}
+
+void cache_forget_all(void) {
+    cache_forget_db(-1);
+}

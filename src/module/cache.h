@@ -1,0 +1,60 @@
+/* cache.h - open SQLite connections of the module, one per database key.
+ *
+ * Opening a connection and parsing a schema costs far more than a point
+ * query, so a connection stays open between commands, with its prepared
+ * statements, until the key changes behind its back (a keyspace or server
+ * event: module.c calls cache_forget_*), it is evicted as least recently
+ * used, or the module is asked to drop it. Used by exec.c and module.c. */
+#ifndef KVSQL_CACHE_H
+#define KVSQL_CACHE_H
+
+#include "module/redis_api.h"
+#include "store.h"
+
+#include <sqlite3.h>
+
+#define STMT_CACHE_SIZE 16
+
+typedef struct cached_stmt {
+    char *sql; /* NULL: free slot */
+    size_t len;
+    sqlite3_stmt *stmt;
+    unsigned long long used; /* for least-recently-used replacement */
+} cached_stmt;
+
+typedef struct conn {
+    sqlite3 *db;
+    kvsql_store *store;
+    char *id; /* dictionary key: 4-byte db number, then the key name */
+    size_t idlen;
+    int dbid;
+    int in_use; /* a command is running on it */
+    int stale;  /* close at the end of the running command */
+    cached_stmt stmts[STMT_CACHE_SIZE];
+    unsigned long long stmt_clock;
+    struct conn *prev, *next; /* most recently used first */
+} conn;
+
+void cache_init(RedisModuleCtx *ctx);
+
+/* The connection for keyname in the context's db, attached to the open
+ * key, opened if needed. On failure returns NULL with an error reply
+ * text in err ("ERR ..."). Pair with cache_release(). */
+conn *cache_acquire(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleKey *key, int readonly,
+                    char *err, size_t errlen);
+void cache_release(conn *c);
+
+/* A statement for sql, prepared or from the cache; *tail as in
+ * sqlite3_prepare. Pass it to cache_finish_stmt() when done. */
+int cache_prepare(conn *c, const char *sql, size_t len, sqlite3_stmt **stmt, const char **tail);
+void cache_finish_stmt(conn *c, sqlite3_stmt *stmt);
+
+/* Drop what may no longer match the keyspace. */
+void cache_forget_key(int dbid, const char *key, size_t len);
+void cache_forget_db(int dbid); /* -1: every db */
+void cache_forget_all(void);
+
+void cache_set_max(long long max);
+long long cache_count(void);
+
+#endif

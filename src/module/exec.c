@@ -1,0 +1,227 @@
+/* exec.c - SQL, SQL.EXEC and SQL.QUERY: run SQL on the database in a key.
+ *
+ * Registered by module.c. One call runs every statement of its SQL text in
+ * order on the key's cached connection (cache.c). Pages committed along the
+ * way stay pending in the keyspace store; only when the whole call has
+ * succeeded are they written to the hash and propagated, as one change. On
+ * any error nothing is written and the reply is the error: so a call is one
+ * transaction, whatever BEGIN/COMMIT it contains. The reply is the last
+ * statement's result (docs/COMMANDS.md). */
+#include "exec.h"
+
+#include "cache.h"
+#include "kvsql.h"
+#include "result.h"
+#include "store_keyspace.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct call {
+    RedisModuleCtx *ctx;
+    conn *c;
+    RedisModuleString **args;
+    int nargs;
+    int readonly;
+    int max_params;       /* most parameters of any statement */
+    int has_rows;         /* the last statement returns columns */
+    long long changes;    /* rows changed by the last statement */
+    result res;
+    char err[1024];
+} call;
+
+/* ---- arguments --------------------------------------------------------- */
+
+/* An argument in canonical integer form ("42", "-7", not "042" or "+1"). */
+static int canonical_integer(const char *p, size_t len, sqlite3_int64 *out) {
+    char buf[24], back[24];
+    if (len == 0 || len > 20) return 0;
+    memcpy(buf, p, len);
+    buf[len] = 0;
+    if (!(buf[0] == '-' || (buf[0] >= '0' && buf[0] <= '9'))) return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (errno || *end) return 0;
+    snprintf(back, sizeof(back), "%lld", v);
+    if (strcmp(back, buf) != 0) return 0;
+    *out = v;
+    return 1;
+}
+
+/* Valid UTF-8 without NUL bytes: such an argument binds as TEXT. */
+static int text_like(const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        size_t extra = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 4;
+        if (c == 0 || extra == 4 || n - i <= extra) return 0;
+        for (size_t k = 1; k <= extra; k++)
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
+        i += extra + 1;
+    }
+    return 1;
+}
+
+/* Binds argument i (0-based) to parameter i+1: integer, text or blob. */
+static int bind_arg(sqlite3_stmt *stmt, int i, RedisModuleString *arg) {
+    size_t len;
+    const char *p = RedisModule_StringPtrLen(arg, &len);
+    sqlite3_int64 v;
+    if (canonical_integer(p, len, &v)) return sqlite3_bind_int64(stmt, i + 1, v);
+    if (text_like((const unsigned char *)p, len)) return sqlite3_bind_text(stmt, i + 1, p, (int)len, SQLITE_STATIC);
+    return sqlite3_bind_blob(stmt, i + 1, p, (int)len, SQLITE_STATIC);
+}
+
+static int bind_args(call *k, sqlite3_stmt *stmt) {
+    int n = sqlite3_bind_parameter_count(stmt);
+    if (n > k->max_params) k->max_params = n;
+    if (n > k->nargs) {
+        snprintf(k->err, sizeof(k->err), "ERR the statement has %d parameters but %d arguments were given", n,
+                 k->nargs);
+        return SQLITE_ERROR;
+    }
+    for (int i = 0; i < n; i++) {
+        int rc = bind_arg(stmt, i, k->args[i]);
+        if (rc != SQLITE_OK) return rc;
+    }
+    return SQLITE_OK;
+}
+
+/* ---- statements -------------------------------------------------------- */
+
+static void set_sqlite_error(call *k, int rc) {
+    if (k->err[0]) return;
+    const char *msg = sqlite3_errmsg(k->c->db);
+    const char *store = kvsql_store_errmsg(k->c->store);
+    if ((rc & 0xff) == SQLITE_AUTH)
+        snprintf(k->err, sizeof(k->err), "ERR %s: kvsql does not allow this inside Redis (see docs/SECURITY.md)",
+                 msg);
+    else if (store[0])
+        snprintf(k->err, sizeof(k->err), "ERR %s (%s)", msg, store);
+    else
+        snprintf(k->err, sizeof(k->err), "ERR %s", msg);
+}
+
+static int run_stmt(call *k, sqlite3_stmt *stmt) {
+    if (k->readonly && !sqlite3_stmt_readonly(stmt)) {
+        snprintf(k->err, sizeof(k->err), "ERR SQL.QUERY runs read-only SQL: use SQL.EXEC for \"%.200s\"",
+                 sqlite3_sql(stmt));
+        return SQLITE_READONLY;
+    }
+    int rc = bind_args(k, stmt);
+    if (rc != SQLITE_OK) return rc;
+    k->has_rows = sqlite3_column_count(stmt) > 0;
+    if (k->has_rows && (rc = result_begin(&k->res, stmt)) != SQLITE_OK) return rc;
+    sqlite3_int64 before = sqlite3_total_changes64(k->c->db);
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (k->has_rows && (rc = result_add_row(&k->res, stmt)) != SQLITE_OK) return rc;
+    }
+    if (rc != SQLITE_DONE) return rc;
+    /* DDL leaves sqlite3_changes() as the last DML set it: report 0. */
+    k->changes = sqlite3_total_changes64(k->c->db) != before ? sqlite3_changes64(k->c->db) : 0;
+    return SQLITE_OK;
+}
+
+static int run_all(call *k, const char *sql, size_t len) {
+    const char *end = sql + len;
+    while (sql < end) {
+        sqlite3_stmt *stmt = NULL;
+        const char *tail = end;
+        int rc = cache_prepare(k->c, sql, (size_t)(end - sql), &stmt, &tail);
+        if (rc != SQLITE_OK) return rc;
+        if (stmt) {
+            rc = run_stmt(k, stmt);
+            cache_finish_stmt(k->c, stmt);
+            if (rc != SQLITE_OK) return rc;
+        }
+        if (tail <= sql) break;
+        sql = tail;
+    }
+    if (k->nargs > k->max_params) {
+        snprintf(k->err, sizeof(k->err), "ERR too many arguments: %d given, but the SQL has %d parameters", k->nargs,
+                 k->max_params);
+        return SQLITE_ERROR;
+    }
+    return SQLITE_OK;
+}
+
+/* Rolls back a transaction the SQL left open. */
+static int close_transaction(call *k, int ok) {
+    if (sqlite3_get_autocommit(k->c->db)) return ok;
+    if (sqlite3_exec(k->c->db, "ROLLBACK", 0, 0, 0) != SQLITE_OK) k->c->stale = 1;
+    if (ok)
+        snprintf(k->err, sizeof(k->err),
+                 "ERR transaction left open: BEGIN and its COMMIT must be in the same call (rolled back)");
+    return 0;
+}
+
+static void reply(call *k, int ok) {
+    if (!ok) RedisModule_ReplyWithError(k->ctx, k->err);
+    else if (k->has_rows) result_reply(&k->res, k->ctx);
+    else RedisModule_ReplyWithLongLong(k->ctx, k->changes);
+}
+
+/* ---- commands ---------------------------------------------------------- */
+
+static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString *sql,
+                       RedisModuleString **args, int nargs, int readonly) {
+    RedisModuleKey *key = RedisModule_OpenKey(ctx, keyname, readonly ? REDISMODULE_READ
+                                                                      : REDISMODULE_READ | REDISMODULE_WRITE);
+    int type = RedisModule_KeyType(key);
+    if (type != REDISMODULE_KEYTYPE_EMPTY && type != REDISMODULE_KEYTYPE_HASH) {
+        if (key) RedisModule_CloseKey(key);
+        return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+    }
+    call k;
+    memset(&k, 0, sizeof(k));
+    k.ctx = ctx;
+    k.args = args;
+    k.nargs = nargs;
+    k.readonly = readonly;
+    result_init(&k.res);
+    k.c = cache_acquire(ctx, keyname, key, readonly, k.err, sizeof(k.err));
+    if (!k.c) {
+        if (key) RedisModule_CloseKey(key);
+        return RedisModule_ReplyWithError(ctx, k.err);
+    }
+    size_t len;
+    const char *text = RedisModule_StringPtrLen(sql, &len);
+    int rc = run_all(&k, text, len);
+    if (rc != SQLITE_OK) set_sqlite_error(&k, rc);
+    int ok = close_transaction(&k, rc == SQLITE_OK);
+    if (ok) {
+        keyspace_store_flush(k.c->store);
+    } else if (keyspace_store_has_pending(k.c->store)) {
+        /* SQLite's cache holds commits that will never reach the hash. */
+        keyspace_store_discard(k.c->store);
+        k.c->stale = 1;
+    }
+    reply(&k, ok);
+    result_clear(&k.res);
+    cache_release(k.c);
+    if (key) RedisModule_CloseKey(key);
+    return REDISMODULE_OK;
+}
+
+int cmd_sql(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
+    if (argc < 2) return RedisModule_WrongArity(ctx);
+    if (RedisModule_GetContextFlags(ctx) & REDISMODULE_CTX_FLAGS_CLUSTER)
+        return RedisModule_ReplyWithError(ctx, "ERR SQL works on the fixed key " DEFAULT_DB_KEY
+                                               ", which Redis Cluster cannot route: use SQL.EXEC <key> <sql>");
+    RedisModuleString *keyname = RedisModule_CreateString(ctx, DEFAULT_DB_KEY, strlen(DEFAULT_DB_KEY));
+    int r = run_command(ctx, keyname, argv[1], argv + 2, argc - 2, 0);
+    RedisModule_FreeString(ctx, keyname);
+    return r;
+}
+
+int cmd_sql_exec(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
+    if (argc < 3) return RedisModule_WrongArity(ctx);
+    return run_command(ctx, argv[1], argv[2], argv + 3, argc - 3, 0);
+}
+
+int cmd_sql_query(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
+    if (argc < 3) return RedisModule_WrongArity(ctx);
+    return run_command(ctx, argv[1], argv[2], argv + 3, argc - 3, 1);
+}

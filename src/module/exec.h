@@ -1,0 +1,14 @@
+/* exec.h - the SQL commands of the module: SQL, SQL.EXEC and SQL.QUERY.
+ * Registered by module.c; behaviour documented in docs/COMMANDS.md. */
+#ifndef KVSQL_EXEC_H
+#define KVSQL_EXEC_H
+
+#include "module/redis_api.h"
+
+#define DEFAULT_DB_KEY "_sql:redis_db"
+
+int cmd_sql(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int cmd_sql_exec(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int cmd_sql_query(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+
+#endif

@@ -1,0 +1,170 @@
+/* module.c - entry point of kvsql.so, the Redis module.
+ *
+ * redis-server calls RedisModule_OnLoad when started with
+ * `--loadmodule build/kvsql.so`. It routes SQLite's memory through Redis's
+ * allocator (so INFO memory and maxmemory count it), registers the
+ * commands (exec.c) and configs, and subscribes to the keyspace and server
+ * events after which a cached connection (cache.c) may no longer match
+ * its hash. */
+#include "cache.h"
+#include "exec.h"
+#include "kvsql.h"
+#include "store_keyspace.h"
+
+#include <sqlite3.h>
+#include <string.h>
+
+#define MODULE_NAME "kvsql"
+#define MODULE_VERSION 1
+
+/* ---- SQLite memory through Redis -------------------------------------- */
+
+static void *mem_malloc(int n) {
+    return RedisModule_Alloc((size_t)n);
+}
+
+static void mem_free(void *p) {
+    RedisModule_Free(p);
+}
+
+static void *mem_realloc(void *p, int n) {
+    return RedisModule_Realloc(p, (size_t)n);
+}
+
+static int mem_size(void *p) {
+    return (int)RedisModule_MallocSize(p);
+}
+
+static int mem_roundup(int n) {
+    return (n + 7) & ~7;
+}
+
+static int mem_init(void *arg) {
+    (void)arg;
+    return SQLITE_OK;
+}
+
+static void mem_shutdown(void *arg) {
+    (void)arg;
+}
+
+static const sqlite3_mem_methods redis_memory = {
+    mem_malloc, mem_free, mem_realloc, mem_size, mem_roundup, mem_init, mem_shutdown, NULL,
+};
+
+static int setup_sqlite(void) {
+    int rc = sqlite3_config(SQLITE_CONFIG_MALLOC, &redis_memory);
+    if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    /* No URI file names: "file:...?vfs=unix" must not reach the host. */
+    if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_URI, 0);
+    if (rc == SQLITE_OK) rc = kvsql_register();
+    return rc;
+}
+
+/* ---- events: when a cached connection may be stale -------------------- */
+
+static int on_key_event(RedisModuleCtx *ctx, int type, const char *event, RedisModuleString *key) {
+    (void)type;
+    (void)event;
+    if (keyspace_store_flushing()) return REDISMODULE_OK; /* our own write */
+    size_t len;
+    const char *k = RedisModule_StringPtrLen(key, &len);
+    cache_forget_key(RedisModule_GetSelectedDb(ctx), k, len);
+    return REDISMODULE_OK;
+}
+
+static void on_flush(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, void *data) {
+    (void)ctx;
+    (void)e;
+    (void)sub;
+    cache_forget_db(((RedisModuleFlushInfo *)data)->dbnum);
+}
+
+static void on_swapdb(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, void *data) {
+    (void)ctx;
+    (void)e;
+    (void)sub;
+    RedisModuleSwapDbInfo *info = data;
+    cache_forget_db(info->dbnum_first);
+    cache_forget_db(info->dbnum_second);
+}
+
+/* Loading an RDB/AOF, a full resync, a role change: start afresh. */
+static void on_dataset_change(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, void *data) {
+    (void)ctx;
+    (void)e;
+    (void)sub;
+    (void)data;
+    cache_forget_all();
+}
+
+static int subscribe(RedisModuleCtx *ctx) {
+    static const RedisModuleEvent flush = {REDISMODULE_EVENT_FLUSHDB, 1};
+    static const RedisModuleEvent swapdb = {REDISMODULE_EVENT_SWAPDB, 1};
+    static const RedisModuleEvent loading = {REDISMODULE_EVENT_LOADING, 1};
+    static const RedisModuleEvent role = {REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED, 1};
+    if (RedisModule_SubscribeToKeyspaceEvents(ctx, REDISMODULE_NOTIFY_ALL, on_key_event) != REDISMODULE_OK ||
+        RedisModule_SubscribeToServerEvent(ctx, flush, on_flush) != REDISMODULE_OK ||
+        RedisModule_SubscribeToServerEvent(ctx, swapdb, on_swapdb) != REDISMODULE_OK ||
+        RedisModule_SubscribeToServerEvent(ctx, loading, on_dataset_change) != REDISMODULE_OK ||
+        RedisModule_SubscribeToServerEvent(ctx, role, on_dataset_change) != REDISMODULE_OK)
+        return REDISMODULE_ERR;
+    return REDISMODULE_OK;
+}
+
+/* ---- configs ---------------------------------------------------------- */
+
+static long long max_connections = 128;
+
+static long long get_numeric(const char *name, void *priv) {
+    (void)name;
+    return *(long long *)priv;
+}
+
+static int set_numeric(const char *name, long long val, void *priv, RedisModuleString **err) {
+    (void)err;
+    *(long long *)priv = val;
+    if (strcmp(name, "max-connections") == 0) cache_set_max(val);
+    return REDISMODULE_OK;
+}
+
+static int register_configs(RedisModuleCtx *ctx) {
+    if (RedisModule_RegisterNumericConfig(ctx, "max-connections", 128, REDISMODULE_CONFIG_DEFAULT, 1, 1000000,
+                                          get_numeric, set_numeric, NULL, &max_connections) != REDISMODULE_OK)
+        return REDISMODULE_ERR;
+    return RedisModule_LoadConfigs(ctx);
+}
+
+/* ---- commands --------------------------------------------------------- */
+
+static int create_commands(RedisModuleCtx *ctx) {
+    if (RedisModule_CreateCommand(ctx, "sql", cmd_sql, "write deny-oom", 0, 0, 0) != REDISMODULE_OK ||
+        RedisModule_CreateCommand(ctx, "sql.exec", cmd_sql_exec, "write deny-oom", 1, 1, 1) != REDISMODULE_OK ||
+        RedisModule_CreateCommand(ctx, "sql.query", cmd_sql_query, "readonly", 1, 1, 1) != REDISMODULE_OK)
+        return REDISMODULE_ERR;
+    return REDISMODULE_OK;
+}
+
+__attribute__((visibility("default"))) int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
+    (void)argv;
+    (void)argc;
+    const char *missing = NULL;
+    if (redis_api_init(ctx, MODULE_NAME, MODULE_VERSION, &missing) != REDISMODULE_OK) {
+        if (RedisModule_Log) RedisModule_Log(ctx, "warning", "kvsql: this Redis lacks %s", missing);
+        return REDISMODULE_ERR;
+    }
+    int rc = setup_sqlite();
+    if (rc != SQLITE_OK) {
+        RedisModule_Log(ctx, "warning", "kvsql: cannot set up SQLite: %s", sqlite3_errstr(rc));
+        return REDISMODULE_ERR;
+    }
+    /* We signal a key as modified only when a command really changed it. */
+    RedisModule_SetModuleOptions(ctx, REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED);
+    cache_init(ctx);
+    if (create_commands(ctx) != REDISMODULE_OK || subscribe(ctx) != REDISMODULE_OK ||
+        register_configs(ctx) != REDISMODULE_OK) {
+        RedisModule_Log(ctx, "warning", "kvsql: cannot register commands, events or configs");
+        return REDISMODULE_ERR;
+    }
+    return REDISMODULE_OK;
+}

@@ -1,0 +1,151 @@
+/* redis_api.h - the part of the Redis Modules API (Redis 7.0) that kvsql
+ * uses, declared here because no Debian package ships redismodule.h.
+ *
+ * Names, signatures and constant values follow the Redis 7.0 API. Every
+ * entry is a function pointer that redis_api_init() resolves at load time
+ * through RedisModule_GetApi; a missing entry fails the load with a message
+ * naming it. Included by every file of src/module/ and store_keyspace.c. */
+#ifndef KVSQL_REDIS_API_H
+#define KVSQL_REDIS_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define REDISMODULE_OK 0
+#define REDISMODULE_ERR 1
+#define REDISMODULE_APIVER_1 1
+
+#define REDISMODULE_READ (1 << 0)
+#define REDISMODULE_WRITE (1 << 1)
+
+#define REDISMODULE_KEYTYPE_EMPTY 0
+#define REDISMODULE_KEYTYPE_HASH 3
+
+#define REDISMODULE_POSTPONED_LEN -1
+
+#define REDISMODULE_HASH_NONE 0
+#define REDISMODULE_HASH_CFIELDS (1 << 2)
+#define REDISMODULE_HASH_DELETE ((RedisModuleString *)(long)1)
+
+#define REDISMODULE_CTX_FLAGS_LUA (1 << 0)
+#define REDISMODULE_CTX_FLAGS_MULTI (1 << 1)
+#define REDISMODULE_CTX_FLAGS_CLUSTER (1 << 5)
+
+#define REDISMODULE_NOTIFY_GENERIC (1 << 2)
+#define REDISMODULE_NOTIFY_STRING (1 << 3)
+#define REDISMODULE_NOTIFY_LIST (1 << 4)
+#define REDISMODULE_NOTIFY_SET (1 << 5)
+#define REDISMODULE_NOTIFY_HASH (1 << 6)
+#define REDISMODULE_NOTIFY_ZSET (1 << 7)
+#define REDISMODULE_NOTIFY_EXPIRED (1 << 8)
+#define REDISMODULE_NOTIFY_EVICTED (1 << 9)
+#define REDISMODULE_NOTIFY_STREAM (1 << 10)
+#define REDISMODULE_NOTIFY_MODULE (1 << 13)
+#define REDISMODULE_NOTIFY_ALL                                                             \
+    (REDISMODULE_NOTIFY_GENERIC | REDISMODULE_NOTIFY_STRING | REDISMODULE_NOTIFY_LIST |    \
+     REDISMODULE_NOTIFY_SET | REDISMODULE_NOTIFY_HASH | REDISMODULE_NOTIFY_ZSET |          \
+     REDISMODULE_NOTIFY_EXPIRED | REDISMODULE_NOTIFY_EVICTED | REDISMODULE_NOTIFY_STREAM | \
+     REDISMODULE_NOTIFY_MODULE)
+
+#define REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED (1 << 1)
+
+#define REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED 0
+#define REDISMODULE_EVENT_FLUSHDB 2
+#define REDISMODULE_EVENT_LOADING 3
+#define REDISMODULE_EVENT_SWAPDB 11
+#define REDISMODULE_SUBEVENT_FLUSHDB_END 1
+
+#define REDISMODULE_ERRORMSG_WRONGTYPE "WRONGTYPE Operation against a key holding the wrong kind of value"
+
+typedef struct RedisModuleCtx RedisModuleCtx;
+typedef struct RedisModuleKey RedisModuleKey;
+typedef struct RedisModuleString RedisModuleString;
+typedef struct RedisModuleDict RedisModuleDict;
+
+typedef struct RedisModuleEvent {
+    uint64_t id;
+    uint64_t dataver;
+} RedisModuleEvent;
+
+typedef struct RedisModuleFlushInfo {
+    uint64_t version;
+    int32_t sync;
+    int32_t dbnum; /* -1: all */
+} RedisModuleFlushInfo;
+
+typedef struct RedisModuleSwapDbInfo {
+    uint64_t version;
+    int32_t dbnum_first;
+    int32_t dbnum_second;
+} RedisModuleSwapDbInfo;
+
+typedef int (*RedisModuleCmdFunc)(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+typedef int (*RedisModuleNotificationFunc)(RedisModuleCtx *ctx, int type, const char *event,
+                                           RedisModuleString *key);
+typedef void (*RedisModuleEventCallback)(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent,
+                                         void *data);
+typedef long long (*RedisModuleConfigGetNumericFunc)(const char *name, void *privdata);
+typedef int (*RedisModuleConfigSetNumericFunc)(const char *name, long long val, void *privdata,
+                                               RedisModuleString **err);
+typedef int (*RedisModuleConfigApplyFunc)(RedisModuleCtx *ctx, void *privdata, RedisModuleString **err);
+
+#define REDISMODULE_CONFIG_DEFAULT 0
+
+/* X(return type, name without the RedisModule_ prefix, parameter list) */
+#define REDIS_API_ENTRIES(X)                                                                         \
+    X(void *, Alloc, (size_t bytes))                                                                 \
+    X(void *, Realloc, (void *ptr, size_t bytes))                                                    \
+    X(void, Free, (void *ptr))                                                                       \
+    X(size_t, MallocSize, (void *ptr))                                                               \
+    X(int, CreateCommand, (RedisModuleCtx * ctx, const char *name, RedisModuleCmdFunc cmdfunc,      \
+                           const char *strflags, int firstkey, int lastkey, int keystep))           \
+    X(void, SetModuleAttribs, (RedisModuleCtx * ctx, const char *name, int ver, int apiver))         \
+    X(int, IsModuleNameBusy, (const char *name))                                                     \
+    X(void, SetModuleOptions, (RedisModuleCtx * ctx, int options))                                   \
+    X(void, Log, (RedisModuleCtx * ctx, const char *level, const char *fmt, ...))                    \
+    X(int, WrongArity, (RedisModuleCtx * ctx))                                                       \
+    X(int, ReplyWithLongLong, (RedisModuleCtx * ctx, long long ll))                                  \
+    X(int, ReplyWithError, (RedisModuleCtx * ctx, const char *err))                                  \
+    X(int, ReplyWithArray, (RedisModuleCtx * ctx, long len))                                         \
+    X(void, ReplySetArrayLength, (RedisModuleCtx * ctx, long len))                                   \
+    X(int, ReplyWithStringBuffer, (RedisModuleCtx * ctx, const char *buf, size_t len))               \
+    X(int, ReplyWithNull, (RedisModuleCtx * ctx))                                                    \
+    X(int, GetSelectedDb, (RedisModuleCtx * ctx))                                                    \
+    X(int, GetContextFlags, (RedisModuleCtx * ctx))                                                  \
+    X(RedisModuleKey *, OpenKey, (RedisModuleCtx * ctx, RedisModuleString * keyname, int mode))      \
+    X(void, CloseKey, (RedisModuleKey * kp))                                                         \
+    X(int, KeyType, (RedisModuleKey * kp))                                                           \
+    X(size_t, ValueLength, (RedisModuleKey * kp))                                                    \
+    X(int, HashSet, (RedisModuleKey * key, int flags, ...))                                          \
+    X(int, HashGet, (RedisModuleKey * key, int flags, ...))                                          \
+    X(RedisModuleString *, CreateString, (RedisModuleCtx * ctx, const char *ptr, size_t len))        \
+    X(RedisModuleString *, CreateStringPrintf, (RedisModuleCtx * ctx, const char *fmt, ...))         \
+    X(void, FreeString, (RedisModuleCtx * ctx, RedisModuleString * str))                             \
+    X(const char *, StringPtrLen, (const RedisModuleString *str, size_t *len))                       \
+    X(int, Replicate, (RedisModuleCtx * ctx, const char *cmdname, const char *fmt, ...))             \
+    X(int, SignalModifiedKey, (RedisModuleCtx * ctx, RedisModuleString * keyname))                   \
+    X(int, NotifyKeyspaceEvent, (RedisModuleCtx * ctx, int type, const char *event,                  \
+                                 RedisModuleString *key))                                            \
+    X(int, SubscribeToKeyspaceEvents, (RedisModuleCtx * ctx, int types, RedisModuleNotificationFunc cb)) \
+    X(int, SubscribeToServerEvent, (RedisModuleCtx * ctx, RedisModuleEvent event,                    \
+                                    RedisModuleEventCallback callback))                              \
+    X(RedisModuleDict *, CreateDict, (RedisModuleCtx * ctx))                                         \
+    X(void *, DictGetC, (RedisModuleDict * d, void *key, size_t keylen, int *nokey))                 \
+    X(int, DictSetC, (RedisModuleDict * d, void *key, size_t keylen, void *ptr))                     \
+    X(int, DictDelC, (RedisModuleDict * d, void *key, size_t keylen, void *oldval))                  \
+    X(int, RegisterNumericConfig, (RedisModuleCtx * ctx, const char *name, long long default_val,    \
+                                   unsigned int flags, long long min, long long max,                 \
+                                   RedisModuleConfigGetNumericFunc getfn,                            \
+                                   RedisModuleConfigSetNumericFunc setfn,                            \
+                                   RedisModuleConfigApplyFunc applyfn, void *privdata))              \
+    X(int, LoadConfigs, (RedisModuleCtx * ctx))
+
+#define REDIS_API_DECLARE(ret, name, params) extern ret(*RedisModule_##name) params;
+REDIS_API_ENTRIES(REDIS_API_DECLARE)
+#undef REDIS_API_DECLARE
+
+/* Resolves every entry above and registers the module name. On failure
+ * returns REDISMODULE_ERR, with the missing entry's name in *missing. */
+int redis_api_init(RedisModuleCtx *ctx, const char *name, int ver, const char **missing);
+
+#endif

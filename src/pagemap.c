@@ -1,0 +1,100 @@
+/* pagemap.c - open-addressing hash map from page index to page buffer.
+ * See pagemap.h; callers are vfs.c, store_memory.c and store_keyspace.c. */
+#include "pagemap.h"
+
+#include <sqlite3.h>
+#include <string.h>
+
+void pagemap_init(pagemap *m) {
+    memset(m, 0, sizeof(*m));
+}
+
+void pagemap_clear(pagemap *m) {
+    for (size_t i = 0; i < m->cap; i++) sqlite3_free(m->slots[i].page);
+    sqlite3_free(m->slots);
+    pagemap_init(m);
+}
+
+static size_t slot_of(const pagemap *m, uint32_t index) {
+    uint32_t h = index * 2654435761u; /* Knuth's multiplicative hash */
+    return (size_t)h & (m->cap - 1);
+}
+
+/* Slot holding index, or the empty slot where it would go. */
+static pagemap_slot *find(const pagemap *m, uint32_t index) {
+    size_t i = slot_of(m, index);
+    while (m->slots[i].page && m->slots[i].index != index) i = (i + 1) & (m->cap - 1);
+    return &m->slots[i];
+}
+
+void *pagemap_get(const pagemap *m, uint32_t index) {
+    if (m->count == 0) return NULL;
+    return find(m, index)->page;
+}
+
+static int grow(pagemap *m) {
+    size_t cap = m->cap ? m->cap * 2 : 64;
+    pagemap_slot *old = m->slots;
+    size_t oldcap = m->cap;
+    pagemap_slot *slots = sqlite3_malloc64(cap * sizeof(*slots));
+    if (!slots) return -1;
+    memset(slots, 0, cap * sizeof(*slots));
+    m->slots = slots;
+    m->cap = cap;
+    for (size_t i = 0; i < oldcap; i++)
+        if (old[i].page) *find(m, old[i].index) = old[i];
+    sqlite3_free(old);
+    return 0;
+}
+
+int pagemap_reserve(pagemap *m, size_t extra) {
+    while ((m->count + extra) * 2 > m->cap)
+        if (grow(m) != 0) return -1;
+    return 0;
+}
+
+void pagemap_set_owned(pagemap *m, uint32_t index, void *page) {
+    pagemap_slot *s = find(m, index);
+    if (s->page) sqlite3_free(s->page);
+    else m->count++;
+    s->index = index;
+    s->page = page;
+}
+
+int pagemap_put(pagemap *m, uint32_t index, const void *data, size_t len) {
+    if (pagemap_reserve(m, 1) != 0) return -1;
+    pagemap_slot *s = find(m, index);
+    if (!s->page) {
+        s->page = sqlite3_malloc64(len);
+        if (!s->page) return -1;
+        s->index = index;
+        m->count++;
+    }
+    memcpy(s->page, data, len);
+    return 0;
+}
+
+/* Linear probing: after emptying slot i, the run that follows is put back
+ * so that no entry is cut off from its home slot. Entries only move into
+ * the freed slot or stay, so a caller scanning upward from i loses none. */
+static void remove_slot(pagemap *m, size_t i) {
+    sqlite3_free(m->slots[i].page);
+    m->slots[i].page = NULL;
+    m->count--;
+    for (size_t j = (i + 1) & (m->cap - 1); m->slots[j].page; j = (j + 1) & (m->cap - 1)) {
+        pagemap_slot s = m->slots[j];
+        m->slots[j].page = NULL;
+        *find(m, s.index) = s;
+    }
+}
+
+void pagemap_drop_from(pagemap *m, uint32_t first) {
+    size_t i = 0;
+    while (i < m->cap) {
+        if (m->slots[i].page && m->slots[i].index >= first) {
+            remove_slot(m, i); /* another entry may now sit in slot i: look again */
+            continue;
+        }
+        i++;
+    }
+}

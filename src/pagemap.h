@@ -1,0 +1,40 @@
+/* pagemap.h - a hash map from page index to an owned page buffer.
+ *
+ * Used wherever pages are held in process memory: the VFS's dirty pages of
+ * the open transaction, the memory store, and the module's pages pending
+ * until the end of a command. Buffers are allocated with sqlite3_malloc so
+ * that inside Redis they are counted by Redis's allocator. */
+#ifndef KVSQL_PAGEMAP_H
+#define KVSQL_PAGEMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pagemap_slot {
+    uint32_t index; /* page index (page number - 1) */
+    void *page;     /* NULL: slot is empty */
+} pagemap_slot;
+
+typedef struct pagemap {
+    pagemap_slot *slots;
+    size_t cap;   /* power of two, or 0 */
+    size_t count; /* pages held */
+} pagemap;
+
+void pagemap_init(pagemap *m);
+/* Frees every page and the table itself. */
+void pagemap_clear(pagemap *m);
+void *pagemap_get(const pagemap *m, uint32_t index);
+/* Copies len bytes into the page at index (allocating it if new).
+ * Returns 0, or -1 when out of memory. */
+int pagemap_put(pagemap *m, uint32_t index, const void *data, size_t len);
+/* Makes room for `extra` more pages without growing. Returns 0 or -1. */
+int pagemap_reserve(pagemap *m, size_t extra);
+/* Stores an owned buffer at index, freeing the page it replaces. Never
+ * fails after pagemap_reserve() made room for it. */
+void pagemap_set_owned(pagemap *m, uint32_t index, void *page);
+/* Frees and removes every page whose index is >= first. */
+void pagemap_drop_from(pagemap *m, uint32_t first);
+/* Iteration: for (i = 0; i < m->cap; i++) if (m->slots[i].page) ... */
+
+#endif

@@ -1,0 +1,259 @@
+/* store_keyspace.c - page store on a Redis hash, inside redis-server.
+ *
+ * Field "i" (decimal) of the hash holds page i+1 of the SQLite file, whole.
+ * See store_keyspace.h for the life of a command; the module (src/module/)
+ * is the only caller. Redis runs one command at a time, so no locking is
+ * needed here: a command is atomic by itself. */
+#include "store_keyspace.h"
+
+#include "pagemap.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct keyspace_store {
+    kvsql_store base;
+    RedisModuleCtx *ctx;       /* set while attached to a command */
+    RedisModuleKey *key;       /* NULL while detached or when the key is empty */
+    RedisModuleString *keyname;
+    int readonly;
+    uint32_t page_size;        /* of the hash, 0 until known */
+    pagemap pending;           /* pages committed by SQLite in this command */
+    int has_pending;
+    uint32_t pending_npages;
+    uint32_t pending_page_size;
+    char err[256];
+} keyspace_store;
+
+static int flushing;
+
+int keyspace_store_flushing(void) {
+    return flushing;
+}
+
+static const char sqlite_magic[16] = "SQLite format 3";
+
+static int fail(keyspace_store *k, int rc, const char *msg, long long page) {
+    snprintf(k->err, sizeof(k->err), msg, page);
+    return rc;
+}
+
+static int has_hash(keyspace_store *k) {
+    return k->key && RedisModule_KeyType(k->key) == REDISMODULE_KEYTYPE_HASH;
+}
+
+/* The value of field `index`, or NULL. Free it with FreeString. */
+static RedisModuleString *get_field(keyspace_store *k, uint32_t index) {
+    char field[16];
+    RedisModuleString *val = NULL;
+    if (!has_hash(k)) return NULL;
+    snprintf(field, sizeof(field), "%u", index);
+    RedisModule_HashGet(k->key, REDISMODULE_HASH_CFIELDS, field, &val, NULL);
+    return val;
+}
+
+static uint32_t header_page_size(const unsigned char *h) {
+    uint32_t v = (uint32_t)h[16] << 8 | h[17];
+    return v == 1 ? 65536 : v;
+}
+
+static int ks_lock(kvsql_store *s, int level) {
+    keyspace_store *k = (keyspace_store *)s;
+    if (!k->ctx) return fail(k, SQLITE_IOERR_LOCK, "kvsql: store used outside a command", 0);
+    if (level == KVSQL_LOCK_WRITE && k->readonly)
+        return fail(k, SQLITE_READONLY, "kvsql: this command is read-only", 0);
+    return SQLITE_OK;
+}
+
+static int ks_unlock(kvsql_store *s, int level) {
+    (void)s;
+    (void)level;
+    return SQLITE_OK;
+}
+
+static int ks_size(kvsql_store *s, uint32_t *npages, uint32_t *page_size) {
+    keyspace_store *k = (keyspace_store *)s;
+    if (k->has_pending) {
+        *npages = k->pending_npages;
+        *page_size = k->pending_page_size;
+        return SQLITE_OK;
+    }
+    *npages = has_hash(k) ? (uint32_t)RedisModule_ValueLength(k->key) : 0;
+    if (*npages && !k->page_size) {
+        RedisModuleString *v = get_field(k, 0);
+        size_t len = 0;
+        if (v) RedisModule_StringPtrLen(v, &len);
+        if (v) RedisModule_FreeString(k->ctx, v);
+        k->page_size = (uint32_t)len;
+    }
+    *page_size = *npages ? k->page_size : 0;
+    return SQLITE_OK;
+}
+
+static int ks_read(kvsql_store *s, uint32_t index, void *buf, uint32_t page_size) {
+    keyspace_store *k = (keyspace_store *)s;
+    if (!k->ctx) return fail(k, SQLITE_IOERR_READ, "kvsql: store used outside a command", 0);
+    void *p = pagemap_get(&k->pending, index);
+    if (p) {
+        memcpy(buf, p, page_size);
+        return SQLITE_OK;
+    }
+    RedisModuleString *v = get_field(k, index);
+    if (!v) return fail(k, SQLITE_CORRUPT, "kvsql: field %lld of the hash (a page) is missing", index);
+    size_t len;
+    const char *data = RedisModule_StringPtrLen(v, &len);
+    int rc = SQLITE_OK;
+    if (len == page_size) memcpy(buf, data, len);
+    else rc = fail(k, SQLITE_CORRUPT, "kvsql: field %lld of the hash is not one page long", index);
+    RedisModule_FreeString(k->ctx, v);
+    return rc;
+}
+
+static int ks_commit(kvsql_store *s, const kvsql_batch *b) {
+    keyspace_store *k = (keyspace_store *)s;
+    if (!k->ctx) return fail(k, SQLITE_IOERR_WRITE, "kvsql: store used outside a command", 0);
+    if (k->readonly) return fail(k, SQLITE_READONLY, "kvsql: this command is read-only", 0);
+    if (pagemap_reserve(&k->pending, b->count) != 0) return SQLITE_NOMEM;
+    for (uint32_t i = 0; i < b->count; i++)
+        if (pagemap_put(&k->pending, b->pages[i].index, b->pages[i].data, b->page_size) != 0)
+            return SQLITE_NOMEM; /* the command fails and discards everything pending */
+    pagemap_drop_from(&k->pending, b->npages);
+    k->has_pending = 1;
+    k->pending_npages = b->npages;
+    k->pending_page_size = b->page_size;
+    return SQLITE_OK;
+}
+
+static const char *ks_errmsg(kvsql_store *s) {
+    return ((keyspace_store *)s)->err;
+}
+
+static void ks_destroy(kvsql_store *s) {
+    keyspace_store *k = (keyspace_store *)s;
+    pagemap_clear(&k->pending);
+    sqlite3_free(k);
+}
+
+static const kvsql_store_methods keyspace_methods = {
+    ks_lock, ks_unlock, ks_size, ks_read, ks_commit, ks_errmsg, ks_destroy,
+};
+
+kvsql_store *keyspace_store_new(void) {
+    keyspace_store *k = sqlite3_malloc(sizeof(*k));
+    if (!k) return NULL;
+    memset(k, 0, sizeof(*k));
+    k->base.m = &keyspace_methods;
+    pagemap_init(&k->pending);
+    return &k->base;
+}
+
+void keyspace_store_attach(kvsql_store *s, RedisModuleCtx *ctx, RedisModuleKey *key,
+                           RedisModuleString *keyname, int readonly) {
+    keyspace_store *k = (keyspace_store *)s;
+    k->ctx = ctx;
+    k->key = key;
+    k->keyname = keyname;
+    k->readonly = readonly;
+    k->err[0] = 0;
+}
+
+void keyspace_store_detach(kvsql_store *s) {
+    keyspace_store *k = (keyspace_store *)s;
+    k->ctx = NULL;
+    k->key = NULL;
+    k->keyname = NULL;
+}
+
+int keyspace_store_check(kvsql_store *s) {
+    keyspace_store *k = (keyspace_store *)s;
+    if (!has_hash(k)) return 0;
+    size_t n = RedisModule_ValueLength(k->key), len = 0;
+    RedisModuleString *v = get_field(k, 0);
+    const unsigned char *h = v ? (const unsigned char *)RedisModule_StringPtrLen(v, &len) : NULL;
+    int ok = h && len >= 100 && memcmp(h, sqlite_magic, 16) == 0 && header_page_size(h) == len;
+    if (v) RedisModule_FreeString(k->ctx, v);
+    if (!ok) return fail(k, -1, "the hash is not a kvsql database (field 0 is not a SQLite header page)", 0);
+    RedisModuleString *last = get_field(k, (uint32_t)n - 1);
+    if (!last) return fail(k, -1, "the hash is not a kvsql database (field %lld is missing)", (long long)n - 1);
+    RedisModule_FreeString(k->ctx, last);
+    k->page_size = (uint32_t)len;
+    return 0;
+}
+
+int keyspace_store_has_pending(kvsql_store *s) {
+    return ((keyspace_store *)s)->has_pending;
+}
+
+void keyspace_store_discard(kvsql_store *s) {
+    keyspace_store *k = (keyspace_store *)s;
+    pagemap_clear(&k->pending);
+    k->has_pending = 0;
+}
+
+/* Whether field index already holds exactly this page. */
+static int unchanged(keyspace_store *k, uint32_t index, const void *page, uint32_t len) {
+    RedisModuleString *v = get_field(k, index);
+    if (!v) return 0;
+    size_t vlen;
+    const char *data = RedisModule_StringPtrLen(v, &vlen);
+    int same = vlen == len && memcmp(data, page, len) == 0;
+    RedisModule_FreeString(k->ctx, v);
+    return same;
+}
+
+/* Sets the changed pages; fills argv with field/value pairs for HSET. */
+static size_t write_pages(keyspace_store *k, RedisModuleString **argv) {
+    size_t n = 0;
+    for (size_t i = 0; i < k->pending.cap; i++) {
+        pagemap_slot *sl = &k->pending.slots[i];
+        if (!sl->page || unchanged(k, sl->index, sl->page, k->pending_page_size)) continue;
+        char field[16];
+        int flen = snprintf(field, sizeof(field), "%u", sl->index);
+        RedisModuleString *f = RedisModule_CreateString(k->ctx, field, (size_t)flen);
+        RedisModuleString *v = RedisModule_CreateString(k->ctx, sl->page, k->pending_page_size);
+        RedisModule_HashSet(k->key, REDISMODULE_HASH_NONE, f, v, NULL);
+        argv[n++] = f;
+        argv[n++] = v;
+    }
+    return n;
+}
+
+/* Deletes fields from npages to old_npages-1; fills argv for HDEL. */
+static size_t delete_pages(keyspace_store *k, uint32_t old_npages, RedisModuleString **argv) {
+    size_t n = 0;
+    for (uint32_t i = k->pending_npages; i < old_npages; i++) {
+        RedisModuleString *f = RedisModule_CreateStringPrintf(k->ctx, "%u", i);
+        RedisModule_HashSet(k->key, REDISMODULE_HASH_NONE, f, REDISMODULE_HASH_DELETE, NULL);
+        argv[n++] = f;
+    }
+    return n;
+}
+
+static void free_strings(keyspace_store *k, RedisModuleString **argv, size_t n) {
+    for (size_t i = 0; i < n; i++) RedisModule_FreeString(k->ctx, argv[i]);
+}
+
+void keyspace_store_flush(kvsql_store *s) {
+    keyspace_store *k = (keyspace_store *)s;
+    if (!k->has_pending) return;
+    uint32_t old_npages = has_hash(k) ? (uint32_t)RedisModule_ValueLength(k->key) : 0;
+    size_t ndel = old_npages > k->pending_npages ? old_npages - k->pending_npages : 0;
+    RedisModuleString **set = RedisModule_Alloc(sizeof(*set) * (2 * k->pending.count + 1));
+    RedisModuleString **del = RedisModule_Alloc(sizeof(*del) * (ndel + 1));
+    flushing = 1;
+    size_t nset = write_pages(k, set);
+    ndel = delete_pages(k, old_npages, del);
+    if (nset) RedisModule_Replicate(k->ctx, "HSET", "sv", k->keyname, set, nset);
+    if (ndel) RedisModule_Replicate(k->ctx, "HDEL", "sv", k->keyname, del, ndel);
+    if (nset) RedisModule_NotifyKeyspaceEvent(k->ctx, REDISMODULE_NOTIFY_HASH, "hset", k->keyname);
+    if (ndel) RedisModule_NotifyKeyspaceEvent(k->ctx, REDISMODULE_NOTIFY_HASH, "hdel", k->keyname);
+    if (nset || ndel) RedisModule_SignalModifiedKey(k->ctx, k->keyname);
+    flushing = 0;
+    free_strings(k, set, nset);
+    free_strings(k, del, ndel);
+    RedisModule_Free(set);
+    RedisModule_Free(del);
+    k->page_size = k->pending_page_size;
+    keyspace_store_discard(s);
+}

@@ -1,0 +1,36 @@
+/* store_keyspace.h - the page store of the Redis module: a database is a
+ * hash in the keyspace of the redis-server the module runs in.
+ *
+ * Used by src/module/. A command attaches the store to its open key for
+ * the command's duration. Commits made by SQLite during the command stay
+ * pending in the store; at the end the command either flushes them (one
+ * HSET, plus one HDEL when the database shrank, written to the hash and
+ * propagated to replicas and the AOF as exactly those commands) or
+ * discards them. So one command is one atomic change of the hash. */
+#ifndef KVSQL_STORE_KEYSPACE_H
+#define KVSQL_STORE_KEYSPACE_H
+
+#include "module/redis_api.h"
+#include "store.h"
+
+kvsql_store *keyspace_store_new(void);
+
+/* Binds the store to the command's context and key; `readonly` refuses
+ * every write. Until detached, reads come from the key. */
+void keyspace_store_attach(kvsql_store *s, RedisModuleCtx *ctx, RedisModuleKey *key,
+                           RedisModuleString *keyname, int readonly);
+void keyspace_store_detach(kvsql_store *s);
+
+/* Checks that the attached key is empty or holds a database in the kvsql
+ * format. Returns 0, or -1 with the reason in keyspace_store_errmsg(). */
+int keyspace_store_check(kvsql_store *s);
+
+int keyspace_store_has_pending(kvsql_store *s);
+/* Writes the pending pages to the hash and propagates them. */
+void keyspace_store_flush(kvsql_store *s);
+void keyspace_store_discard(kvsql_store *s);
+
+/* True while a flush is writing: keyspace events seen then are our own. */
+int keyspace_store_flushing(void);
+
+#endif

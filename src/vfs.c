@@ -1,0 +1,550 @@
+/* vfs.c - the SQLite VFS of kvsql: database files on a page store.
+ *
+ * Called by SQLite. kvsql_open() hands a store to a new connection; the
+ * main database file of that connection reads and writes pages through the
+ * store (store.h). Every other file SQLite asks for (rollback journal,
+ * statement journal, temp databases) lives in process memory and never
+ * reaches the store; WAL files are refused, so WAL mode cannot be entered.
+ *
+ * Writes to the database file are kept in `dirty` until SQLite syncs the
+ * file (SQLITE_FCNTL_SYNC, sent even with synchronous=OFF, or xSync): then
+ * they go to the store as one batch. A transaction that ends without a sync
+ * (a rollback) leaves its dirty pages behind to be dropped at unlock. */
+#include "kvsql.h"
+#include "pagemap.h"
+#include "store.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_PATHNAME 512
+
+/* ---- registry: file name -> store -------------------------------------- */
+
+typedef struct entry {
+    char name[64];
+    kvsql_store *store;
+    int refs;        /* open database files on it */
+    int owned;       /* destroy the store with the last close */
+    struct entry *next;
+} entry;
+
+static entry *registry;
+static unsigned registry_seq;
+
+static sqlite3_mutex *registry_mutex(void) {
+    return sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_VFS1);
+}
+
+static entry *registry_find(const char *name) {
+    for (entry *e = registry; e; e = e->next)
+        if (strcmp(e->name, name) == 0) return e;
+    return NULL;
+}
+
+static entry *registry_add(const char *name, kvsql_store *store, int owned) {
+    entry *e = sqlite3_malloc(sizeof(*e));
+    if (!e) return NULL;
+    snprintf(e->name, sizeof(e->name), "%s", name);
+    e->store = store;
+    e->refs = 0;
+    e->owned = owned;
+    e->next = registry;
+    registry = e;
+    return e;
+}
+
+/* Unlinks e (caller holds the mutex) and destroys its store if owned. */
+static void registry_remove(entry *e) {
+    for (entry **p = &registry; *p; p = &(*p)->next) {
+        if (*p != e) continue;
+        *p = e->next;
+        break;
+    }
+    if (e->owned) e->store->m->destroy(e->store);
+    sqlite3_free(e);
+}
+
+/* ---- files ------------------------------------------------------------- */
+
+typedef struct file {
+    sqlite3_file base;
+    /* main database file */
+    entry *entry;
+    kvsql_store *store;
+    int lock;            /* SQLITE_LOCK_* held */
+    uint32_t page_size;  /* 0 until known */
+    uint32_t npages;     /* length as SQLite sees it (store + dirty) */
+    pagemap dirty;       /* pages written since the last sync */
+    int size_changed;    /* npages differs from the store's */
+    unsigned char *scratch; /* one page, for reads smaller than a page */
+    /* memory file (journals, temp files) */
+    unsigned char *buf;
+    sqlite3_int64 len, cap;
+} file;
+
+static int set_page_size(file *f, uint32_t psz) {
+    if (f->page_size == psz) return SQLITE_OK;
+    sqlite3_free(f->scratch);
+    f->scratch = sqlite3_malloc64(psz);
+    if (!f->scratch) return SQLITE_NOMEM;
+    f->page_size = psz;
+    return SQLITE_OK;
+}
+
+/* Brings page_size and npages in line with the store. */
+static int load_size(file *f) {
+    uint32_t n, psz;
+    int rc = f->store->m->size(f->store, &n, &psz);
+    if (rc != SQLITE_OK) return rc;
+    f->npages = n;
+    f->size_changed = 0;
+    return psz ? set_page_size(f, psz) : SQLITE_OK;
+}
+
+static void drop_dirty(file *f) {
+    pagemap_clear(&f->dirty);
+    f->size_changed = 0;
+}
+
+/* Copies page idx into out (a whole page): dirty first, then the store. */
+static int read_page(file *f, uint32_t idx, unsigned char *out) {
+    void *d = pagemap_get(&f->dirty, idx);
+    if (d) {
+        memcpy(out, d, f->page_size);
+        return SQLITE_OK;
+    }
+    return f->store->m->read(f->store, idx, out, f->page_size);
+}
+
+static int db_read(sqlite3_file *pf, void *dst, int amt, sqlite3_int64 off) {
+    file *f = (file *)pf;
+    unsigned char *out = dst;
+    if (f->page_size == 0 || f->npages == 0) {
+        memset(dst, 0, amt);
+        return SQLITE_IOERR_SHORT_READ;
+    }
+    while (amt > 0) {
+        uint32_t idx = (uint32_t)(off / f->page_size);
+        uint32_t in = (uint32_t)(off % f->page_size);
+        int n = (int)(f->page_size - in) < amt ? (int)(f->page_size - in) : amt;
+        if (idx >= f->npages) {
+            memset(out, 0, amt);
+            return SQLITE_IOERR_SHORT_READ;
+        }
+        int whole = (in == 0 && n == (int)f->page_size);
+        int rc = read_page(f, idx, whole ? out : f->scratch);
+        if (rc != SQLITE_OK) return rc;
+        if (!whole) memcpy(out, f->scratch + in, n);
+        out += n;
+        off += n;
+        amt -= n;
+    }
+    return SQLITE_OK;
+}
+
+static int valid_page_size(sqlite3_int64 n) {
+    return n >= 512 && n <= 65536 && (n & (n - 1)) == 0;
+}
+
+static int db_write(sqlite3_file *pf, const void *src, int amt, sqlite3_int64 off) {
+    file *f = (file *)pf;
+    if (f->page_size == 0 || (f->npages == 0 && f->dirty.count == 0)) {
+        /* The first write of an empty database fixes the page size. */
+        if (!valid_page_size(amt) || off % amt) return SQLITE_IOERR_WRITE;
+        if (set_page_size(f, (uint32_t)amt) != SQLITE_OK) return SQLITE_NOMEM;
+    }
+    const unsigned char *in = src;
+    while (amt > 0) {
+        uint32_t idx = (uint32_t)(off / f->page_size);
+        uint32_t at = (uint32_t)(off % f->page_size);
+        int n = (int)(f->page_size - at) < amt ? (int)(f->page_size - at) : amt;
+        if (n != (int)f->page_size) {
+            /* Part of a page: read, modify, write. */
+            if (idx < f->npages) {
+                int rc = read_page(f, idx, f->scratch);
+                if (rc != SQLITE_OK) return rc;
+            } else {
+                memset(f->scratch, 0, f->page_size);
+            }
+            memcpy(f->scratch + at, in, n);
+        }
+        const void *page = n == (int)f->page_size ? (const void *)in : f->scratch;
+        if (pagemap_put(&f->dirty, idx, page, f->page_size) != 0) return SQLITE_NOMEM;
+        if (idx >= f->npages) {
+            f->npages = idx + 1;
+            f->size_changed = 1;
+        }
+        in += n;
+        off += n;
+        amt -= n;
+    }
+    return SQLITE_OK;
+}
+
+static int db_truncate(sqlite3_file *pf, sqlite3_int64 size) {
+    file *f = (file *)pf;
+    if (f->page_size == 0) return SQLITE_OK;
+    uint32_t n = (uint32_t)((size + f->page_size - 1) / f->page_size);
+    if (n < f->npages) {
+        f->npages = n;
+        f->size_changed = 1;
+        pagemap_drop_from(&f->dirty, n);
+    }
+    return SQLITE_OK;
+}
+
+/* Hands the dirty pages to the store as one batch. */
+static int commit_dirty(file *f) {
+    if (f->dirty.count == 0 && !f->size_changed) return SQLITE_OK;
+    kvsql_page_ref *refs = sqlite3_malloc64(sizeof(*refs) * (f->dirty.count + 1));
+    if (!refs) return SQLITE_NOMEM;
+    uint32_t n = 0;
+    for (size_t i = 0; i < f->dirty.cap; i++) {
+        pagemap_slot *s = &f->dirty.slots[i];
+        if (s->page && s->index < f->npages) refs[n++] = (kvsql_page_ref){s->index, s->page};
+    }
+    kvsql_batch b = {f->page_size, f->npages, n, refs};
+    int rc = f->store->m->commit(f->store, &b);
+    sqlite3_free(refs);
+    if (rc == SQLITE_OK) drop_dirty(f);
+    return rc;
+}
+
+static int db_sync(sqlite3_file *pf, int flags) {
+    (void)flags;
+    return commit_dirty((file *)pf);
+}
+
+static int db_file_size(sqlite3_file *pf, sqlite3_int64 *size) {
+    file *f = (file *)pf;
+    *size = (sqlite3_int64)f->npages * f->page_size;
+    return SQLITE_OK;
+}
+
+static int store_level(int sqlite_lock) {
+    if (sqlite_lock >= SQLITE_LOCK_RESERVED) return KVSQL_LOCK_WRITE;
+    return sqlite_lock == SQLITE_LOCK_SHARED ? KVSQL_LOCK_READ : KVSQL_LOCK_NONE;
+}
+
+static int db_lock(sqlite3_file *pf, int level) {
+    file *f = (file *)pf;
+    if (level <= f->lock) return SQLITE_OK;
+    int want = store_level(level);
+    if (want > store_level(f->lock)) {
+        int rc = f->store->m->lock(f->store, want);
+        if (rc != SQLITE_OK) return rc;
+        /* A new snapshot may see a database that others changed. */
+        if (want == KVSQL_LOCK_READ && (rc = load_size(f)) != SQLITE_OK) {
+            f->store->m->unlock(f->store, KVSQL_LOCK_NONE);
+            return rc;
+        }
+    }
+    f->lock = level;
+    return SQLITE_OK;
+}
+
+static int db_unlock(sqlite3_file *pf, int level) {
+    file *f = (file *)pf;
+    if (level >= f->lock) return SQLITE_OK;
+    if (f->lock >= SQLITE_LOCK_RESERVED && f->dirty.count + f->size_changed > 0) {
+        /* The transaction ended without a sync: it was rolled back. */
+        drop_dirty(f);
+        int rc = load_size(f);
+        if (rc != SQLITE_OK) return rc;
+    }
+    int rc = SQLITE_OK;
+    if (store_level(level) < store_level(f->lock)) rc = f->store->m->unlock(f->store, store_level(level));
+    f->lock = level;
+    return rc;
+}
+
+static int db_check_reserved(sqlite3_file *pf, int *out) {
+    (void)pf;
+    *out = 0; /* other writers are the store's to refuse at lock time */
+    return SQLITE_OK;
+}
+
+static int db_file_control(sqlite3_file *pf, int op, void *arg) {
+    file *f = (file *)pf;
+    if (op == SQLITE_FCNTL_SYNC) return commit_dirty(f);
+    if (op == SQLITE_FCNTL_VFSNAME) {
+        *(char **)arg = sqlite3_mprintf("kvsql");
+        return SQLITE_OK;
+    }
+    return SQLITE_NOTFOUND;
+}
+
+static int sector_size(sqlite3_file *pf) {
+    (void)pf;
+    return 512;
+}
+
+static int device_characteristics(sqlite3_file *pf) {
+    (void)pf;
+    return SQLITE_IOCAP_POWERSAFE_OVERWRITE;
+}
+
+static int db_close(sqlite3_file *pf) {
+    file *f = (file *)pf;
+    drop_dirty(f);
+    sqlite3_free(f->scratch);
+    if (f->lock != SQLITE_LOCK_NONE) f->store->m->unlock(f->store, KVSQL_LOCK_NONE);
+    sqlite3_mutex *mx = registry_mutex();
+    sqlite3_mutex_enter(mx);
+    if (--f->entry->refs == 0) registry_remove(f->entry);
+    sqlite3_mutex_leave(mx);
+    return SQLITE_OK;
+}
+
+static const sqlite3_io_methods db_methods = {
+    1, db_close, db_read, db_write, db_truncate, db_sync, db_file_size,
+    db_lock, db_unlock, db_check_reserved, db_file_control, sector_size,
+    device_characteristics, 0, 0, 0, 0, 0, 0,
+};
+
+/* ---- memory files: journals and temp files ------------------------------ */
+
+static int mem_close(sqlite3_file *pf) {
+    sqlite3_free(((file *)pf)->buf);
+    return SQLITE_OK;
+}
+
+static int mem_read(sqlite3_file *pf, void *dst, int amt, sqlite3_int64 off) {
+    file *f = (file *)pf;
+    if (off + amt > f->len) {
+        sqlite3_int64 have = off < f->len ? f->len - off : 0;
+        memcpy(dst, f->buf + off, have);
+        memset((char *)dst + have, 0, amt - have);
+        return SQLITE_IOERR_SHORT_READ;
+    }
+    memcpy(dst, f->buf + off, amt);
+    return SQLITE_OK;
+}
+
+static int mem_write(sqlite3_file *pf, const void *src, int amt, sqlite3_int64 off) {
+    file *f = (file *)pf;
+    sqlite3_int64 end = off + amt;
+    if (end > f->cap) {
+        sqlite3_int64 cap = f->cap ? f->cap : 4096;
+        while (cap < end) cap *= 2;
+        unsigned char *b = sqlite3_realloc64(f->buf, cap);
+        if (!b) return SQLITE_NOMEM;
+        f->buf = b;
+        f->cap = cap;
+    }
+    if (off > f->len) memset(f->buf + f->len, 0, off - f->len);
+    memcpy(f->buf + off, src, amt);
+    if (end > f->len) f->len = end;
+    return SQLITE_OK;
+}
+
+static int mem_truncate(sqlite3_file *pf, sqlite3_int64 size) {
+    file *f = (file *)pf;
+    if (size < f->len) f->len = size;
+    return SQLITE_OK;
+}
+
+static int mem_sync(sqlite3_file *pf, int flags) {
+    (void)pf;
+    (void)flags;
+    return SQLITE_OK;
+}
+
+static int mem_file_size(sqlite3_file *pf, sqlite3_int64 *size) {
+    *size = ((file *)pf)->len;
+    return SQLITE_OK;
+}
+
+static int mem_lock(sqlite3_file *pf, int level) {
+    (void)pf;
+    (void)level;
+    return SQLITE_OK;
+}
+
+static int mem_file_control(sqlite3_file *pf, int op, void *arg) {
+    (void)pf;
+    (void)op;
+    (void)arg;
+    return SQLITE_NOTFOUND;
+}
+
+static const sqlite3_io_methods mem_methods = {
+    1, mem_close, mem_read, mem_write, mem_truncate, mem_sync, mem_file_size,
+    mem_lock, mem_lock, db_check_reserved, mem_file_control, sector_size,
+    device_characteristics, 0, 0, 0, 0, 0, 0,
+};
+
+/* ---- the VFS ----------------------------------------------------------- */
+
+/* pAppData of a VFS: how it finds the store of a file name it has not been
+ * handed (NULL: it only opens names that kvsql_open registered). */
+typedef int (*store_factory)(kvsql_store **out);
+
+static int open_db(sqlite3_vfs *vfs, const char *name, file *f) {
+    store_factory make = (store_factory)vfs->pAppData;
+    sqlite3_mutex *mx = registry_mutex();
+    int rc = SQLITE_OK;
+    sqlite3_mutex_enter(mx);
+    entry *e = name ? registry_find(name) : NULL;
+    if (!e && name && make) {
+        kvsql_store *st = NULL;
+        rc = make(&st);
+        if (rc == SQLITE_OK && !(e = registry_add(name, st, 1))) {
+            st->m->destroy(st);
+            rc = SQLITE_NOMEM;
+        }
+    }
+    if (e) e->refs++;
+    sqlite3_mutex_leave(mx);
+    if (rc != SQLITE_OK) return rc;
+    if (!e) return SQLITE_CANTOPEN;
+    memset(f, 0, sizeof(*f));
+    f->entry = e;
+    f->store = e->store;
+    pagemap_init(&f->dirty);
+    f->base.pMethods = &db_methods;
+    return SQLITE_OK;
+}
+
+static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *pf, int flags, int *out_flags) {
+    file *f = (file *)pf;
+    if (flags & SQLITE_OPEN_WAL) return SQLITE_CANTOPEN; /* no WAL: no shared memory here */
+    if (out_flags) *out_flags = flags;
+    if (flags & SQLITE_OPEN_MAIN_DB) return open_db(vfs, name, f);
+    memset(f, 0, sizeof(*f));
+    f->base.pMethods = &mem_methods;
+    return SQLITE_OK;
+}
+
+static int vfs_delete(sqlite3_vfs *vfs, const char *name, int sync) {
+    (void)vfs;
+    (void)name;
+    (void)sync;
+    return SQLITE_OK; /* memory files vanish on close */
+}
+
+static int vfs_access(sqlite3_vfs *vfs, const char *name, int flags, int *out) {
+    (void)vfs;
+    (void)name;
+    (void)flags;
+    *out = 0; /* no journal ever outlives its connection */
+    return SQLITE_OK;
+}
+
+static int vfs_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out) {
+    (void)vfs;
+    if ((int)strlen(name) >= n) return SQLITE_CANTOPEN;
+    memcpy(out, name, strlen(name) + 1);
+    return SQLITE_OK;
+}
+
+static void *vfs_dlopen(sqlite3_vfs *vfs, const char *path) {
+    (void)vfs;
+    (void)path;
+    return NULL; /* no extension loading */
+}
+
+static void vfs_dlerror(sqlite3_vfs *vfs, int n, char *msg) {
+    (void)vfs;
+    snprintf(msg, n, "loading extensions is not supported by kvsql");
+}
+
+static void (*vfs_dlsym(sqlite3_vfs *vfs, void *h, const char *sym))(void) {
+    (void)vfs;
+    (void)h;
+    (void)sym;
+    return NULL;
+}
+
+static void vfs_dlclose(sqlite3_vfs *vfs, void *h) {
+    (void)vfs;
+    (void)h;
+}
+
+/* Randomness, sleep and time come from the default VFS. */
+static int vfs_randomness(sqlite3_vfs *vfs, int n, char *out) {
+    (void)vfs;
+    sqlite3_vfs *d = sqlite3_vfs_find(NULL);
+    return d->xRandomness(d, n, out);
+}
+
+static int vfs_sleep(sqlite3_vfs *vfs, int us) {
+    (void)vfs;
+    sqlite3_vfs *d = sqlite3_vfs_find(NULL);
+    return d->xSleep(d, us);
+}
+
+static int vfs_current_time(sqlite3_vfs *vfs, double *t) {
+    (void)vfs;
+    sqlite3_vfs *d = sqlite3_vfs_find(NULL);
+    return d->xCurrentTime(d, t);
+}
+
+static int vfs_current_time64(sqlite3_vfs *vfs, sqlite3_int64 *t) {
+    (void)vfs;
+    sqlite3_vfs *d = sqlite3_vfs_find(NULL);
+    if (d->iVersion >= 2 && d->xCurrentTimeInt64) return d->xCurrentTimeInt64(d, t);
+    double r;
+    int rc = d->xCurrentTime(d, &r);
+    *t = (sqlite3_int64)(r * 86400000.0);
+    return rc;
+}
+
+static int vfs_last_error(sqlite3_vfs *vfs, int n, char *out) {
+    (void)vfs;
+    (void)n;
+    (void)out;
+    return 0;
+}
+
+#define VFS(name, app)                                                                   \
+    {2, sizeof(file), MAX_PATHNAME, 0, name, (void *)(app), vfs_open, vfs_delete,        \
+     vfs_access, vfs_full_pathname, vfs_dlopen, vfs_dlerror, vfs_dlsym, vfs_dlclose,     \
+     vfs_randomness, vfs_sleep, vfs_current_time, vfs_last_error, vfs_current_time64, \
+     0, 0, 0}
+
+static sqlite3_vfs kvsql_vfs = VFS("kvsql", NULL);
+static sqlite3_vfs memory_vfs = VFS("kvsql-memory", kvsql_memory_store_new);
+
+int kvsql_register(void) {
+    int rc = sqlite3_initialize();
+    if (rc != SQLITE_OK) return rc;
+    if (!sqlite3_vfs_find(kvsql_vfs.zName) && (rc = sqlite3_vfs_register(&kvsql_vfs, 0)) != SQLITE_OK)
+        return rc;
+    if (!sqlite3_vfs_find(memory_vfs.zName)) rc = sqlite3_vfs_register(&memory_vfs, 0);
+    return rc;
+}
+
+int kvsql_open(kvsql_store *store, sqlite3 **db) {
+    *db = NULL;
+    int rc = kvsql_register();
+    if (rc != SQLITE_OK) return rc;
+    char name[64];
+    sqlite3_mutex *mx = registry_mutex();
+    sqlite3_mutex_enter(mx);
+    snprintf(name, sizeof(name), "kvsql-%u", ++registry_seq);
+    entry *e = registry_add(name, store, 0);
+    if (e) e->refs++; /* held until the open has finished */
+    sqlite3_mutex_leave(mx);
+    if (!e) return SQLITE_NOMEM;
+    rc = sqlite3_open_v2(name, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXRESCODE,
+                         kvsql_vfs.zName);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(*db, "PRAGMA journal_mode=MEMORY", 0, 0, 0);
+    if (rc != SQLITE_OK) {
+        sqlite3_close(*db);
+        *db = NULL;
+    }
+    sqlite3_mutex_enter(mx);
+    if (--e->refs == 0) registry_remove(e);
+    sqlite3_mutex_leave(mx);
+    return rc;
+}
+
+void kvsql_store_free(kvsql_store *store) {
+    if (store) store->m->destroy(store);
+}
+
+const char *kvsql_store_errmsg(kvsql_store *store) {
+    return store->m->errmsg(store);
+}
