@@ -62,5 +62,14 @@ unit: $(UNIT)
 test: deps all
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) tests/run
 
+# The load generator of `make bench`.
+$(BUILD)/kvsql-bench: bench/kvsql-bench.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lhiredis
+
+bench: deps all $(BUILD)/kvsql-bench
+	@scripts/deps.sh gnuplot-nox
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) QUICK=$(QUICK) $(PYTHON) bench/run
+
 clean:
 	rm -rf build build-asan

@@ -88,6 +88,12 @@ static void remove_slot(pagemap *m, size_t i) {
     }
 }
 
+int pagemap_remove_at(pagemap *m, size_t i) {
+    if (i >= m->cap || !m->slots[i].page) return 0;
+    remove_slot(m, i);
+    return 1;
+}
+
 void pagemap_drop_from(pagemap *m, uint32_t first) {
     size_t i = 0;
     while (i < m->cap) {

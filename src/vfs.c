@@ -194,8 +194,52 @@ static int db_truncate(sqlite3_file *pf, sqlite3_int64 size) {
     return SQLITE_OK;
 }
 
+static uint32_t get32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* SQLite shrinks the file only after the commit's sync; the header of page
+ * 1 already says the new length, so the batch can carry it. */
+static int apply_header_length(file *f) {
+    if (f->npages == 0) return SQLITE_OK;
+    int rc = read_page(f, 0, f->scratch);
+    if (rc != SQLITE_OK) return rc;
+    uint32_t n = get32(f->scratch + 28);
+    int valid = memcmp(f->scratch + 24, f->scratch + 92, 4) == 0; /* change counter == valid-for */
+    if (valid && n > 0 && n < f->npages) {
+        f->npages = n;
+        f->size_changed = 1;
+        pagemap_drop_from(&f->dirty, n);
+    }
+    return SQLITE_OK;
+}
+
+/* Drops dirty pages that equal the store's: a rollback writes the old
+ * pages back, and that must not become a commit. */
+static int drop_unchanged(file *f) {
+    uint32_t stored, psz;
+    int rc = f->store->m->size(f->store, &stored, &psz);
+    if (rc != SQLITE_OK || psz != f->page_size) return rc;
+    if (f->npages == stored) f->size_changed = 0;
+    size_t i = 0;
+    while (i < f->dirty.cap) {
+        pagemap_slot *s = &f->dirty.slots[i];
+        if (s->page && s->index < stored) {
+            rc = f->store->m->read(f->store, s->index, f->scratch, f->page_size);
+            if (rc != SQLITE_OK) return rc;
+            if (memcmp(f->scratch, s->page, f->page_size) == 0 && pagemap_remove_at(&f->dirty, i))
+                continue; /* another page may have moved into slot i */
+        }
+        i++;
+    }
+    return SQLITE_OK;
+}
+
 /* Hands the dirty pages to the store as one batch. */
 static int commit_dirty(file *f) {
+    int rc = apply_header_length(f);
+    if (rc == SQLITE_OK) rc = drop_unchanged(f);
+    if (rc != SQLITE_OK) return rc;
     if (f->dirty.count == 0 && !f->size_changed) return SQLITE_OK;
     kvsql_page_ref *refs = sqlite3_malloc64(sizeof(*refs) * (f->dirty.count + 1));
     if (!refs) return SQLITE_NOMEM;
@@ -205,7 +249,7 @@ static int commit_dirty(file *f) {
         if (s->page && s->index < f->npages) refs[n++] = (kvsql_page_ref){s->index, s->page};
     }
     kvsql_batch b = {f->page_size, f->npages, n, refs};
-    int rc = f->store->m->commit(f->store, &b);
+    rc = f->store->m->commit(f->store, &b);
     sqlite3_free(refs);
     if (rc == SQLITE_OK) drop_dirty(f);
     return rc;
@@ -267,7 +311,9 @@ static int db_check_reserved(sqlite3_file *pf, int *out) {
 
 static int db_file_control(sqlite3_file *pf, int op, void *arg) {
     file *f = (file *)pf;
-    if (op == SQLITE_FCNTL_SYNC) return commit_dirty(f);
+    /* The commit point. Phase two follows it: anything still dirty then
+     * (SQLite may truncate after the sync) is part of the same commit. */
+    if (op == SQLITE_FCNTL_SYNC || op == SQLITE_FCNTL_COMMIT_PHASETWO) return commit_dirty(f);
     if (op == SQLITE_FCNTL_VFSNAME) {
         *(char **)arg = sqlite3_mprintf("kvsql");
         return SQLITE_OK;

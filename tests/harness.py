@@ -6,6 +6,7 @@ and is stopped by the test that started it. Used by conftest.py, the
 replication/persistence tests and bench/run.
 """
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,9 +22,21 @@ MODULE = os.environ.get("KVSQL_MODULE", os.path.join(ROOT, BUILD, "kvsql.so"))
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below 55535 (cluster bus ports are port + 10000)."""
+    for _ in range(1000):
+        port = random.randrange(20000, 50000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port")
 
 
 class Server:

@@ -14,6 +14,7 @@
 static RedisModuleDict *by_id;
 static conn *lru_head, *lru_tail;
 static long long count, max_count = 128;
+static cache_stats stats;
 
 void cache_init(RedisModuleCtx *ctx) {
     by_id = RedisModule_CreateDict(ctx);
@@ -23,8 +24,9 @@ void cache_set_max(long long max) {
     max_count = max;
 }
 
-long long cache_count(void) {
-    return count;
+cache_stats cache_get_stats(void) {
+    stats.connections = count;
+    return stats;
 }
 
 static void lru_unlink(conn *c) {
@@ -133,6 +135,7 @@ static conn *conn_open(RedisModuleCtx *ctx, kvsql_store *st, int dbid, const cha
     RedisModule_DictSetC(by_id, c->id, c->idlen, c);
     lru_push_front(c);
     count++;
+    stats.connections_opened++;
     (void)ctx;
     return c;
 }
@@ -211,11 +214,13 @@ int cache_prepare(conn *c, const char *sql, size_t len, sqlite3_stmt **stmt, con
     cached_stmt *s = find_cached(c, sql, len);
     if (s) {
         s->used = ++c->stmt_clock;
+        stats.statement_cache_hits++;
         *stmt = s->stmt;
         *tail = sql + len;
         return SQLITE_OK;
     }
     int rc = sqlite3_prepare_v3(c->db, sql, (int)len, SQLITE_PREPARE_PERSISTENT, stmt, tail);
+    stats.statements_prepared++;
     if (rc == SQLITE_OK && *stmt && only_space_left(*tail, sql + len)) remember(c, sql, len, *stmt);
     return rc;
 }

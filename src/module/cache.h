@@ -55,6 +55,13 @@ void cache_forget_db(int dbid); /* -1: every db */
 void cache_forget_all(void);
 
 void cache_set_max(long long max);
-long long cache_count(void);
+
+typedef struct cache_stats {
+    long long connections;       /* open now */
+    long long connections_opened; /* since the module loaded */
+    long long statements_prepared;
+    long long statement_cache_hits;
+} cache_stats;
+cache_stats cache_get_stats(void);
 
 #endif

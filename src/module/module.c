@@ -135,6 +135,18 @@ static int register_configs(RedisModuleCtx *ctx) {
     return RedisModule_LoadConfigs(ctx);
 }
 
+/* ---- INFO kvsql ------------------------------------------------------ */
+
+static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {
+    (void)for_crash_report;
+    cache_stats st = cache_get_stats();
+    RedisModule_InfoAddSection(ctx, "");
+    RedisModule_InfoAddFieldLongLong(ctx, "connections", st.connections);
+    RedisModule_InfoAddFieldLongLong(ctx, "connections_opened", st.connections_opened);
+    RedisModule_InfoAddFieldLongLong(ctx, "statements_prepared", st.statements_prepared);
+    RedisModule_InfoAddFieldLongLong(ctx, "statement_cache_hits", st.statement_cache_hits);
+}
+
 /* ---- commands --------------------------------------------------------- */
 
 static int create_commands(RedisModuleCtx *ctx) {
@@ -162,7 +174,7 @@ __attribute__((visibility("default"))) int RedisModule_OnLoad(RedisModuleCtx *ct
     RedisModule_SetModuleOptions(ctx, REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED);
     cache_init(ctx);
     if (create_commands(ctx) != REDISMODULE_OK || subscribe(ctx) != REDISMODULE_OK ||
-        register_configs(ctx) != REDISMODULE_OK) {
+        register_configs(ctx) != REDISMODULE_OK || RedisModule_RegisterInfoFunc(ctx, info) != REDISMODULE_OK) {
         RedisModule_Log(ctx, "warning", "kvsql: cannot register commands, events or configs");
         return REDISMODULE_ERR;
     }

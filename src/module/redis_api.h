@@ -61,6 +61,7 @@ typedef struct RedisModuleCtx RedisModuleCtx;
 typedef struct RedisModuleKey RedisModuleKey;
 typedef struct RedisModuleString RedisModuleString;
 typedef struct RedisModuleDict RedisModuleDict;
+typedef struct RedisModuleInfoCtx RedisModuleInfoCtx;
 
 typedef struct RedisModuleEvent {
     uint64_t id;
@@ -84,6 +85,7 @@ typedef int (*RedisModuleNotificationFunc)(RedisModuleCtx *ctx, int type, const 
                                            RedisModuleString *key);
 typedef void (*RedisModuleEventCallback)(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent,
                                          void *data);
+typedef void (*RedisModuleInfoFunc)(RedisModuleInfoCtx *ctx, int for_crash_report);
 typedef long long (*RedisModuleConfigGetNumericFunc)(const char *name, void *privdata);
 typedef int (*RedisModuleConfigSetNumericFunc)(const char *name, long long val, void *privdata,
                                                RedisModuleString **err);
@@ -138,7 +140,10 @@ typedef int (*RedisModuleConfigApplyFunc)(RedisModuleCtx *ctx, void *privdata, R
                                    RedisModuleConfigGetNumericFunc getfn,                            \
                                    RedisModuleConfigSetNumericFunc setfn,                            \
                                    RedisModuleConfigApplyFunc applyfn, void *privdata))              \
-    X(int, LoadConfigs, (RedisModuleCtx * ctx))
+    X(int, LoadConfigs, (RedisModuleCtx * ctx))                                                      \
+    X(int, RegisterInfoFunc, (RedisModuleCtx * ctx, RedisModuleInfoFunc cb))                         \
+    X(int, InfoAddSection, (RedisModuleInfoCtx * ctx, const char *name))                             \
+    X(int, InfoAddFieldLongLong, (RedisModuleInfoCtx * ctx, const char *field, long long value))
 
 #define REDIS_API_DECLARE(ret, name, params) extern ret(*RedisModule_##name) params;
 REDIS_API_ENTRIES(REDIS_API_DECLARE)
