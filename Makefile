@@ -13,7 +13,9 @@ SLT_DIR ?= ../shared/slt
 
 ifeq ($(SANITIZE),1)
 BUILD   := build-asan
-SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# redis-server is not sanitized: the sanitizer runtime must be loaded first.
+export KVSQL_PRELOAD := $(shell $(CC) -print-file-name=libasan.so)
 OPT     := -O1
 else
 BUILD   := build
@@ -21,6 +23,7 @@ SANFLAGS :=
 OPT     := -O2
 endif
 
+CFLAGS  += $(if $(SANFLAGS),-DKVSQL_SANITIZE)
 CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Werror -fPIC -fvisibility=hidden $(SANFLAGS) -Iinclude -Isrc
 LDFLAGS += $(SANFLAGS)
 

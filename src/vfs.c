@@ -199,11 +199,16 @@ static uint32_t get32(const unsigned char *p) {
 }
 
 /* SQLite shrinks the file only after the commit's sync; the header of page
- * 1 already says the new length, so the batch can carry it. */
+ * 1 already says the new length, so the batch can carry it. A header with
+ * another page size (VACUUM after PRAGMA page_size) is refused: the page
+ * size of a stored database never changes (docs/FORMAT.md). */
 static int apply_header_length(file *f) {
     if (f->npages == 0) return SQLITE_OK;
     int rc = read_page(f, 0, f->scratch);
     if (rc != SQLITE_OK) return rc;
+    uint32_t psz = (uint32_t)f->scratch[16] << 8 | f->scratch[17];
+    if ((psz == 1 ? 65536 : psz) != f->page_size)
+        return SQLITE_IOERR_WRITE; /* a new page size (VACUUM): the format fixes it */
     uint32_t n = get32(f->scratch + 28);
     int valid = memcmp(f->scratch + 24, f->scratch + 92, 4) == 0; /* change counter == valid-for */
     if (valid && n > 0 && n < f->npages) {

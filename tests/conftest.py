@@ -1,27 +1,16 @@
-"""conftest.py - pytest fixtures: a fresh redis-server with kvsql per test."""
+"""conftest.py - pytest fixtures: fresh redis-server processes with kvsql.
+
+Every server a test starts is stopped at its end, and the test fails if
+the server crashed or a sanitizer (SANITIZE=1 builds) reported anything.
+"""
 import pytest
 
 from harness import Server
 
 
 @pytest.fixture
-def server():
-    s = Server().start()
-    yield s
-    s.stop()
-    assert "crashed by signal" not in s.log(), s.log()
-    s.close()
-
-
-@pytest.fixture
-def r(server):
-    """A client of the fresh server; replies as bytes."""
-    return server.client()
-
-
-@pytest.fixture
 def servers():
-    """Start any number of servers; every one is stopped at the end."""
+    """start(**kw) starts a Server; every one is stopped at the end."""
     started = []
 
     def start(**kw):
@@ -30,8 +19,16 @@ def servers():
         return s
 
     yield start
-    for s in started:
-        s.stop()
-    for s in started:
-        assert "crashed by signal" not in s.log(), s.log()
-        s.close()
+    problems = [s.close() for s in started]
+    assert not any(problems), "\n".join(problems)
+
+
+@pytest.fixture
+def server(servers):
+    return servers()
+
+
+@pytest.fixture
+def r(server):
+    """A client of the fresh server; replies as bytes."""
+    return server.client()

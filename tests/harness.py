@@ -58,8 +58,10 @@ class Server:
 
     def start(self, timeout=10):
         env = dict(os.environ)
-        if os.environ.get("KVSQL_PRELOAD"):  # sanitizer runtime for a sanitized module
+        if os.environ.get("KVSQL_PRELOAD"):  # a sanitized module: runtime first, reports to files
             env["LD_PRELOAD"] = os.environ["KVSQL_PRELOAD"]
+            env["ASAN_OPTIONS"] = "log_path=%s/sanitizer:detect_leaks=1" % self.dir
+            env["UBSAN_OPTIONS"] = "log_path=%s/sanitizer:print_stacktrace=1" % self.dir
         self.proc = subprocess.Popen(self.command_line(), cwd=self.dir, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + timeout
@@ -82,6 +84,21 @@ class Server:
                 return f.read()[-4000:]
         except OSError:
             return ""
+
+    def sanitizer_reports(self):
+        """What AddressSanitizer, LeakSanitizer or UBSan reported, if anything."""
+        out = []
+        for name in sorted(os.listdir(self.dir)):
+            if name.startswith("sanitizer"):
+                with open(os.path.join(self.dir, name)) as f:
+                    out.append(f.read())
+        return "\n".join(out)
+
+    def problems(self):
+        """A crash in the log or a sanitizer report: '' when there is none."""
+        log = self.log()
+        crashed = "crashed by signal" in log or "ASSERTION FAILED" in log
+        return (log if crashed else "") + self.sanitizer_reports()
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -109,8 +126,10 @@ class Server:
         return self.start()
 
     def close(self):
+        """Stops the server; returns its problems() ('' when none). The
+        directory is kept for a look when there were some."""
         self.stop()
-        crashed = "crashed by signal" in self.log() or "ASSERTION FAILED" in self.log()
-        if self.owns_dir and not crashed:
+        problems = self.problems()
+        if self.owns_dir and not problems:
             shutil.rmtree(self.dir, ignore_errors=True)
-        return not crashed
+        return problems

@@ -350,3 +350,12 @@ def test_deleted_key_is_an_empty_database_again(r):
     with pytest.raises(redis.ResponseError, match="no such table"):
         r.execute_command("SQL.QUERY", "db", "select * from t")
     assert r.execute_command("SQL.EXEC", "db", "create table t(a)") == 0
+
+
+def test_vacuum_to_another_page_size_is_refused_and_changes_nothing(r):
+    r.execute_command("SQL.EXEC", "db", "create table t(a); insert into t values (1)")
+    before = pages(r, "db")
+    with pytest.raises(redis.ResponseError, match="I/O error"):
+        r.execute_command("SQL.EXEC", "db", "pragma page_size = 8192; vacuum")
+    assert pages(r, "db") == before
+    assert r.execute_command("SQL.QUERY", "db", "select a from t")[1] == [1]
