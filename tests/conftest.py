@@ -19,7 +19,7 @@ def servers():
         return s
 
     yield start
-    problems = [s.close() for s in started]
+    problems = [s.close() for s in reversed(started)]  # last first: some share a dir
     assert not any(problems), "\n".join(problems)
 
 

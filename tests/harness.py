@@ -51,7 +51,7 @@ class Server:
     def command_line(self):
         cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                "--dir", self.dir, "--logfile", "redis.log", "--save", "",
-               "--enable-debug-command", "yes"]
+               "--enable-debug-command", "yes", "--repl-diskless-sync-delay", "0"]
         if self.module:
             cmd += ["--loadmodule", MODULE]
         return cmd + self.args

@@ -1,0 +1,262 @@
+"""test_replication.py - replicas, restarts and crashes keep every database.
+
+Masters and replicas are real redis-server processes on loopback ports
+(fixture `servers`, conftest.py). Loads are bounded in count and time.
+"""
+import threading
+import time
+
+import pytest
+import redis
+
+
+def sql(r, *args):
+    return r.execute_command("SQL.EXEC", *args)
+
+
+def query(r, *args):
+    return r.execute_command("SQL.QUERY", *args)
+
+
+def wait_for(cond, timeout=15, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def attach_replica(servers, master, **kw):
+    rep = servers(**kw)
+    c = rep.client()
+    c.replicaof("127.0.0.1", master.port)
+    wait_for(lambda: c.info("replication").get("master_link_status") == "up", what="replica link")
+    return rep
+
+
+def digest(r, key):
+    return r.execute_command("DEBUG", "DIGEST-VALUE", key)
+
+
+def make_database(r, key="db", rows=300):
+    sql(r, key, "create table t(id integer primary key, v text, r real, b blob)")
+    sql(r, key, "with recursive s(x) as (select 1 union all select x + 1 from s where x < %d)"
+                " insert into t select x, 'row ' || x, random(), randomblob(50) from s" % rows)
+
+
+# ---- physical replication --------------------------------------------------
+
+def test_replica_holds_the_same_bytes_even_with_nondeterministic_sql(servers):
+    master = servers()
+    m = master.client()
+    with_module = attach_replica(servers, master).client()
+    without_module = attach_replica(servers, master, module=False).client()
+    make_database(m)
+    sql(m, "db", "update t set v = datetime('now'), r = random(), b = randomblob(20) where id % 3 = 0")
+    sql(m, "db", "delete from t where id > 250; vacuum")
+    assert m.execute_command("WAIT", 2, 5000) == 2
+    assert digest(with_module, "db") == digest(m, "db") == digest(without_module, "db")
+    assert without_module.hlen("db") == m.hlen("db")
+
+
+def test_replication_stream_carries_hset_not_sql(servers):
+    master = servers()
+    m = master.client()
+    rep = attach_replica(servers, master)
+    sql(m, "db", "create table t(a)")
+    m.execute_command("WAIT", 1, 5000)
+    mon = rep.client().monitor()
+    with mon as stream:
+        sql(m, "db", "insert into t values (random())")
+        seen = []
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            cmd = stream.next_command()["command"]
+            seen.append(cmd)
+            if cmd.startswith("HSET"):
+                break
+    assert any(c.startswith("HSET db ") for c in seen), seen
+    assert not any("SQL" in c.upper() and c.upper().startswith("SQL") for c in seen), seen
+
+
+def test_one_commit_is_one_hset(servers):
+    master = servers()
+    m = master.client()
+    rep = attach_replica(servers, master)
+    make_database(m, rows=2000)
+    m.execute_command("WAIT", 1, 5000)
+    r = rep.client()
+    rep_before = r.info("commandstats").get("cmdstat_hset", {}).get("calls", 0)
+    sql(m, "db", "update t set v = 'x' where id = 77; update t set v = 'y' where id = 1500")
+    m.execute_command("WAIT", 1, 5000)
+    assert r.info("commandstats")["cmdstat_hset"]["calls"] == rep_before + 1
+
+
+# ---- reads on replicas ------------------------------------------------------
+
+def test_replica_answers_sql_query_and_refuses_sql_exec(servers):
+    master = servers()
+    m = master.client()
+    r = attach_replica(servers, master).client()
+    make_database(m, rows=50)
+    m.execute_command("WAIT", 1, 5000)
+    assert query(r, "db", "select count(*) from t")[1] == [50]
+    with pytest.raises(redis.ReadOnlyError):
+        sql(r, "db", "insert into t(v) values ('no')")
+    sql(m, "db", "insert into t(id, v) values (51, 'later')")
+    m.execute_command("WAIT", 1, 5000)
+    assert query(r, "db", "select v from t where id = 51")[1] == [b"later"]
+
+
+def test_promoted_replica_reads_and_writes_every_database(servers):
+    master = servers()
+    m = master.client()
+    r = attach_replica(servers, master).client()
+    for i in range(5):
+        make_database(m, key="db%d" % i, rows=20)
+    m.execute_command("WAIT", 1, 5000)
+    master.kill()
+    r.replicaof("no", "one")
+    for i in range(5):
+        assert sql(r, "db%d" % i, "insert into t(v) values ('after')") == 1
+        assert query(r, "db%d" % i, "select count(*) from t")[1] == [21]
+        assert query(r, "db%d" % i, "pragma integrity_check")[1] == [b"ok"]
+
+
+def test_full_resync_replaces_what_the_replica_cached(servers):
+    master = servers()
+    m = master.client()
+    other = servers()
+    o = other.client()
+    sql(o, "db", "create table t(v); insert into t values ('old master')")
+    r_server = attach_replica(servers, other)
+    r = r_server.client()
+    assert query(r, "db", "select v from t")[1] == [b"old master"]
+    sql(m, "db", "create table t(v); insert into t values ('new master')")
+    r.replicaof("127.0.0.1", master.port)
+    wait_for(lambda: r.info("replication").get("master_link_status") == "up"
+             and r.info("replication").get("master_host") == "127.0.0.1"
+             and r.info("replication")["master_port"] == master.port, what="resync")
+    wait_for(lambda: query(r, "db", "select v from t")[1] == [b"new master"], what="new data")
+
+
+# ---- persistence --------------------------------------------------------------
+
+def check_databases(r, n=3):
+    for i in range(n):
+        assert query(r, "db%d" % i, "pragma integrity_check")[1] == [b"ok"]
+        assert query(r, "db%d" % i, "select count(*), sum(id) from t")[1] == [100, 5050]
+
+
+def fill(r, n=3):
+    for i in range(n):
+        make_database(r, key="db%d" % i, rows=100)
+
+
+def test_databases_survive_restart_after_save(servers):
+    s = servers()
+    fill(s.client())
+    s.client().save()
+    s.restart()
+    check_databases(s.client())
+
+
+def test_databases_survive_restart_after_bgsave(servers):
+    s = servers()
+    c = s.client()
+    fill(c)
+    c.bgsave()
+    wait_for(lambda: c.info("persistence")["rdb_bgsave_in_progress"] == 0, what="bgsave")
+    assert c.info("persistence")["rdb_last_bgsave_status"] == "ok"
+    s.restart()
+    check_databases(s.client())
+
+
+def test_databases_survive_restart_with_aof(servers):
+    s = servers(args=["--appendonly", "yes"])
+    fill(s.client())
+    s.restart()
+    check_databases(s.client())
+
+
+def test_databases_survive_restart_after_bgrewriteaof(servers):
+    s = servers(args=["--appendonly", "yes"])
+    c = s.client()
+    fill(c)
+    sql(c, "db0", "update t set v = 'rewritten'")
+    c.bgrewriteaof()
+    wait_for(lambda: c.info("persistence")["aof_rewrite_in_progress"] == 0
+             and c.info("persistence")["aof_rewrite_scheduled"] == 0, what="aof rewrite")
+    sql(c, "db1", "update t set v = 'after rewrite'")
+    s.restart()
+    c = s.client()
+    check_databases(c)
+    assert query(c, "db0", "select count(*) from t where v = 'rewritten'")[1] == [100]
+    assert query(c, "db1", "select count(*) from t where v = 'after rewrite'")[1] == [100]
+
+
+def test_aof_replays_on_a_redis_without_the_module(servers):
+    s = servers(args=["--appendonly", "yes"])
+    c = s.client()
+    fill(c, n=1)
+    want = digest(c, "db0")
+    s.stop()
+    plain = servers(module=False, args=["--appendonly", "yes"], dir=s.dir)
+    assert digest(plain.client(), "db0") == want
+
+
+# ---- crashes ----------------------------------------------------------------------
+
+def write_until_killed(r, key, acked, stop, wait_replicas=0):
+    """Inserts rows 1, 2, ...; records the ids whose reply arrived (and, with
+    wait_replicas, whose WAIT confirmed that many replicas)."""
+    for i in range(1, 20001):
+        if stop.is_set():
+            return
+        try:
+            sql(r, key, "insert into t(id) values (?)", str(i))
+            if wait_replicas and r.execute_command("WAIT", wait_replicas, 2000) < wait_replicas:
+                continue
+            acked.append(i)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return
+
+
+def test_kill_9_with_appendfsync_always_loses_no_acknowledged_write(servers):
+    s = servers(args=["--appendonly", "yes", "--appendfsync", "always"])
+    c = s.client()
+    sql(c, "db", "create table t(id integer primary key, pad blob default (randomblob(300)))")
+    acked, stop = [], threading.Event()
+    writer = threading.Thread(target=write_until_killed, args=(s.client(), "db", acked, stop))
+    writer.start()
+    wait_for(lambda: len(acked) >= 300, timeout=30, what="300 acknowledged writes")
+    s.kill()
+    stop.set()
+    writer.join(timeout=10)
+    s.start()
+    c = s.client()
+    assert query(c, "db", "pragma integrity_check")[1] == [b"ok"]
+    ids = {row[0] for row in query(c, "db", "select id from t")[1:]}
+    assert set(acked) <= ids
+    assert len(ids) - len(acked) <= 1  # at most the write in flight
+
+
+def test_after_master_crash_promoted_replica_has_every_write_confirmed_by_wait(servers):
+    master = servers()
+    m = master.client()
+    rep = attach_replica(servers, master)
+    sql(m, "db", "create table t(id integer primary key)")
+    m.execute_command("WAIT", 1, 5000)
+    acked, stop = [], threading.Event()
+    writer = threading.Thread(target=write_until_killed, args=(master.client(), "db", acked, stop, 1))
+    writer.start()
+    wait_for(lambda: len(acked) >= 200, timeout=30, what="200 writes confirmed by WAIT 1")
+    master.kill()
+    stop.set()
+    writer.join(timeout=10)
+    r = rep.client()
+    r.replicaof("no", "one")
+    ids = {row[0] for row in query(r, "db", "select id from t")[1:]}
+    assert set(acked) <= ids
+    assert query(r, "db", "pragma integrity_check")[1] == [b"ok"]
