@@ -12,8 +12,9 @@
 #include <string.h>
 
 static RedisModuleDict *by_id;
+static void evict_over_max(void);
 static conn *lru_head, *lru_tail;
-static long long count, max_count = 128;
+static long long count, max_count = 128, page_cache_kb = 2048;
 static cache_stats stats;
 
 void cache_init(RedisModuleCtx *ctx) {
@@ -22,6 +23,22 @@ void cache_init(RedisModuleCtx *ctx) {
 
 void cache_set_max(long long max) {
     max_count = max;
+    evict_over_max();
+}
+
+/* Runs SQL that the guard would refuse to users: connection settings. */
+static int set_cache_size(sqlite3 *db) {
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA cache_size=-%lld", page_cache_kb);
+    sqlite3_set_authorizer(db, NULL, NULL);
+    int rc = sqlite3_exec(db, sql, 0, 0, 0);
+    int rc2 = guard_install(db);
+    return rc != SQLITE_OK ? rc : rc2;
+}
+
+void cache_set_page_cache_kb(long long kb) {
+    page_cache_kb = kb;
+    for (conn *c = lru_head; c; c = c->next) set_cache_size(c->db);
 }
 
 cache_stats cache_get_stats(void) {
@@ -123,7 +140,7 @@ static conn *conn_open(RedisModuleCtx *ctx, kvsql_store *st, int dbid, const cha
     c->dbid = dbid;
     int rc = kvsql_open(st, &c->db);
     if (rc == SQLITE_OK) rc = sqlite3_exec(c->db, connection_pragmas, 0, 0, 0);
-    if (rc == SQLITE_OK) rc = guard_install(c->db);
+    if (rc == SQLITE_OK) rc = set_cache_size(c->db); /* installs the guard */
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "ERR kvsql: cannot open the database: %s",
                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));

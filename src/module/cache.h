@@ -55,6 +55,8 @@ void cache_forget_db(int dbid); /* -1: every db */
 void cache_forget_all(void);
 
 void cache_set_max(long long max);
+/* SQLite's page cache of each connection, in KiB; applies to open ones. */
+void cache_set_page_cache_kb(long long kb);
 
 typedef struct cache_stats {
     long long connections;       /* open now */

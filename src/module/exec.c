@@ -18,6 +18,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* SQLite calls the progress handler every this many virtual machine steps. */
+#define PROGRESS_STEPS 1000
+
+long long exec_query_timeout_ms = 10000;
+
+/* The call running now. Redis runs one command at a time, and while a call
+ * yields only commands flagged allow-busy (SQL.KILL) run, so one is enough. */
+static struct {
+    RedisModuleCtx *ctx;
+    long long started_ms;
+    int may_yield; /* not inside MULTI or a script */
+    int killed;
+    int timed_out;
+} running;
 
 typedef struct call {
     RedisModuleCtx *ctx;
@@ -89,10 +105,63 @@ static int bind_args(call *k, sqlite3_stmt *stmt) {
     return SQLITE_OK;
 }
 
+/* ---- time limit, SQL.KILL and -BUSY ----------------------------------- */
+
+static long long monotonic_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Returns non-zero to interrupt the statement. Meanwhile lets Redis serve
+ * other clients: past busy-reply-threshold they get -BUSY, as during a
+ * long Lua script, and SQL.KILL gets through. */
+static int on_progress(void *arg) {
+    (void)arg;
+    if (running.killed) return 1;
+    if (exec_query_timeout_ms > 0 && monotonic_ms() - running.started_ms > exec_query_timeout_ms) {
+        running.timed_out = 1;
+        return 1;
+    }
+    if (running.may_yield)
+        RedisModule_Yield(running.ctx, REDISMODULE_YIELD_FLAG_CLIENTS, "kvsql is running SQL: SQL.KILL stops it");
+    return running.killed;
+}
+
+static void start_running(RedisModuleCtx *ctx, sqlite3 *db) {
+    running.ctx = ctx;
+    running.started_ms = monotonic_ms();
+    running.may_yield = !(RedisModule_GetContextFlags(ctx) & (REDISMODULE_CTX_FLAGS_LUA | REDISMODULE_CTX_FLAGS_MULTI));
+    running.killed = running.timed_out = 0;
+    sqlite3_progress_handler(db, PROGRESS_STEPS, on_progress, NULL);
+}
+
+static void stop_running(void) {
+    running.ctx = NULL;
+}
+
+int cmd_sql_kill(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
+    (void)argv;
+    if (argc != 1) return RedisModule_WrongArity(ctx);
+    if (!running.ctx) return RedisModule_ReplyWithError(ctx, "NOTBUSY No SQL is running.");
+    running.killed = 1;
+    return RedisModule_ReplyWithSimpleString(ctx, "OK");
+}
+
 /* ---- statements -------------------------------------------------------- */
 
 static void set_sqlite_error(call *k, int rc) {
     if (k->err[0]) return;
+    if (rc == SQLITE_INTERRUPT && running.killed) {
+        snprintf(k->err, sizeof(k->err), "ERR SQL stopped by SQL.KILL: nothing was written");
+        return;
+    }
+    if (rc == SQLITE_INTERRUPT && running.timed_out) {
+        snprintf(k->err, sizeof(k->err),
+                 "ERR SQL stopped after %lld ms (kvsql.query-timeout-ms): nothing was written",
+                 exec_query_timeout_ms);
+        return;
+    }
     const char *msg = sqlite3_errmsg(k->c->db);
     const char *store = kvsql_store_errmsg(k->c->store);
     if ((rc & 0xff) == SQLITE_AUTH)
@@ -188,9 +257,11 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
     }
     size_t len;
     const char *text = RedisModule_StringPtrLen(sql, &len);
+    start_running(ctx, k.c->db);
     int rc = run_all(&k, text, len);
     if (rc != SQLITE_OK) set_sqlite_error(&k, rc);
     int ok = close_transaction(&k, rc == SQLITE_OK);
+    stop_running();
     if (ok) {
         keyspace_store_flush(k.c->store);
     } else if (keyspace_store_has_pending(k.c->store)) {

@@ -1,4 +1,4 @@
-/* exec.h - the SQL commands of the module: SQL, SQL.EXEC and SQL.QUERY.
+/* exec.h - the SQL commands of the module: SQL, SQL.EXEC, SQL.QUERY, SQL.KILL.
  * Registered by module.c; behaviour documented in docs/COMMANDS.md. */
 #ifndef KVSQL_EXEC_H
 #define KVSQL_EXEC_H
@@ -10,5 +10,9 @@
 int cmd_sql(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int cmd_sql_exec(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int cmd_sql_query(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int cmd_sql_kill(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+
+/* kvsql.query-timeout-ms: a call's time limit, 0 for none. */
+extern long long exec_query_timeout_ms;
 
 #endif

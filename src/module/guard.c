@@ -13,7 +13,7 @@ static const char *const denied_pragmas[] = {
 
 /* Pragmas that may be read but not set: kvsql's storage depends on them. */
 static const char *const fixed_pragmas[] = {
-    "journal_mode", "locking_mode", "temp_store", NULL,
+    "journal_mode", "locking_mode", "temp_store", "cache_size", NULL,
 };
 
 static int listed(const char *const *list, const char *name) {

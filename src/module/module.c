@@ -123,6 +123,7 @@ static int subscribe(RedisModuleCtx *ctx) {
 /* ---- configs ---------------------------------------------------------- */
 
 static long long max_connections = 128;
+static long long page_cache_kb = 2048;
 
 static long long get_numeric(const char *name, void *priv) {
     (void)name;
@@ -133,12 +134,19 @@ static int set_numeric(const char *name, long long val, void *priv, RedisModuleS
     (void)err;
     *(long long *)priv = val;
     if (strcmp(name, "max-connections") == 0) cache_set_max(val);
+    if (strcmp(name, "page-cache-kb") == 0) cache_set_page_cache_kb(val);
     return REDISMODULE_OK;
 }
 
+static int numeric_config(RedisModuleCtx *ctx, const char *name, long long *var, long long min, long long max) {
+    return RedisModule_RegisterNumericConfig(ctx, name, *var, REDISMODULE_CONFIG_DEFAULT, min, max, get_numeric,
+                                             set_numeric, NULL, var);
+}
+
 static int register_configs(RedisModuleCtx *ctx) {
-    if (RedisModule_RegisterNumericConfig(ctx, "max-connections", 128, REDISMODULE_CONFIG_DEFAULT, 1, 1000000,
-                                          get_numeric, set_numeric, NULL, &max_connections) != REDISMODULE_OK)
+    if (numeric_config(ctx, "max-connections", &max_connections, 1, 1000000) != REDISMODULE_OK ||
+        numeric_config(ctx, "page-cache-kb", &page_cache_kb, 16, 16777216) != REDISMODULE_OK ||
+        numeric_config(ctx, "query-timeout-ms", &exec_query_timeout_ms, 0, 86400000) != REDISMODULE_OK)
         return REDISMODULE_ERR;
     return RedisModule_LoadConfigs(ctx);
 }
@@ -157,10 +165,51 @@ static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {
 
 /* ---- commands --------------------------------------------------------- */
 
+static const RedisModuleCommandInfoVersion info_version = {
+    1, sizeof(RedisModuleCommandHistoryEntry), sizeof(RedisModuleCommandKeySpec), sizeof(kvsql_command_arg_layout),
+};
+
+/* Arity, summary and the key spec (argument 1, with key_flags; none when
+ * 0), so COMMAND DOCS, ACL key permissions and cluster clients see them. */
+static int describe(RedisModuleCtx *ctx, const char *name, int arity, const char *summary, uint64_t key_flags,
+                    const char *acl_categories) {
+    RedisModuleCommand *cmd = RedisModule_GetCommand(ctx, name);
+    RedisModuleCommandKeySpec specs[2];
+    memset(specs, 0, sizeof(specs)); /* a zeroed entry ends the list */
+    specs[0].flags = key_flags;
+    specs[0].begin_search_type = REDISMODULE_KSPEC_BS_INDEX;
+    specs[0].bs.index.pos = 1;
+    specs[0].find_keys_type = REDISMODULE_KSPEC_FK_RANGE;
+    specs[0].fk.range.lastkey = 0;
+    specs[0].fk.range.keystep = 1;
+    RedisModuleCommandInfo info;
+    memset(&info, 0, sizeof(info));
+    info.version = &info_version;
+    info.summary = summary;
+    info.complexity = "Depends on the SQL.";
+    info.since = "1.0.0";
+    info.arity = arity;
+    info.key_specs = key_flags ? specs : NULL;
+    if (!cmd || RedisModule_SetCommandInfo(cmd, &info) != REDISMODULE_OK) return REDISMODULE_ERR;
+    if (RedisModule_SetCommandACLCategories) /* Redis 7.2 and later */
+        RedisModule_SetCommandACLCategories(cmd, acl_categories);
+    return REDISMODULE_OK;
+}
+
 static int create_commands(RedisModuleCtx *ctx) {
+    const uint64_t reads = REDISMODULE_CMD_KEY_RO | REDISMODULE_CMD_KEY_ACCESS;
+    const uint64_t writes = REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_ACCESS | REDISMODULE_CMD_KEY_UPDATE;
     if (RedisModule_CreateCommand(ctx, "sql", cmd_sql, "write deny-oom", 0, 0, 0) != REDISMODULE_OK ||
         RedisModule_CreateCommand(ctx, "sql.exec", cmd_sql_exec, "write deny-oom", 1, 1, 1) != REDISMODULE_OK ||
-        RedisModule_CreateCommand(ctx, "sql.query", cmd_sql_query, "readonly", 1, 1, 1) != REDISMODULE_OK)
+        RedisModule_CreateCommand(ctx, "sql.query", cmd_sql_query, "readonly", 1, 1, 1) != REDISMODULE_OK ||
+        RedisModule_CreateCommand(ctx, "sql.kill", cmd_sql_kill, "allow-busy deny-script", 0, 0, 0) != REDISMODULE_OK)
+        return REDISMODULE_ERR;
+    if (describe(ctx, "sql", -2, "Runs SQL on the database at _sql:redis_db.", 0, "write slow") != REDISMODULE_OK ||
+        describe(ctx, "sql.exec", -3, "Runs SQL on the database stored in a hash.", writes, "write slow") !=
+            REDISMODULE_OK ||
+        describe(ctx, "sql.query", -3, "Runs read-only SQL on the database stored in a hash.", reads,
+                 "read slow") != REDISMODULE_OK ||
+        describe(ctx, "sql.kill", 1, "Stops the SQL that is running.", 0, "slow") != REDISMODULE_OK)
         return REDISMODULE_ERR;
     return REDISMODULE_OK;
 }

@@ -4,6 +4,7 @@
 
 #define REDIS_API_DEFINE(ret, name, params) ret(*RedisModule_##name) params;
 REDIS_API_ENTRIES(REDIS_API_DEFINE)
+REDIS_API_OPTIONAL_ENTRIES(REDIS_API_DEFINE)
 #undef REDIS_API_DEFINE
 
 int redis_api_init(RedisModuleCtx *ctx, const char *name, int ver, const char **missing) {
@@ -17,6 +18,11 @@ int redis_api_init(RedisModuleCtx *ctx, const char *name, int ver, const char **
     }
     REDIS_API_ENTRIES(REDIS_API_RESOLVE)
 #undef REDIS_API_RESOLVE
+#define REDIS_API_TRY(ret, fn, params)                                            \
+    if (get_api("RedisModule_" #fn, (void *)&RedisModule_##fn) != REDISMODULE_OK) \
+        RedisModule_##fn = NULL;
+    REDIS_API_OPTIONAL_ENTRIES(REDIS_API_TRY)
+#undef REDIS_API_TRY
     if (RedisModule_IsModuleNameBusy(name)) {
         *missing = "a free module name (kvsql is loaded already)";
         return REDISMODULE_ERR;

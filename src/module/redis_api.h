@@ -49,6 +49,97 @@
 
 #define REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED (1 << 1)
 
+#define REDISMODULE_YIELD_FLAG_CLIENTS (1 << 1)
+
+/* Key-spec flags and the command info of RedisModule_SetCommandInfo. */
+#define REDISMODULE_CMD_KEY_RO (1ULL << 0)
+#define REDISMODULE_CMD_KEY_RW (1ULL << 1)
+#define REDISMODULE_CMD_KEY_ACCESS (1ULL << 4)
+#define REDISMODULE_CMD_KEY_UPDATE (1ULL << 5)
+#define REDISMODULE_CMD_KEY_INSERT (1ULL << 6)
+#define REDISMODULE_CMD_KEY_DELETE (1ULL << 7)
+
+typedef enum {
+    REDISMODULE_KSPEC_BS_INVALID = 0,
+    REDISMODULE_KSPEC_BS_UNKNOWN,
+    REDISMODULE_KSPEC_BS_INDEX,
+    REDISMODULE_KSPEC_BS_KEYWORD
+} RedisModuleKeySpecBeginSearchType;
+
+typedef enum {
+    REDISMODULE_KSPEC_FK_OMITTED = 0,
+    REDISMODULE_KSPEC_FK_UNKNOWN,
+    REDISMODULE_KSPEC_FK_RANGE,
+    REDISMODULE_KSPEC_FK_KEYNUM
+} RedisModuleKeySpecFindKeysType;
+
+typedef struct RedisModuleCommandArg RedisModuleCommandArg; /* not used: no args declared */
+
+typedef struct {
+    const char *since;
+    const char *changes;
+} RedisModuleCommandHistoryEntry;
+
+typedef struct {
+    const char *notes;
+    uint64_t flags;
+    RedisModuleKeySpecBeginSearchType begin_search_type;
+    union {
+        struct {
+            int pos;
+        } index;
+        struct {
+            const char *keyword;
+            int startfrom;
+        } keyword;
+    } bs;
+    RedisModuleKeySpecFindKeysType find_keys_type;
+    union {
+        struct {
+            int lastkey;
+            int keystep;
+            int limit;
+        } range;
+        struct {
+            int keynumidx;
+            int firstkey;
+            int keystep;
+        } keynum;
+    } fk;
+} RedisModuleCommandKeySpec;
+
+/* The layout of RedisModuleCommandArg, for its size only. */
+typedef struct {
+    const char *name;
+    int type;
+    int key_spec_index;
+    const char *token;
+    const char *summary;
+    const char *since;
+    int flags;
+    const char *deprecated_since;
+    void *subargs;
+} kvsql_command_arg_layout;
+
+typedef struct {
+    int version;
+    size_t sizeof_historyentry;
+    size_t sizeof_keyspec;
+    size_t sizeof_arg;
+} RedisModuleCommandInfoVersion;
+
+typedef struct {
+    const RedisModuleCommandInfoVersion *version;
+    const char *summary;
+    const char *complexity;
+    const char *since;
+    RedisModuleCommandHistoryEntry *history;
+    const char *tips;
+    int arity;
+    RedisModuleCommandKeySpec *key_specs;
+    RedisModuleCommandArg *args;
+} RedisModuleCommandInfo;
+
 #define REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED 0
 #define REDISMODULE_EVENT_FLUSHDB 2
 #define REDISMODULE_EVENT_LOADING 3
@@ -62,6 +153,7 @@ typedef struct RedisModuleCtx RedisModuleCtx;
 typedef struct RedisModuleKey RedisModuleKey;
 typedef struct RedisModuleString RedisModuleString;
 typedef struct RedisModuleDict RedisModuleDict;
+typedef struct RedisModuleCommand RedisModuleCommand;
 typedef struct RedisModuleInfoCtx RedisModuleInfoCtx;
 
 typedef struct RedisModuleEvent {
@@ -109,6 +201,7 @@ typedef int (*RedisModuleConfigApplyFunc)(RedisModuleCtx *ctx, void *privdata, R
     X(int, WrongArity, (RedisModuleCtx * ctx))                                                       \
     X(int, ReplyWithLongLong, (RedisModuleCtx * ctx, long long ll))                                  \
     X(int, ReplyWithError, (RedisModuleCtx * ctx, const char *err))                                  \
+    X(int, ReplyWithSimpleString, (RedisModuleCtx * ctx, const char *msg))                           \
     X(int, ReplyWithArray, (RedisModuleCtx * ctx, long len))                                         \
     X(void, ReplySetArrayLength, (RedisModuleCtx * ctx, long len))                                   \
     X(int, ReplyWithStringBuffer, (RedisModuleCtx * ctx, const char *buf, size_t len))               \
@@ -142,12 +235,20 @@ typedef int (*RedisModuleConfigApplyFunc)(RedisModuleCtx *ctx, void *privdata, R
                                    RedisModuleConfigSetNumericFunc setfn,                            \
                                    RedisModuleConfigApplyFunc applyfn, void *privdata))              \
     X(int, LoadConfigs, (RedisModuleCtx * ctx))                                                      \
+    X(RedisModuleCommand *, GetCommand, (RedisModuleCtx * ctx, const char *name))                    \
+    X(int, SetCommandInfo, (RedisModuleCommand * command, const RedisModuleCommandInfo *info))       \
+    X(void, Yield, (RedisModuleCtx * ctx, int flags, const char *busy_reply))                        \
     X(int, RegisterInfoFunc, (RedisModuleCtx * ctx, RedisModuleInfoFunc cb))                         \
     X(int, InfoAddSection, (RedisModuleInfoCtx * ctx, const char *name))                             \
     X(int, InfoAddFieldLongLong, (RedisModuleInfoCtx * ctx, const char *field, long long value))
 
+/* Entries of later Redis versions, used when present (NULL on 7.0). */
+#define REDIS_API_OPTIONAL_ENTRIES(X) \
+    X(int, SetCommandACLCategories, (RedisModuleCommand * command, const char *categories))
+
 #define REDIS_API_DECLARE(ret, name, params) extern ret(*RedisModule_##name) params;
 REDIS_API_ENTRIES(REDIS_API_DECLARE)
+REDIS_API_OPTIONAL_ENTRIES(REDIS_API_DECLARE)
 #undef REDIS_API_DECLARE
 
 /* Resolves every entry above and registers the module name. On failure
