@@ -33,10 +33,12 @@ HEADERS    := $(wildcard include/*.h src/*.h src/module/*.h)
 
 MODULE := $(BUILD)/kvsql.so
 UNIT   := $(BUILD)/test_unit
+SLT    := $(BUILD)/kvsql-slt
+SLT_SRC := $(wildcard tools/slt*.c)
 
 .PHONY: all deps run test unit slt bench clean
 
-all: $(MODULE) $(UNIT)
+all: $(MODULE) $(UNIT) $(SLT)
 
 deps:
 	@scripts/deps.sh
@@ -52,6 +54,11 @@ $(MODULE): $(MODULE_SRC:%.c=$(BUILD)/%.o)
 $(UNIT): $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/unit.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3
 
+# The sqllogictest runner: native SQLite, our VFS in memory, the module.
+$(SLT_SRC:%.c=$(BUILD)/%.o): tools/slt.h
+$(SLT): $(SLT_SRC:%.c=$(BUILD)/%.o) $(CORE_SRC:%.c=$(BUILD)/%.o)
+	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis -lcrypto
+
 run: deps all
 	@mkdir -p data
 	@echo "kvsql: redis-server with the module on 127.0.0.1:$(PORT), data in ./data (AOF on)"
@@ -61,6 +68,9 @@ run: deps all
 
 unit: $(UNIT)
 	$(UNIT)
+
+slt: deps all
+	@tools/slt-all.sh $(BUILD) $(SLT_DIR)
 
 test: deps all
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) tests/run

@@ -63,8 +63,9 @@ slt_engine *slt_module_engine(const char *host, int port, char *err, size_t errl
 /* Renders column col of the current row by its type letter, as the
  * original sqllogictest does for SQLite: NULL as "NULL"; I as the 32-bit
  * sqlite3_column_int; R as "%.3f" of sqlite3_column_double; T as the text,
- * "" as "(empty)"; then every byte outside printable ASCII becomes '@'.
- * Returns a malloc'd string, NULL when out of memory. */
+ * "" as "(empty)"; then every byte outside printable ASCII becomes '@',
+ * a NUL inside a TEXT or BLOB too. Returns a malloc'd string, NULL when
+ * out of memory. */
 char *slt_render_column(sqlite3_stmt *stmt, int col, char type);
 
 /* Renders values that arrive without SQLite (the module's reply) exactly
@@ -87,13 +88,25 @@ int slt_md5_values(char *const *values, size_t n, char hex[33]);
 typedef struct slt_file_result {
     long passed, failed, skipped; /* records: statements and queries */
     int halted_at;                /* line of a `halt` that stopped it, or 0 */
-    int fatal;                    /* the engine broke: the run must stop */
+    double engine_seconds;        /* spent in the engine's statements and queries */
+    double reference_seconds;     /* and in the reference engine's */
     int first_failure_line;       /* 0: none */
     char first_failure[1024];     /* what that record expected and got */
+    int fatal;                    /* the engine broke: the run must stop */
+    char error[1024];             /* why the file could not be run, or "" */
 } slt_file_result;
 
-/* Runs the script at path on a fresh database of engine e. Returns 0, or
- * -1 when the file cannot be read or the engine broke (why in res). */
-int slt_run_file(slt_engine *e, const char *path, slt_file_result *res);
+/* A monotonic clock, in seconds. */
+double slt_now(void);
+
+/* The engine name that skipif/onlyif records are matched against. */
+#define SLT_ENGINE_NAME "sqlite"
+
+/* Runs the script at path on a fresh database of engine e, checking each
+ * record against the script and, when ref is not NULL, against the same
+ * record run on a fresh database of ref. Returns 0, or -1 when the file
+ * cannot be read or an engine broke: then res->error says why, and the
+ * record it broke on, if any, counts as failed. */
+int slt_run_file(slt_engine *e, slt_engine *ref, const char *path, slt_file_result *res);
 
 #endif

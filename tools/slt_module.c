@@ -177,6 +177,18 @@ static int connect_redis(module_state *s, const char *host, int port, char *err,
     return 0;
 }
 
+/* Whether the server knows SQL.EXEC: else every record would fail alike. */
+static int check_module_loaded(module_state *s, char *err, size_t errlen) {
+    const char *argv[] = {"COMMAND", "INFO", "SQL.EXEC"};
+    redisReply *reply = send_command(s, 3, argv, err, errlen);
+    if (!reply) return -1;
+    int missing = reply->type != REDIS_REPLY_ARRAY || reply->elements != 1 ||
+                  reply->element[0]->type != REDIS_REPLY_ARRAY;
+    if (missing) snprintf(err, errlen, "redis at %s has no SQL.EXEC command: is kvsql.so loaded?", s->where);
+    freeReplyObject(reply);
+    return missing ? -1 : 0;
+}
+
 slt_engine *slt_module_engine(const char *host, int port, char *err, size_t errlen) {
     slt_engine *e = calloc(1, sizeof(*e));
     module_state *s = calloc(1, sizeof(*s));
@@ -193,7 +205,7 @@ slt_engine *slt_module_engine(const char *host, int port, char *err, size_t errl
         module_destroy(e);
         return NULL;
     }
-    if (connect_redis(s, host, port, err, errlen) != 0) {
+    if (connect_redis(s, host, port, err, errlen) != 0 || check_module_loaded(s, err, errlen) != 0) {
         module_destroy(e);
         return NULL;
     }

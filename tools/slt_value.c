@@ -43,9 +43,9 @@ char slt_type_of_column(const char *types, int i) {
 
 /* ---- rendering --------------------------------------------------------- */
 
-/* A malloc'd copy of s with bytes outside printable ASCII as '@'. */
-static char *printable_copy(const char *s) {
-    size_t n = strlen(s);
+/* A malloc'd, NUL-terminated copy of s[0..n) with every byte outside
+ * printable ASCII (a NUL too) as '@'. */
+static char *printable_copy_n(const char *s, size_t n) {
     char *out = malloc(n + 1);
     if (!out) return NULL;
     for (size_t i = 0; i < n; i++) {
@@ -54,6 +54,10 @@ static char *printable_copy(const char *s) {
     }
     out[n] = 0;
     return out;
+}
+
+static char *printable_copy(const char *s) {
+    return printable_copy_n(s, strlen(s));
 }
 
 static char *render_formatted(const char *format, ...) __attribute__((format(printf, 1, 2)));
@@ -76,7 +80,8 @@ static char *render_text(sqlite3_stmt *stmt, int col) {
         if (sqlite3_errcode(sqlite3_db_handle(stmt)) == SQLITE_NOMEM) return NULL;
         text = ""; /* a zero-length BLOB */
     }
-    return printable_copy(text[0] ? text : "(empty)");
+    int n = sqlite3_column_bytes(stmt, col);
+    return n > 0 ? printable_copy_n(text, (size_t)n) : printable_copy("(empty)");
 }
 
 char *slt_render_column(sqlite3_stmt *stmt, int col, char type) {
@@ -131,10 +136,26 @@ char *slt_convert_integer(slt_converter *c, sqlite3_int64 v, char type) {
     return render_bound(c, type);
 }
 
-/* Whether p[0..n) is exactly how SQLite renders the REAL *d to text. The
- * module sends REALs that way; a TEXT of the same spelling is taken for a
- * REAL too, which renders the same for T and R and, for I, differs only
- * when the text is an exponent form such as "1.0e+20". */
+/* Whether text is how SQLite renders the REAL d: as sqlite3_column_text
+ * does (15 significant digits), or with the 17 that round-trip exactly. */
+static int renders_as(slt_converter *c, double d, const char *text) {
+    char buf[64];
+    int same = 0;
+    sqlite3_bind_double(c->select, 1, d);
+    if (sqlite3_step(c->select) == SQLITE_ROW) {
+        const char *t = (const char *)sqlite3_column_text(c->select, 0);
+        same = t && strcmp(t, text) == 0;
+    }
+    sqlite3_reset(c->select);
+    sqlite3_clear_bindings(c->select);
+    if (!same) same = strcmp(sqlite3_snprintf(sizeof(buf), buf, "%!.17g", d), text) == 0;
+    return same;
+}
+
+/* Whether p[0..n) is a REAL as SQLite renders it (see renders_as); *d gets
+ * its value. The module sends REALs so; a TEXT of the same spelling is
+ * taken for a REAL too, which renders the same for T and R and, for I,
+ * differs only for an exponent form such as "1.0e+20". */
 static int is_real_rendering(slt_converter *c, const char *p, size_t n, double *d) {
     char buf[64];
     if (n == 0 || n >= sizeof(buf)) return 0;
@@ -143,16 +164,7 @@ static int is_real_rendering(slt_converter *c, const char *p, size_t n, double *
     buf[n] = 0;
     char *end;
     *d = strtod(buf, &end);
-    if (*end) return 0;
-    sqlite3_bind_double(c->select, 1, *d);
-    int same = 0;
-    if (sqlite3_step(c->select) == SQLITE_ROW) {
-        const char *t = (const char *)sqlite3_column_text(c->select, 0);
-        same = t && strcmp(t, buf) == 0;
-    }
-    sqlite3_reset(c->select);
-    sqlite3_clear_bindings(c->select);
-    return same;
+    return *end == 0 && renders_as(c, *d, buf);
 }
 
 char *slt_convert_string(slt_converter *c, const char *p, size_t n, char type) {
