@@ -36,7 +36,7 @@ UNIT   := $(BUILD)/test_unit
 SLT    := $(BUILD)/kvsql-slt
 SLT_SRC := $(wildcard tools/slt*.c)
 
-.PHONY: all deps run test unit slt bench clean
+.PHONY: all deps run test unit slt bench fuzz fuzz-build clean
 
 all: $(MODULE) $(UNIT) $(SLT)
 
@@ -80,9 +80,23 @@ $(BUILD)/kvsql-bench: bench/kvsql-bench.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lhiredis
 
-bench: deps all $(BUILD)/kvsql-bench
+bench: deps $(MODULE) $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/kvsql-bench
 	@scripts/deps.sh gnuplot-nox
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) QUICK=$(QUICK) $(PYTHON) bench/run
 
+# libFuzzer targets (clang): SQL and damaged pages through the VFS.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := build-fuzz/fuzz_sql build-fuzz/fuzz_pages
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -Iinclude -Isrc
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(CORE_SRC) $(HEADERS)
+	@mkdir -p build-fuzz
+	clang $(FUZZ_CFLAGS) -o $@ $< $(CORE_SRC) -lsqlite3
+
+fuzz-build: $(FUZZ_TARGETS)
+
+fuzz: deps fuzz-build
+	tools/fuzz.sh $(FUZZ_SECONDS)
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -3,9 +3,10 @@
  * Encoding in buf, one value after another: a type byte (SQLITE_INTEGER,
  * SQLITE_FLOAT, SQLITE_TEXT, SQLITE_BLOB, SQLITE_NULL), then for INTEGER
  * 8 bytes, for FLOAT/TEXT/BLOB a 4-byte length and the bytes (a REAL as
- * SQLite renders it to text), for NULL nothing. */
+ * text that reads back exactly), for NULL nothing. */
 #include "result.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 void result_init(result *r) {
@@ -82,6 +83,15 @@ static const char *storage_class(int type) {
     }
 }
 
+/* The shortest of SQLite's renderings (15 to 17 digits) that reads back
+ * as exactly the same double: "1.5", "100.0", "0.30000000000000004". */
+static void real_to_text(double v, char out[40]) {
+    for (int digits = 15; digits <= 17; digits++) {
+        sqlite3_snprintf(40, out, "%!.*g", digits, v);
+        if (strtod(out, NULL) == v) return;
+    }
+}
+
 static int add_value(result *r, sqlite3_stmt *stmt, int i) {
     int type = sqlite3_column_type(stmt, i);
     if (type == SQLITE_INTEGER) {
@@ -96,6 +106,11 @@ static int add_value(result *r, sqlite3_stmt *stmt, int i) {
         if (reserve(r, 1) != 0) return SQLITE_NOMEM;
         r->buf[r->len++] = SQLITE_NULL;
         return SQLITE_OK;
+    }
+    if (type == SQLITE_FLOAT) {
+        char text[40];
+        real_to_text(sqlite3_column_double(stmt, i), text);
+        return put_bytes(r, SQLITE_FLOAT, text, (uint32_t)strlen(text));
     }
     const void *p = type == SQLITE_BLOB ? sqlite3_column_blob(stmt, i) : (const void *)sqlite3_column_text(stmt, i);
     int n = sqlite3_column_bytes(stmt, i);
