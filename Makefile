@@ -36,7 +36,7 @@ UNIT   := $(BUILD)/test_unit
 SLT    := $(BUILD)/kvsql-slt
 SLT_SRC := $(wildcard tools/slt*.c)
 
-.PHONY: all deps run test unit slt bench fuzz fuzz-build clean
+.PHONY: all deps run test unit slt bench fuzz fuzz-build soak clean
 
 all: $(MODULE) $(UNIT) $(SLT)
 
@@ -83,6 +83,11 @@ $(BUILD)/kvsql-bench: bench/kvsql-bench.c
 bench: deps $(MODULE) $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/kvsql-bench
 	@scripts/deps.sh gnuplot-nox
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) QUICK=$(QUICK) $(PYTHON) bench/run
+
+# A bounded soak: SOAK_SECONDS (default 180) of mixed load with restarts.
+SOAK_SECONDS ?= 180
+soak: deps all
+	@BUILD=$(BUILD) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) tools/soak.py
 
 # libFuzzer targets (clang): SQL and damaged pages through the VFS.
 FUZZ_SECONDS ?= 60

@@ -205,3 +205,49 @@ def test_read_only_key_permission_allows_query_not_exec(server):
     assert query(reader, "db", "select count(*) from t")[1] == [0]
     with pytest.raises(redis.exceptions.NoPermissionError):
         sql(reader, "db", "insert into t values (2)")
+
+
+# ---- leaks and damage -------------------------------------------------------------
+
+def test_many_databases_opened_used_and_deleted_leave_nothing_behind(r):
+    """Under SANITIZE=1 LeakSanitizer checks the server at shutdown too."""
+    sql(r, "warm", "create table t(a)")
+    r.delete("warm")
+    start = r.info("memory")["used_memory"]
+    for i in range(300):
+        key = "db%d" % i
+        sql(r, key, "create table t(a integer primary key, b); create index ib on t(b)")
+        sql(r, key, "insert into t(b) values (randomblob(100)), (randomblob(2000))")
+        assert query(r, key, "select count(*) from t where b is not null")[1] == [2]
+        r.delete(key)
+    assert r.info("kvsql")["kvsql_connections"] == 0
+    assert r.dbsize() == 0
+    if not SANITIZED:
+        assert r.info("memory")["used_memory"] - start < 1000000
+
+
+def test_random_damage_to_pages_never_crashes(r):
+    rng = __import__("random").Random(7)
+    for round_ in range(40):
+        key = "db%d" % round_
+        sql(r, key, "create table t(a integer primary key, b text); create index ib on t(b)")
+        sql(r, key, "with recursive s(x) as (select 1 union all select x + 1 from s where x < 300)"
+                    " insert into t select x, hex(randomblob(30)) from s")
+        n = r.hlen(key)
+        for _ in range(rng.randint(1, 4)):
+            field = str(rng.randrange(n))
+            page = bytearray(r.hget(key, field))
+            if rng.random() < 0.8:
+                for _ in range(rng.randint(1, 50)):
+                    page[rng.randrange(len(page))] = rng.randrange(256)
+            else:
+                page = os.urandom(rng.choice([10, 4096, 5000]))
+            r.hset(key, field, bytes(page))
+        for statement in ["select count(*) from t", "select * from t where b > 'A' order by b limit 5",
+                          "pragma integrity_check", "insert into t(b) values ('new')", "delete from t where a < 50",
+                          "vacuum"]:
+            try:
+                sql(r, key, statement)
+            except redis.ResponseError:
+                pass
+    assert r.ping()
