@@ -203,9 +203,9 @@ static uint32_t get32(const unsigned char *p) {
  * another page size (VACUUM after PRAGMA page_size) is refused: the page
  * size of a stored database never changes (docs/FORMAT.md). */
 static int apply_header_length(file *f) {
-    if (f->npages == 0) return SQLITE_OK;
-    int rc = read_page(f, 0, f->scratch);
-    if (rc != SQLITE_OK) return rc;
+    const unsigned char *h = pagemap_get(&f->dirty, 0);
+    if (!h) return SQLITE_OK; /* header unchanged: so is the length it records */
+    memcpy(f->scratch, h, 100);
     uint32_t psz = (uint32_t)f->scratch[16] << 8 | f->scratch[17];
     if ((psz == 1 ? 65536 : psz) != f->page_size)
         return SQLITE_IOERR_WRITE; /* a new page size (VACUUM): the format fixes it */
