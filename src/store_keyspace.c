@@ -19,6 +19,7 @@ typedef struct keyspace_store {
     RedisModuleString *keyname;
     int readonly;
     uint32_t page_size;        /* of the hash, 0 until known */
+    uint32_t known_npages;     /* length of the hash when this store last saw it */
     pagemap pending;           /* pages committed by SQLite in this command */
     int has_pending;
     uint32_t pending_npages;
@@ -178,7 +179,14 @@ int keyspace_store_check(kvsql_store *s) {
     if (!last) return fail(k, -1, "the hash is not a kvsql database (field %lld is missing)", (long long)n - 1);
     RedisModule_FreeString(k->ctx, last);
     k->page_size = (uint32_t)len;
+    k->known_npages = (uint32_t)n;
     return 0;
+}
+
+int keyspace_store_matches(kvsql_store *s, RedisModuleKey *key) {
+    keyspace_store *k = (keyspace_store *)s;
+    int hash = key && RedisModule_KeyType(key) == REDISMODULE_KEYTYPE_HASH;
+    return (hash ? (uint32_t)RedisModule_ValueLength(key) : 0) == k->known_npages;
 }
 
 int keyspace_store_has_pending(kvsql_store *s) {
@@ -255,5 +263,6 @@ void keyspace_store_flush(kvsql_store *s) {
     RedisModule_Free(set);
     RedisModule_Free(del);
     k->page_size = k->pending_page_size;
+    k->known_npages = k->pending_npages;
     keyspace_store_discard(s);
 }

@@ -25,6 +25,11 @@ void keyspace_store_detach(kvsql_store *s);
  * format. Returns 0, or -1 with the reason in keyspace_store_errmsg(). */
 int keyspace_store_check(kvsql_store *s);
 
+/* Whether key (open, or NULL when missing) still has the length this store
+ * last saw: a cheap check for changes Redis makes without any event (a
+ * cluster node dropping the keys of a slot it lost). */
+int keyspace_store_matches(kvsql_store *s, RedisModuleKey *key);
+
 int keyspace_store_has_pending(kvsql_store *s);
 /* Writes the pending pages to the hash and propagates them. */
 void keyspace_store_flush(kvsql_store *s);

@@ -245,6 +245,8 @@ def test_keys_dropped_with_a_lost_slot_leave_no_stale_connection(shared):
     wait_for(lambda: o.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0, what="the keys dropped")
     shared.wait_stable()
     assert shared.owner(key) is taker
+    # no event tells the module: its once-a-second sweep closes the connection
+    wait_for(lambda: kvsql_connections(old) == connections - 1, what="the sweep to close the connection")
     connections_after_drop = kvsql_connections(old)
     # the slot comes back, empty: the database is gone for good
     o.execute_command("CLUSTER", "SETSLOT", slot, "NODE", shared.node_id(old))

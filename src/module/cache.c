@@ -81,9 +81,11 @@ static void conn_close(conn *c) {
     count--;
 }
 
-/* Closes now, or when the running command ends. */
+static int sweeping; /* cache_sweep() walks the list: close nothing under it */
+
+/* Closes now, or when the running command (or sweep) ends. */
 static void conn_forget(conn *c) {
-    if (c->in_use) c->stale = 1;
+    if (c->in_use || sweeping) c->stale = 1;
     else conn_close(c);
 }
 
@@ -163,6 +165,10 @@ conn *cache_acquire(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModule
     const char *k = RedisModule_StringPtrLen(keyname, &len);
     int dbid = RedisModule_GetSelectedDb(ctx);
     conn *c = lookup(dbid, k, len);
+    if (c && !keyspace_store_matches(c->store, key)) { /* changed with no event */
+        conn_close(c);
+        c = NULL;
+    }
     if (c) {
         lru_unlink(c);
         lru_push_front(c);
@@ -269,4 +275,28 @@ void cache_forget_db(int dbid) {
 
 void cache_forget_all(void) {
     cache_forget_db(-1);
+}
+
+/* Whether c's key still has the length its store last saw. */
+static int key_matches(RedisModuleCtx *ctx, conn *c) {
+    RedisModuleString *name = RedisModule_CreateString(ctx, c->id + 4, c->idlen - 4);
+    RedisModule_SelectDb(ctx, c->dbid);
+    RedisModuleKey *key = RedisModule_OpenKey(ctx, name, REDISMODULE_READ | REDISMODULE_OPEN_KEY_NOTOUCH);
+    int same = keyspace_store_matches(c->store, key);
+    if (key) RedisModule_CloseKey(key);
+    RedisModule_FreeString(ctx, name);
+    return same;
+}
+
+void cache_sweep(RedisModuleCtx *ctx) {
+    sweeping = 1;
+    for (conn *c = lru_head; c; c = c->next)
+        if (!c->in_use && !c->stale && !key_matches(ctx, c)) c->stale = 1;
+    sweeping = 0;
+    conn *c = lru_head;
+    while (c) {
+        conn *next = c->next;
+        if (c->stale && !c->in_use) conn_close(c);
+        c = next;
+    }
 }

@@ -104,6 +104,13 @@ static void on_dataset_change(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t 
     cache_forget_all();
 }
 
+/* Once a second: Redis drops the keys of a cluster slot it lost without
+ * any event, so look for connections whose hash changed. */
+static void on_sweep_timer(RedisModuleCtx *ctx, void *data) {
+    cache_sweep(ctx);
+    RedisModule_CreateTimer(ctx, 1000, on_sweep_timer, data);
+}
+
 static int subscribe(RedisModuleCtx *ctx) {
     static const RedisModuleEvent flush = {REDISMODULE_EVENT_FLUSHDB, 1};
     static const RedisModuleEvent swapdb = {REDISMODULE_EVENT_SWAPDB, 1};
@@ -117,6 +124,7 @@ static int subscribe(RedisModuleCtx *ctx) {
         RedisModule_SubscribeToServerEvent(ctx, role, on_dataset_change) != REDISMODULE_OK ||
         RedisModule_SubscribeToServerEvent(ctx, shutdown, on_dataset_change) != REDISMODULE_OK)
         return REDISMODULE_ERR;
+    RedisModule_CreateTimer(ctx, 1000, on_sweep_timer, NULL);
     return REDISMODULE_OK;
 }
 

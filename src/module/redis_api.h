@@ -17,6 +17,7 @@
 
 #define REDISMODULE_READ (1 << 0)
 #define REDISMODULE_WRITE (1 << 1)
+#define REDISMODULE_OPEN_KEY_NOTOUCH (1 << 16)
 
 #define REDISMODULE_KEYTYPE_EMPTY 0
 #define REDISMODULE_KEYTYPE_HASH 3
@@ -179,6 +180,8 @@ typedef int (*RedisModuleNotificationFunc)(RedisModuleCtx *ctx, int type, const 
 typedef void (*RedisModuleEventCallback)(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent,
                                          void *data);
 typedef void (*RedisModuleInfoFunc)(RedisModuleInfoCtx *ctx, int for_crash_report);
+typedef void (*RedisModuleTimerProc)(RedisModuleCtx *ctx, void *data);
+typedef uint64_t RedisModuleTimerID;
 typedef long long (*RedisModuleConfigGetNumericFunc)(const char *name, void *privdata);
 typedef int (*RedisModuleConfigSetNumericFunc)(const char *name, long long val, void *privdata,
                                                RedisModuleString **err);
@@ -207,6 +210,9 @@ typedef int (*RedisModuleConfigApplyFunc)(RedisModuleCtx *ctx, void *privdata, R
     X(int, ReplyWithStringBuffer, (RedisModuleCtx * ctx, const char *buf, size_t len))               \
     X(int, ReplyWithNull, (RedisModuleCtx * ctx))                                                    \
     X(int, GetSelectedDb, (RedisModuleCtx * ctx))                                                    \
+    X(int, SelectDb, (RedisModuleCtx * ctx, int newid))                                              \
+    X(RedisModuleTimerID, CreateTimer, (RedisModuleCtx * ctx, long long period, RedisModuleTimerProc callback, \
+                                        void *data))                                                 \
     X(int, GetContextFlags, (RedisModuleCtx * ctx))                                                  \
     X(RedisModuleKey *, OpenKey, (RedisModuleCtx * ctx, RedisModuleString * keyname, int mode))      \
     X(void, CloseKey, (RedisModuleKey * kp))                                                         \
