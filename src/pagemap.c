@@ -11,8 +11,39 @@ void pagemap_init(pagemap *m) {
 
 void pagemap_clear(pagemap *m) {
     for (size_t i = 0; i < m->cap; i++) sqlite3_free(m->slots[i].page);
+    for (size_t i = 0; i < m->nspare; i++) sqlite3_free(m->spare[i]);
     sqlite3_free(m->slots);
     pagemap_init(m);
+}
+
+/* Keeps a page buffer of len bytes for reuse, or frees it. */
+static void give_back(pagemap *m, void *page, size_t len) {
+    if (m->nspare == PAGEMAP_SPARES || (m->nspare && m->spare_len != len)) {
+        sqlite3_free(page);
+        return;
+    }
+    m->spare_len = len;
+    m->spare[m->nspare++] = page;
+}
+
+static void *take(pagemap *m, size_t len) {
+    if (m->nspare && m->spare_len == len) return m->spare[--m->nspare];
+    return sqlite3_malloc64(len);
+}
+
+void pagemap_reset(pagemap *m) {
+    if (m->count == 0) return;
+    for (size_t i = 0; i < m->cap; i++) {
+        if (!m->slots[i].page) continue;
+        give_back(m, m->slots[i].page, m->page_len);
+        m->slots[i].page = NULL;
+    }
+    m->count = 0;
+    if (m->cap > 1024) { /* a big transaction's table: do not keep it */
+        sqlite3_free(m->slots);
+        m->slots = NULL;
+        m->cap = 0;
+    }
 }
 
 static size_t slot_of(const pagemap *m, uint32_t index) {
@@ -65,7 +96,8 @@ int pagemap_put(pagemap *m, uint32_t index, const void *data, size_t len) {
     if (pagemap_reserve(m, 1) != 0) return -1;
     pagemap_slot *s = find(m, index);
     if (!s->page) {
-        s->page = sqlite3_malloc64(len);
+        m->page_len = len;
+        s->page = take(m, len);
         if (!s->page) return -1;
         s->index = index;
         m->count++;

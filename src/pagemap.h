@@ -15,15 +15,24 @@ typedef struct pagemap_slot {
     void *page;     /* NULL: slot is empty */
 } pagemap_slot;
 
+#define PAGEMAP_SPARES 8
+
 typedef struct pagemap {
     pagemap_slot *slots;
     size_t cap;   /* power of two, or 0 */
     size_t count; /* pages held */
+    size_t page_len; /* length of the pages put last (all the same size) */
+    /* buffers of emptied pages kept for reuse, all spare_len bytes */
+    void *spare[PAGEMAP_SPARES];
+    size_t nspare, spare_len;
 } pagemap;
 
 void pagemap_init(pagemap *m);
 /* Frees every page and the table itself. */
 void pagemap_clear(pagemap *m);
+/* Empties the map but keeps its table and some page buffers for the next
+ * use: the VFS and the module empty their maps at every commit. */
+void pagemap_reset(pagemap *m);
 void *pagemap_get(const pagemap *m, uint32_t index);
 /* Copies len bytes into the page at index (allocating it if new).
  * Returns 0, or -1 when out of memory. */

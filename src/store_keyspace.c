@@ -40,6 +40,19 @@ static int fail(keyspace_store *k, int rc, const char *msg, long long page) {
     return rc;
 }
 
+/* Writes the decimal field name of a page index; returns its length. */
+static size_t field_name(char out[16], uint32_t index) {
+    char rev[16];
+    size_t n = 0;
+    do {
+        rev[n++] = (char)('0' + index % 10);
+        index /= 10;
+    } while (index);
+    for (size_t i = 0; i < n; i++) out[i] = rev[n - 1 - i];
+    out[n] = 0;
+    return n;
+}
+
 static int has_hash(keyspace_store *k) {
     return k->key && RedisModule_KeyType(k->key) == REDISMODULE_KEYTYPE_HASH;
 }
@@ -49,7 +62,7 @@ static RedisModuleString *get_field(keyspace_store *k, uint32_t index) {
     char field[16];
     RedisModuleString *val = NULL;
     if (!has_hash(k)) return NULL;
-    snprintf(field, sizeof(field), "%u", index);
+    field_name(field, index);
     RedisModule_HashGet(k->key, REDISMODULE_HASH_CFIELDS, field, &val, NULL);
     return val;
 }
@@ -195,7 +208,7 @@ int keyspace_store_has_pending(kvsql_store *s) {
 
 void keyspace_store_discard(kvsql_store *s) {
     keyspace_store *k = (keyspace_store *)s;
-    pagemap_clear(&k->pending);
+    pagemap_reset(&k->pending);
     k->has_pending = 0;
 }
 
@@ -217,8 +230,7 @@ static size_t write_pages(keyspace_store *k, RedisModuleString **argv) {
         pagemap_slot *sl = &k->pending.slots[i];
         if (!sl->page || unchanged(k, sl->index, sl->page, k->pending_page_size)) continue;
         char field[16];
-        int flen = snprintf(field, sizeof(field), "%u", sl->index);
-        RedisModuleString *f = RedisModule_CreateString(k->ctx, field, (size_t)flen);
+        RedisModuleString *f = RedisModule_CreateString(k->ctx, field, field_name(field, sl->index));
         RedisModuleString *v = RedisModule_CreateString(k->ctx, sl->page, k->pending_page_size);
         RedisModule_HashSet(k->key, REDISMODULE_HASH_NONE, f, v, NULL);
         argv[n++] = f;
@@ -231,7 +243,8 @@ static size_t write_pages(keyspace_store *k, RedisModuleString **argv) {
 static size_t delete_pages(keyspace_store *k, uint32_t old_npages, RedisModuleString **argv) {
     size_t n = 0;
     for (uint32_t i = k->pending_npages; i < old_npages; i++) {
-        RedisModuleString *f = RedisModule_CreateStringPrintf(k->ctx, "%u", i);
+        char field[16];
+        RedisModuleString *f = RedisModule_CreateString(k->ctx, field, field_name(field, i));
         RedisModule_HashSet(k->key, REDISMODULE_HASH_NONE, f, REDISMODULE_HASH_DELETE, NULL);
         argv[n++] = f;
     }

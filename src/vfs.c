@@ -103,7 +103,7 @@ static int load_size(file *f) {
 }
 
 static void drop_dirty(file *f) {
-    pagemap_clear(&f->dirty);
+    pagemap_reset(&f->dirty);
     f->size_changed = 0;
 }
 
@@ -219,31 +219,9 @@ static int apply_header_length(file *f) {
     return SQLITE_OK;
 }
 
-/* Drops dirty pages that equal the store's: a rollback writes the old
- * pages back, and that must not become a commit. */
-static int drop_unchanged(file *f) {
-    uint32_t stored, psz;
-    int rc = f->store->m->size(f->store, &stored, &psz);
-    if (rc != SQLITE_OK || psz != f->page_size) return rc;
-    if (f->npages == stored) f->size_changed = 0;
-    size_t i = 0;
-    while (i < f->dirty.cap) {
-        pagemap_slot *s = &f->dirty.slots[i];
-        if (s->page && s->index < stored) {
-            rc = f->store->m->read(f->store, s->index, f->scratch, f->page_size);
-            if (rc != SQLITE_OK) return rc;
-            if (memcmp(f->scratch, s->page, f->page_size) == 0 && pagemap_remove_at(&f->dirty, i))
-                continue; /* another page may have moved into slot i */
-        }
-        i++;
-    }
-    return SQLITE_OK;
-}
-
 /* Hands the dirty pages to the store as one batch. */
 static int commit_dirty(file *f) {
     int rc = apply_header_length(f);
-    if (rc == SQLITE_OK) rc = drop_unchanged(f);
     if (rc != SQLITE_OK) return rc;
     if (f->dirty.count == 0 && !f->size_changed) return SQLITE_OK;
     kvsql_page_ref *refs = sqlite3_malloc64(sizeof(*refs) * (f->dirty.count + 1));
@@ -338,7 +316,7 @@ static int device_characteristics(sqlite3_file *pf) {
 
 static int db_close(sqlite3_file *pf) {
     file *f = (file *)pf;
-    drop_dirty(f);
+    pagemap_clear(&f->dirty);
     sqlite3_free(f->scratch);
     if (f->lock != SQLITE_LOCK_NONE) f->store->m->unlock(f->store, KVSQL_LOCK_NONE);
     sqlite3_mutex *mx = registry_mutex();

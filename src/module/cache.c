@@ -273,6 +273,10 @@ void cache_forget_db(int dbid) {
     }
 }
 
+int cache_is_empty(void) {
+    return count == 0;
+}
+
 void cache_forget_all(void) {
     cache_forget_db(-1);
 }

@@ -53,6 +53,7 @@ void cache_finish_stmt(conn *c, sqlite3_stmt *stmt);
 void cache_forget_key(int dbid, const char *key, size_t len);
 void cache_forget_db(int dbid); /* -1: every db */
 void cache_forget_all(void);
+int cache_is_empty(void);
 /* Closes connections whose key changed without an event; module.c runs
  * it from a timer, once a second. */
 void cache_sweep(RedisModuleCtx *ctx);

@@ -14,7 +14,6 @@
 #include "result.h"
 #include "store_keyspace.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,26 +43,29 @@ typedef struct call {
     int max_params;       /* most parameters of any statement */
     int has_rows;         /* the last statement returns columns */
     long long changes;    /* rows changed by the last statement */
-    result res;
+    result *res;
     char err[1024];
 } call;
 
+/* The rows of the last statement; reused by every call. */
+static result rows;
+
 /* ---- arguments --------------------------------------------------------- */
 
-/* An argument in canonical integer form ("42", "-7", not "042" or "+1"). */
+/* An argument in canonical integer form ("42", "-7", "0"; not "042",
+ * "+1", "-0" or beyond 64 bits). */
 static int canonical_integer(const char *p, size_t len, sqlite3_int64 *out) {
-    char buf[24], back[24];
-    if (len == 0 || len > 20) return 0;
-    memcpy(buf, p, len);
-    buf[len] = 0;
-    if (!(buf[0] == '-' || (buf[0] >= '0' && buf[0] <= '9'))) return 0;
-    char *end;
-    errno = 0;
-    long long v = strtoll(buf, &end, 10);
-    if (errno || *end) return 0;
-    snprintf(back, sizeof(back), "%lld", v);
-    if (strcmp(back, buf) != 0) return 0;
-    *out = v;
+    int neg = len > 0 && p[0] == '-';
+    size_t i = (size_t)neg;
+    if (len == i || len - i > 19) return 0;
+    if (p[i] == '0' && (len - i > 1 || neg)) return 0;
+    unsigned long long v = 0;
+    for (; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') return 0;
+        v = v * 10 + (unsigned long long)(p[i] - '0'); /* 19 digits cannot overflow */
+    }
+    if (v > (unsigned long long)INT64_MAX + (unsigned long long)neg) return 0;
+    *out = neg ? (sqlite3_int64)(0 - v) : (sqlite3_int64)v;
     return 1;
 }
 
@@ -182,10 +184,10 @@ static int run_stmt(call *k, sqlite3_stmt *stmt) {
     int rc = bind_args(k, stmt);
     if (rc != SQLITE_OK) return rc;
     k->has_rows = sqlite3_column_count(stmt) > 0;
-    if (k->has_rows && (rc = result_begin(&k->res, stmt)) != SQLITE_OK) return rc;
+    if (k->has_rows && (rc = result_begin(k->res, stmt)) != SQLITE_OK) return rc;
     sqlite3_int64 before = sqlite3_total_changes64(k->c->db);
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (k->has_rows && (rc = result_add_row(&k->res, stmt)) != SQLITE_OK) return rc;
+        if (k->has_rows && (rc = result_add_row(k->res, stmt)) != SQLITE_OK) return rc;
     }
     if (rc != SQLITE_DONE) return rc;
     /* DDL leaves sqlite3_changes() as the last DML set it: report 0. */
@@ -228,7 +230,7 @@ static int close_transaction(call *k, int ok) {
 
 static void reply(call *k, int ok) {
     if (!ok) RedisModule_ReplyWithError(k->ctx, k->err);
-    else if (k->has_rows) result_reply(&k->res, k->ctx);
+    else if (k->has_rows) result_reply(k->res, k->ctx);
     else RedisModule_ReplyWithLongLong(k->ctx, k->changes);
 }
 
@@ -249,7 +251,7 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
     k.args = args;
     k.nargs = nargs;
     k.readonly = readonly;
-    result_init(&k.res);
+    k.res = &rows;
     k.c = cache_acquire(ctx, keyname, key, readonly, k.err, sizeof(k.err));
     if (!k.c) {
         if (key) RedisModule_CloseKey(key);
@@ -270,7 +272,7 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
         k.c->stale = 1;
     }
     reply(&k, ok);
-    result_clear(&k.res);
+    result_reset(&rows);
     cache_release(k.c);
     if (key) RedisModule_CloseKey(key);
     return REDISMODULE_OK;

@@ -60,6 +60,8 @@ static int setup_sqlite(void) {
     (void)redis_memory; /* sanitized builds: the sanitizer's malloc sees every block */
 #endif
     if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    /* Only Redis's main thread uses SQLite here: no connection mutexes. */
+    if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
     /* No URI file names: "file:...?vfs=unix" must not reach the host. */
     if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_URI, 0);
     if (rc == SQLITE_OK) rc = kvsql_register();
@@ -71,7 +73,7 @@ static int setup_sqlite(void) {
 static int on_key_event(RedisModuleCtx *ctx, int type, const char *event, RedisModuleString *key) {
     (void)type;
     (void)event;
-    if (keyspace_store_flushing()) return REDISMODULE_OK; /* our own write */
+    if (keyspace_store_flushing() || cache_is_empty()) return REDISMODULE_OK; /* our own write, or none cached */
     size_t len;
     const char *k = RedisModule_StringPtrLen(key, &len);
     cache_forget_key(RedisModule_GetSelectedDb(ctx), k, len);
@@ -117,7 +119,12 @@ static int subscribe(RedisModuleCtx *ctx) {
     static const RedisModuleEvent loading = {REDISMODULE_EVENT_LOADING, 1};
     static const RedisModuleEvent role = {REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED, 1};
     static const RedisModuleEvent shutdown = {REDISMODULE_EVENT_SHUTDOWN, 1};
-    if (RedisModule_SubscribeToKeyspaceEvents(ctx, REDISMODULE_NOTIFY_ALL, on_key_event) != REDISMODULE_OK ||
+    /* The classes whose events can change a hash or remove it; a key that
+     * became another type is refused as WRONGTYPE, and it can only become
+     * a hash again through one of these (or the length check, cache.c). */
+    const int classes = REDISMODULE_NOTIFY_GENERIC | REDISMODULE_NOTIFY_HASH | REDISMODULE_NOTIFY_EXPIRED |
+                        REDISMODULE_NOTIFY_EVICTED;
+    if (RedisModule_SubscribeToKeyspaceEvents(ctx, classes, on_key_event) != REDISMODULE_OK ||
         RedisModule_SubscribeToServerEvent(ctx, flush, on_flush) != REDISMODULE_OK ||
         RedisModule_SubscribeToServerEvent(ctx, swapdb, on_swapdb) != REDISMODULE_OK ||
         RedisModule_SubscribeToServerEvent(ctx, loading, on_dataset_change) != REDISMODULE_OK ||

@@ -221,7 +221,6 @@ typedef int (*RedisModuleConfigApplyFunc)(RedisModuleCtx *ctx, void *privdata, R
     X(int, HashSet, (RedisModuleKey * key, int flags, ...))                                          \
     X(int, HashGet, (RedisModuleKey * key, int flags, ...))                                          \
     X(RedisModuleString *, CreateString, (RedisModuleCtx * ctx, const char *ptr, size_t len))        \
-    X(RedisModuleString *, CreateStringPrintf, (RedisModuleCtx * ctx, const char *fmt, ...))         \
     X(void, FreeString, (RedisModuleCtx * ctx, RedisModuleString * str))                             \
     X(const char *, StringPtrLen, (const RedisModuleString *str, size_t *len))                       \
     X(int, Replicate, (RedisModuleCtx * ctx, const char *cmdname, const char *fmt, ...))             \

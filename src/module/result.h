@@ -3,7 +3,8 @@
  * A call's reply is its last statement's result, and it may only be sent
  * once every statement has succeeded: an error in row 50 must not leave 49
  * rows half-sent. So exec.c collects the rows here, then result_reply()
- * writes them in the kvsql reply shape (docs/COMMANDS.md). */
+ * writes them in the kvsql reply shape (docs/COMMANDS.md). One result is
+ * reused from call to call, so a point query allocates nothing here. */
 #ifndef KVSQL_RESULT_H
 #define KVSQL_RESULT_H
 
@@ -11,17 +12,21 @@
 
 #include <sqlite3.h>
 
+typedef struct bytes {
+    unsigned char *p;
+    size_t len, cap;
+} bytes;
+
 typedef struct result {
     int ncols;
-    char **names;     /* ncols column names */
-    char **types;     /* ncols declared types, or storage class of row 1 */
     long long nrows;
-    unsigned char *buf; /* the values, row after row (see result.c) */
-    size_t len, cap;
+    bytes head;  /* per column: name, NUL, declared type in lower case, NUL */
+    bytes first; /* per column: storage class of row 1 (one byte) */
+    bytes rows;  /* the values, row after row (see result.c) */
 } result;
 
-void result_init(result *r);
-void result_clear(result *r);
+/* Empties r for the next statement, keeping its buffers (up to a bound). */
+void result_reset(result *r);
 /* Takes the column names and declared types of a prepared statement. */
 int result_begin(result *r, sqlite3_stmt *stmt);
 /* Appends the current row of stmt. Returns SQLITE_OK or SQLITE_NOMEM. */
