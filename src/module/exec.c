@@ -1,4 +1,4 @@
-/* exec.c - SQL, SQL.EXEC and SQL.QUERY: run SQL on the database in a key.
+/* exec.c - SQL, SQL.EXEC, SQL.QUERY and SQL.KILL: run SQL on the database in a key.
  *
  * Registered by module.c. One call runs every statement of its SQL text in
  * order on the key's cached connection (cache.c). Pages committed along the
