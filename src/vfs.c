@@ -8,8 +8,11 @@
  *
  * Writes to the database file are kept in `dirty` until SQLite syncs the
  * file (SQLITE_FCNTL_SYNC, sent even with synchronous=OFF, or xSync): then
- * they go to the store as one batch. A transaction that ends without a sync
- * (a rollback) leaves its dirty pages behind to be dropped at unlock. */
+ * they go to the store as one batch, which also carries the new length
+ * from the header of page 1. Pages SQLite wrote early (a cache spill) and a
+ * rollback then wrote back are committed as the old bytes they are; a
+ * transaction that ends without a sync leaves dirty pages that are dropped
+ * at unlock. */
 #include "kvsql.h"
 #include "pagemap.h"
 #include "store.h"
