@@ -29,7 +29,7 @@ long long exec_query_timeout_ms = 10000;
 static struct {
     RedisModuleCtx *ctx;
     long long started_ms;
-    int may_yield; /* not inside MULTI or a script */
+    int may_yield; /* not inside MULTI or a script; -1 until asked */
     int killed;
     int timed_out;
 } running;
@@ -125,6 +125,9 @@ static int on_progress(void *arg) {
         running.timed_out = 1;
         return 1;
     }
+    if (running.may_yield < 0) /* asked once per call, and only by calls that run this long */
+        running.may_yield =
+            !(RedisModule_GetContextFlags(running.ctx) & (REDISMODULE_CTX_FLAGS_LUA | REDISMODULE_CTX_FLAGS_MULTI));
     if (running.may_yield)
         RedisModule_Yield(running.ctx, REDISMODULE_YIELD_FLAG_CLIENTS, "kvsql is running SQL: SQL.KILL stops it");
     return running.killed;
@@ -133,7 +136,7 @@ static int on_progress(void *arg) {
 static void start_running(RedisModuleCtx *ctx, sqlite3 *db) {
     running.ctx = ctx;
     running.started_ms = monotonic_ms();
-    running.may_yield = !(RedisModule_GetContextFlags(ctx) & (REDISMODULE_CTX_FLAGS_LUA | REDISMODULE_CTX_FLAGS_MULTI));
+    running.may_yield = -1; /* not known yet */
     running.killed = running.timed_out = 0;
     sqlite3_progress_handler(db, PROGRESS_STEPS, on_progress, NULL);
 }
