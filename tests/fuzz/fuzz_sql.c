@@ -16,7 +16,7 @@ static int steps;
 
 static int stop_long_runs(void *arg) {
     (void)arg;
-    return ++steps > 20000; /* x 100 VM steps */
+    return ++steps > 3000; /* x 100 VM steps */
 }
 
 static int deny_risky(void *arg, int action, const char *a, const char *b, const char *c, const char *d) {
