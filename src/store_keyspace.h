@@ -6,7 +6,8 @@
  * pending in the store; at the end the command either flushes them (one
  * HSET, plus one HDEL when the database shrank, written to the hash and
  * propagated to replicas and the AOF as exactly those commands) or
- * discards them. So one command is one atomic change of the hash. */
+ * discards them. So one command is one atomic change of the hash. Pages
+ * whose bytes did not change are left out of the HSET. */
 #ifndef KVSQL_STORE_KEYSPACE_H
 #define KVSQL_STORE_KEYSPACE_H
 

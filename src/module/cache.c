@@ -125,8 +125,7 @@ static const char *connection_pragmas =
     "PRAGMA temp_store=MEMORY;";
 
 /* A new connection on the attached store; NULL with err set on failure. */
-static conn *conn_open(RedisModuleCtx *ctx, kvsql_store *st, int dbid, const char *key, size_t len,
-                       char *err, size_t errlen) {
+static conn *conn_open(kvsql_store *st, int dbid, const char *key, size_t len, char *err, size_t errlen) {
     conn *c = sqlite3_malloc(sizeof(*c));
     char *id = sqlite3_malloc64(len + 4);
     if (!c || !id) {
@@ -155,7 +154,6 @@ static conn *conn_open(RedisModuleCtx *ctx, kvsql_store *st, int dbid, const cha
     lru_push_front(c);
     count++;
     stats.connections_opened++;
-    (void)ctx;
     return c;
 }
 
@@ -185,7 +183,7 @@ conn *cache_acquire(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModule
             kvsql_store_free(st);
             return NULL;
         }
-        if (!(c = conn_open(ctx, st, dbid, k, len, err, errlen))) {
+        if (!(c = conn_open(st, dbid, k, len, err, errlen))) {
             kvsql_store_free(st);
             return NULL;
         }
