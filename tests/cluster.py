@@ -14,7 +14,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from harness import Server
+from harness import Server, wait_for  # noqa: F401 (wait_for: for the tests too)
 
 # redis-py logs every MOVED/ASK it follows as an exception with a traceback:
 # thousands of lines in a failure report during resharding. Errors still
@@ -24,15 +24,6 @@ logging.getLogger("redis.cluster").setLevel(logging.CRITICAL)
 NODE_TIMEOUT_MS = 1000
 CLUSTER_ARGS = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(NODE_TIMEOUT_MS)]
-
-
-def wait_for(cond, timeout=15, what="condition", interval=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(interval)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def slot_of(key):

@@ -21,6 +21,26 @@ BUILD = os.environ.get("BUILD", "build")
 MODULE = os.environ.get("KVSQL_MODULE", os.path.join(ROOT, BUILD, "kvsql.so"))
 
 
+def sql(r, *args):
+    """SQL.EXEC key sql [arg ...] on client r."""
+    return r.execute_command("SQL.EXEC", *args)
+
+
+def query(r, *args):
+    """SQL.QUERY key sql [arg ...] on client r."""
+    return r.execute_command("SQL.QUERY", *args)
+
+
+def wait_for(cond, timeout=15, what="condition", interval=0.05):
+    """Polls cond() until it is true; fails after timeout seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for " + what)
+
+
 def free_port():
     """A free loopback port below 55535 (cluster bus ports are port + 10000)."""
     for _ in range(1000):

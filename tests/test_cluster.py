@@ -15,17 +15,11 @@ import time
 
 import pytest
 import redis
+
+from harness import query, sql
 from redis.exceptions import RedisClusterException
 
 from cluster import Cluster, finish_slot, move_slot, redis_cli, slot_of, wait_for
-
-
-def sql(r, *args):
-    return r.execute_command("SQL.EXEC", *args)
-
-
-def query(r, *args):
-    return r.execute_command("SQL.QUERY", *args)
 
 
 def error_of(fn, *args):

@@ -10,13 +10,7 @@ import time
 import pytest
 import redis
 
-
-def sql(r, *args):
-    return r.execute_command("SQL.EXEC", *args)
-
-
-def query(r, *args):
-    return r.execute_command("SQL.QUERY", *args)
+from harness import query, sql
 
 
 def make(r, key, value):

@@ -9,22 +9,7 @@ import time
 import pytest
 import redis
 
-
-def sql(r, *args):
-    return r.execute_command("SQL.EXEC", *args)
-
-
-def query(r, *args):
-    return r.execute_command("SQL.QUERY", *args)
-
-
-def wait_for(cond, timeout=15, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
+from harness import query, sql, wait_for
 
 
 def attach_replica(servers, master, **kw):

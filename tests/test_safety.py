@@ -8,18 +8,12 @@ import time
 import pytest
 import redis
 
+from harness import query, sql
+
 SANITIZED = os.environ.get("BUILD", "build") != "build"
 
 FOREVER = ("with recursive c(x) as (select 1 union all select x + 1 from c where x < 4000000000)"
            " select count(*) from c")
-
-
-def sql(r, *args):
-    return r.execute_command("SQL.EXEC", *args)
-
-
-def query(r, *args):
-    return r.execute_command("SQL.QUERY", *args)
 
 
 def pages(r, key):
