@@ -8,7 +8,6 @@ tests/test_cluster.py; close() stops every node and reports crashes.
 """
 import logging
 import subprocess
-import time
 
 import redis
 from redis.cluster import RedisCluster
