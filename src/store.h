@@ -53,4 +53,10 @@ struct kvsql_store {
     const kvsql_store_methods *m;
 };
 
+/* The page size recorded in page 1's header (bytes 16-17; 1 means 65536). */
+static inline uint32_t kvsql_header_page_size(const unsigned char *page1) {
+    uint32_t v = (uint32_t)page1[16] << 8 | page1[17];
+    return v == 1 ? 65536 : v;
+}
+
 #endif

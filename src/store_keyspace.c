@@ -18,7 +18,7 @@ typedef struct keyspace_store {
     RedisModuleKey *key;       /* NULL while detached or when the key is empty */
     RedisModuleString *keyname;
     int readonly;
-    uint32_t page_size;        /* of the hash, 0 until known */
+    uint32_t page_size;        /* of the hash: set by keyspace_store_check and flushes */
     uint32_t known_npages;     /* length of the hash when this store last saw it */
     pagemap pending;           /* pages committed by SQLite in this command */
     int has_pending;
@@ -67,11 +67,6 @@ static RedisModuleString *get_field(keyspace_store *k, uint32_t index) {
     return val;
 }
 
-static uint32_t header_page_size(const unsigned char *h) {
-    uint32_t v = (uint32_t)h[16] << 8 | h[17];
-    return v == 1 ? 65536 : v;
-}
-
 static int ks_lock(kvsql_store *s, int level) {
     keyspace_store *k = (keyspace_store *)s;
     if (!k->ctx) return fail(k, SQLITE_IOERR_LOCK, "kvsql: store used outside a command", 0);
@@ -93,14 +88,9 @@ static int ks_size(kvsql_store *s, uint32_t *npages, uint32_t *page_size) {
         *page_size = k->pending_page_size;
         return SQLITE_OK;
     }
+    /* A hash with pages was checked (keyspace_store_check) or written by
+     * this store, so its page size is known. */
     *npages = has_hash(k) ? (uint32_t)RedisModule_ValueLength(k->key) : 0;
-    if (*npages && !k->page_size) {
-        RedisModuleString *v = get_field(k, 0);
-        size_t len = 0;
-        if (v) RedisModule_StringPtrLen(v, &len);
-        if (v) RedisModule_FreeString(k->ctx, v);
-        k->page_size = (uint32_t)len;
-    }
     *page_size = *npages ? k->page_size : 0;
     return SQLITE_OK;
 }
@@ -185,7 +175,7 @@ int keyspace_store_check(kvsql_store *s) {
     size_t n = RedisModule_ValueLength(k->key), len = 0;
     RedisModuleString *v = get_field(k, 0);
     const unsigned char *h = v ? (const unsigned char *)RedisModule_StringPtrLen(v, &len) : NULL;
-    int ok = h && len >= 100 && memcmp(h, sqlite_magic, 16) == 0 && header_page_size(h) == len;
+    int ok = h && len >= 100 && memcmp(h, sqlite_magic, 16) == 0 && kvsql_header_page_size(h) == len;
     if (v) RedisModule_FreeString(k->ctx, v);
     if (!ok) return fail(k, -1, "the hash is not a kvsql database (field 0 is not a SQLite header page)", 0);
     RedisModuleString *last = get_field(k, (uint32_t)n - 1);

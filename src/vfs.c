@@ -208,12 +208,10 @@ static uint32_t get32(const unsigned char *p) {
 static int apply_header_length(file *f) {
     const unsigned char *h = pagemap_get(&f->dirty, 0);
     if (!h) return SQLITE_OK; /* header unchanged: so is the length it records */
-    memcpy(f->scratch, h, 100);
-    uint32_t psz = (uint32_t)f->scratch[16] << 8 | f->scratch[17];
-    if ((psz == 1 ? 65536 : psz) != f->page_size)
+    if (kvsql_header_page_size(h) != f->page_size)
         return SQLITE_IOERR_WRITE; /* a new page size (VACUUM): the format fixes it */
-    uint32_t n = get32(f->scratch + 28);
-    int valid = memcmp(f->scratch + 24, f->scratch + 92, 4) == 0; /* change counter == valid-for */
+    uint32_t n = get32(h + 28);
+    int valid = memcmp(h + 24, h + 92, 4) == 0; /* change counter == valid-for */
     if (valid && n > 0 && n < f->npages) {
         f->npages = n;
         f->size_changed = 1;
@@ -346,7 +344,7 @@ static int mem_read(sqlite3_file *pf, void *dst, int amt, sqlite3_int64 off) {
     file *f = (file *)pf;
     if (off + amt > f->len) {
         sqlite3_int64 have = off < f->len ? f->len - off : 0;
-        memcpy(dst, f->buf + off, have);
+        if (have) memcpy(dst, f->buf + off, have);
         memset((char *)dst + have, 0, amt - have);
         return SQLITE_IOERR_SHORT_READ;
     }

@@ -19,13 +19,23 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import redis  # noqa: E402
 
-from harness import Server  # noqa: E402
+from harness import Server, query, sql  # noqa: E402
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "180"))
 DATABASES = 24
 WORKERS = 4
 RESTART_EVERY = max(20, SECONDS // 4)
 EXPECTED = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+SCHEMA = "create table if not exists t(id integer primary key, v, n); "
+
+
+def read_if_created(client, key, statement):
+    """SQL.QUERY that accepts a database not created yet (or just deleted)."""
+    try:
+        query(client, key, statement)
+    except redis.ResponseError as e:
+        if "no such table" not in str(e):
+            raise
 
 
 class Soak:
@@ -47,29 +57,18 @@ class Soak:
         op = rng.choices(["insert", "batch", "update", "read", "replica_read", "delete"],
                          [40, 5, 15, 25, 10, 5])[0]
         if op == "insert":
-            m.execute_command("SQL.EXEC", key, "create table if not exists t(id integer primary key, v, n);"
-                                               " insert into t(v, n) values (randomblob(?), ?)",
-                              str(rng.randrange(10, 900)), str(rng.randrange(1000)))
+            sql(m, key, SCHEMA + "insert into t(v, n) values (randomblob(?), ?)",
+                str(rng.randrange(10, 900)), str(rng.randrange(1000)))
         elif op == "batch":
-            m.execute_command("SQL.EXEC", key, "create table if not exists t(id integer primary key, v, n);"
-                                               " begin; insert into t(v, n) select randomblob(200), value from"
-                                               " (with recursive s(value) as (select 1 union all select value + 1"
-                                               " from s where value < 300) select value from s); commit")
+            sql(m, key, SCHEMA + "begin; insert into t(v, n) select randomblob(200), value from"
+                                 " (with recursive s(value) as (select 1 union all select value + 1"
+                                 " from s where value < 300) select value from s); commit")
         elif op == "update":
-            m.execute_command("SQL.EXEC", key, "create table if not exists t(id integer primary key, v, n);"
-                                               " update t set n = n + 1 where id % 7 = ?", str(rng.randrange(7)))
+            sql(m, key, SCHEMA + "update t set n = n + 1 where id % 7 = ?", str(rng.randrange(7)))
         elif op == "read":
-            try:
-                m.execute_command("SQL.QUERY", key, "select count(*), sum(n) from t")
-            except redis.ResponseError as e:
-                if "no such table" not in str(e):
-                    raise
+            read_if_created(m, key, "select count(*), sum(n) from t")
         elif op == "replica_read":
-            try:
-                rep.execute_command("SQL.QUERY", key, "select id, n from t order by n desc limit 10")
-            except redis.ResponseError as e:
-                if "no such table" not in str(e):
-                    raise
+            read_if_created(rep, key, "select id, n from t order by n desc limit 10")
         else:
             m.delete(key)
         self.count(self.ops, op)
@@ -106,7 +105,7 @@ class Soak:
             if not m.exists(key):
                 continue
             for name, c in (("master", m), ("replica", rep)):
-                ok = c.execute_command("SQL.QUERY", key, "pragma integrity_check")[1]
+                ok = query(c, key, "pragma integrity_check")[1]
                 if ok != [b"ok"]:
                     failures.append("%s %s: %s" % (name, key, ok))
             if m.execute_command("DEBUG", "DIGEST-VALUE", key) != rep.execute_command("DEBUG", "DIGEST-VALUE", key):

@@ -42,8 +42,7 @@ typedef struct call {
     int readonly;
     int max_params;       /* most parameters of any statement */
     int has_rows;         /* the last statement returns columns */
-    long long changes;    /* rows changed by the last statement */
-    result *res;
+    long long changes;    /* rows changed by the last statement (its result rows go to `rows`) */
     char err[1024];
 } call;
 
@@ -187,10 +186,10 @@ static int run_stmt(call *k, sqlite3_stmt *stmt) {
     int rc = bind_args(k, stmt);
     if (rc != SQLITE_OK) return rc;
     k->has_rows = sqlite3_column_count(stmt) > 0;
-    if (k->has_rows && (rc = result_begin(k->res, stmt)) != SQLITE_OK) return rc;
+    if (k->has_rows && (rc = result_begin(&rows, stmt)) != SQLITE_OK) return rc;
     sqlite3_int64 before = sqlite3_total_changes64(k->c->db);
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (k->has_rows && (rc = result_add_row(k->res, stmt)) != SQLITE_OK) return rc;
+        if (k->has_rows && (rc = result_add_row(&rows, stmt)) != SQLITE_OK) return rc;
     }
     if (rc != SQLITE_DONE) return rc;
     /* DDL leaves sqlite3_changes() as the last DML set it: report 0. */
@@ -233,7 +232,7 @@ static int close_transaction(call *k, int ok) {
 
 static void reply(call *k, int ok) {
     if (!ok) RedisModule_ReplyWithError(k->ctx, k->err);
-    else if (k->has_rows) result_reply(k->res, k->ctx);
+    else if (k->has_rows) result_reply(&rows, k->ctx);
     else RedisModule_ReplyWithLongLong(k->ctx, k->changes);
 }
 
@@ -254,7 +253,6 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
     k.args = args;
     k.nargs = nargs;
     k.readonly = readonly;
-    k.res = &rows;
     k.c = cache_acquire(ctx, keyname, key, readonly, k.err, sizeof(k.err));
     if (!k.c) {
         if (key) RedisModule_CloseKey(key);

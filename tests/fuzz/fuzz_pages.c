@@ -22,8 +22,7 @@ static int stop_long_runs(void *arg) {
 
 static uint32_t page_size_of(const uint8_t *data, size_t size) {
     if (size < 100) return 512;
-    uint32_t p = (uint32_t)data[16] << 8 | data[17];
-    if (p == 1) p = 65536;
+    uint32_t p = kvsql_header_page_size(data);
     return p >= 512 && p <= 65536 && (p & (p - 1)) == 0 ? p : 4096;
 }
 
