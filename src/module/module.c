@@ -83,8 +83,8 @@ static int on_key_event(RedisModuleCtx *ctx, int type, const char *event, RedisM
 static void on_flush(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, void *data) {
     (void)ctx;
     (void)e;
-    (void)sub;
-    cache_forget_db(((RedisModuleFlushInfo *)data)->dbnum);
+    if (sub == REDISMODULE_SUBEVENT_FLUSHDB_END) /* fired at the start and at the end: act once */
+        cache_forget_db(((RedisModuleFlushInfo *)data)->dbnum);
 }
 
 static void on_swapdb(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, void *data) {

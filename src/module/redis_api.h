@@ -22,7 +22,6 @@
 #define REDISMODULE_KEYTYPE_EMPTY 0
 #define REDISMODULE_KEYTYPE_HASH 3
 
-#define REDISMODULE_POSTPONED_LEN -1
 
 #define REDISMODULE_HASH_NONE 0
 #define REDISMODULE_HASH_CFIELDS (1 << 2)
@@ -33,21 +32,9 @@
 #define REDISMODULE_CTX_FLAGS_CLUSTER (1 << 5)
 
 #define REDISMODULE_NOTIFY_GENERIC (1 << 2)
-#define REDISMODULE_NOTIFY_STRING (1 << 3)
-#define REDISMODULE_NOTIFY_LIST (1 << 4)
-#define REDISMODULE_NOTIFY_SET (1 << 5)
 #define REDISMODULE_NOTIFY_HASH (1 << 6)
-#define REDISMODULE_NOTIFY_ZSET (1 << 7)
 #define REDISMODULE_NOTIFY_EXPIRED (1 << 8)
 #define REDISMODULE_NOTIFY_EVICTED (1 << 9)
-#define REDISMODULE_NOTIFY_STREAM (1 << 10)
-#define REDISMODULE_NOTIFY_MODULE (1 << 13)
-#define REDISMODULE_NOTIFY_ALL                                                             \
-    (REDISMODULE_NOTIFY_GENERIC | REDISMODULE_NOTIFY_STRING | REDISMODULE_NOTIFY_LIST |    \
-     REDISMODULE_NOTIFY_SET | REDISMODULE_NOTIFY_HASH | REDISMODULE_NOTIFY_ZSET |          \
-     REDISMODULE_NOTIFY_EXPIRED | REDISMODULE_NOTIFY_EVICTED | REDISMODULE_NOTIFY_STREAM | \
-     REDISMODULE_NOTIFY_MODULE)
-
 #define REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED (1 << 1)
 
 #define REDISMODULE_YIELD_FLAG_CLIENTS (1 << 1)
@@ -57,8 +44,6 @@
 #define REDISMODULE_CMD_KEY_RW (1ULL << 1)
 #define REDISMODULE_CMD_KEY_ACCESS (1ULL << 4)
 #define REDISMODULE_CMD_KEY_UPDATE (1ULL << 5)
-#define REDISMODULE_CMD_KEY_INSERT (1ULL << 6)
-#define REDISMODULE_CMD_KEY_DELETE (1ULL << 7)
 
 typedef enum {
     REDISMODULE_KSPEC_BS_INVALID = 0,
@@ -206,7 +191,6 @@ typedef int (*RedisModuleConfigApplyFunc)(RedisModuleCtx *ctx, void *privdata, R
     X(int, ReplyWithError, (RedisModuleCtx * ctx, const char *err))                                  \
     X(int, ReplyWithSimpleString, (RedisModuleCtx * ctx, const char *msg))                           \
     X(int, ReplyWithArray, (RedisModuleCtx * ctx, long len))                                         \
-    X(void, ReplySetArrayLength, (RedisModuleCtx * ctx, long len))                                   \
     X(int, ReplyWithStringBuffer, (RedisModuleCtx * ctx, const char *buf, size_t len))               \
     X(int, ReplyWithNull, (RedisModuleCtx * ctx))                                                    \
     X(int, GetSelectedDb, (RedisModuleCtx * ctx))                                                    \
