@@ -5,6 +5,7 @@
 #   make slt     sqllogictest through every engine
 #   make bench   benchmarks (QUICK=1 for a short run)
 #   SANITIZE=1   build into build-asan/ with -fsanitize=address,undefined
+#   BUILD=dir    build into another folder (several checkouts' builds side by side)
 
 CC      ?= gcc
 PYTHON  ?= /usr/bin/python3
@@ -12,13 +13,13 @@ PORT    ?= 6379
 SLT_DIR ?= ../shared/slt
 
 ifeq ($(SANITIZE),1)
-BUILD   := build-asan
+BUILD   ?= build-asan
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 # redis-server is not sanitized: the sanitizer runtime must be loaded first.
 export KVSQL_PRELOAD := $(shell $(CC) -print-file-name=libasan.so)
 OPT     := -O1
 else
-BUILD   := build
+BUILD   ?= build
 SANFLAGS :=
 OPT     := -O2
 endif
