@@ -6,6 +6,7 @@
  * needed here: a command is atomic by itself. */
 #include "store_keyspace.h"
 
+#include "format.h"
 #include "pagemap.h"
 
 #include <sqlite3.h>
@@ -67,37 +68,39 @@ static RedisModuleString *get_field(keyspace_store *k, uint32_t index) {
     return val;
 }
 
-static int ks_lock(kvsql_store *s, int level) {
+/* The module runs one command at a time on Redis's main thread, and its
+ * connections run in exclusive locking mode: a snapshot is simply the hash
+ * as the command finds it, plus what the command committed so far. */
+static int ks_begin(kvsql_store *s, kvsql_txn *t) {
     keyspace_store *k = (keyspace_store *)s;
     if (!k->ctx) return fail(k, SQLITE_IOERR_LOCK, "kvsql: store used outside a command", 0);
-    if (level == KVSQL_LOCK_WRITE && k->readonly)
-        return fail(k, SQLITE_READONLY, "kvsql: this command is read-only", 0);
-    return SQLITE_OK;
-}
-
-static int ks_unlock(kvsql_store *s, int level) {
-    (void)s;
-    (void)level;
-    return SQLITE_OK;
-}
-
-static int ks_size(kvsql_store *s, uint32_t *npages, uint32_t *page_size) {
-    keyspace_store *k = (keyspace_store *)s;
     if (k->has_pending) {
-        *npages = k->pending_npages;
-        *page_size = k->pending_page_size;
-        return SQLITE_OK;
+        t->npages = k->pending_npages;
+        t->page_size = k->pending_page_size;
+    } else {
+        /* A hash with pages was checked (keyspace_store_check) or written
+         * by this store, so its page size is known. */
+        t->npages = has_hash(k) ? (uint32_t)RedisModule_ValueLength(k->key) : 0;
+        t->page_size = t->npages ? k->page_size : 0;
     }
-    /* A hash with pages was checked (keyspace_store_check) or written by
-     * this store, so its page size is known. */
-    *npages = has_hash(k) ? (uint32_t)RedisModule_ValueLength(k->key) : 0;
-    *page_size = *npages ? k->page_size : 0;
+    t->level = KVSQL_LOCK_READ;
     return SQLITE_OK;
 }
 
-static int ks_read(kvsql_store *s, uint32_t index, void *buf, uint32_t page_size) {
+static int ks_lock(kvsql_store *s, kvsql_txn *t) {
     keyspace_store *k = (keyspace_store *)s;
-    if (!k->ctx) return fail(k, SQLITE_IOERR_READ, "kvsql: store used outside a command", 0);
+    if (!k->ctx) return fail(k, SQLITE_IOERR_LOCK, "kvsql: store used outside a command", 0);
+    if (k->readonly) return fail(k, SQLITE_READONLY, "kvsql: this command is read-only", 0);
+    t->level = KVSQL_LOCK_WRITE;
+    return SQLITE_OK;
+}
+
+static void ks_unlock(kvsql_store *s, kvsql_txn *t, int level) {
+    (void)s;
+    t->level = level;
+}
+
+static int read_one(keyspace_store *k, uint32_t index, void *buf, uint32_t page_size) {
     void *p = pagemap_get(&k->pending, index);
     if (p) {
         memcpy(buf, p, page_size);
@@ -114,7 +117,18 @@ static int ks_read(kvsql_store *s, uint32_t index, void *buf, uint32_t page_size
     return rc;
 }
 
-static int ks_commit(kvsql_store *s, const kvsql_batch *b) {
+static int ks_read(kvsql_store *s, kvsql_txn *t, uint32_t first, uint32_t count, void *buf) {
+    keyspace_store *k = (keyspace_store *)s;
+    if (!k->ctx) return fail(k, SQLITE_IOERR_READ, "kvsql: store used outside a command", 0);
+    unsigned char *out = buf;
+    for (uint32_t i = 0; i < count; i++, out += t->page_size) {
+        int rc = read_one(k, first + i, out, t->page_size);
+        if (rc != SQLITE_OK) return rc;
+    }
+    return SQLITE_OK;
+}
+
+static int ks_commit(kvsql_store *s, kvsql_txn *t, const kvsql_batch *b) {
     keyspace_store *k = (keyspace_store *)s;
     if (!k->ctx) return fail(k, SQLITE_IOERR_WRITE, "kvsql: store used outside a command", 0);
     if (k->readonly) return fail(k, SQLITE_READONLY, "kvsql: this command is read-only", 0);
@@ -126,6 +140,9 @@ static int ks_commit(kvsql_store *s, const kvsql_batch *b) {
     k->has_pending = 1;
     k->pending_npages = b->npages;
     k->pending_page_size = b->page_size;
+    t->version++;
+    t->npages = b->npages;
+    t->page_size = b->page_size;
     return SQLITE_OK;
 }
 
@@ -140,7 +157,7 @@ static void ks_destroy(kvsql_store *s) {
 }
 
 static const kvsql_store_methods keyspace_methods = {
-    ks_lock, ks_unlock, ks_size, ks_read, ks_commit, ks_errmsg, ks_destroy,
+    ks_begin, ks_read, ks_lock, ks_commit, ks_unlock, ks_errmsg, ks_destroy,
 };
 
 kvsql_store *keyspace_store_new(void) {

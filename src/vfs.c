@@ -1,8 +1,11 @@
 /* vfs.c - the SQLite VFS of kvsql: database files on a page store.
  *
- * Called by SQLite. kvsql_open() hands a store to a new connection; the
- * main database file of that connection reads and writes pages through the
- * store (store.h). Every other file SQLite asks for (rollback journal,
+ * Called by SQLite. Each VFS registered with kvsql_vfs_register() (vfs.h)
+ * turns a file name into a store: "kvsql" takes the store kvsql_open()
+ * handed over, "kvsql-memory" makes a memory store per name, "redis"
+ * (src/client/) connects to a Redis server. The main database file reads
+ * and writes pages through the store (store.h), in the snapshot of the
+ * transaction that SQLite's SHARED lock began. Every other file SQLite asks for (rollback journal,
  * statement journal, temp databases) lives in process memory and never
  * reaches the store; WAL files are refused, so WAL mode cannot be entered.
  *
@@ -14,18 +17,21 @@
  * transaction that ends without a sync leaves dirty pages that are dropped
  * at unlock. */
 #include "kvsql.h"
+#include "format.h"
 #include "pagemap.h"
 #include "store.h"
+#include "vfs.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#define MAX_PATHNAME 512
+/* The longest file name, so the longest key the redis VFS can open. */
+#define MAX_PATHNAME 4096
 
-/* ---- registry: file name -> store -------------------------------------- */
+/* ---- registry: file name -> shared store -------------------------------- */
 
 typedef struct entry {
-    char name[64];
+    char *name;
     kvsql_store *store;
     int refs;        /* open database files on it */
     int owned;       /* destroy the store with the last close */
@@ -47,12 +53,13 @@ static entry *registry_find(const char *name) {
 
 static entry *registry_add(const char *name, kvsql_store *store, int owned) {
     entry *e = sqlite3_malloc(sizeof(*e));
-    if (!e) return NULL;
-    snprintf(e->name, sizeof(e->name), "%s", name);
-    e->store = store;
-    e->refs = 0;
-    e->owned = owned;
-    e->next = registry;
+    char *copy = sqlite3_mprintf("%s", name);
+    if (!e || !copy) {
+        sqlite3_free(e);
+        sqlite3_free(copy);
+        return NULL;
+    }
+    *e = (entry){copy, store, 0, owned, registry};
     registry = e;
     return e;
 }
@@ -65,7 +72,20 @@ static void registry_remove(entry *e) {
         break;
     }
     if (e->owned) e->store->m->destroy(e->store);
+    sqlite3_free(e->name);
     sqlite3_free(e);
+}
+
+/* ---- the words of the last failed open ---------------------------------- */
+
+static _Thread_local char last_error[512];
+
+const char *kvsql_vfs_errmsg(void) {
+    return last_error;
+}
+
+void kvsql_vfs_set_errmsg(const char *msg) {
+    snprintf(last_error, sizeof(last_error), "%s", msg ? msg : "");
 }
 
 /* ---- files ------------------------------------------------------------- */
@@ -73,14 +93,22 @@ static void registry_remove(entry *e) {
 typedef struct file {
     sqlite3_file base;
     /* main database file */
-    entry *entry;
+    const char *vfs_name;
+    entry *entry;        /* registry entry when the store is shared, else NULL */
     kvsql_store *store;
+    kvsql_txn txn;       /* the transaction on the store */
     int lock;            /* SQLITE_LOCK_* held */
     uint32_t page_size;  /* 0 until known */
-    uint32_t npages;     /* length as SQLite sees it (store + dirty) */
+    uint32_t npages;     /* length as SQLite sees it (snapshot + dirty) */
     pagemap dirty;       /* pages written since the last sync */
-    int size_changed;    /* npages differs from the store's */
+    int size_changed;    /* npages differs from the snapshot's */
     unsigned char *scratch; /* one page, for reads smaller than a page */
+    /* The file change counter SQLite is shown (page 1, bytes 24-27): it
+     * moves whenever the snapshot is not the version seen last, so that
+     * SQLite keeps its page cache exactly while nothing changed. */
+    uint32_t counter;
+    uint64_t seen_version;
+    int seen_any;
     /* memory file (journals, temp files) */
     unsigned char *buf;
     sqlite3_int64 len, cap;
@@ -95,19 +123,34 @@ static int set_page_size(file *f, uint32_t psz) {
     return SQLITE_OK;
 }
 
-/* Brings page_size and npages in line with the store. */
-static int load_size(file *f) {
-    uint32_t n, psz;
-    int rc = f->store->m->size(f->store, &n, &psz);
-    if (rc != SQLITE_OK) return rc;
-    f->npages = n;
+/* Brings page_size and npages in line with the transaction's snapshot. */
+static int load_snapshot(file *f) {
+    f->npages = f->txn.npages;
     f->size_changed = 0;
-    return psz ? set_page_size(f, psz) : SQLITE_OK;
+    return f->txn.page_size ? set_page_size(f, f->txn.page_size) : SQLITE_OK;
 }
 
 static void drop_dirty(file *f) {
     pagemap_reset(&f->dirty);
     f->size_changed = 0;
+}
+
+static uint32_t get32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16), p[2] = (unsigned char)(v >> 8),
+    p[3] = (unsigned char)v;
+}
+
+/* Shows SQLite our change counter in a stored page 1; the "version valid
+ * for" copy (bytes 92-95) too when it matched, so the header's page count
+ * stays trusted exactly when it was. */
+static void show_counter(file *f, unsigned char *page1) {
+    if (f->page_size < 100) return;
+    if (memcmp(page1 + 24, page1 + 92, 4) == 0) put32(page1 + 92, f->counter);
+    put32(page1 + 24, f->counter);
 }
 
 /* Copies page idx into out (a whole page): dirty first, then the store. */
@@ -117,7 +160,13 @@ static int read_page(file *f, uint32_t idx, unsigned char *out) {
         memcpy(out, d, f->page_size);
         return SQLITE_OK;
     }
-    return f->store->m->read(f->store, idx, out, f->page_size);
+    if (idx >= f->txn.npages) { /* written, then cut off by a rollback to a savepoint */
+        memset(out, 0, f->page_size);
+        return SQLITE_OK;
+    }
+    int rc = f->store->m->read(f->store, &f->txn, idx, 1, out);
+    if (rc == SQLITE_OK && idx == 0) show_counter(f, out);
+    return rc;
 }
 
 static int db_read(sqlite3_file *pf, void *dst, int amt, sqlite3_int64 off) {
@@ -197,10 +246,6 @@ static int db_truncate(sqlite3_file *pf, sqlite3_int64 size) {
     return SQLITE_OK;
 }
 
-static uint32_t get32(const unsigned char *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* SQLite shrinks the file only after the commit's sync; the header of page
  * 1 already says the new length, so the batch can carry it. A header with
  * another page size (VACUUM after PRAGMA page_size) is refused: the page
@@ -220,6 +265,14 @@ static int apply_header_length(file *f) {
     return SQLITE_OK;
 }
 
+/* After our own commit SQLite's cache is current: remember the counter it
+ * wrote and the version the commit made. */
+static void note_own_commit(file *f) {
+    const unsigned char *h = pagemap_get(&f->dirty, 0);
+    if (h) f->counter = get32(h + 24);
+    f->seen_version = f->txn.version;
+}
+
 /* Hands the dirty pages to the store as one batch. */
 static int commit_dirty(file *f) {
     int rc = apply_header_length(f);
@@ -233,10 +286,12 @@ static int commit_dirty(file *f) {
         if (s->page && s->index < f->npages) refs[n++] = (kvsql_page_ref){s->index, s->page};
     }
     kvsql_batch b = {f->page_size, f->npages, n, refs};
-    rc = f->store->m->commit(f->store, &b);
+    rc = f->store->m->commit(f->store, &f->txn, &b);
     sqlite3_free(refs);
-    if (rc == SQLITE_OK) drop_dirty(f);
-    return rc;
+    if (rc != SQLITE_OK) return rc;
+    note_own_commit(f);
+    drop_dirty(f);
+    return SQLITE_OK;
 }
 
 static int db_sync(sqlite3_file *pf, int flags) {
@@ -250,24 +305,30 @@ static int db_file_size(sqlite3_file *pf, sqlite3_int64 *size) {
     return SQLITE_OK;
 }
 
-static int store_level(int sqlite_lock) {
-    if (sqlite_lock >= SQLITE_LOCK_RESERVED) return KVSQL_LOCK_WRITE;
-    return sqlite_lock == SQLITE_LOCK_SHARED ? KVSQL_LOCK_READ : KVSQL_LOCK_NONE;
+/* A new snapshot: SQLite's cache stays good only if it is the version this
+ * file saw last. */
+static int begin_snapshot(file *f) {
+    int rc = f->store->m->begin(f->store, &f->txn);
+    if (rc != SQLITE_OK) return rc;
+    if (!f->seen_any || f->txn.version != f->seen_version) {
+        f->counter++;
+        f->seen_version = f->txn.version;
+        f->seen_any = 1;
+    }
+    rc = load_snapshot(f);
+    if (rc != SQLITE_OK) f->store->m->unlock(f->store, &f->txn, KVSQL_LOCK_NONE);
+    return rc;
 }
 
 static int db_lock(sqlite3_file *pf, int level) {
     file *f = (file *)pf;
     if (level <= f->lock) return SQLITE_OK;
-    int want = store_level(level);
-    if (want > store_level(f->lock)) {
-        int rc = f->store->m->lock(f->store, want);
-        if (rc != SQLITE_OK) return rc;
-        /* A new snapshot may see a database that others changed. */
-        if (want == KVSQL_LOCK_READ && (rc = load_size(f)) != SQLITE_OK) {
-            f->store->m->unlock(f->store, KVSQL_LOCK_NONE);
-            return rc;
-        }
-    }
+    int rc;
+    if (f->lock == SQLITE_LOCK_NONE && (rc = begin_snapshot(f)) != SQLITE_OK) return rc;
+    f->lock = SQLITE_LOCK_SHARED;
+    if (level >= SQLITE_LOCK_RESERVED && f->txn.level < KVSQL_LOCK_WRITE &&
+        (rc = f->store->m->lock(f->store, &f->txn)) != SQLITE_OK)
+        return rc;
     f->lock = level;
     return SQLITE_OK;
 }
@@ -275,16 +336,16 @@ static int db_lock(sqlite3_file *pf, int level) {
 static int db_unlock(sqlite3_file *pf, int level) {
     file *f = (file *)pf;
     if (level >= f->lock) return SQLITE_OK;
-    if (f->lock >= SQLITE_LOCK_RESERVED && f->dirty.count + f->size_changed > 0) {
-        /* The transaction ended without a sync: it was rolled back. */
-        drop_dirty(f);
-        int rc = load_size(f);
-        if (rc != SQLITE_OK) return rc;
+    if (f->lock >= SQLITE_LOCK_RESERVED && level < SQLITE_LOCK_RESERVED) {
+        /* Dirty pages left: the transaction ended without a sync, it was
+         * rolled back. */
+        if (f->dirty.count + f->size_changed > 0) drop_dirty(f);
+        f->store->m->unlock(f->store, &f->txn, KVSQL_LOCK_READ);
+        load_snapshot(f);
     }
-    int rc = SQLITE_OK;
-    if (store_level(level) < store_level(f->lock)) rc = f->store->m->unlock(f->store, store_level(level));
+    if (level == SQLITE_LOCK_NONE) f->store->m->unlock(f->store, &f->txn, KVSQL_LOCK_NONE);
     f->lock = level;
-    return rc;
+    return SQLITE_OK;
 }
 
 static int db_check_reserved(sqlite3_file *pf, int *out) {
@@ -299,7 +360,11 @@ static int db_file_control(sqlite3_file *pf, int op, void *arg) {
      * (SQLite may truncate after the sync) is part of the same commit. */
     if (op == SQLITE_FCNTL_SYNC || op == SQLITE_FCNTL_COMMIT_PHASETWO) return commit_dirty(f);
     if (op == SQLITE_FCNTL_VFSNAME) {
-        *(char **)arg = sqlite3_mprintf("kvsql");
+        *(char **)arg = sqlite3_mprintf("%s", f->vfs_name);
+        return SQLITE_OK;
+    }
+    if (op == KVSQL_FCNTL_STORE) {
+        *(kvsql_fcntl_store *)arg = (kvsql_fcntl_store){f->store, &f->txn};
         return SQLITE_OK;
     }
     return SQLITE_NOTFOUND;
@@ -319,7 +384,11 @@ static int db_close(sqlite3_file *pf) {
     file *f = (file *)pf;
     pagemap_clear(&f->dirty);
     sqlite3_free(f->scratch);
-    if (f->lock != SQLITE_LOCK_NONE) f->store->m->unlock(f->store, KVSQL_LOCK_NONE);
+    if (f->txn.level != KVSQL_LOCK_NONE) f->store->m->unlock(f->store, &f->txn, KVSQL_LOCK_NONE);
+    if (!f->entry) {
+        f->store->m->destroy(f->store);
+        return SQLITE_OK;
+    }
     sqlite3_mutex *mx = registry_mutex();
     sqlite3_mutex_enter(mx);
     if (--f->entry->refs == 0) registry_remove(f->entry);
@@ -407,31 +476,46 @@ static const sqlite3_io_methods mem_methods = {
 
 /* ---- the VFS ----------------------------------------------------------- */
 
-/* pAppData of a VFS: how it finds the store of a file name it has not been
- * handed (NULL: it only opens names that kvsql_open registered). */
-typedef int (*store_factory)(kvsql_store **out);
+/* pAppData of each VFS: how a file name becomes a store. */
+typedef struct vfs_info {
+    kvsql_store_opener open; /* NULL: only names that kvsql_open registered */
+    int share_by_name;
+} vfs_info;
 
-static int open_db(sqlite3_vfs *vfs, const char *name, file *f) {
-    store_factory make = (store_factory)vfs->pAppData;
+/* The registry entry for name, made with the opener if new; NULL with *rc
+ * set when there is none. Takes a reference. */
+static entry *acquire_shared(const vfs_info *vi, const char *name, int *rc) {
     sqlite3_mutex *mx = registry_mutex();
-    int rc = SQLITE_OK;
     sqlite3_mutex_enter(mx);
-    entry *e = name ? registry_find(name) : NULL;
-    if (!e && name && make) {
+    entry *e = registry_find(name);
+    if (!e && vi->open) {
         kvsql_store *st = NULL;
-        rc = make(&st);
-        if (rc == SQLITE_OK && !(e = registry_add(name, st, 1))) {
+        *rc = vi->open(name, &st);
+        if (*rc == SQLITE_OK && !(e = registry_add(name, st, 1))) {
             st->m->destroy(st);
-            rc = SQLITE_NOMEM;
+            *rc = SQLITE_NOMEM;
         }
+    } else if (!e) {
+        *rc = SQLITE_CANTOPEN;
     }
     if (e) e->refs++;
     sqlite3_mutex_leave(mx);
-    if (rc != SQLITE_OK) return rc;
-    if (!e) return SQLITE_CANTOPEN;
+    return e;
+}
+
+static int open_db(sqlite3_vfs *vfs, const char *name, file *f) {
+    const vfs_info *vi = vfs->pAppData;
     memset(f, 0, sizeof(*f));
-    f->entry = e;
-    f->store = e->store;
+    if (!name) return SQLITE_CANTOPEN;
+    int rc = SQLITE_OK;
+    if (vi->share_by_name || !vi->open) {
+        f->entry = acquire_shared(vi, name, &rc);
+        if (f->entry) f->store = f->entry->store;
+    } else {
+        rc = vi->open(name, &f->store);
+    }
+    if (rc != SQLITE_OK) return rc;
+    f->vfs_name = vfs->zName;
     pagemap_init(&f->dirty);
     f->base.pMethods = &db_methods;
     return SQLITE_OK;
@@ -528,21 +612,45 @@ static int vfs_last_error(sqlite3_vfs *vfs, int n, char *out) {
     return 0;
 }
 
-#define VFS(name, app)                                                                   \
-    {2, sizeof(file), MAX_PATHNAME, 0, name, (void *)(app), vfs_open, vfs_delete,        \
-     vfs_access, vfs_full_pathname, vfs_dlopen, vfs_dlerror, vfs_dlsym, vfs_dlclose,     \
-     vfs_randomness, vfs_sleep, vfs_current_time, vfs_last_error, vfs_current_time64, \
-     0, 0, 0}
-
-static sqlite3_vfs kvsql_vfs = VFS("kvsql", NULL);
-static sqlite3_vfs memory_vfs = VFS("kvsql-memory", kvsql_memory_store_new);
-
-int kvsql_register(void) {
+/* Registers a VFS named vfs_name; see vfs.h. The VFS object and its name
+ * live until the process ends, as SQLite requires. */
+int kvsql_vfs_register(const char *vfs_name, kvsql_store_opener open, int share_by_name, int make_default) {
     int rc = sqlite3_initialize();
     if (rc != SQLITE_OK) return rc;
-    if (!sqlite3_vfs_find(kvsql_vfs.zName) && (rc = sqlite3_vfs_register(&kvsql_vfs, 0)) != SQLITE_OK)
-        return rc;
-    if (!sqlite3_vfs_find(memory_vfs.zName)) rc = sqlite3_vfs_register(&memory_vfs, 0);
+    sqlite3_mutex *mx = registry_mutex();
+    sqlite3_mutex_enter(mx);
+    sqlite3_vfs *vfs = sqlite3_vfs_find(vfs_name);
+    if (!vfs) {
+        size_t n = strlen(vfs_name) + 1;
+        vfs = sqlite3_malloc64(sizeof(*vfs) + sizeof(vfs_info) + n);
+        if (!vfs) {
+            sqlite3_mutex_leave(mx);
+            return SQLITE_NOMEM;
+        }
+        vfs_info *vi = (vfs_info *)(vfs + 1);
+        char *name = (char *)(vi + 1);
+        memcpy(name, vfs_name, n);
+        *vi = (vfs_info){open, share_by_name};
+        *vfs = (sqlite3_vfs){2, sizeof(file), MAX_PATHNAME, 0, name, vi, vfs_open, vfs_delete,
+                             vfs_access, vfs_full_pathname, vfs_dlopen, vfs_dlerror, vfs_dlsym,
+                             vfs_dlclose, vfs_randomness, vfs_sleep, vfs_current_time,
+                             vfs_last_error, vfs_current_time64, 0, 0, 0};
+        rc = sqlite3_vfs_register(vfs, make_default);
+    } else if (make_default) {
+        rc = sqlite3_vfs_register(vfs, 1); /* registered already: now the default too */
+    }
+    sqlite3_mutex_leave(mx);
+    return rc;
+}
+
+static int open_memory_store(const char *name, kvsql_store **out) {
+    (void)name;
+    return kvsql_memory_store_new(out);
+}
+
+int kvsql_register(void) {
+    int rc = kvsql_vfs_register("kvsql", NULL, 1, 0);
+    if (rc == SQLITE_OK) rc = kvsql_vfs_register("kvsql-memory", open_memory_store, 1, 0);
     return rc;
 }
 
@@ -550,16 +658,18 @@ int kvsql_open(kvsql_store *store, sqlite3 **db) {
     *db = NULL;
     int rc = kvsql_register();
     if (rc != SQLITE_OK) return rc;
-    char name[64];
     sqlite3_mutex *mx = registry_mutex();
     sqlite3_mutex_enter(mx);
-    snprintf(name, sizeof(name), "kvsql-%u", ++registry_seq);
-    entry *e = registry_add(name, store, 0);
+    char *name = sqlite3_mprintf("kvsql-%u", ++registry_seq);
+    entry *e = name ? registry_add(name, store, 0) : NULL;
     if (e) e->refs++; /* held until the open has finished */
     sqlite3_mutex_leave(mx);
-    if (!e) return SQLITE_NOMEM;
-    rc = sqlite3_open_v2(name, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXRESCODE,
-                         kvsql_vfs.zName);
+    if (!e) {
+        sqlite3_free(name);
+        return SQLITE_NOMEM;
+    }
+    rc = sqlite3_open_v2(name, db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_EXRESCODE, "kvsql");
+    sqlite3_free(name);
     if (rc == SQLITE_OK) rc = sqlite3_exec(*db, "PRAGMA journal_mode=MEMORY", 0, 0, 0);
     if (rc != SQLITE_OK) {
         sqlite3_close(*db);

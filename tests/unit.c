@@ -64,23 +64,24 @@ typedef struct counting_store {
     uint32_t last_count; /* pages in the last batch */
 } counting_store;
 
-static int c_lock(kvsql_store *s, int l) { return ((counting_store *)s)->inner->m->lock(((counting_store *)s)->inner, l); }
-static int c_unlock(kvsql_store *s, int l) { return ((counting_store *)s)->inner->m->unlock(((counting_store *)s)->inner, l); }
-static int c_size(kvsql_store *s, uint32_t *n, uint32_t *p) { return ((counting_store *)s)->inner->m->size(((counting_store *)s)->inner, n, p); }
-static int c_read(kvsql_store *s, uint32_t i, void *b, uint32_t p) { return ((counting_store *)s)->inner->m->read(((counting_store *)s)->inner, i, b, p); }
-static const char *c_errmsg(kvsql_store *s) { return ((counting_store *)s)->inner->m->errmsg(((counting_store *)s)->inner); }
-static int c_commit(kvsql_store *s, const kvsql_batch *b) {
+#define INNER(s) (((counting_store *)(s))->inner)
+static int c_begin(kvsql_store *s, kvsql_txn *t) { return INNER(s)->m->begin(INNER(s), t); }
+static int c_read(kvsql_store *s, kvsql_txn *t, uint32_t first, uint32_t n, void *b) { return INNER(s)->m->read(INNER(s), t, first, n, b); }
+static int c_lock(kvsql_store *s, kvsql_txn *t) { return INNER(s)->m->lock(INNER(s), t); }
+static void c_unlock(kvsql_store *s, kvsql_txn *t, int l) { INNER(s)->m->unlock(INNER(s), t, l); }
+static const char *c_errmsg(kvsql_store *s) { return INNER(s)->m->errmsg(INNER(s)); }
+static int c_commit(kvsql_store *s, kvsql_txn *t, const kvsql_batch *b) {
     counting_store *c = (counting_store *)s;
     c->commits++;
     c->last_count = b->count;
-    return c->inner->m->commit(c->inner, b);
+    return c->inner->m->commit(c->inner, t, b);
 }
 static void c_destroy(kvsql_store *s) {
     counting_store *c = (counting_store *)s;
     kvsql_store_free(c->inner);
     free(c);
 }
-static const kvsql_store_methods counting_methods = {c_lock, c_unlock, c_size, c_read, c_commit, c_errmsg, c_destroy};
+static const kvsql_store_methods counting_methods = {c_begin, c_read, c_lock, c_commit, c_unlock, c_errmsg, c_destroy};
 
 static counting_store *counting_new(void) {
     counting_store *c = calloc(1, sizeof(*c));
@@ -91,16 +92,17 @@ static counting_store *counting_new(void) {
 
 /* Writes the store's pages, in order, to a file: the SQLite file image. */
 static int dump_to_file(kvsql_store *s, const char *path) {
-    uint32_t n, psz;
-    if (s->m->size(s, &n, &psz) != SQLITE_OK) return 0;
+    kvsql_txn t = {0};
+    if (s->m->begin(s, &t) != SQLITE_OK) return 0;
+    uint32_t psz = t.page_size;
     FILE *f = fopen(path, "wb");
-    if (!f) return 0;
     unsigned char *buf = malloc(psz ? psz : 1);
-    int ok = 1;
-    for (uint32_t i = 0; i < n && ok; i++)
-        ok = s->m->read(s, i, buf, psz) == SQLITE_OK && fwrite(buf, 1, psz, f) == psz;
+    int ok = f && buf;
+    for (uint32_t i = 0; i < t.npages && ok; i++)
+        ok = s->m->read(s, &t, i, 1, buf) == SQLITE_OK && fwrite(buf, 1, psz, f) == psz;
+    s->m->unlock(s, &t, KVSQL_LOCK_NONE);
     free(buf);
-    fclose(f);
+    if (f) fclose(f);
     return ok;
 }
 
@@ -187,12 +189,22 @@ static int commit_reaches_the_store_as_one_batch(void) {
 
 /* All pages of a store, concatenated (free() it). */
 static unsigned char *snapshot(kvsql_store *s, size_t *len) {
-    uint32_t n, psz;
-    s->m->size(s, &n, &psz);
-    *len = (size_t)n * psz;
+    kvsql_txn t = {0};
+    s->m->begin(s, &t);
+    *len = (size_t)t.npages * t.page_size;
     unsigned char *out = malloc(*len + 1);
-    for (uint32_t i = 0; i < n; i++) s->m->read(s, i, out + (size_t)i * psz, psz);
+    if (t.npages) s->m->read(s, &t, 0, t.npages, out);
+    s->m->unlock(s, &t, KVSQL_LOCK_NONE);
     return out;
+}
+
+/* Length in pages and page size of what a store holds now. */
+static void stored_size(kvsql_store *s, uint32_t *npages, uint32_t *page_size) {
+    kvsql_txn t = {0};
+    s->m->begin(s, &t);
+    *npages = t.npages;
+    *page_size = t.page_size;
+    s->m->unlock(s, &t, KVSQL_LOCK_NONE);
 }
 
 static int rollback_leaves_the_stored_pages_as_they_were(void) {
@@ -247,7 +259,7 @@ static int page_size_pragma_applies_to_an_empty_database(void) {
     kvsql_memory_store_new(&st);
     CHECK(kvsql_open(st, &db) == SQLITE_OK);
     CHECK_OK(db, "pragma page_size=8192; create table t(a)");
-    CHECK(st->m->size(st, &n, &psz) == SQLITE_OK);
+    stored_size(st, &n, &psz);
     CHECK(psz == 8192 && n >= 1);
     sqlite3_close(db);
     kvsql_store_free(st);
@@ -285,9 +297,9 @@ static int shrinking_database_drops_pages(void) {
     kvsql_memory_store_new(&st);
     CHECK(kvsql_open(st, &db) == SQLITE_OK);
     CHECK_OK(db, "create table t(b);" SERIES(500) "insert into t select randomblob(1000) from s");
-    st->m->size(st, &big, &psz);
+    stored_size(st, &big, &psz);
     CHECK_OK(db, "delete from t; vacuum");
-    st->m->size(st, &small, &psz);
+    stored_size(st, &small, &psz);
     CHECK(small < big && small <= 3);
     CHECK(query_int(db, "select count(*) from t") == 0);
     sqlite3_close(db);

@@ -6,6 +6,7 @@
  * of the size its header names (4096 if none) and stored, then opened and
  * queried, written and checked. SQLite may answer "malformed": the process
  * must not crash or trip a sanitizer. */
+#include "format.h"
 #include "kvsql.h"
 #include "store.h"
 
@@ -35,7 +36,11 @@ static int load(kvsql_store *st, const uint8_t *data, size_t size) {
     memcpy(buf, data, size);
     for (uint32_t i = 0; i < n; i++) refs[i] = (kvsql_page_ref){i, buf + (size_t)i * psz};
     kvsql_batch b = {psz, n, n, refs};
-    int rc = st->m->commit(st, &b);
+    kvsql_txn t = {0};
+    int rc = st->m->begin(st, &t);
+    if (rc == SQLITE_OK) rc = st->m->lock(st, &t);
+    if (rc == SQLITE_OK) rc = st->m->commit(st, &t, &b);
+    st->m->unlock(st, &t, KVSQL_LOCK_NONE);
     free(refs);
     free(buf);
     return rc;
