@@ -1,15 +1,77 @@
 /* format.h - the rules of the kvsql storage format in code (docs/FORMAT.md
- * is the text): page 1's header, page sizes. Used by every store and the
- * VFS, so each rule has one owner. */
+ * is the text): field names of pages, page 1's header, page sizes, the
+ * lock-byte page, and the names of a database's auxiliary keys.
+ *
+ * Used by every store (memory, the module's keyspace store, the library's
+ * redis store) and by the VFS, so each rule has exactly one owner. Calls no
+ * Redis API. */
 #ifndef KVSQL_FORMAT_H
 #define KVSQL_FORMAT_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+/* ---- fields: page index <-> field name --------------------------------- */
+
+/* The longest field name of a page index (uint32_t), with its NUL. */
+#define KVSQL_FIELD_MAX 11
+
+/* Writes the field name of page index `index` (decimal, no leading zeros)
+ * into out and returns its length. */
+size_t kvsql_field_name(char out[KVSQL_FIELD_MAX], uint32_t index);
+
+/* Parses a field name back: returns 0 and sets *index when `name` (len
+ * bytes) is exactly the field name of a page index, else -1 ("007", "-1",
+ * "1x", "" and numbers beyond 32 bits are not). */
+int kvsql_field_parse(const char *name, size_t len, uint32_t *index);
+
+/* ---- page sizes and page 1 --------------------------------------------- */
+
+/* SQLite's page sizes: a power of two from 512 to 65536. */
+int kvsql_page_size_valid(uint64_t n);
 
 /* The page size recorded in page 1's header (bytes 16-17; 1 means 65536). */
 static inline uint32_t kvsql_header_page_size(const unsigned char *page1) {
     uint32_t v = (uint32_t)page1[16] << 8 | page1[17];
     return v == 1 ? 65536 : v;
 }
+
+/* Checks that page1 (len bytes, the value of field "0") is the first page
+ * of a database in the kvsql format: the SQLite magic, a valid page size
+ * equal to len, rollback-journal mode (not WAL). Returns 0, or -1 with the
+ * reason in words in why (why_len bytes). */
+int kvsql_check_page1(const unsigned char *page1, size_t len, char *why, size_t why_len);
+
+/* ---- the lock-byte page ------------------------------------------------ */
+
+/* SQLite never writes the page holding file offset 1 GiB (its lock bytes),
+ * so the format stores it as zeros: this is its index for a page size. */
+uint32_t kvsql_lock_byte_index(uint32_t page_size);
+
+/* ---- auxiliary keys ---------------------------------------------------- */
+
+/* Whether key (len bytes) has a Redis Cluster hash tag: a '{' and, later,
+ * the first '}' after it, with at least one byte between them. */
+int kvsql_has_hash_tag(const char *key, size_t len);
+
+/* The suffixes of a database's auxiliary keys (T:v, T:lease, ...). */
+#define KVSQL_AUX_VERSION ":v"
+#define KVSQL_AUX_LEASE ":lease"
+#define KVSQL_AUX_READERS ":readers"
+#define KVSQL_AUX_UNDO ":undo"
+#define KVSQL_AUX_UNDO_IDX ":undo:idx"
+#define KVSQL_AUX_UNDO_VER ":undo:ver"
+
+/* Writes the name of the auxiliary key `suffix` (a KVSQL_AUX_*) of key
+ * (len bytes) into out: T + suffix, where T is key itself when it has a
+ * hash tag and "{key}" otherwise. Returns the name's length; the name is
+ * written (and NUL-terminated) only when it fits in cap bytes, so call
+ * with cap = 0 to learn the length. */
+size_t kvsql_aux_key(char *out, size_t cap, const char *key, size_t len, const char *suffix);
+
+/* Undo record field names: "<page>:<version>", 8 and 16 lower-case hex
+ * digits. KVSQL_UNDO_FIELD_LEN is the length without the NUL. */
+#define KVSQL_UNDO_FIELD_LEN 25
+void kvsql_undo_field(char out[KVSQL_UNDO_FIELD_LEN + 1], uint32_t index, uint64_t version);
 
 #endif

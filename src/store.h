@@ -57,6 +57,9 @@ typedef struct kvsql_txn {
     uint64_t version;   /* the snapshot: commits since the database began */
     uint32_t npages;    /* database length in the snapshot, in pages */
     uint32_t page_size; /* 0 for an empty database */
+    uint32_t generation; /* changes when the store may have lost track of the
+                          * database (a reconnection: a failover may have
+                          * lost commits, so a version number can repeat) */
     void *priv;         /* the store's own per-connection data (NULL at first) */
 } kvsql_txn;
 

@@ -108,6 +108,7 @@ typedef struct file {
      * SQLite keeps its page cache exactly while nothing changed. */
     uint32_t counter;
     uint64_t seen_version;
+    uint32_t seen_generation;
     int seen_any;
     /* memory file (journals, temp files) */
     unsigned char *buf;
@@ -195,15 +196,11 @@ static int db_read(sqlite3_file *pf, void *dst, int amt, sqlite3_int64 off) {
     return SQLITE_OK;
 }
 
-static int valid_page_size(sqlite3_int64 n) {
-    return n >= 512 && n <= 65536 && (n & (n - 1)) == 0;
-}
-
 static int db_write(sqlite3_file *pf, const void *src, int amt, sqlite3_int64 off) {
     file *f = (file *)pf;
     if (f->page_size == 0 || (f->npages == 0 && f->dirty.count == 0)) {
         /* The first write of an empty database fixes the page size. */
-        if (!valid_page_size(amt) || off % amt) return SQLITE_IOERR_WRITE;
+        if (!kvsql_page_size_valid((uint64_t)amt) || off % amt) return SQLITE_IOERR_WRITE;
         if (set_page_size(f, (uint32_t)amt) != SQLITE_OK) return SQLITE_NOMEM;
     }
     const unsigned char *in = src;
@@ -273,21 +270,41 @@ static void note_own_commit(file *f) {
     f->seen_version = f->txn.version;
 }
 
+/* The lock-byte page, when this commit must store it: SQLite never writes
+ * it, yet the format keeps every field from 0 to the length (a zero page,
+ * docs/FORMAT.md). Needed when the new length covers it for the first time
+ * and SQLite did not write it. Returns 1 when needed. */
+static int needs_lock_byte_page(const file *f) {
+    uint32_t lb = kvsql_lock_byte_index(f->page_size);
+    return lb < f->npages && lb >= f->txn.npages && !pagemap_get(&f->dirty, lb);
+}
+
 /* Hands the dirty pages to the store as one batch. */
 static int commit_dirty(file *f) {
     int rc = apply_header_length(f);
     if (rc != SQLITE_OK) return rc;
     if (f->dirty.count == 0 && !f->size_changed) return SQLITE_OK;
-    kvsql_page_ref *refs = sqlite3_malloc64(sizeof(*refs) * (f->dirty.count + 1));
-    if (!refs) return SQLITE_NOMEM;
+    int add_lock_byte = needs_lock_byte_page(f);
+    kvsql_page_ref *refs = sqlite3_malloc64(sizeof(*refs) * (f->dirty.count + 2));
+    void *zeros = add_lock_byte ? sqlite3_malloc64(f->page_size) : NULL;
+    if (!refs || (add_lock_byte && !zeros)) {
+        sqlite3_free(refs);
+        sqlite3_free(zeros);
+        return SQLITE_NOMEM;
+    }
     uint32_t n = 0;
     for (size_t i = 0; i < f->dirty.cap; i++) {
         pagemap_slot *s = &f->dirty.slots[i];
         if (s->page && s->index < f->npages) refs[n++] = (kvsql_page_ref){s->index, s->page};
     }
+    if (add_lock_byte) {
+        memset(zeros, 0, f->page_size);
+        refs[n++] = (kvsql_page_ref){kvsql_lock_byte_index(f->page_size), zeros};
+    }
     kvsql_batch b = {f->page_size, f->npages, n, refs};
     rc = f->store->m->commit(f->store, &f->txn, &b);
     sqlite3_free(refs);
+    sqlite3_free(zeros);
     if (rc != SQLITE_OK) return rc;
     note_own_commit(f);
     drop_dirty(f);
@@ -306,13 +323,14 @@ static int db_file_size(sqlite3_file *pf, sqlite3_int64 *size) {
 }
 
 /* A new snapshot: SQLite's cache stays good only if it is the version this
- * file saw last. */
+ * file saw last, through the same connection to the store. */
 static int begin_snapshot(file *f) {
     int rc = f->store->m->begin(f->store, &f->txn);
     if (rc != SQLITE_OK) return rc;
-    if (!f->seen_any || f->txn.version != f->seen_version) {
+    if (!f->seen_any || f->txn.version != f->seen_version || f->txn.generation != f->seen_generation) {
         f->counter++;
         f->seen_version = f->txn.version;
+        f->seen_generation = f->txn.generation;
         f->seen_any = 1;
     }
     rc = load_snapshot(f);
@@ -576,28 +594,36 @@ static void vfs_dlclose(sqlite3_vfs *vfs, void *h) {
     (void)h;
 }
 
-/* Randomness, sleep and time come from the default VFS. */
+/* Randomness, sleep and time come from the operating system's VFS: the
+ * default one, unless a kvsql VFS is the default (KVSQL_DEFAULT), which
+ * would call itself for ever. */
+static sqlite3_vfs *os_vfs(void) {
+    sqlite3_vfs *d = sqlite3_vfs_find(NULL);
+    if (d && d->xOpen == vfs_open) d = sqlite3_vfs_find("unix");
+    return d;
+}
+
 static int vfs_randomness(sqlite3_vfs *vfs, int n, char *out) {
     (void)vfs;
-    sqlite3_vfs *d = sqlite3_vfs_find(NULL);
+    sqlite3_vfs *d = os_vfs();
     return d->xRandomness(d, n, out);
 }
 
 static int vfs_sleep(sqlite3_vfs *vfs, int us) {
     (void)vfs;
-    sqlite3_vfs *d = sqlite3_vfs_find(NULL);
+    sqlite3_vfs *d = os_vfs();
     return d->xSleep(d, us);
 }
 
 static int vfs_current_time(sqlite3_vfs *vfs, double *t) {
     (void)vfs;
-    sqlite3_vfs *d = sqlite3_vfs_find(NULL);
+    sqlite3_vfs *d = os_vfs();
     return d->xCurrentTime(d, t);
 }
 
 static int vfs_current_time64(sqlite3_vfs *vfs, sqlite3_int64 *t) {
     (void)vfs;
-    sqlite3_vfs *d = sqlite3_vfs_find(NULL);
+    sqlite3_vfs *d = os_vfs();
     if (d->iVersion >= 2 && d->xCurrentTimeInt64) return d->xCurrentTimeInt64(d, t);
     double r;
     int rc = d->xCurrentTime(d, &r);

@@ -6,7 +6,8 @@ tests/slt/, most of whose records fail on purpose, through every engine,
 and assert the exact counts and the first failing file:line: a runner that
 passes everything, or fails everything, is caught. The conformance test
 runs select1-3.test and evidence/*.test from ../shared/slt (beside the
-repository, as in CI) through the module and the memory store, and
+repository, as in CI) through the module, the memory store and the redis
+VFS, and
 asserts that no record fails and that as many records ran as natively.
 """
 import glob
@@ -59,7 +60,10 @@ def run_slt(engine, files, port=None, extra=(), timeout=60):
 
 
 def port_for(engine, request):
-    """The port of a fresh server with the module, for the module engine."""
+    """The port of a fresh server: with the module for the module engine,
+    without it for the vfs engine (the redis VFS needs no module)."""
+    if engine == "vfs":
+        return request.getfixturevalue("servers")(module=False).port
     return request.getfixturevalue("server").port if engine == "module" else None
 
 
@@ -77,7 +81,7 @@ RUNNER_CASES = [
     ("fail_format.test", 1, 4, 0, 6, "statement must be 'ok' or 'error', not 'maybe'"),
 ]
 
-ENGINES = ["native", "memory", "module"]
+ENGINES = ["native", "memory", "module", "vfs"]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -138,10 +142,9 @@ def test_unreadable_file_counts_as_failed():
     assert run.totals == (24, 1) and run.returncode == 2, run
 
 
-def test_vfs_engine_is_not_built_yet():
-    run = run_slt("vfs", [os.path.join(CASES, "pass.test")])
-    assert run.returncode != 0, run
-    assert "engine vfs is not built yet" in run.stderr, run
+def test_vfs_engine_needs_a_server():
+    run = run_slt("vfs", [os.path.join(CASES, "pass.test")], free_port())
+    assert run.returncode == 2 and "cannot connect to redis" in run.stderr, run
 
 
 @pytest.mark.parametrize("args", [
@@ -171,11 +174,15 @@ def shared_files():
     names = ["select1.test", "select2.test", "select3.test"]
     files = [os.path.join(root, n) for n in names] + sorted(glob.glob(os.path.join(root, "evidence", "*.test")))
     missing = [f for f in files if not os.path.exists(f)]
-    assert os.path.isdir(root) and not missing, "sqllogictest files missing under %s: %s" % (root, missing)
+    if missing and not os.environ.get("CI"):
+        # A fresh clone without ../shared beside it: say so, plainly. CI
+        # (CI=true) has the corpus and must run these.
+        pytest.skip("the sqllogictest corpus is not beside this clone (%s): conformance not checked" % root)
+    assert not missing, "sqllogictest files missing under %s: %s" % (root, missing)
     return files
 
 
-@pytest.mark.parametrize("engine", ["module", "memory"])
+@pytest.mark.parametrize("engine", ["module", "memory", "vfs"])
 def test_shared_sqllogictest_files_pass_as_natively(engine, request):
     files = shared_files()
     native = run_slt("native", files, timeout=300)

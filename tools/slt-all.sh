@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # slt-all.sh - runs every sqllogictest file through kvsql-slt's native,
-# memory and module engines, then prints the totals and time per engine.
+# memory, module and vfs (the redis VFS of libkvsql) engines, then prints
+# the totals and time per engine.
 # Called by `make slt` as: tools/slt-all.sh BUILD_DIR SLT_DIR
 #
 # Starts its own redis-server with BUILD_DIR/kvsql.so on a free loopback
@@ -103,12 +104,13 @@ echo "slt-all: ${#files[@]} files from $slt_dir; redis-server with the module on
 run_engine native
 run_engine memory
 run_engine module --redis "127.0.0.1:$port"
+run_engine vfs --redis "127.0.0.1:$port"
 if grep -q "crashed by signal\|ASSERTION FAILED" "$tmp/redis.log" 2>/dev/null; then
     echo "slt-all: redis-server crashed; the end of its log:"
     tail -40 "$tmp/redis.log"
     status=1
 fi
 
-echo "== totals per engine (${#files[@]} files; memory and module also compared record by record with native)"
+echo "== totals per engine (${#files[@]} files; memory, module and vfs also compared record by record with native)"
 printf '%s\n' "${summary[@]}"
 exit "$status"

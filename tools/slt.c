@@ -4,7 +4,8 @@
  *
  * Engines: native (SQLite on a temporary file, the reference), memory (our
  * VFS on the in-process memory store), module (SQL.EXEC on a redis-server
- * with kvsql.so, --redis, default 127.0.0.1:6379), vfs (not built yet).
+ * with kvsql.so, --redis, default 127.0.0.1:6379), vfs (the redis VFS of
+ * libkvsql on a redis-server, module or not, --redis).
  * Every engine but native also runs each file on a native database beside
  * it, and a record fails unless it came out the same on both; with
  * --no-reference only the script's expectations are checked.
@@ -40,7 +41,7 @@ static void usage(FILE *out) {
                  "  native  SQLite on a fresh temporary file (the reference)\n"
                  "  memory  kvsql's VFS on the in-process memory store\n"
                  "  module  SQL.EXEC on redis-server with kvsql.so (--redis, default 127.0.0.1:6379)\n"
-                 "  vfs     kvsql's redis VFS over a remote Redis (not built yet)\n"
+                 "  vfs     kvsql's redis VFS (libkvsql) on a redis-server (--redis), module not needed\n"
                  "Engines other than native are also compared record by record with native,\n"
                  "unless --no-reference is given.\n");
 }
@@ -93,11 +94,8 @@ static slt_engine *make_engine(const options *o) {
     if (!strcmp(o->engine, "native")) e = slt_native_engine();
     else if (!strcmp(o->engine, "memory")) e = slt_memory_engine();
     else if (!strcmp(o->engine, "module")) e = slt_module_engine(o->host, o->port, err, sizeof(err));
-    else if (!strcmp(o->engine, "vfs")) {
-        fprintf(stderr, "kvsql-slt: engine vfs is not built yet: it needs kvsql's client library for the "
-                        "redis VFS, which does not exist yet\n");
-        return NULL;
-    } else {
+    else if (!strcmp(o->engine, "vfs")) e = slt_vfs_engine(o->host, o->port, err, sizeof(err));
+    else {
         fprintf(stderr, "kvsql-slt: unknown engine '%s'\n", o->engine);
         usage(stderr);
         return NULL;

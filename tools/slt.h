@@ -3,7 +3,7 @@
  *
  * kvsql-slt (main in tools/slt.c) reads test scripts (tools/slt_script.c)
  * and runs each record on one engine: native SQLite or our VFS on the
- * memory store (tools/slt_sqlite.c), or the Redis module over hiredis
+ * memory store or the redis VFS (tools/slt_sqlite.c), or the Redis module over hiredis
  * (tools/slt_module.c). Every engine renders values the same way
  * (tools/slt_value.c), so their results compare line for line. */
 #ifndef KVSQL_SLT_H
@@ -54,6 +54,9 @@ struct slt_engine {
 /* tools/slt_sqlite.c */
 slt_engine *slt_native_engine(void);
 slt_engine *slt_memory_engine(void);
+/* The redis VFS (libkvsql's code, linked in) on the server at host:port:
+ * NULL with err set when it cannot be reached. */
+slt_engine *slt_vfs_engine(const char *host, int port, char *err, size_t errlen);
 
 /* tools/slt_module.c: NULL with err set when the server cannot be reached. */
 slt_engine *slt_module_engine(const char *host, int port, char *err, size_t errlen);

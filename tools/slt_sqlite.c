@@ -1,16 +1,19 @@
 /* slt_sqlite.c - the in-process engines of kvsql-slt.
  *
- * Created by main (tools/slt.c) for --engine native and --engine memory,
+ * Created by main (tools/slt.c) for --engine native, memory and vfs,
  * driven by the script runner (tools/slt_script.c).
  *   native: plain SQLite on a fresh temporary file, the reference. Only
  *           synchronous=OFF differs from the defaults: it changes no
  *           result, and spares a disk flush per statement.
  *   memory: our VFS on the in-process memory store (kvsql_open).
+ *   vfs:    the redis VFS of libkvsql (src/client/) on a redis-server,
+ *           a fresh key per file, deleted before and after it.
  * Both run statements with sqlite3_exec and a query's first statement with
  * sqlite3_prepare_v2, as the original sqllogictest does for SQLite. */
 #include "kvsql.h"
 #include "slt.h"
 
+#include <hiredis/hiredis.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +23,10 @@ typedef struct sqlite_state {
     sqlite3 *db;
     kvsql_store *store; /* memory engine */
     char path[4096];    /* native engine: the temporary file, "" when none */
+    char host[256];     /* vfs engine: the server */
+    int port;
+    char key[64];       /* vfs engine: the file's key, "" when none */
+    unsigned files;
 } sqlite_state;
 
 static sqlite_state *state_of(slt_engine *e) {
@@ -173,4 +180,74 @@ static int memory_begin_file(slt_engine *e, const char *path, char *err, size_t 
 
 slt_engine *slt_memory_engine(void) {
     return engine_new("memory", memory_begin_file, memory_end_file);
+}
+
+/* ---- vfs: the redis VFS of the library ---------------------------------- */
+
+/* Deletes the file's key and its auxiliary keys (docs/FORMAT.md). */
+static int delete_vfs_key(sqlite_state *s, char *err, size_t errlen) {
+    struct timeval tv = {10, 0};
+    redisContext *c = redisConnectWithTimeout(s->host, s->port, tv);
+    int rc = SLT_FATAL;
+    if (c && !c->err) {
+        redisReply *r = redisCommand(c, "DEL %s {%s}:v {%s}:lease {%s}:readers {%s}:undo {%s}:undo:idx {%s}:undo:ver",
+                                     s->key, s->key, s->key, s->key, s->key, s->key, s->key);
+        if (r && r->type == REDIS_REPLY_INTEGER) rc = SLT_OK;
+        else snprintf(err, errlen, "DEL %s on %s:%d: %s", s->key, s->host, s->port, r ? r->str : c->errstr);
+        freeReplyObject(r);
+    } else {
+        snprintf(err, errlen, "cannot connect to redis at %s:%d: %s", s->host, s->port, c ? c->errstr : "out of memory");
+    }
+    if (c) redisFree(c);
+    return rc;
+}
+
+static void vfs_end_file(slt_engine *e) {
+    sqlite_state *s = state_of(e);
+    char err[256];
+    close_db(s);
+    if (s->key[0]) delete_vfs_key(s, err, sizeof(err));
+    s->key[0] = 0;
+}
+
+static int vfs_begin_file(slt_engine *e, const char *path, char *err, size_t errlen) {
+    sqlite_state *s = state_of(e);
+    (void)path;
+    vfs_end_file(e);
+    snprintf(s->key, sizeof(s->key), "kvsql-slt-vfs:%d:%u", (int)getpid(), ++s->files);
+    if (delete_vfs_key(s, err, errlen) != SLT_OK) return SLT_FATAL;
+    char uri[512];
+    snprintf(uri, sizeof(uri), "file:%s?vfs=redis&redis=%s:%d", s->key, s->host, s->port);
+    int rc = sqlite3_open_v2(uri, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(s->db, "PRAGMA user_version", NULL, NULL, NULL); /* connects */
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s (%s)", uri, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc),
+                 kvsql_errmsg(s->db));
+        close_db(s);
+        return SLT_FATAL;
+    }
+    return SLT_OK;
+}
+
+slt_engine *slt_vfs_engine(const char *host, int port, char *err, size_t errlen) {
+    int rc = kvsql_register_redis(0);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot register the redis VFS: %s", kvsql_errmsg(NULL));
+        return NULL;
+    }
+    slt_engine *e = engine_new("vfs", vfs_begin_file, vfs_end_file);
+    if (!e) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    sqlite_state *s = state_of(e);
+    snprintf(s->host, sizeof(s->host), "%s", host);
+    s->port = port;
+    snprintf(s->key, sizeof(s->key), "kvsql-slt-vfs:%d:probe", (int)getpid());
+    if (delete_vfs_key(s, err, errlen) != SLT_OK) { /* the server answers */
+        e->destroy(e);
+        return NULL;
+    }
+    s->key[0] = 0;
+    return e;
 }

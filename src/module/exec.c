@@ -265,9 +265,8 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
     if (rc != SQLITE_OK) set_sqlite_error(&k, rc);
     int ok = close_transaction(&k, rc == SQLITE_OK);
     stop_running();
-    if (ok) {
-        keyspace_store_flush(k.c->store);
-    } else if (keyspace_store_has_pending(k.c->store)) {
+    if (ok) ok = keyspace_store_flush(k.c->store, k.err, sizeof(k.err)) == 0; /* refused: nothing written */
+    if (!ok && keyspace_store_has_pending(k.c->store)) {
         /* SQLite's cache holds commits that will never reach the hash. */
         keyspace_store_discard(k.c->store);
         k.c->stale = 1;

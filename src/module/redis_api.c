@@ -4,6 +4,7 @@
 
 #define REDIS_API_DEFINE(ret, name, params) ret(*RedisModule_##name) params;
 REDIS_API_ENTRIES(REDIS_API_DEFINE)
+REDIS_API_PROTOCOL_ENTRIES(REDIS_API_DEFINE)
 REDIS_API_OPTIONAL_ENTRIES(REDIS_API_DEFINE)
 #undef REDIS_API_DEFINE
 
@@ -17,6 +18,7 @@ int redis_api_init(RedisModuleCtx *ctx, const char *name, int ver, const char **
         return REDISMODULE_ERR;                                              \
     }
     REDIS_API_ENTRIES(REDIS_API_RESOLVE)
+    REDIS_API_PROTOCOL_ENTRIES(REDIS_API_RESOLVE)
 #undef REDIS_API_RESOLVE
 #define REDIS_API_TRY(ret, fn, params)                                            \
     if (get_api("RedisModule_" #fn, (void *)&RedisModule_##fn) != REDISMODULE_OK) \

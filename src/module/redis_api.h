@@ -4,7 +4,7 @@
  * Names, signatures and constant values follow the Redis 7.0 API. Every
  * entry is a function pointer that redis_api_init() resolves at load time
  * through RedisModule_GetApi; a missing entry fails the load with a message
- * naming it. Included by every file of src/module/ and store_keyspace.c. */
+ * naming it. Included by every file of src/module/. */
 #ifndef KVSQL_REDIS_API_H
 #define KVSQL_REDIS_API_H
 
@@ -231,12 +231,36 @@ typedef int (*RedisModuleConfigApplyFunc)(RedisModuleCtx *ctx, void *privdata, R
     X(int, InfoAddSection, (RedisModuleInfoCtx * ctx, const char *name))                             \
     X(int, InfoAddFieldLongLong, (RedisModuleInfoCtx * ctx, const char *field, long long value))
 
+/* ---- the library protocol (protocol.c): RedisModule_Call and its replies,
+ * and the server's clock for reader lapse times. Owned by the storage
+ * format's engineer; resolved like the entries above. */
+typedef struct RedisModuleCallReply RedisModuleCallReply;
+
+#define REDISMODULE_HASH_EXISTS (1 << 3)
+
+#define REDISMODULE_REPLY_UNKNOWN -1
+#define REDISMODULE_REPLY_STRING 0
+#define REDISMODULE_REPLY_ERROR 1
+#define REDISMODULE_REPLY_INTEGER 2
+#define REDISMODULE_REPLY_ARRAY 3
+#define REDISMODULE_REPLY_NULL 4
+
+#define REDIS_API_PROTOCOL_ENTRIES(X)                                                                \
+    X(RedisModuleCallReply *, Call, (RedisModuleCtx * ctx, const char *cmdname, const char *fmt, ...)) \
+    X(void, FreeCallReply, (RedisModuleCallReply * reply))                                           \
+    X(int, CallReplyType, (RedisModuleCallReply * reply))                                            \
+    X(size_t, CallReplyLength, (RedisModuleCallReply * reply))                                       \
+    X(RedisModuleCallReply *, CallReplyArrayElement, (RedisModuleCallReply * reply, size_t idx))     \
+    X(const char *, CallReplyStringPtr, (RedisModuleCallReply * reply, size_t *len))                 \
+    X(long long, Milliseconds, (void))
+
 /* Entries of later Redis versions, used when present (NULL on 7.0). */
 #define REDIS_API_OPTIONAL_ENTRIES(X) \
     X(int, SetCommandACLCategories, (RedisModuleCommand * command, const char *categories))
 
 #define REDIS_API_DECLARE(ret, name, params) extern ret(*RedisModule_##name) params;
 REDIS_API_ENTRIES(REDIS_API_DECLARE)
+REDIS_API_PROTOCOL_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_OPTIONAL_ENTRIES(REDIS_API_DECLARE)
 #undef REDIS_API_DECLARE
 

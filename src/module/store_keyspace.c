@@ -1,13 +1,20 @@
 /* store_keyspace.c - page store on a Redis hash, inside redis-server.
  *
- * Field "i" (decimal) of the hash holds page i+1 of the SQLite file, whole.
- * See store_keyspace.h for the life of a command; the module (src/module/)
- * is the only caller. Redis runs one command at a time, so no locking is
- * needed here: a command is atomic by itself. */
+ * Field "i" (decimal) of the hash holds page i+1 of the SQLite file, whole
+ * (format.h has the rules). See store_keyspace.h for the life of a
+ * command; the module (src/module/) is the only caller. Redis runs one
+ * command at a time, so no locking is needed here: a command is atomic by
+ * itself. The end-of-call write follows the library protocol (protocol.h).
+ *
+ * A hash written by an older module may lack the lock-byte page's field
+ * (the page at file offset 1 GiB, which SQLite never writes): such a hash
+ * reads as if the field held zeros, one page longer than HLEN, and the
+ * next write stores the zero page. */
 #include "store_keyspace.h"
 
 #include "format.h"
 #include "pagemap.h"
+#include "protocol.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -20,7 +27,7 @@ typedef struct keyspace_store {
     RedisModuleString *keyname;
     int readonly;
     uint32_t page_size;        /* of the hash: set by keyspace_store_check and flushes */
-    uint32_t known_npages;     /* length of the hash when this store last saw it */
+    uint32_t known_hlen;       /* HLEN of the hash when this store last saw it */
     pagemap pending;           /* pages committed by SQLite in this command */
     int has_pending;
     uint32_t pending_npages;
@@ -34,24 +41,9 @@ int keyspace_store_flushing(void) {
     return flushing;
 }
 
-static const char sqlite_magic[16] = "SQLite format 3";
-
 static int fail(keyspace_store *k, int rc, const char *msg, long long page) {
     snprintf(k->err, sizeof(k->err), msg, page);
     return rc;
-}
-
-/* Writes the decimal field name of a page index; returns its length. */
-static size_t field_name(char out[16], uint32_t index) {
-    char rev[16];
-    size_t n = 0;
-    do {
-        rev[n++] = (char)('0' + index % 10);
-        index /= 10;
-    } while (index);
-    for (size_t i = 0; i < n; i++) out[i] = rev[n - 1 - i];
-    out[n] = 0;
-    return n;
 }
 
 static int has_hash(keyspace_store *k) {
@@ -60,12 +52,38 @@ static int has_hash(keyspace_store *k) {
 
 /* The value of field `index`, or NULL. Free it with FreeString. */
 static RedisModuleString *get_field(keyspace_store *k, uint32_t index) {
-    char field[16];
+    char field[KVSQL_FIELD_MAX];
     RedisModuleString *val = NULL;
     if (!has_hash(k)) return NULL;
-    field_name(field, index);
+    kvsql_field_name(field, index);
     RedisModule_HashGet(k->key, REDISMODULE_HASH_CFIELDS, field, &val, NULL);
     return val;
+}
+
+static int field_exists(keyspace_store *k, uint32_t index) {
+    char field[KVSQL_FIELD_MAX];
+    int exists = 0;
+    if (!has_hash(k)) return 0;
+    kvsql_field_name(field, index);
+    RedisModule_HashGet(k->key, REDISMODULE_HASH_CFIELDS | REDISMODULE_HASH_EXISTS, field, &exists, NULL);
+    return exists;
+}
+
+static uint32_t hash_length(keyspace_store *k) {
+    return has_hash(k) ? (uint32_t)RedisModule_ValueLength(k->key) : 0;
+}
+
+/* Whether the hash lacks its lock-byte page (written by an older module). */
+static int has_lock_byte_gap(keyspace_store *k) {
+    if (!k->page_size) return 0;
+    uint32_t lb = kvsql_lock_byte_index(k->page_size);
+    return hash_length(k) > lb && !field_exists(k, lb);
+}
+
+/* The database's length in pages: HLEN, plus the lock-byte page's field
+ * when an older module left it out. */
+static uint32_t stored_npages(keyspace_store *k) {
+    return hash_length(k) + (uint32_t)has_lock_byte_gap(k);
 }
 
 /* The module runs one command at a time on Redis's main thread, and its
@@ -80,7 +98,7 @@ static int ks_begin(kvsql_store *s, kvsql_txn *t) {
     } else {
         /* A hash with pages was checked (keyspace_store_check) or written
          * by this store, so its page size is known. */
-        t->npages = has_hash(k) ? (uint32_t)RedisModule_ValueLength(k->key) : 0;
+        t->npages = stored_npages(k);
         t->page_size = t->npages ? k->page_size : 0;
     }
     t->level = KVSQL_LOCK_READ;
@@ -107,6 +125,10 @@ static int read_one(keyspace_store *k, uint32_t index, void *buf, uint32_t page_
         return SQLITE_OK;
     }
     RedisModuleString *v = get_field(k, index);
+    if (!v && index == kvsql_lock_byte_index(page_size)) { /* the gap an older module left */
+        memset(buf, 0, page_size);
+        return SQLITE_OK;
+    }
     if (!v) return fail(k, SQLITE_CORRUPT, "kvsql: field %lld of the hash (a page) is missing", index);
     size_t len;
     const char *data = RedisModule_StringPtrLen(v, &len);
@@ -189,24 +211,28 @@ void keyspace_store_detach(kvsql_store *s) {
 int keyspace_store_check(kvsql_store *s) {
     keyspace_store *k = (keyspace_store *)s;
     if (!has_hash(k)) return 0;
-    size_t n = RedisModule_ValueLength(k->key), len = 0;
+    size_t len = 0;
+    char why[128];
     RedisModuleString *v = get_field(k, 0);
     const unsigned char *h = v ? (const unsigned char *)RedisModule_StringPtrLen(v, &len) : NULL;
-    int ok = h && len >= 100 && memcmp(h, sqlite_magic, 16) == 0 && kvsql_header_page_size(h) == len;
+    int rc = kvsql_check_page1(h, len, why, sizeof(why));
     if (v) RedisModule_FreeString(k->ctx, v);
-    if (!ok) return fail(k, -1, "the hash is not a kvsql database (field 0 is not a SQLite header page)", 0);
-    RedisModuleString *last = get_field(k, (uint32_t)n - 1);
-    if (!last) return fail(k, -1, "the hash is not a kvsql database (field %lld is missing)", (long long)n - 1);
-    RedisModule_FreeString(k->ctx, last);
+    if (rc != 0) {
+        snprintf(k->err, sizeof(k->err), "the hash is not a kvsql database (%s)", why);
+        return -1;
+    }
     k->page_size = (uint32_t)len;
-    k->known_npages = (uint32_t)n;
+    uint32_t n = stored_npages(k), last = n - 1;
+    if (last != kvsql_lock_byte_index(k->page_size) && !field_exists(k, last))
+        return fail(k, -1, "the hash is not a kvsql database (field %lld is missing)", (long long)last);
+    k->known_hlen = hash_length(k);
     return 0;
 }
 
 int keyspace_store_matches(kvsql_store *s, RedisModuleKey *key) {
     keyspace_store *k = (keyspace_store *)s;
     int hash = key && RedisModule_KeyType(key) == REDISMODULE_KEYTYPE_HASH;
-    return (hash ? (uint32_t)RedisModule_ValueLength(key) : 0) == k->known_npages;
+    return (hash ? (uint32_t)RedisModule_ValueLength(key) : 0) == k->known_hlen;
 }
 
 int keyspace_store_has_pending(kvsql_store *s) {
@@ -230,15 +256,41 @@ static int unchanged(keyspace_store *k, uint32_t index, const void *page, uint32
     return same;
 }
 
-/* Sets the changed pages; fills argv with field/value pairs for HSET. */
-static size_t write_pages(keyspace_store *k, RedisModuleString **argv) {
+/* A page the end-of-call write sets. */
+typedef struct change {
+    uint32_t index;
+    const void *page;
+} change;
+
+/* The pending pages whose bytes differ from the hash's, into out. */
+static size_t changed_pages(keyspace_store *k, change *out) {
     size_t n = 0;
     for (size_t i = 0; i < k->pending.cap; i++) {
         pagemap_slot *sl = &k->pending.slots[i];
-        if (!sl->page || unchanged(k, sl->index, sl->page, k->pending_page_size)) continue;
-        char field[16];
-        RedisModuleString *f = RedisModule_CreateString(k->ctx, field, field_name(field, sl->index));
-        RedisModuleString *v = RedisModule_CreateString(k->ctx, sl->page, k->pending_page_size);
+        if (sl->page && !unchanged(k, sl->index, sl->page, k->pending_page_size))
+            out[n++] = (change){sl->index, sl->page};
+    }
+    return n;
+}
+
+/* The indexes whose current pages the write overwrites or deletes: what
+ * undo records save. */
+static size_t overwritten_pages(keyspace_store *k, const change *c, size_t nc, uint32_t old_npages,
+                                uint32_t *out) {
+    size_t n = 0;
+    for (size_t i = 0; i < nc; i++)
+        if (c[i].index < old_npages) out[n++] = c[i].index;
+    for (uint32_t i = k->pending_npages; i < old_npages; i++) out[n++] = i;
+    return n;
+}
+
+/* Sets the changed pages; fills argv with field/value pairs for HSET. */
+static size_t write_pages(keyspace_store *k, const change *c, size_t nc, RedisModuleString **argv) {
+    size_t n = 0;
+    for (size_t i = 0; i < nc; i++) {
+        char field[KVSQL_FIELD_MAX];
+        RedisModuleString *f = RedisModule_CreateString(k->ctx, field, kvsql_field_name(field, c[i].index));
+        RedisModuleString *v = RedisModule_CreateString(k->ctx, c[i].page, k->pending_page_size);
         RedisModule_HashSet(k->key, REDISMODULE_HASH_NONE, f, v, NULL);
         argv[n++] = f;
         argv[n++] = v;
@@ -250,8 +302,8 @@ static size_t write_pages(keyspace_store *k, RedisModuleString **argv) {
 static size_t delete_pages(keyspace_store *k, uint32_t old_npages, RedisModuleString **argv) {
     size_t n = 0;
     for (uint32_t i = k->pending_npages; i < old_npages; i++) {
-        char field[16];
-        RedisModuleString *f = RedisModule_CreateString(k->ctx, field, field_name(field, i));
+        char field[KVSQL_FIELD_MAX];
+        RedisModuleString *f = RedisModule_CreateString(k->ctx, field, kvsql_field_name(field, i));
         RedisModule_HashSet(k->key, REDISMODULE_HASH_NONE, f, REDISMODULE_HASH_DELETE, NULL);
         argv[n++] = f;
     }
@@ -262,27 +314,76 @@ static void free_strings(keyspace_store *k, RedisModuleString **argv, size_t n) 
     for (size_t i = 0; i < n; i++) RedisModule_FreeString(k->ctx, argv[i]);
 }
 
-void keyspace_store_flush(kvsql_store *s) {
-    keyspace_store *k = (keyspace_store *)s;
-    if (!k->has_pending) return;
-    uint32_t old_npages = has_hash(k) ? (uint32_t)RedisModule_ValueLength(k->key) : 0;
+/* Writes the changes to the hash and propagates them with the version's
+ * INCR: HSET, HDEL, INCR T:v, wrapped by Redis in MULTI/EXEC. */
+static void write_changes(keyspace_store *k, const change *c, size_t nc, uint32_t old_npages, const aux_keys *a) {
     size_t ndel = old_npages > k->pending_npages ? old_npages - k->pending_npages : 0;
-    RedisModuleString **set = RedisModule_Alloc(sizeof(*set) * (2 * k->pending.count + 1));
+    RedisModuleString **set = RedisModule_Alloc(sizeof(*set) * (2 * nc + 1));
     RedisModuleString **del = RedisModule_Alloc(sizeof(*del) * (ndel + 1));
-    flushing = 1;
-    size_t nset = write_pages(k, set);
+    size_t nset = write_pages(k, c, nc, set);
     ndel = delete_pages(k, old_npages, del);
     if (nset) RedisModule_Replicate(k->ctx, "HSET", "sv", k->keyname, set, nset);
     if (ndel) RedisModule_Replicate(k->ctx, "HDEL", "sv", k->keyname, del, ndel);
+    protocol_propagate_version(k->ctx, a);
     if (nset) RedisModule_NotifyKeyspaceEvent(k->ctx, REDISMODULE_NOTIFY_HASH, "hset", k->keyname);
     if (ndel) RedisModule_NotifyKeyspaceEvent(k->ctx, REDISMODULE_NOTIFY_HASH, "hdel", k->keyname);
-    if (nset || ndel) RedisModule_SignalModifiedKey(k->ctx, k->keyname);
-    flushing = 0;
+    RedisModule_SignalModifiedKey(k->ctx, k->keyname);
     free_strings(k, set, nset);
     free_strings(k, del, ndel);
     RedisModule_Free(set);
     RedisModule_Free(del);
+}
+
+/* The library protocol's checks and records before a write (protocol.h).
+ * Returns 0, or -1 with an error reply text in err: nothing written. */
+static int prepare_write(keyspace_store *k, const change *c, size_t nc, uint32_t old_npages, const aux_keys *a,
+                         char *err, size_t errlen) {
+    if (protocol_lease_held(k->ctx, a)) {
+        snprintf(err, errlen, "ERR database is locked: a library client holds the write lease (retry)");
+        return -1;
+    }
+    size_t ndel = old_npages > k->pending_npages ? old_npages - k->pending_npages : 0;
+    uint32_t *old = RedisModule_Alloc(sizeof(*old) * (nc + ndel + 1));
+    size_t nold = overwritten_pages(k, c, nc, old_npages, old);
+    int rc = protocol_save_undo(k->ctx, a, k->key, old, nold, err, errlen);
+    RedisModule_Free(old);
+    if (rc == 0) rc = protocol_bump_version(k->ctx, a, err, errlen);
+    return rc;
+}
+
+/* Forgets the pending pages after they were written (or found unchanged). */
+static void finish_flush(keyspace_store *k) {
     k->page_size = k->pending_page_size;
-    k->known_npages = k->pending_npages;
-    keyspace_store_discard(s);
+    k->known_hlen = k->pending_npages;
+    keyspace_store_discard(&k->base);
+}
+
+int keyspace_store_flush(kvsql_store *s, char *err, size_t errlen) {
+    keyspace_store *k = (keyspace_store *)s;
+    if (!k->has_pending) return 0;
+    uint32_t old_npages = stored_npages(k);
+    uint32_t lb = k->pending_page_size ? kvsql_lock_byte_index(k->pending_page_size) : UINT32_MAX;
+    int fill_gap = k->pending_npages > lb && has_lock_byte_gap(k) && !pagemap_get(&k->pending, lb);
+    change *c = RedisModule_Alloc(sizeof(*c) * (k->pending.count + 2));
+    void *zeros = fill_gap ? RedisModule_Alloc(k->pending_page_size) : NULL;
+    size_t nc = changed_pages(k, c);
+    if (fill_gap) {
+        memset(zeros, 0, k->pending_page_size);
+        c[nc++] = (change){lb, zeros};
+    }
+    int rc = 0;
+    if (nc || old_npages > k->pending_npages) {
+        aux_keys a;
+        aux_keys_make(k->ctx, k->keyname, &a);
+        flushing = 1; /* keyspace events of our own writes */
+        rc = prepare_write(k, c, nc, old_npages, &a, err, errlen);
+        if (rc == 0) write_changes(k, c, nc, old_npages, &a);
+        flushing = 0;
+        aux_keys_free(k->ctx, &a);
+    }
+    RedisModule_Free(c);
+    if (zeros) RedisModule_Free(zeros);
+    if (rc != 0) return -1; /* the pending pages stay for keyspace_store_discard */
+    finish_flush(k);
+    return 0;
 }

@@ -5,13 +5,14 @@
  * the command's duration. Commits made by SQLite during the command stay
  * pending in the store; at the end the command either flushes them (one
  * HSET, plus one HDEL when the database shrank, written to the hash and
- * propagated to replicas and the AOF as exactly those commands) or
- * discards them. So one command is one atomic change of the hash. Pages
- * whose bytes did not change are left out of the HSET. */
+ * propagated to replicas and the AOF as exactly those commands, with
+ * INCR of the database's version) or discards them. So one command is one
+ * atomic change of the hash. Pages whose bytes did not change are left out
+ * of the HSET. */
 #ifndef KVSQL_STORE_KEYSPACE_H
 #define KVSQL_STORE_KEYSPACE_H
 
-#include "module/redis_api.h"
+#include "redis_api.h"
 #include "store.h"
 
 kvsql_store *keyspace_store_new(void);
@@ -32,8 +33,13 @@ int keyspace_store_check(kvsql_store *s);
 int keyspace_store_matches(kvsql_store *s, RedisModuleKey *key);
 
 int keyspace_store_has_pending(kvsql_store *s);
-/* Writes the pending pages to the hash and propagates them. */
-void keyspace_store_flush(kvsql_store *s);
+/* Writes the pending pages to the hash and propagates them, following the
+ * library protocol (protocol.h): refused while a library writer holds the
+ * lease, with undo records for live library readers, and INCR of the
+ * version in the same MULTI/EXEC. Returns 0, or -1 with an error reply
+ * text in err: then nothing was written and the pages are still pending
+ * (the caller discards them). */
+int keyspace_store_flush(kvsql_store *s, char *err, size_t errlen);
 void keyspace_store_discard(kvsql_store *s);
 
 /* True while a flush is writing: keyspace events seen then are our own. */

@@ -1,0 +1,47 @@
+/* config.h - where a `redis` VFS database lives: server, credentials,
+ * timeouts, lease.
+ *
+ * Filled from a database URI's parameters (file:KEY?vfs=redis&redis=...),
+ * from the KVSQL_DEFAULT environment variable (redis://...) and from
+ * KVSQL_PASSWORD. Used by the VFS opener (client/extension.c) and by the
+ * store (client/store_redis.c); docs/LIBRARY.md lists every parameter. */
+#ifndef KVSQL_CLIENT_CONFIG_H
+#define KVSQL_CLIENT_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct kvsql_redis_config {
+    char host[256];     /* host name or address; a unix socket path when port is 0 */
+    int port;           /* 0: host is a unix socket path */
+    char user[128];     /* "" : the default user */
+    char password[256]; /* "" : no AUTH */
+    int db;             /* SELECT db when not 0 */
+    int connect_timeout_ms;
+    int timeout_ms;     /* per command; 0: wait forever */
+    int lease_ms;       /* writer lease and reader registration */
+} kvsql_redis_config;
+
+/* Built-in defaults: 127.0.0.1:6379, db 0, no password. */
+void kvsql_redis_config_defaults(kvsql_redis_config *c);
+
+/* Reads a parameter by name: its value, or NULL when absent. */
+typedef const char *(*kvsql_param_lookup)(void *ctx, const char *name);
+
+/* Overlays the parameters that lookup finds (redis, user, password, db,
+ * connect_timeout_ms, timeout_ms, lease_ms) on c. Returns 0, or -1 with
+ * why in err. */
+int kvsql_redis_config_apply(kvsql_redis_config *c, kvsql_param_lookup lookup, void *ctx, char *err,
+                             size_t errlen);
+
+/* Overlays a redis://[user[:password]@]host[:port][/db] URL on c (a unix
+ * socket as redis:///path/to.sock). Returns 0, or -1 with why in err. */
+int kvsql_redis_config_from_url(kvsql_redis_config *c, const char *url, char *err, size_t errlen);
+
+/* Sets host and port from "host:port", "host", "[v6addr]:port" or a
+ * unix socket path (starting with '/'). Returns 0, or -1 with why. */
+int kvsql_redis_config_address(kvsql_redis_config *c, const char *addr, char *err, size_t errlen);
+
+/* "host:port" or the socket path, for messages. */
+const char *kvsql_redis_config_where(const kvsql_redis_config *c, char *buf, size_t n);
+
+#endif

@@ -1,0 +1,153 @@
+/* extension.c - libkvsql.so's way in: the `redis` VFS and its SQL
+ * functions.
+ *
+ * SQLite calls sqlite3_kvsql_init when a program loads the library as an
+ * extension (`.load libkvsql` in the sqlite3 shell, load_extension() in
+ * Python); a C program calls kvsql_register_redis() (include/kvsql.h).
+ * Either registers the VFS "redis" (src/vfs.c on client/store_redis.c):
+ * each database file it opens gets its own store, configured from the
+ * file's URI parameters over the defaults (KVSQL_DEFAULT, KVSQL_PASSWORD;
+ * client/config.c). Every connection opened afterwards gets the SQL
+ * functions kvsql_error() and kvsql_stats(). */
+#include "client/config.h"
+#include "client/store_redis.h"
+#include "kvsql.h"
+#include "vfs.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The server a database name without redis= goes to: KVSQL_DEFAULT, read
+ * once at registration, else the built-in default. */
+static kvsql_redis_config default_config;
+static int default_config_ready;
+
+static const char *uri_param(void *name, const char *param) {
+    return sqlite3_uri_parameter((const char *)name, param);
+}
+
+/* The VFS opener: a store for the main database file `name` (the key). */
+static int open_redis_store(const char *name, kvsql_store **out) {
+    sqlite3_mutex *mx = sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_VFS2);
+    sqlite3_mutex_enter(mx);
+    kvsql_redis_config cfg = default_config; /* a registration may be rewriting it */
+    sqlite3_mutex_leave(mx);
+    char err[400];
+    *out = NULL;
+    if (!cfg.password[0] && getenv("KVSQL_PASSWORD"))
+        snprintf(cfg.password, sizeof(cfg.password), "%s", getenv("KVSQL_PASSWORD"));
+    if (kvsql_redis_config_apply(&cfg, uri_param, (void *)name, err, sizeof(err)) != 0) {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s: %s", name, err);
+        kvsql_vfs_set_errmsg(msg);
+        return SQLITE_CANTOPEN;
+    }
+    if (!*name) {
+        kvsql_vfs_set_errmsg("the redis VFS needs a key: file:KEY?vfs=redis");
+        return SQLITE_CANTOPEN;
+    }
+    return kvsql_redis_store_new(name, &cfg, out);
+}
+
+/* ---- SQL functions ------------------------------------------------------- */
+
+/* The store behind a schema of db, or NULL. */
+static kvsql_store *store_of(sqlite3 *db, const char *schema) {
+    kvsql_fcntl_store fs = {0, 0};
+    if (sqlite3_file_control(db, schema ? schema : "main", KVSQL_FCNTL_STORE, &fs) != SQLITE_OK) return NULL;
+    return fs.store;
+}
+
+const char *kvsql_errmsg(sqlite3 *db) {
+    kvsql_store *s = db ? store_of(db, "main") : NULL;
+    const char *msg = s ? kvsql_store_errmsg(s) : "";
+    return msg && msg[0] ? msg : kvsql_vfs_errmsg();
+}
+
+int kvsql_redis_stats_get(sqlite3 *db, const char *schema, kvsql_redis_stats *out) {
+    kvsql_store *s = store_of(db, schema);
+    return s && kvsql_redis_store_stats(s, out) == 0 ? SQLITE_OK : SQLITE_NOTFOUND;
+}
+
+/* kvsql_error(): the last store error in words, or ''. */
+static void sql_error(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    (void)argc;
+    (void)argv;
+    sqlite3_result_text(ctx, kvsql_errmsg(sqlite3_context_db_handle(ctx)), -1, SQLITE_TRANSIENT);
+}
+
+/* kvsql_stats([schema]): the counters of a redis database as JSON. */
+static void sql_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    const char *schema = argc > 0 ? (const char *)sqlite3_value_text(argv[0]) : "main";
+    kvsql_redis_stats st;
+    if (kvsql_redis_stats_get(sqlite3_context_db_handle(ctx), schema, &st) != SQLITE_OK) {
+        sqlite3_result_error(ctx, "kvsql_stats(): that database is not on the redis VFS", -1);
+        return;
+    }
+    char *json = sqlite3_mprintf(
+        "{\"round_trips\":%lld,\"connects\":%lld,\"begins\":%lld,\"reads\":%lld,\"pages_read\":%lld,"
+        "\"locks\":%lld,\"commits\":%lld,\"pages_written\":%lld,\"busy\":%lld,\"stale\":%lld,"
+        "\"script_loads\":%lld,\"end_errors\":%lld}",
+        st.round_trips, st.connects, st.begins, st.reads, st.pages_read, st.locks, st.commits, st.pages_written,
+        st.busy, st.stale, st.script_loads, st.end_errors);
+    if (!json) sqlite3_result_error_nomem(ctx);
+    else sqlite3_result_text(ctx, json, -1, sqlite3_free);
+}
+
+static int register_functions(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *api) {
+    (void)pzErrMsg;
+    (void)api;
+    int rc = sqlite3_create_function(db, "kvsql_error", 0, SQLITE_UTF8, 0, sql_error, 0, 0);
+    if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_stats", 0, SQLITE_UTF8, 0, sql_stats, 0, 0);
+    if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_stats", 1, SQLITE_UTF8, 0, sql_stats, 0, 0);
+    return rc;
+}
+
+/* ---- registration -------------------------------------------------------- */
+
+/* Reads KVSQL_DEFAULT into default_config; 1 when it names a server. */
+static int load_default_config(int *rc) {
+    const char *url = getenv("KVSQL_DEFAULT");
+    char err[400];
+    *rc = SQLITE_OK;
+    if (!default_config_ready) kvsql_redis_config_defaults(&default_config);
+    default_config_ready = 1;
+    if (!url || !*url) return 0;
+    kvsql_redis_config c;
+    kvsql_redis_config_defaults(&c);
+    if (kvsql_redis_config_from_url(&c, url, err, sizeof(err)) != 0) {
+        kvsql_vfs_set_errmsg(err);
+        *rc = SQLITE_ERROR;
+        return 0;
+    }
+    default_config = c;
+    return 1;
+}
+
+int kvsql_register_redis(int make_default) {
+    int rc = sqlite3_initialize();
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_mutex *mx = sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_VFS2);
+    sqlite3_mutex_enter(mx);
+    int from_env = load_default_config(&rc);
+    sqlite3_mutex_leave(mx);
+    if (rc != SQLITE_OK) return rc;
+    rc = kvsql_vfs_register("redis", open_redis_store, 0, make_default || from_env);
+    if (rc == SQLITE_OK) rc = sqlite3_auto_extension((void (*)(void))register_functions);
+    return rc;
+}
+
+/* The loadable-extension entry point: `.load libkvsql` finds it by name.
+ * SQLITE_OK_LOAD_PERMANENTLY keeps the library (and the VFS) loaded after
+ * the loading connection closes. */
+KVSQL_EXPORT int sqlite3_kvsql_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *api) {
+    int rc = kvsql_register_redis(0);
+    if (rc == SQLITE_OK) rc = register_functions(db, pzErrMsg, api);
+    if (rc != SQLITE_OK) {
+        const char *why = kvsql_vfs_errmsg()[0] ? kvsql_vfs_errmsg() : sqlite3_errstr(rc);
+        if (pzErrMsg) *pzErrMsg = sqlite3_mprintf("kvsql: %s", why);
+        return rc;
+    }
+    return SQLITE_OK_LOAD_PERMANENTLY;
+}

@@ -1,0 +1,24 @@
+/* scripts.h - the Lua scripts of the `redis` VFS protocol.
+ *
+ * Each is run atomically by Redis (EVALSHA, EVAL when the server does not
+ * know it); docs/FORMAT.md "The protocol of the redis VFS" says what each
+ * does. Used by client/store_redis.c only. Every script declares all the
+ * keys it touches in KEYS, all in the database's cluster slot. */
+#ifndef KVSQL_CLIENT_SCRIPTS_H
+#define KVSQL_CLIENT_SCRIPTS_H
+
+enum {
+    SCRIPT_BEGIN,  /* KEYS: K T:v T:readers          ARGV: token lease_ms previous-member */
+    SCRIPT_READ,   /* KEYS: K T:v T:readers T:undo T:undo:idx T:lease
+                      ARGV: token snapshot lease_ms first count */
+    SCRIPT_LOCK,   /* KEYS: T:v T:lease              ARGV: token snapshot lease_ms */
+    SCRIPT_COMMIT, /* KEYS: K T:v T:lease T:readers T:undo T:undo:idx T:undo:ver
+                      ARGV: token snapshot lease_ms npages [index page]... */
+    SCRIPT_END,    /* KEYS: T:lease T:readers T:undo T:undo:idx T:undo:ver
+                      ARGV: token member-or-"" */
+    SCRIPT_COUNT
+};
+
+extern const char *const kvsql_scripts[SCRIPT_COUNT];
+
+#endif

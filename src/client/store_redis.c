@@ -1,0 +1,706 @@
+/* store_redis.c - the page store of the `redis` VFS (store_redis.h).
+ *
+ * Implements store.h over one hiredis connection with the Lua scripts of
+ * client/scripts.c (docs/FORMAT.md, "The protocol of the redis VFS"):
+ *   begin  one round trip: snapshot version, length, page 0; registers
+ *          the reader;
+ *   read   one round trip per call, whatever its count; page 0 comes
+ *          with begin, and a miss reads ahead: the window doubles (up to
+ *          READ_AHEAD_MAX pages) while reads are sequential. Pages read
+ *          stay cached while the version does not change;
+ *   lock   one round trip: the writer's lease;
+ *   commit one round trip: the whole batch;
+ *   unlock no round trip: the end script is sent at once and its reply is
+ *          read with the next command's.
+ * Every wait for a reply counts in stats.round_trips.
+ *
+ * A connection error makes the call fail with SQLITE_IOERR and drops the
+ * connection; the next begin connects again with a new token, so a late
+ * reply or lease of the old connection can never be taken for the new. */
+#include "client/store_redis.h"
+
+#include "client/scripts.h"
+#include "format.h"
+#include "pagemap.h"
+#include "vfs.h"
+
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define READ_AHEAD_MAX 64
+#define CACHE_MAX_PAGES 1024
+
+enum { AUX_V, AUX_LEASE, AUX_READERS, AUX_UNDO, AUX_UNDO_IDX, AUX_UNDO_VER, AUX_COUNT };
+static const char *const aux_suffix[AUX_COUNT] = {KVSQL_AUX_VERSION, KVSQL_AUX_LEASE,    KVSQL_AUX_READERS,
+                                                   KVSQL_AUX_UNDO,    KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER};
+
+typedef struct redis_store {
+    kvsql_store base;
+    kvsql_redis_config cfg;
+    char where[300];           /* host:port, for messages */
+    char *key;
+    char *aux[AUX_COUNT];      /* T:v, T:lease, ... */
+    redisContext *c;           /* NULL: not connected */
+    int pending;               /* replies of sent end scripts not read yet */
+    uint32_t connections;      /* made so far: kvsql_txn.generation */
+    char token[33];            /* this connection's, hex */
+    char sha[SCRIPT_COUNT][41]; /* "" : unknown, use EVAL */
+    kvsql_txn *active;         /* the transaction at READ or WRITE */
+    char snapshot[24];         /* decimal version of the snapshot */
+    char member[64];           /* our reader registration, "" when none */
+    int holds_lease;
+    /* Pages as of version cache_version, read ahead or kept from begin
+     * and from our own commits; dropped when a begin finds another
+     * version, and at every reconnection. */
+    pagemap cache;
+    uint64_t cache_version;
+    uint32_t cache_page_size;
+    uint32_t next_read;        /* the page after the last one read: sequential? */
+    uint32_t window;           /* pages the next miss reads ahead */
+    kvsql_redis_stats stats;
+    char err[512];
+} redis_store;
+
+static const kvsql_store_methods redis_methods;
+
+/* ---- errors -------------------------------------------------------------- */
+
+/* Records why rc happened for errmsg() and the VFS, then returns rc. */
+static int fail(redis_store *s, int rc, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err, sizeof(s->err), fmt, ap);
+    va_end(ap);
+    kvsql_vfs_set_errmsg(s->err);
+    return rc;
+}
+
+static void disconnect(redis_store *s) {
+    if (s->c) redisFree(s->c);
+    s->c = NULL;
+    s->pending = 0;
+    s->holds_lease = 0;
+    s->member[0] = 0;
+    pagemap_reset(&s->cache); /* the server may have lost commits: trust nothing read */
+}
+
+/* The connection broke during `what`: drop it, answer rc. */
+static int lost(redis_store *s, int rc, const char *what) {
+    const char *why = s->c && s->c->errstr[0] ? s->c->errstr : "connection closed";
+    char buf[160];
+    snprintf(buf, sizeof(buf), "%s", why);
+    disconnect(s);
+    return fail(s, rc, "redis at %s: connection lost during %s: %s", s->where, what, buf);
+}
+
+/* The result code for an error reply from Redis. */
+static int error_code(const char *msg) {
+    if (!strncmp(msg, "NOPERM", 6)) return SQLITE_PERM;
+    if (!strncmp(msg, "WRONGPASS", 9) || !strncmp(msg, "NOAUTH", 6) || strstr(msg, "invalid password") ||
+        strstr(msg, "invalid username-password"))
+        return SQLITE_AUTH;
+    if (!strncmp(msg, "WRONGTYPE", 9)) return SQLITE_NOTADB;
+    if (!strncmp(msg, "READONLY", 8)) return SQLITE_READONLY;
+    if (!strncmp(msg, "OOM", 3)) return SQLITE_FULL;
+    if (!strncmp(msg, "LOADING", 7) || !strncmp(msg, "BUSY", 4) || !strncmp(msg, "MASTERDOWN", 10))
+        return SQLITE_BUSY;
+    if (strstr(msg, "NOPERM")) return SQLITE_PERM; /* raised inside a script */
+    return SQLITE_IOERR;
+}
+
+/* An error reply to `what`: its words, and its code (busy only at begin,
+ * where SQLite's busy handler may wait for a loading server). */
+static int reply_error(redis_store *s, const redisReply *r, const char *what) {
+    int rc = error_code(r->str);
+    if (rc == SQLITE_BUSY && strcmp(what, "begin") != 0) rc = SQLITE_IOERR;
+    if (rc == SQLITE_AUTH)
+        return fail(s, rc, "redis at %s refused the credentials: %s (set user=, password= or KVSQL_PASSWORD)",
+                    s->where, r->str);
+    return fail(s, rc, "redis at %s: %s of key %s: %s", s->where, what, s->key, r->str);
+}
+
+/* ---- sending ------------------------------------------------------------- */
+
+/* Writes the output buffer now, without waiting for replies. */
+static int flush_output(redis_store *s) {
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(s->c, &done) != REDIS_OK) return -1;
+    return 0;
+}
+
+/* Reads the replies of end scripts sent earlier. An error there is
+ * harmless (a lease left behind lapses) and only counted. */
+static int drain_pending(redis_store *s) {
+    while (s->pending > 0) {
+        redisReply *r = NULL;
+        if (redisGetReply(s->c, (void **)&r) != REDIS_OK) return -1;
+        if (r && r->type == REDIS_REPLY_ERROR) s->stats.end_errors++;
+        freeReplyObject(r);
+        s->pending--;
+    }
+    return 0;
+}
+
+/* Sends one command and waits for its reply: one round trip. NULL when
+ * the connection broke (s->c->err says why). */
+static redisReply *round_trip(redis_store *s, int argc, const char **argv, const size_t *lens) {
+    redisReply *r = NULL;
+    if (redisAppendCommandArgv(s->c, argc, argv, lens) != REDIS_OK) return NULL;
+    s->stats.round_trips++;
+    if (drain_pending(s) != 0 || redisGetReply(s->c, (void **)&r) != REDIS_OK) return NULL;
+    return r;
+}
+
+/* The argument vector of a script call: EVALSHA sha nkeys keys... args...
+ * (or EVAL body ...), lengths from lens or strlen. */
+typedef struct call {
+    int argc;
+    const char **argv;
+    size_t *lens;
+} call;
+
+static int call_init(call *k, int cap) {
+    k->argc = 0;
+    k->argv = malloc(sizeof(*k->argv) * cap);
+    k->lens = malloc(sizeof(*k->lens) * cap);
+    return k->argv && k->lens ? 0 : -1;
+}
+
+static void call_free(call *k) {
+    free(k->argv);
+    free(k->lens);
+}
+
+static void call_add(call *k, const char *p, size_t n) {
+    k->argv[k->argc] = p;
+    k->lens[k->argc++] = n;
+}
+
+static void call_str(call *k, const char *p) {
+    call_add(k, p, strlen(p));
+}
+
+/* Starts a call of script id: slots 0 and 1 are filled at send time. */
+static void call_script(call *k, int nkeys, char *nbuf) {
+    call_add(k, "", 0);
+    call_add(k, "", 0);
+    snprintf(nbuf, 8, "%d", nkeys);
+    call_str(k, nbuf);
+}
+
+/* Runs a prepared script call: EVALSHA, then EVAL when the server does not
+ * know the script (NOSCRIPT: a restart, a failover, SCRIPT FLUSH). */
+static redisReply *run_script(redis_store *s, int id, call *k) {
+    redisReply *r = NULL;
+    if (s->sha[id][0]) {
+        k->argv[0] = "EVALSHA";
+        k->lens[0] = 7;
+        k->argv[1] = s->sha[id];
+        k->lens[1] = 40;
+        r = round_trip(s, k->argc, k->argv, k->lens);
+        if (!r || r->type != REDIS_REPLY_ERROR || strncmp(r->str, "NOSCRIPT", 8) != 0) return r;
+        freeReplyObject(r);
+        s->stats.script_loads++;
+    }
+    k->argv[0] = "EVAL";
+    k->lens[0] = 4;
+    k->argv[1] = kvsql_scripts[id];
+    k->lens[1] = strlen(kvsql_scripts[id]);
+    return round_trip(s, k->argc, k->argv, k->lens);
+}
+
+/* Sends the end script without waiting: its reply is read before the
+ * next command's. EVAL, not EVALSHA: a NOSCRIPT here would come too late
+ * to resend. */
+static void send_end(redis_store *s, const char *member) {
+    if (!s->c) return;
+    const char *argv[] = {"EVAL",          kvsql_scripts[SCRIPT_END], "5",      s->aux[AUX_LEASE],
+                          s->aux[AUX_READERS], s->aux[AUX_UNDO],   s->aux[AUX_UNDO_IDX], s->aux[AUX_UNDO_VER],
+                          s->token,            member};
+    if (redisAppendCommandArgv(s->c, 10, argv, NULL) != REDIS_OK || flush_output(s) != 0) {
+        disconnect(s);
+        return;
+    }
+    s->pending++;
+}
+
+/* ---- connecting ---------------------------------------------------------- */
+
+static struct timeval ms_to_tv(int ms) {
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
+
+static void new_token(redis_store *s) {
+    unsigned char b[16];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? read(fd, b, sizeof(b)) : -1;
+    if (fd >= 0) close(fd);
+    if (got != (ssize_t)sizeof(b)) sqlite3_randomness(sizeof(b), b);
+    for (int i = 0; i < 16; i++) snprintf(s->token + 2 * i, 3, "%02x", b[i]);
+}
+
+static int open_socket(redis_store *s) {
+    struct timeval tv = ms_to_tv(s->cfg.connect_timeout_ms);
+    s->c = s->cfg.port ? redisConnectWithTimeout(s->cfg.host, s->cfg.port, tv)
+                       : redisConnectUnixWithTimeout(s->cfg.host, tv);
+    if (!s->c) return fail(s, SQLITE_NOMEM, "cannot connect to %s: out of memory", s->where);
+    if (s->c->err) {
+        char why[160];
+        snprintf(why, sizeof(why), "%s", s->c->errstr);
+        disconnect(s);
+        return fail(s, SQLITE_CANTOPEN, "cannot connect to %s: %s", s->where, why);
+    }
+    if (s->cfg.timeout_ms > 0 && redisSetTimeout(s->c, ms_to_tv(s->cfg.timeout_ms)) != REDIS_OK)
+        return lost(s, SQLITE_CANTOPEN, "connect");
+    if (s->cfg.port) redisEnableKeepAlive(s->c);
+    s->stats.connects++;
+    return SQLITE_OK;
+}
+
+/* AUTH, SELECT and SCRIPT LOAD of every script, in one round trip. */
+static int handshake(redis_store *s) {
+    char db[16];
+    int n = 0;
+    if (s->cfg.password[0]) {
+        if (s->cfg.user[0]) {
+            const char *a[] = {"AUTH", s->cfg.user, s->cfg.password};
+            redisAppendCommandArgv(s->c, 3, a, NULL);
+        } else {
+            const char *a[] = {"AUTH", s->cfg.password};
+            redisAppendCommandArgv(s->c, 2, a, NULL);
+        }
+        n++;
+    }
+    if (s->cfg.db) {
+        snprintf(db, sizeof(db), "%d", s->cfg.db);
+        const char *a[] = {"SELECT", db};
+        redisAppendCommandArgv(s->c, 2, a, NULL);
+        n++;
+    }
+    for (int i = 0; i < SCRIPT_COUNT; i++) {
+        const char *a[] = {"SCRIPT", "LOAD", kvsql_scripts[i]};
+        redisAppendCommandArgv(s->c, 3, a, NULL);
+    }
+    s->stats.round_trips++;
+    int rc = SQLITE_OK;
+    for (int i = 0; i < n + SCRIPT_COUNT; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(s->c, (void **)&r) != REDIS_OK) return lost(s, SQLITE_CANTOPEN, "connect");
+        int is_script = i >= n;
+        if (r->type == REDIS_REPLY_ERROR && rc == SQLITE_OK) {
+            rc = error_code(r->str);
+            if (is_script && rc == SQLITE_PERM) rc = SQLITE_OK; /* no SCRIPT LOAD right: EVAL it is */
+            else if (rc == SQLITE_AUTH) reply_error(s, r, "connect");
+            else if (rc != SQLITE_OK) {
+                if (rc == SQLITE_IOERR) rc = SQLITE_CANTOPEN;
+                fail(s, rc, "redis at %s refused %s: %s", s->where, is_script ? "SCRIPT LOAD" : "AUTH/SELECT",
+                     r->str);
+            }
+        }
+        if (is_script && r->type == REDIS_REPLY_STRING && r->len == 40)
+            memcpy(s->sha[i - n], r->str, 41);
+        else if (is_script)
+            s->sha[i - n][0] = 0;
+        freeReplyObject(r);
+    }
+    if (rc != SQLITE_OK) disconnect(s);
+    return rc;
+}
+
+static int ensure_connected(redis_store *s) {
+    if (s->c && !s->c->err) return SQLITE_OK;
+    disconnect(s);
+    new_token(s);
+    s->connections++;
+    int rc = open_socket(s);
+    return rc == SQLITE_OK ? handshake(s) : rc;
+}
+
+/* ---- begin --------------------------------------------------------------- */
+
+/* Checks page 0 as begin found it; sets t->page_size and keeps a copy. */
+static int accept_page0(redis_store *s, kvsql_txn *t, const redisReply *p0, long long last) {
+    const unsigned char *h = (const unsigned char *)p0->str;
+    char why[128] = "";
+    if (p0->type != REDIS_REPLY_STRING) snprintf(why, sizeof(why), "field 0 is missing");
+    else if (kvsql_check_page1(h, p0->len, why, sizeof(why)) != 0) { /* why says it */
+    } else if (!last) snprintf(why, sizeof(why), "its last page is missing");
+    if (why[0]) return fail(s, SQLITE_NOTADB, "key %s is not a kvsql database: %s", s->key, why);
+    t->page_size = (uint32_t)p0->len;
+    if (pagemap_put(&s->cache, 0, h, p0->len) != 0) return fail(s, SQLITE_NOMEM, "out of memory");
+    return SQLITE_OK;
+}
+
+static int reply_is(const redisReply *r, size_t i, const char *word) {
+    return r->type == REDIS_REPLY_ARRAY && r->elements > i && r->element[i]->type == REDIS_REPLY_STRING &&
+           strcmp(r->element[i]->str, word) == 0;
+}
+
+static long long reply_int(const redisReply *r) {
+    if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+    if (r->type == REDIS_REPLY_STRING) return strtoll(r->str, NULL, 10);
+    return -1;
+}
+
+static int bad_reply(redis_store *s, const char *what) {
+    return fail(s, SQLITE_IOERR, "redis at %s: unexpected reply to %s of key %s", s->where, what, s->key);
+}
+
+/* Fills t from begin's reply {'ok', v, n, page0, last-exists}. */
+static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
+    if (reply_is(r, 0, "type"))
+        return fail(s, SQLITE_NOTADB, "key %s holds a %s, not a kvsql database", s->key,
+                    r->elements > 1 && r->element[1]->str ? r->element[1]->str : "value of another type");
+    if (!reply_is(r, 0, "ok") || r->elements < 5 || r->element[1]->type != REDIS_REPLY_STRING)
+        return bad_reply(s, "begin");
+    long long n = reply_int(r->element[2]);
+    if (n < 0 || n > 0x7fffffff) return bad_reply(s, "begin");
+    snprintf(s->snapshot, sizeof(s->snapshot), "%s", r->element[1]->str);
+    snprintf(s->member, sizeof(s->member), "%s:%s", s->snapshot, s->token);
+    t->version = strtoull(s->snapshot, NULL, 10);
+    t->npages = (uint32_t)n;
+    t->page_size = 0;
+    s->window = 1;
+    if (t->version != s->cache_version) pagemap_reset(&s->cache);
+    s->cache_version = t->version;
+    if (n == 0) return SQLITE_OK;
+    return accept_page0(s, t, r->element[3], reply_int(r->element[4]));
+}
+
+static int redis_begin(kvsql_store *st, kvsql_txn *t) {
+    redis_store *s = (redis_store *)st;
+    if (s->active && s->active != t)
+        return fail(s, SQLITE_MISUSE, "a redis store serves one connection; open the database again instead");
+    int rc = ensure_connected(s);
+    if (rc != SQLITE_OK) return rc;
+    char nkeys[8], lease[16];
+    const char *prev = s->member;
+    snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
+    call k;
+    if (call_init(&k, 12) != 0) {
+        call_free(&k);
+        return fail(s, SQLITE_NOMEM, "out of memory");
+    }
+    call_script(&k, 3, nkeys);
+    call_str(&k, s->key);
+    call_str(&k, s->aux[AUX_V]);
+    call_str(&k, s->aux[AUX_READERS]);
+    call_str(&k, s->token);
+    call_str(&k, lease);
+    call_str(&k, prev);
+    redisReply *r = run_script(s, SCRIPT_BEGIN, &k);
+    call_free(&k);
+    if (!r) return lost(s, SQLITE_IOERR, "begin");
+    s->stats.begins++;
+    s->member[0] = 0;
+    t->generation = s->connections;
+    rc = r->type == REDIS_REPLY_ERROR ? reply_error(s, r, "begin") : take_snapshot(s, t, r);
+    freeReplyObject(r);
+    if (rc != SQLITE_OK) {
+        if (s->member[0]) send_end(s, s->member); /* registered, then refused */
+        s->member[0] = 0;
+        return rc;
+    }
+    s->err[0] = 0;
+    s->active = t;
+    t->priv = s;
+    t->level = KVSQL_LOCK_READ;
+    return SQLITE_OK;
+}
+
+/* ---- read ---------------------------------------------------------------- */
+
+/* Copies the first `wanted` pages of a read's reply into out and caches
+ * all `count` of them (the rest were read ahead). */
+static int take_pages(redis_store *s, const redisReply *r, uint32_t first, uint32_t count, uint32_t wanted,
+                      uint32_t psz, unsigned char *out) {
+    if (r->elements != (size_t)count + 1) return bad_reply(s, "read");
+    if (s->cache.count + count > CACHE_MAX_PAGES) pagemap_reset(&s->cache);
+    for (uint32_t i = 0; i < count; i++) {
+        const redisReply *p = r->element[i + 1];
+        if (p->type != REDIS_REPLY_STRING || p->len != psz)
+            return fail(s, SQLITE_CORRUPT, "key %s: page %u is %s", s->key, first + i + 1,
+                        p->type == REDIS_REPLY_STRING ? "of the wrong length" : "missing");
+        if (i < wanted) memcpy(out + (size_t)i * psz, p->str, psz);
+        if (pagemap_put(&s->cache, first + i, p->str, psz) != 0) pagemap_reset(&s->cache); /* no room: forget */
+    }
+    s->stats.pages_read += count;
+    return SQLITE_OK;
+}
+
+/* Reads pages first..first+count-1 from Redis in one script call; copies
+ * the first `wanted` of them into out. */
+static int read_remote(redis_store *s, kvsql_txn *t, uint32_t first, uint32_t count, uint32_t wanted,
+                       unsigned char *out) {
+    char nkeys[8], lease[16], f[16], n[16];
+    snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
+    snprintf(f, sizeof(f), "%u", first);
+    snprintf(n, sizeof(n), "%u", count);
+    const char *keys[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_UNDO], s->aux[AUX_UNDO_IDX],
+                          s->aux[AUX_LEASE]};
+    call k;
+    if (call_init(&k, 16) != 0) {
+        call_free(&k);
+        return fail(s, SQLITE_NOMEM, "out of memory");
+    }
+    call_script(&k, 6, nkeys);
+    for (int i = 0; i < 6; i++) call_str(&k, keys[i]);
+    call_str(&k, s->token);
+    call_str(&k, s->snapshot);
+    call_str(&k, lease);
+    call_str(&k, f);
+    call_str(&k, n);
+    redisReply *r = run_script(s, SCRIPT_READ, &k);
+    call_free(&k);
+    if (!r) return lost(s, SQLITE_IOERR, "read");
+    s->stats.reads++;
+    int rc;
+    if (r->type == REDIS_REPLY_ERROR) rc = reply_error(s, r, "read");
+    else if (reply_is(r, 0, "old"))
+        rc = fail(s, SQLITE_IOERR_SHORT_READ,
+                  "key %s: snapshot too old: the transaction's snapshot (version %s) lapsed after lease_ms=%d "
+                  "while others committed; begin it again",
+                  s->key, s->snapshot, s->cfg.lease_ms);
+    else if (!reply_is(r, 0, "ok")) rc = bad_reply(s, "read");
+    else rc = take_pages(s, r, first, count, wanted, t->page_size, out);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* How many pages to read from `at` when `run` are wanted: more while
+ * the reads are sequential (a scan), doubling up to READ_AHEAD_MAX. */
+static uint32_t read_ahead(redis_store *s, const kvsql_txn *t, uint32_t at, uint32_t run) {
+    if (at != s->next_read) s->window = 1;
+    else if (s->window < READ_AHEAD_MAX) s->window *= 2;
+    uint32_t n = run > s->window ? run : s->window;
+    if (n > t->npages - at) n = t->npages - at;
+    return n < run ? run : n;
+}
+
+static int redis_read(kvsql_store *st, kvsql_txn *t, uint32_t first, uint32_t count, void *buf) {
+    redis_store *s = (redis_store *)st;
+    unsigned char *out = buf;
+    if (t != s->active || t->level == KVSQL_LOCK_NONE)
+        return fail(s, SQLITE_MISUSE, "read outside a transaction");
+    if (!s->c) return fail(s, SQLITE_IOERR, "redis at %s: the connection was lost in this transaction", s->where);
+    if (count && (first >= t->npages || count > t->npages - first))
+        return fail(s, SQLITE_IOERR_SHORT_READ, "key %s: read past the end of the snapshot", s->key);
+    uint32_t psz = t->page_size;
+    int rc = SQLITE_OK;
+    for (uint32_t i = 0; i < count && rc == SQLITE_OK;) {
+        const void *p = pagemap_get(&s->cache, first + i);
+        if (p) {
+            memcpy(out + (size_t)i * psz, p, psz);
+            i++;
+            continue;
+        }
+        uint32_t at = first + i, run = 1;
+        while (i + run < count && !pagemap_get(&s->cache, at + run)) run++;
+        rc = read_remote(s, t, at, read_ahead(s, t, at, run), run, out + (size_t)i * psz);
+        i += run;
+    }
+    s->next_read = first + count;
+    return rc;
+}
+
+/* ---- lock ---------------------------------------------------------------- */
+
+static int redis_lock(kvsql_store *st, kvsql_txn *t) {
+    redis_store *s = (redis_store *)st;
+    if (t != s->active || t->level == KVSQL_LOCK_NONE)
+        return fail(s, SQLITE_MISUSE, "lock outside a transaction");
+    if (t->level == KVSQL_LOCK_WRITE) return SQLITE_OK;
+    if (!s->c) return fail(s, SQLITE_IOERR, "redis at %s: the connection was lost in this transaction", s->where);
+    char nkeys[8], lease[16];
+    snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
+    call k;
+    if (call_init(&k, 12) != 0) {
+        call_free(&k);
+        return fail(s, SQLITE_NOMEM, "out of memory");
+    }
+    call_script(&k, 2, nkeys);
+    call_str(&k, s->aux[AUX_V]);
+    call_str(&k, s->aux[AUX_LEASE]);
+    call_str(&k, s->token);
+    call_str(&k, s->snapshot);
+    call_str(&k, lease);
+    redisReply *r = run_script(s, SCRIPT_LOCK, &k);
+    call_free(&k);
+    if (!r) return lost(s, SQLITE_IOERR, "lock");
+    s->stats.locks++;
+    int rc;
+    if (r->type == REDIS_REPLY_ERROR) rc = reply_error(s, r, "lock");
+    else if (reply_is(r, 0, "ok")) {
+        rc = SQLITE_OK;
+        s->holds_lease = 1;
+        t->level = KVSQL_LOCK_WRITE;
+    } else if (reply_is(r, 0, "busy")) {
+        s->stats.busy++;
+        rc = fail(s, SQLITE_BUSY, "key %s: another connection is writing", s->key);
+    } else if (reply_is(r, 0, "stale")) {
+        s->stats.stale++;
+        rc = fail(s, SQLITE_BUSY_SNAPSHOT, "key %s: a commit landed after this transaction's snapshot", s->key);
+    } else rc = bad_reply(s, "lock");
+    freeReplyObject(r);
+    return rc;
+}
+
+/* ---- commit -------------------------------------------------------------- */
+
+/* After our commit landed: t's snapshot is the new state. */
+static int adopt_commit(redis_store *s, kvsql_txn *t, const kvsql_batch *b, const char *version) {
+    snprintf(s->snapshot, sizeof(s->snapshot), "%s", version);
+    snprintf(s->member, sizeof(s->member), "%s:%s", s->snapshot, s->token);
+    t->version = strtoull(version, NULL, 10);
+    t->npages = b->npages;
+    t->page_size = b->page_size;
+    /* The cache held the old version; the batch turns it into the new. */
+    if (s->cache.count + b->count > CACHE_MAX_PAGES) pagemap_reset(&s->cache);
+    for (uint32_t i = 0; i < b->count; i++)
+        if (pagemap_put(&s->cache, b->pages[i].index, b->pages[i].data, b->page_size) != 0) {
+            pagemap_reset(&s->cache);
+            break;
+        }
+    pagemap_drop_from(&s->cache, b->npages);
+    s->cache_version = t->version;
+    return SQLITE_OK;
+}
+
+static int commit_outcome(redis_store *s, kvsql_txn *t, const kvsql_batch *b, const redisReply *r) {
+    if (r->type == REDIS_REPLY_ERROR) return reply_error(s, r, "commit");
+    if (reply_is(r, 0, "ok") && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
+        s->stats.commits++;
+        s->stats.pages_written += b->count;
+        return adopt_commit(s, t, b, r->element[1]->str);
+    }
+    if (reply_is(r, 0, "lease")) {
+        s->holds_lease = 0;
+        return fail(s, SQLITE_IOERR_LOCK,
+                    "key %s: the write lease was lost (it lapsed after lease_ms=%d and maybe another writer took "
+                    "it); nothing was written",
+                    s->key, s->cfg.lease_ms);
+    }
+    if (reply_is(r, 0, "stale")) {
+        s->stats.stale++;
+        return fail(s, SQLITE_BUSY_SNAPSHOT, "key %s: a commit landed after this transaction's snapshot", s->key);
+    }
+    return bad_reply(s, "commit");
+}
+
+static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
+    redis_store *s = (redis_store *)st;
+    if (t != s->active || t->level != KVSQL_LOCK_WRITE)
+        return fail(s, SQLITE_IOERR_LOCK, "key %s: this connection is not the writer", s->key);
+    if (!s->c) return fail(s, SQLITE_IOERR, "redis at %s: the connection was lost in this transaction", s->where);
+    char nkeys[8], lease[16], npages[16];
+    char *idx = malloc((size_t)b->count * 11 + 1);
+    call k;
+    int ok = call_init(&k, 16 + 2 * (int)b->count) == 0 && idx;
+    if (!ok) {
+        call_free(&k);
+        free(idx);
+        return fail(s, SQLITE_NOMEM, "out of memory");
+    }
+    snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
+    snprintf(npages, sizeof(npages), "%u", b->npages);
+    call_script(&k, 7, nkeys);
+    call_str(&k, s->key);
+    for (int i = 0; i < AUX_COUNT; i++) call_str(&k, s->aux[i]); /* T:v T:lease T:readers T:undo... */
+    call_str(&k, s->token);
+    call_str(&k, s->snapshot);
+    call_str(&k, lease);
+    call_str(&k, npages);
+    for (uint32_t i = 0; i < b->count; i++) {
+        char *p = idx + (size_t)i * 11;
+        snprintf(p, 11, "%u", b->pages[i].index);
+        call_str(&k, p);
+        call_add(&k, b->pages[i].data, b->page_size);
+    }
+    redisReply *r = run_script(s, SCRIPT_COMMIT, &k);
+    call_free(&k);
+    free(idx);
+    if (!r)
+        return lost(s, SQLITE_IOERR, "commit (its fate is unknown: it landed whole or not at all, the next "
+                                     "transaction shows which)");
+    int rc = commit_outcome(s, t, b, r);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* ---- unlock, errmsg, destroy --------------------------------------------- */
+
+static void redis_unlock(kvsql_store *st, kvsql_txn *t, int level) {
+    redis_store *s = (redis_store *)st;
+    if (t != s->active || level >= t->level) return;
+    if (level == KVSQL_LOCK_NONE) {
+        if (s->holds_lease || s->member[0]) send_end(s, s->member);
+        s->member[0] = 0;
+        s->active = NULL;
+        t->priv = NULL;
+    } else if (s->holds_lease) {
+        send_end(s, "");
+    }
+    s->holds_lease = 0;
+    t->level = level;
+}
+
+static const char *redis_errmsg(kvsql_store *st) {
+    return ((redis_store *)st)->err;
+}
+
+static void redis_destroy(kvsql_store *st) {
+    redis_store *s = (redis_store *)st;
+    if (s->c && !s->c->err) drain_pending(s); /* so the end scripts surely ran */
+    disconnect(s);
+    pagemap_clear(&s->cache);
+    free(s->key);
+    for (int i = 0; i < AUX_COUNT; i++) free(s->aux[i]);
+    free(s);
+}
+
+static const kvsql_store_methods redis_methods = {
+    redis_begin, redis_read, redis_lock, redis_commit, redis_unlock, redis_errmsg, redis_destroy,
+};
+
+/* ---- making a store ------------------------------------------------------ */
+
+/* The name of an auxiliary key of key (docs/FORMAT.md, src/format.c). */
+static char *aux_name(const char *key, const char *suffix) {
+    size_t n = kvsql_aux_key(NULL, 0, key, strlen(key), suffix) + 1;
+    char *out = malloc(n);
+    if (out) kvsql_aux_key(out, n, key, strlen(key), suffix);
+    return out;
+}
+
+int kvsql_redis_store_new(const char *key, const kvsql_redis_config *cfg, kvsql_store **out) {
+    *out = NULL;
+    redis_store *s = calloc(1, sizeof(*s));
+    if (!s) return SQLITE_NOMEM;
+    s->base.m = &redis_methods;
+    pagemap_init(&s->cache);
+    s->cfg = *cfg;
+    kvsql_redis_config_where(cfg, s->where, sizeof(s->where));
+    s->key = strdup(key);
+    int ok = s->key != NULL;
+    for (int i = 0; i < AUX_COUNT; i++) ok = (s->aux[i] = aux_name(key, aux_suffix[i])) != NULL && ok;
+    if (!ok) {
+        redis_destroy(&s->base);
+        return SQLITE_NOMEM;
+    }
+    *out = &s->base;
+    return SQLITE_OK;
+}
+
+int kvsql_redis_store_stats(kvsql_store *st, kvsql_redis_stats *out) {
+    if (!st || st->m != &redis_methods) return -1;
+    *out = ((redis_store *)st)->stats;
+    return 0;
+}

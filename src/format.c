@@ -1,0 +1,81 @@
+/* format.c - the rules of the kvsql storage format; see format.h and
+ * docs/FORMAT.md. Called by the VFS and by every store. */
+#include "format.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* SQLite's lock bytes start at this file offset (PENDING_BYTE). */
+#define LOCK_BYTE_OFFSET 0x40000000u
+
+size_t kvsql_field_name(char out[KVSQL_FIELD_MAX], uint32_t index) {
+    char rev[KVSQL_FIELD_MAX];
+    size_t n = 0;
+    do {
+        rev[n++] = (char)('0' + index % 10);
+        index /= 10;
+    } while (index);
+    for (size_t i = 0; i < n; i++) out[i] = rev[n - 1 - i];
+    out[n] = 0;
+    return n;
+}
+
+int kvsql_field_parse(const char *name, size_t len, uint32_t *index) {
+    if (len == 0 || len > KVSQL_FIELD_MAX - 1 || (name[0] == '0' && len > 1)) return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (name[i] < '0' || name[i] > '9') return -1;
+        v = v * 10 + (uint64_t)(name[i] - '0');
+    }
+    if (v > UINT32_MAX) return -1;
+    *index = (uint32_t)v;
+    return 0;
+}
+
+int kvsql_page_size_valid(uint64_t n) {
+    return n >= 512 && n <= 65536 && (n & (n - 1)) == 0;
+}
+
+int kvsql_check_page1(const unsigned char *page1, size_t len, char *why, size_t why_len) {
+    static const char magic[16] = "SQLite format 3";
+    const char *reason = NULL;
+    if (!page1 || len < 100 || memcmp(page1, magic, 16) != 0)
+        reason = "field 0 is not a SQLite header page";
+    else if (!kvsql_page_size_valid(len) || kvsql_header_page_size(page1) != len)
+        reason = "field 0 is not one page long, as its header says";
+    else if (page1[18] == 2 || page1[19] == 2)
+        reason = "the database is in WAL mode, which kvsql does not store";
+    if (!reason) return 0;
+    snprintf(why, why_len, "%s", reason);
+    return -1;
+}
+
+uint32_t kvsql_lock_byte_index(uint32_t page_size) {
+    return LOCK_BYTE_OFFSET / page_size;
+}
+
+int kvsql_has_hash_tag(const char *key, size_t len) {
+    const char *open = memchr(key, '{', len);
+    if (!open) return 0;
+    size_t rest = len - (size_t)(open - key) - 1;
+    const char *close = memchr(open + 1, '}', rest);
+    return close && close > open + 1;
+}
+
+size_t kvsql_aux_key(char *out, size_t cap, const char *key, size_t len, const char *suffix) {
+    int tagged = kvsql_has_hash_tag(key, len);
+    size_t slen = strlen(suffix);
+    size_t n = len + slen + (tagged ? 0 : 2);
+    if (n + 1 > cap) return n;
+    char *p = out;
+    if (!tagged) *p++ = '{';
+    memcpy(p, key, len);
+    p += len;
+    if (!tagged) *p++ = '}';
+    memcpy(p, suffix, slen + 1);
+    return n;
+}
+
+void kvsql_undo_field(char out[KVSQL_UNDO_FIELD_LEN + 1], uint32_t index, uint64_t version) {
+    snprintf(out, KVSQL_UNDO_FIELD_LEN + 1, "%08x:%016llx", (unsigned)index, (unsigned long long)version);
+}

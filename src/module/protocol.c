@@ -1,0 +1,267 @@
+/* protocol.c - the module's side of the library protocol; see protocol.h
+ * and docs/FORMAT.md. Called by store_keyspace.c when a call writes.
+ *
+ * Coordination writes (readers, undo) go through RedisModule_Call without
+ * the "!" flag, so Redis neither replicates them nor appends them to the
+ * AOF; the version's INCR is propagated explicitly, after the pages, so
+ * replicas and the AOF get HSET ... INCR T:v in one MULTI/EXEC. */
+#include "protocol.h"
+
+#include "format.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- key names --------------------------------------------------------- */
+
+static RedisModuleString *aux_name(RedisModuleCtx *ctx, const char *key, size_t len, const char *suffix) {
+    size_t n = kvsql_aux_key(NULL, 0, key, len, suffix);
+    char *buf = RedisModule_Alloc(n + 1);
+    kvsql_aux_key(buf, n + 1, key, len, suffix);
+    RedisModuleString *s = RedisModule_CreateString(ctx, buf, n);
+    RedisModule_Free(buf);
+    return s;
+}
+
+int aux_keys_make(RedisModuleCtx *ctx, RedisModuleString *keyname, aux_keys *a) {
+    size_t len;
+    const char *k = RedisModule_StringPtrLen(keyname, &len);
+    a->version = aux_name(ctx, k, len, KVSQL_AUX_VERSION);
+    a->lease = aux_name(ctx, k, len, KVSQL_AUX_LEASE);
+    a->readers = aux_name(ctx, k, len, KVSQL_AUX_READERS);
+    a->undo = aux_name(ctx, k, len, KVSQL_AUX_UNDO);
+    a->undo_idx = aux_name(ctx, k, len, KVSQL_AUX_UNDO_IDX);
+    a->undo_ver = aux_name(ctx, k, len, KVSQL_AUX_UNDO_VER);
+    return 0;
+}
+
+void aux_keys_free(RedisModuleCtx *ctx, aux_keys *a) {
+    RedisModuleString **all[] = {&a->version, &a->lease, &a->readers, &a->undo, &a->undo_idx, &a->undo_ver};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        if (*all[i]) RedisModule_FreeString(ctx, *all[i]);
+        *all[i] = NULL;
+    }
+}
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static int key_exists(RedisModuleCtx *ctx, RedisModuleString *name) {
+    RedisModuleKey *key = RedisModule_OpenKey(ctx, name, REDISMODULE_READ | REDISMODULE_OPEN_KEY_NOTOUCH);
+    int exists = key && RedisModule_KeyType(key) != REDISMODULE_KEYTYPE_EMPTY;
+    if (key) RedisModule_CloseKey(key);
+    return exists;
+}
+
+/* Turns a failed RedisModule_Call into an error reply text; returns -1. */
+static int call_failed(RedisModuleCallReply *r, const char *what, RedisModuleString *key, char *err,
+                       size_t errlen) {
+    size_t klen, mlen = 0;
+    const char *k = RedisModule_StringPtrLen(key, &klen);
+    const char *msg = r ? RedisModule_CallReplyStringPtr(r, &mlen) : NULL;
+    if (!msg && errno == EPERM) /* what RedisModule_Call says to a key of another cluster slot */
+        msg = "in another cluster slot than the database (a key without a hash tag must not contain '}', "
+              "see docs/FORMAT.md)";
+    else if (!msg)
+        msg = strerror(errno);
+    if (!mlen) mlen = strlen(msg);
+    snprintf(err, errlen, "ERR kvsql: cannot %s '%.*s': %.*s", what, (int)(klen > 200 ? 200 : klen), k,
+             (int)(mlen > 300 ? 300 : mlen), msg);
+    return -1;
+}
+
+/* A reply that is neither missing nor an error. */
+static int call_ok(RedisModuleCallReply *r) {
+    return r && RedisModule_CallReplyType(r) != REDISMODULE_REPLY_ERROR;
+}
+
+static void free_reply(RedisModuleCallReply *r) {
+    if (r) RedisModule_FreeCallReply(r);
+}
+
+static void free_strings(RedisModuleCtx *ctx, RedisModuleString **v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (v[i]) RedisModule_FreeString(ctx, v[i]);
+}
+
+/* ---- the lease ---------------------------------------------------------- */
+
+int protocol_lease_held(RedisModuleCtx *ctx, const aux_keys *a) {
+    return key_exists(ctx, a->lease);
+}
+
+/* ---- readers ------------------------------------------------------------ */
+
+/* Drops lapsed readers; sets *oldest to the smallest snapshot of the
+ * readers left. Returns 1 when some remain, 0 when none, -1 on error. */
+static int live_readers(RedisModuleCtx *ctx, const aux_keys *a, uint64_t *oldest, char *err, size_t errlen) {
+    RedisModuleCallReply *r =
+        RedisModule_Call(ctx, "ZREMRANGEBYSCORE", "scl", a->readers, "-inf", RedisModule_Milliseconds());
+    if (!call_ok(r)) {
+        int rc = call_failed(r, "drop lapsed readers of", a->readers, err, errlen);
+        free_reply(r);
+        return rc;
+    }
+    free_reply(r);
+    r = RedisModule_Call(ctx, "ZRANGE", "scc", a->readers, "0", "-1");
+    if (!call_ok(r)) {
+        int rc = call_failed(r, "read the readers of", a->readers, err, errlen);
+        free_reply(r);
+        return rc;
+    }
+    size_t n = RedisModule_CallReplyLength(r);
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        const char *m = RedisModule_CallReplyStringPtr(RedisModule_CallReplyArrayElement(r, i), &len);
+        uint64_t snap = m ? strtoull(m, NULL, 10) : 0; /* "<snapshot>:<token>" */
+        if (i == 0 || snap < *oldest) *oldest = snap;
+    }
+    free_reply(r);
+    return n > 0;
+}
+
+/* ---- undo records ------------------------------------------------------- */
+
+static int delete_undo(RedisModuleCtx *ctx, const aux_keys *a, char *err, size_t errlen) {
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "DEL", "sss", a->undo, a->undo_idx, a->undo_ver);
+    int rc = call_ok(r) ? 0 : call_failed(r, "delete the undo records", a->undo, err, errlen);
+    free_reply(r);
+    return rc;
+}
+
+/* The version T:v holds now (0 when missing). Returns 0 or -1. */
+static int current_version(RedisModuleCtx *ctx, const aux_keys *a, uint64_t *v, char *err, size_t errlen) {
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "GET", "s", a->version);
+    int rc = 0;
+    if (!call_ok(r)) {
+        rc = call_failed(r, "read the version", a->version, err, errlen);
+    } else if (RedisModule_CallReplyType(r) == REDISMODULE_REPLY_NULL) {
+        *v = 0;
+    } else {
+        size_t len;
+        const char *p = RedisModule_CallReplyStringPtr(r, &len);
+        char buf[24] = "";
+        char *end = NULL;
+        if (p && len > 0 && len < sizeof(buf)) memcpy(buf, p, len);
+        *v = strtoull(buf, &end, 10);
+        if (!p || len == 0 || len >= sizeof(buf) || *end)
+            rc = call_failed(NULL, "read the version (not a decimal number)", a->version, err, errlen);
+    }
+    free_reply(r);
+    return rc;
+}
+
+/* Removes the records of versions at or below `oldest`: no reader needs them. */
+static int trim_undo(RedisModuleCtx *ctx, const aux_keys *a, uint64_t oldest, char *err, size_t errlen) {
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "ZRANGEBYSCORE", "scl", a->undo_ver, "-inf", (long long)oldest);
+    if (!call_ok(r)) {
+        int rc = call_failed(r, "trim the undo records", a->undo_ver, err, errlen);
+        free_reply(r);
+        return rc;
+    }
+    size_t n = RedisModule_CallReplyLength(r);
+    if (n == 0) {
+        free_reply(r);
+        return 0;
+    }
+    RedisModuleString **fields = RedisModule_Alloc(sizeof(*fields) * n);
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        const char *f = RedisModule_CallReplyStringPtr(RedisModule_CallReplyArrayElement(r, i), &len);
+        fields[i] = RedisModule_CreateString(ctx, f ? f : "", f ? len : 0);
+    }
+    free_reply(r);
+    RedisModuleCallReply *r1 = RedisModule_Call(ctx, "HDEL", "sv", a->undo, fields, n);
+    RedisModuleCallReply *r2 = RedisModule_Call(ctx, "ZREM", "sv", a->undo_idx, fields, n);
+    RedisModuleCallReply *r3 = RedisModule_Call(ctx, "ZREMRANGEBYSCORE", "scl", a->undo_ver, "-inf", (long long)oldest);
+    int rc = 0;
+    if (!call_ok(r1)) rc = call_failed(r1, "trim the undo records", a->undo, err, errlen);
+    else if (!call_ok(r2)) rc = call_failed(r2, "trim the undo records", a->undo_idx, err, errlen);
+    else if (!call_ok(r3)) rc = call_failed(r3, "trim the undo records", a->undo_ver, err, errlen);
+    free_reply(r1);
+    free_reply(r2);
+    free_reply(r3);
+    free_strings(ctx, fields, n);
+    RedisModule_Free(fields);
+    return rc;
+}
+
+/* The value of field `index` of the hash in key, or NULL (free it). */
+static RedisModuleString *page_value(RedisModuleKey *key, uint32_t index) {
+    char field[KVSQL_FIELD_MAX];
+    RedisModuleString *val = NULL;
+    kvsql_field_name(field, index);
+    RedisModule_HashGet(key, REDISMODULE_HASH_CFIELDS, field, &val, NULL);
+    return val;
+}
+
+/* Writes the before-images of `indexes` as records of `version`:
+ * HSET T:undo, ZADD T:undo:idx 0 ..., ZADD T:undo:ver version ... */
+static int write_undo(RedisModuleCtx *ctx, const aux_keys *a, RedisModuleKey *key, const uint32_t *indexes,
+                      size_t n, uint64_t version, char *err, size_t errlen) {
+    RedisModuleString **pairs = RedisModule_Alloc(sizeof(*pairs) * (2 * n + 1));
+    RedisModuleString **idx = RedisModule_Alloc(sizeof(*idx) * (2 * n + 1));
+    RedisModuleString **ver = RedisModule_Alloc(sizeof(*ver) * (2 * n + 1));
+    RedisModuleString *zero = RedisModule_CreateString(ctx, "0", 1);
+    char vbuf[24];
+    int vlen = snprintf(vbuf, sizeof(vbuf), "%llu", (unsigned long long)version);
+    RedisModuleString *vstr = RedisModule_CreateString(ctx, vbuf, (size_t)vlen);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        RedisModuleString *old = page_value(key, indexes[i]);
+        if (!old) continue; /* a page never stored (the lock-byte gap) */
+        char field[KVSQL_UNDO_FIELD_LEN + 1];
+        kvsql_undo_field(field, indexes[i], version);
+        RedisModuleString *f = RedisModule_CreateString(ctx, field, KVSQL_UNDO_FIELD_LEN);
+        pairs[2 * m] = f, pairs[2 * m + 1] = old;
+        idx[2 * m] = zero, idx[2 * m + 1] = f;
+        ver[2 * m] = vstr, ver[2 * m + 1] = f;
+        m++;
+    }
+    int rc = 0;
+    if (m) {
+        RedisModuleCallReply *r1 = RedisModule_Call(ctx, "HSET", "sv", a->undo, pairs, 2 * m);
+        RedisModuleCallReply *r2 = RedisModule_Call(ctx, "ZADD", "sv", a->undo_idx, idx, 2 * m);
+        RedisModuleCallReply *r3 = RedisModule_Call(ctx, "ZADD", "sv", a->undo_ver, ver, 2 * m);
+        if (!call_ok(r1)) rc = call_failed(r1, "save undo records in", a->undo, err, errlen);
+        else if (!call_ok(r2)) rc = call_failed(r2, "save undo records in", a->undo_idx, err, errlen);
+        else if (!call_ok(r3)) rc = call_failed(r3, "save undo records in", a->undo_ver, err, errlen);
+        free_reply(r1);
+        free_reply(r2);
+        free_reply(r3);
+    }
+    free_strings(ctx, pairs, 2 * m); /* the fields and the old pages */
+    RedisModule_FreeString(ctx, zero);
+    RedisModule_FreeString(ctx, vstr);
+    RedisModule_Free(pairs);
+    RedisModule_Free(idx);
+    RedisModule_Free(ver);
+    return rc;
+}
+
+int protocol_save_undo(RedisModuleCtx *ctx, const aux_keys *a, RedisModuleKey *key, const uint32_t *indexes,
+                       size_t n, char *err, size_t errlen) {
+    if (!key_exists(ctx, a->readers)) /* no library reader: the common case */
+        return key_exists(ctx, a->undo) ? delete_undo(ctx, a, err, errlen) : 0;
+    uint64_t oldest = 0, version = 0;
+    int live = live_readers(ctx, a, &oldest, err, errlen);
+    if (live < 0) return -1;
+    if (live == 0) return delete_undo(ctx, a, err, errlen);
+    if (current_version(ctx, a, &version, err, errlen) != 0) return -1;
+    if (write_undo(ctx, a, key, indexes, n, version + 1, err, errlen) != 0) return -1;
+    return trim_undo(ctx, a, oldest, err, errlen);
+}
+
+/* ---- the version -------------------------------------------------------- */
+
+int protocol_bump_version(RedisModuleCtx *ctx, const aux_keys *a, char *err, size_t errlen) {
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "INCR", "s", a->version);
+    int rc = call_ok(r) ? 0 : call_failed(r, "increment the version", a->version, err, errlen);
+    free_reply(r);
+    return rc;
+}
+
+void protocol_propagate_version(RedisModuleCtx *ctx, const aux_keys *a) {
+    RedisModule_Replicate(ctx, "INCR", "s", a->version);
+}

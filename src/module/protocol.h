@@ -1,0 +1,49 @@
+/* protocol.h - the module's side of the library protocol (docs/FORMAT.md,
+ * "The protocol of the redis VFS"): the auxiliary keys of a database, the
+ * writer's lease, undo records for library readers, the version counter.
+ *
+ * Called by the keyspace store's end-of-call write (store_keyspace.c), in
+ * this order, before it writes any page:
+ *   protocol_lease_held   -> refuse to write while a library writer holds it
+ *   protocol_save_undo    -> before-images for live readers (or drop undo)
+ *   protocol_bump_version -> INCR T:v
+ * then, after its own HSET/HDEL propagation, protocol_propagate_version.
+ * Only the pages and T:v are propagated; the lease, the readers and the
+ * undo keys never reach replicas or the AOF. With no library client
+ * around, the cost is a few key lookups and one INCR. */
+#ifndef KVSQL_PROTOCOL_H
+#define KVSQL_PROTOCOL_H
+
+#include "redis_api.h"
+
+#include <stdint.h>
+
+/* The auxiliary keys of one database (format.h names them). */
+typedef struct aux_keys {
+    RedisModuleString *version, *lease, *readers, *undo, *undo_idx, *undo_ver;
+} aux_keys;
+
+/* Fills a with the names of keyname's auxiliary keys. Returns 0 or -1
+ * (out of memory). Free with aux_keys_free. */
+int aux_keys_make(RedisModuleCtx *ctx, RedisModuleString *keyname, aux_keys *a);
+void aux_keys_free(RedisModuleCtx *ctx, aux_keys *a);
+
+/* Whether a library writer holds the database's write lease. */
+int protocol_lease_held(RedisModuleCtx *ctx, const aux_keys *a);
+
+/* Before a commit that overwrites or deletes the pages `indexes` (n of
+ * them, each below the old length) of the hash open in `key`: drops lapsed
+ * readers; if readers remain, saves the pages' current values as undo
+ * records of the next version and trims records no reader needs; with no
+ * reader, deletes the undo keys. Nothing is propagated. Returns 0, or -1
+ * with an error reply text in err. */
+int protocol_save_undo(RedisModuleCtx *ctx, const aux_keys *a, RedisModuleKey *key, const uint32_t *indexes,
+                       size_t n, char *err, size_t errlen);
+
+/* INCR T:v, not propagated yet. Returns 0, or -1 with an error in err. */
+int protocol_bump_version(RedisModuleCtx *ctx, const aux_keys *a, char *err, size_t errlen);
+
+/* Propagates the INCR T:v of protocol_bump_version (after the pages). */
+void protocol_propagate_version(RedisModuleCtx *ctx, const aux_keys *a);
+
+#endif
