@@ -4,6 +4,7 @@
  * time on its main thread, the only thread that touches them. */
 #include "cache.h"
 
+#include "budget.h"
 #include "guard.h"
 #include "kvsql.h"
 #include "store_keyspace.h"
@@ -14,8 +15,12 @@
 static RedisModuleDict *by_id;
 static void evict_over_max(void);
 static conn *lru_head, *lru_tail;
-static long long count, max_count = 128, page_cache_kb = 2048;
+static long long count, max_count = 128;
 static cache_stats stats;
+static unsigned long long settings_generation = 1;
+
+long long cache_page_cache_kb = 2048;
+long long cache_max_sql_kb = 1024;
 
 void cache_init(RedisModuleCtx *ctx) {
     by_id = RedisModule_CreateDict(ctx);
@@ -26,19 +31,36 @@ void cache_set_max(long long max) {
     evict_over_max();
 }
 
-/* Runs SQL that the guard would refuse to users: connection settings. */
-static int set_cache_size(sqlite3 *db) {
-    char sql[64];
-    snprintf(sql, sizeof(sql), "PRAGMA cache_size=-%lld", page_cache_kb);
-    sqlite3_set_authorizer(db, NULL, NULL);
-    int rc = sqlite3_exec(db, sql, 0, 0, 0);
-    int rc2 = guard_install(db);
-    return rc != SQLITE_OK ? rc : rc2;
+void cache_settings_changed(void) {
+    settings_generation++;
 }
 
-void cache_set_page_cache_kb(long long kb) {
-    page_cache_kb = kb;
-    for (conn *c = lru_head; c; c = c->next) set_cache_size(c->db);
+/* The longest string or BLOB a call may make: a quarter of its memory
+ * budget (hex() of a value takes three times its size), within SQLite's
+ * own bounds. Also bounds the work of one virtual machine step. */
+static int max_value_bytes(void) {
+    long long bytes = budget_call_memory_kb > 0 ? budget_call_memory_kb * 1024 / 4 : 1000000000;
+    if (bytes < 1048576) bytes = 1048576;
+    return bytes > 1000000000 ? 1000000000 : (int)bytes;
+}
+
+/* Settings of kvsql's storage, set once per connection. */
+static const char *const connection_pragmas =
+    "PRAGMA locking_mode=EXCLUSIVE;" /* we see every change: see cache.h */
+    "PRAGMA temp_store=MEMORY;";
+
+int cache_apply_settings(conn *c) {
+    if (c->settings == settings_generation) return SQLITE_OK;
+    int rc = c->settings ? SQLITE_OK : guard_exec_trusted(c->db, &c->g, connection_pragmas);
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA cache_size=-%lld", cache_page_cache_kb);
+    if (rc == SQLITE_OK) rc = guard_exec_trusted(c->db, &c->g, sql);
+    if (rc != SQLITE_OK) return rc;
+    long long sql_bytes = cache_max_sql_kb * 1024;
+    sqlite3_limit(c->db, SQLITE_LIMIT_SQL_LENGTH, sql_bytes > 1000000000 ? 1000000000 : (int)sql_bytes);
+    sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH, max_value_bytes());
+    c->settings = settings_generation;
+    return SQLITE_OK;
 }
 
 cache_stats cache_get_stats(void) {
@@ -64,6 +86,7 @@ static void lru_push_front(conn *c) {
 
 static void close_stmts(conn *c) {
     for (int i = 0; i < STMT_CACHE_SIZE; i++) {
+        stats.statement_cache_bytes -= (long long)c->stmts[i].bytes;
         sqlite3_finalize(c->stmts[i].stmt);
         sqlite3_free(c->stmts[i].sql);
         memset(&c->stmts[i], 0, sizeof(c->stmts[i]));
@@ -120,10 +143,6 @@ static conn *lookup(int dbid, const char *key, size_t len) {
     return RedisModule_DictGetC(by_id, buf, n, NULL);
 }
 
-static const char *connection_pragmas =
-    "PRAGMA locking_mode=EXCLUSIVE;" /* we see every change: see cache.h */
-    "PRAGMA temp_store=MEMORY;";
-
 /* A new connection on the attached store; NULL with err set on failure. */
 static conn *conn_open(kvsql_store *st, int dbid, const char *key, size_t len, char *err, size_t errlen) {
     conn *c = sqlite3_malloc(sizeof(*c));
@@ -135,13 +154,13 @@ static conn *conn_open(kvsql_store *st, int dbid, const char *key, size_t len, c
         return NULL;
     }
     memset(c, 0, sizeof(*c));
+    c->g.tick = budget_tick; /* the authorizer bounds statement preparation */
     c->store = st;
     c->id = id;
     c->idlen = make_id(id, len + 4, dbid, key, len);
     c->dbid = dbid;
     int rc = kvsql_open(st, &c->db);
-    if (rc == SQLITE_OK) rc = sqlite3_exec(c->db, connection_pragmas, 0, 0, 0);
-    if (rc == SQLITE_OK) rc = set_cache_size(c->db); /* installs the guard */
+    if (rc == SQLITE_OK) rc = guard_install(c->db, &c->g); /* settings: cache_apply_settings() */
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "ERR kvsql: cannot open the database: %s",
                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
@@ -213,7 +232,11 @@ static cached_stmt *find_cached(conn *c, const char *sql, size_t len) {
     return NULL;
 }
 
+/* Keeps stmt for the next call with the same SQL, if it is small enough
+ * (STMT_CACHE_MAX_BYTES); otherwise it is finalized after use. */
 static void remember(conn *c, const char *sql, size_t len, sqlite3_stmt *stmt) {
+    size_t bytes = len + 1 + (size_t)sqlite3_stmt_status(stmt, SQLITE_STMTSTATUS_MEMUSED, 0);
+    if (bytes > STMT_CACHE_MAX_BYTES) return;
     cached_stmt *slot = &c->stmts[0];
     for (int i = 0; i < STMT_CACHE_SIZE; i++) {
         if (!c->stmts[i].sql) {
@@ -228,7 +251,8 @@ static void remember(conn *c, const char *sql, size_t len, sqlite3_stmt *stmt) {
     copy[len] = 0;
     sqlite3_finalize(slot->stmt);
     sqlite3_free(slot->sql);
-    *slot = (cached_stmt){copy, len, stmt, ++c->stmt_clock};
+    stats.statement_cache_bytes += (long long)bytes - (long long)slot->bytes;
+    *slot = (cached_stmt){copy, len, stmt, ++c->stmt_clock, bytes};
 }
 
 int cache_prepare(conn *c, const char *sql, size_t len, sqlite3_stmt **stmt, const char **tail) {
@@ -240,9 +264,13 @@ int cache_prepare(conn *c, const char *sql, size_t len, sqlite3_stmt **stmt, con
         *tail = sql + len;
         return SQLITE_OK;
     }
+    unsigned notes = c->g.notes;
     int rc = sqlite3_prepare_v3(c->db, sql, (int)len, SQLITE_PREPARE_PERSISTENT, stmt, tail);
     stats.statements_prepared++;
-    if (rc == SQLITE_OK && *stmt && only_space_left(*tail, sql + len)) remember(c, sql, len, *stmt);
+    /* A statement that changes a setting is prepared anew each time, so
+     * that the guard notes the change each time (guard.h). */
+    if (rc == SQLITE_OK && *stmt && c->g.notes == notes && only_space_left(*tail, sql + len))
+        remember(c, sql, len, *stmt);
     return rc;
 }
 

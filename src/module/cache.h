@@ -8,18 +8,24 @@
 #ifndef KVSQL_CACHE_H
 #define KVSQL_CACHE_H
 
+#include "module/guard.h"
 #include "module/redis_api.h"
 #include "store.h"
 
 #include <sqlite3.h>
 
 #define STMT_CACHE_SIZE 16
+/* A statement is kept only if its SQL text and compiled form together take
+ * at most this many bytes, so the cache of a connection holds at most
+ * STMT_CACHE_SIZE times this (1 MiB). */
+#define STMT_CACHE_MAX_BYTES (64 * 1024)
 
 typedef struct cached_stmt {
     char *sql; /* NULL: free slot */
     size_t len;
     sqlite3_stmt *stmt;
     unsigned long long used; /* for least-recently-used replacement */
+    size_t bytes;            /* SQL text and compiled statement */
 } cached_stmt;
 
 typedef struct conn {
@@ -30,6 +36,8 @@ typedef struct conn {
     int dbid;
     int in_use; /* a command is running on it */
     int stale;  /* close at the end of the running command */
+    unsigned long long settings; /* the settings generation applied (0: none yet) */
+    guard g;                     /* what the running call changed (guard.h) */
     cached_stmt stmts[STMT_CACHE_SIZE];
     unsigned long long stmt_clock;
     struct conn *prev, *next; /* most recently used first */
@@ -59,14 +67,25 @@ int cache_is_empty(void);
 void cache_sweep(RedisModuleCtx *ctx);
 
 void cache_set_max(long long max);
-/* SQLite's page cache of each connection, in KiB; applies to open ones. */
-void cache_set_page_cache_kb(long long kb);
+
+/* Connection settings from the configs (module.c registers them):
+ * kvsql.page-cache-kb and kvsql.max-sql-kb; the longest string or BLOB
+ * follows kvsql.call-memory-kb (budget.h). After a change, call
+ * cache_settings_changed(): each connection takes the new settings at the
+ * start of its next call, so no SQL ever runs outside a call. */
+extern long long cache_page_cache_kb;
+extern long long cache_max_sql_kb;
+void cache_settings_changed(void);
+/* Applies the current settings to c if it lacks them. Run inside the
+ * call's budget: it may read the schema. Returns an SQLite code. */
+int cache_apply_settings(conn *c);
 
 typedef struct cache_stats {
     long long connections;       /* open now */
     long long connections_opened; /* since the module loaded */
     long long statements_prepared;
     long long statement_cache_hits;
+    long long statement_cache_bytes; /* held by every connection's statement cache */
 } cache_stats;
 cache_stats cache_get_stats(void);
 

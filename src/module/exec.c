@@ -9,6 +9,7 @@
  * statement's result (docs/COMMANDS.md). */
 #include "exec.h"
 
+#include "budget.h"
 #include "cache.h"
 #include "kvsql.h"
 #include "result.h"
@@ -17,22 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-/* SQLite calls the progress handler every this many virtual machine steps. */
-#define PROGRESS_STEPS 1000
-
-long long exec_query_timeout_ms = 10000;
-
-/* The call running now. Redis runs one command at a time, and while a call
- * yields only commands flagged allow-busy (SQL.KILL) run, so one is enough. */
-static struct {
-    RedisModuleCtx *ctx;
-    long long started_ms;
-    int may_yield; /* not inside MULTI or a script; -1 until asked */
-    int killed;
-    int timed_out;
-} running;
 
 typedef struct call {
     RedisModuleCtx *ctx;
@@ -68,15 +53,30 @@ static int canonical_integer(const char *p, size_t len, sqlite3_int64 *out) {
     return 1;
 }
 
+/* The length of the UTF-8 sequence at s (n bytes left), or 0 when it is
+ * not valid UTF-8: overlong forms, UTF-16 surrogates (U+D800..U+DFFF) and
+ * code points past U+10FFFF are not (RFC 3629). */
+static size_t utf8_sequence(const unsigned char *s, size_t n) {
+    unsigned char c = s[0];
+    if (c < 0x80) return 1;
+    size_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (len == 0 || n < len) return 0;
+    /* the second byte's range depends on the first */
+    unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+    unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+    if (s[1] < lo || s[1] > hi) return 0;
+    for (size_t k = 2; k < len; k++)
+        if ((s[k] & 0xC0) != 0x80) return 0;
+    return len;
+}
+
 /* Valid UTF-8 without NUL bytes: such an argument binds as TEXT. */
 static int text_like(const unsigned char *s, size_t n) {
     for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        size_t extra = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 4;
-        if (c == 0 || extra == 4 || n - i <= extra) return 0;
-        for (size_t k = 1; k <= extra; k++)
-            if ((s[i + k] & 0xC0) != 0x80) return 0;
-        i += extra + 1;
+        if (s[i] == 0) return 0;
+        size_t len = utf8_sequence(s + i, n - i);
+        if (len == 0) return 0;
+        i += len;
     }
     return 1;
 }
@@ -106,66 +106,24 @@ static int bind_args(call *k, sqlite3_stmt *stmt) {
     return SQLITE_OK;
 }
 
-/* ---- time limit, SQL.KILL and -BUSY ----------------------------------- */
-
-static long long monotonic_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Returns non-zero to interrupt the statement. Meanwhile lets Redis serve
- * other clients: past busy-reply-threshold they get -BUSY, as during a
- * long Lua script, and SQL.KILL gets through. */
-static int on_progress(void *arg) {
-    (void)arg;
-    if (running.killed) return 1;
-    if (exec_query_timeout_ms > 0 && monotonic_ms() - running.started_ms > exec_query_timeout_ms) {
-        running.timed_out = 1;
-        return 1;
-    }
-    if (running.may_yield < 0) /* asked once per call, and only by calls that run this long */
-        running.may_yield =
-            !(RedisModule_GetContextFlags(running.ctx) & (REDISMODULE_CTX_FLAGS_LUA | REDISMODULE_CTX_FLAGS_MULTI));
-    if (running.may_yield)
-        RedisModule_Yield(running.ctx, REDISMODULE_YIELD_FLAG_CLIENTS, "kvsql is running SQL: SQL.KILL stops it");
-    return running.killed;
-}
-
-static void start_running(RedisModuleCtx *ctx, sqlite3 *db) {
-    running.ctx = ctx;
-    running.started_ms = monotonic_ms();
-    running.may_yield = -1; /* not known yet */
-    running.killed = running.timed_out = 0;
-    sqlite3_progress_handler(db, PROGRESS_STEPS, on_progress, NULL);
-}
-
-static void stop_running(void) {
-    running.ctx = NULL;
-}
+/* ---- SQL.KILL ---------------------------------------------------------- */
 
 int cmd_sql_kill(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     (void)argv;
     if (argc != 1) return RedisModule_WrongArity(ctx);
-    if (!running.ctx) return RedisModule_ReplyWithError(ctx, "NOTBUSY No SQL is running.");
-    running.killed = 1;
+    if (!budget_kill()) return RedisModule_ReplyWithError(ctx, "NOTBUSY No SQL is running.");
     return RedisModule_ReplyWithSimpleString(ctx, "OK");
 }
 
 /* ---- statements -------------------------------------------------------- */
 
 static void set_sqlite_error(call *k, int rc) {
+    const char *stopped = budget_stop_reason(); /* whatever error it caused */
+    if (stopped) {
+        snprintf(k->err, sizeof(k->err), "%s", stopped);
+        return;
+    }
     if (k->err[0]) return;
-    if (rc == SQLITE_INTERRUPT && running.killed) {
-        snprintf(k->err, sizeof(k->err), "ERR SQL stopped by SQL.KILL: nothing was written");
-        return;
-    }
-    if (rc == SQLITE_INTERRUPT && running.timed_out) {
-        snprintf(k->err, sizeof(k->err),
-                 "ERR SQL stopped after %lld ms (kvsql.query-timeout-ms): nothing was written",
-                 exec_query_timeout_ms);
-        return;
-    }
     const char *msg = sqlite3_errmsg(k->c->db);
     const char *store = kvsql_store_errmsg(k->c->store);
     if ((rc & 0xff) == SQLITE_AUTH)
@@ -209,7 +167,10 @@ static int run_all(call *k, const char *sql, size_t len) {
             cache_finish_stmt(k->c, stmt);
             if (rc != SQLITE_OK) return rc;
         }
-        if (tail <= sql) break;
+        if (tail <= sql) { /* nothing of the rest was read: never skip SQL */
+            snprintf(k->err, sizeof(k->err), "ERR SQLite read no statement from the SQL text at \"%.40s\"", sql);
+            return SQLITE_ERROR;
+        }
         sql = tail;
     }
     if (k->nargs > k->max_params) {
@@ -238,8 +199,48 @@ static void reply(call *k, int ok) {
 
 /* ---- commands ---------------------------------------------------------- */
 
+/* SQL text that kvsql refuses before anything runs: err set, non-zero. */
+static int refuse_text(const char *text, size_t len, char *err, size_t errlen) {
+    const char *nul = memchr(text, 0, len);
+    if (nul) {
+        snprintf(err, errlen,
+                 "ERR the SQL contains a NUL byte (at byte %zu): kvsql refuses it rather than ignore what follows",
+                 (size_t)(nul - text));
+        return 1;
+    }
+    if (cache_max_sql_kb > 0 && len > (size_t)cache_max_sql_kb * 1024) {
+        snprintf(err, errlen, "ERR the SQL is %zu bytes, more than kvsql.max-sql-kb (%lld KiB) allows", len,
+                 cache_max_sql_kb);
+        return 1;
+    }
+    return 0;
+}
+
+/* Runs the call's SQL on its connection, within its budget; then puts
+ * back what the SQL changed of the connection. Returns non-zero when all
+ * went well. */
+static int run_within_budget(call *k, const char *text, size_t len) {
+    sqlite3 *db = k->c->db;
+    budget_begin(k->ctx, db);
+    guard_call_begin(db, &k->c->g);
+    int rc = cache_apply_settings(k->c);
+    if (rc == SQLITE_OK) rc = run_all(k, text, len);
+    if (rc == SQLITE_OK && budget_stop_reason()) rc = SQLITE_NOMEM; /* SQLite got by with less, but stop */
+    if (rc != SQLITE_OK) set_sqlite_error(k, rc);
+    int ok = close_transaction(k, rc == SQLITE_OK);
+    if (budget_stop_reason()) k->c->stale = 1; /* SQLite ran out of memory or time: start afresh */
+    budget_end(db);
+    if (guard_call_end(db, &k->c->g, cache_page_cache_kb * 1024)) k->c->stale = 1;
+    return ok;
+}
+
 static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString *sql,
                        RedisModuleString **args, int nargs, int readonly) {
+    size_t len;
+    const char *text = RedisModule_StringPtrLen(sql, &len);
+    call k;
+    k.err[0] = 0;
+    if (refuse_text(text, len, k.err, sizeof(k.err))) return RedisModule_ReplyWithError(ctx, k.err);
     RedisModuleKey *key = RedisModule_OpenKey(ctx, keyname, readonly ? REDISMODULE_READ
                                                                       : REDISMODULE_READ | REDISMODULE_WRITE);
     int type = RedisModule_KeyType(key);
@@ -247,7 +248,6 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
         if (key) RedisModule_CloseKey(key);
         return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
     }
-    call k;
     memset(&k, 0, sizeof(k));
     k.ctx = ctx;
     k.args = args;
@@ -258,13 +258,7 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
         if (key) RedisModule_CloseKey(key);
         return RedisModule_ReplyWithError(ctx, k.err);
     }
-    size_t len;
-    const char *text = RedisModule_StringPtrLen(sql, &len);
-    start_running(ctx, k.c->db);
-    int rc = run_all(&k, text, len);
-    if (rc != SQLITE_OK) set_sqlite_error(&k, rc);
-    int ok = close_transaction(&k, rc == SQLITE_OK);
-    stop_running();
+    int ok = run_within_budget(&k, text, len);
     if (ok) ok = keyspace_store_flush(k.c->store, k.err, sizeof(k.err)) == 0; /* refused: nothing written */
     if (!ok && keyspace_store_has_pending(k.c->store)) {
         /* SQLite's cache holds commits that will never reach the hash. */

@@ -12,7 +12,4 @@ int cmd_sql_exec(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int cmd_sql_query(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int cmd_sql_kill(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 
-/* kvsql.query-timeout-ms: a call's time limit, 0 for none. */
-extern long long exec_query_timeout_ms;
-
 #endif

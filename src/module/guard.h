@@ -1,16 +1,47 @@
 /* guard.h - what SQL may do inside redis-server.
  *
  * SQL in the module runs inside a shared server: it must not reach the
- * host's files or load code, and must not switch the connection into modes
- * that would break kvsql's storage (journal_mode, locking_mode). cache.c
- * installs the guard on every connection it opens; docs/SECURITY.md lists
- * what it refuses. */
+ * host's files, load code, see or set addresses or change process-wide
+ * state, must not switch the connection into modes that would break
+ * kvsql's storage, and one call's settings must not reach the next call on
+ * the same cached connection (TEMP objects may, up to a bound). cache.c installs the guard on every
+ * connection it opens and exec.c brackets every call with
+ * guard_call_begin/guard_call_end; docs/SECURITY.md lists what is allowed,
+ * reset or refused, and why. Free of the Redis API, so the fuzz targets
+ * (tests/fuzz/) run the same guard. */
 #ifndef KVSQL_GUARD_H
 #define KVSQL_GUARD_H
 
 #include <sqlite3.h>
 
-/* Sets the authorizer and defensive options. Returns an SQLite code. */
-int guard_install(sqlite3 *db);
+typedef struct guard {
+    /* Set by the authorizer while statements are prepared: */
+    unsigned notes;   /* count of settings noted since the connection opened */
+    unsigned reset;   /* bit i: resettable setting i was set in this call */
+    int must_close;   /* the call made state only closing undoes (ATTACH,
+                       * per-database settings) */
+    int temp_written; /* the call created or changed TEMP objects */
+    int trusted;      /* kvsql's own SQL runs: allow it, note nothing */
+    int (*tick)(void); /* if set, called now and then while preparing: non-zero stops */
+    sqlite3_int64 changes_at_begin; /* sqlite3_total_changes64() when the call began */
+} guard;
+
+/* Reads this libsqlite3's defaults of the settings a call may change, from
+ * a fresh kvsql connection. Once, before any guard_install. */
+int guard_init(void);
+
+/* Sets the authorizer, database switches and function overrides of db,
+ * with g as their state (zeroed by the caller). Returns an SQLite code. */
+int guard_install(sqlite3 *db, guard *g);
+
+/* Every call on a connection: begin before its first statement, end after
+ * its last. guard_call_end puts back what the call changed; it returns
+ * non-zero when the connection must be closed instead, also when the
+ * call left TEMP objects of more than max_temp_bytes. */
+void guard_call_begin(sqlite3 *db, guard *g);
+int guard_call_end(sqlite3 *db, guard *g, long long max_temp_bytes);
+
+/* Runs kvsql's own SQL (connection settings) past the guard. */
+int guard_exec_trusted(sqlite3 *db, guard *g, const char *sql);
 
 #endif

@@ -2,12 +2,15 @@
  *
  * redis-server calls RedisModule_OnLoad when started with
  * `--loadmodule build/kvsql.so`. It routes SQLite's memory through Redis's
- * allocator (so INFO memory and maxmemory count it), registers the
+ * allocator, counted by budget.c (so INFO memory and maxmemory count it,
+ * and kvsql.call-memory-kb bounds a call), registers the
  * commands (exec.c) and configs, and subscribes to the keyspace and server
  * events after which a cached connection (cache.c) may no longer match
  * its hash. */
+#include "budget.h"
 #include "cache.h"
 #include "exec.h"
+#include "guard.h"
 #include "kvsql.h"
 #include "store_keyspace.h"
 
@@ -17,54 +20,16 @@
 #define MODULE_NAME "kvsql"
 #define MODULE_VERSION 1
 
-/* ---- SQLite memory through Redis -------------------------------------- */
-
-static void *mem_malloc(int n) {
-    return RedisModule_Alloc((size_t)n);
-}
-
-static void mem_free(void *p) {
-    RedisModule_Free(p);
-}
-
-static void *mem_realloc(void *p, int n) {
-    return RedisModule_Realloc(p, (size_t)n);
-}
-
-static int mem_size(void *p) {
-    return (int)RedisModule_MallocSize(p);
-}
-
-static int mem_roundup(int n) {
-    return (n + 7) & ~7;
-}
-
-static int mem_init(void *arg) {
-    (void)arg;
-    return SQLITE_OK;
-}
-
-static void mem_shutdown(void *arg) {
-    (void)arg;
-}
-
-static const sqlite3_mem_methods redis_memory = {
-    mem_malloc, mem_free, mem_realloc, mem_size, mem_roundup, mem_init, mem_shutdown, NULL,
-};
-
 static int setup_sqlite(void) {
-    int rc = SQLITE_OK;
-#ifndef KVSQL_SANITIZE
-    rc = sqlite3_config(SQLITE_CONFIG_MALLOC, &redis_memory);
-#else
-    (void)redis_memory; /* sanitized builds: the sanitizer's malloc sees every block */
-#endif
+    /* SQLite's memory through Redis, counted for kvsql.call-memory-kb. */
+    int rc = sqlite3_config(SQLITE_CONFIG_MALLOC, &budget_memory_methods);
     if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     /* Only Redis's main thread uses SQLite here: no connection mutexes. */
     if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
     /* No URI file names: "file:...?vfs=unix" must not reach the host. */
     if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_URI, 0);
     if (rc == SQLITE_OK) rc = kvsql_register();
+    if (rc == SQLITE_OK) rc = guard_init();
     return rc;
 }
 
@@ -138,7 +103,6 @@ static int subscribe(RedisModuleCtx *ctx) {
 /* ---- configs ---------------------------------------------------------- */
 
 static long long max_connections = 128;
-static long long page_cache_kb = 2048;
 
 static long long get_numeric(const char *name, void *priv) {
     (void)name;
@@ -149,7 +113,7 @@ static int set_numeric(const char *name, long long val, void *priv, RedisModuleS
     (void)err;
     *(long long *)priv = val;
     if (strcmp(name, "max-connections") == 0) cache_set_max(val);
-    if (strcmp(name, "page-cache-kb") == 0) cache_set_page_cache_kb(val);
+    else cache_settings_changed(); /* connections take it at their next call */
     return REDISMODULE_OK;
 }
 
@@ -160,8 +124,10 @@ static int numeric_config(RedisModuleCtx *ctx, const char *name, long long *var,
 
 static int register_configs(RedisModuleCtx *ctx) {
     if (numeric_config(ctx, "max-connections", &max_connections, 1, 1000000) != REDISMODULE_OK ||
-        numeric_config(ctx, "page-cache-kb", &page_cache_kb, 16, 16777216) != REDISMODULE_OK ||
-        numeric_config(ctx, "query-timeout-ms", &exec_query_timeout_ms, 0, 86400000) != REDISMODULE_OK)
+        numeric_config(ctx, "page-cache-kb", &cache_page_cache_kb, 16, 16777216) != REDISMODULE_OK ||
+        numeric_config(ctx, "query-timeout-ms", &budget_timeout_ms, 0, 86400000) != REDISMODULE_OK ||
+        numeric_config(ctx, "call-memory-kb", &budget_call_memory_kb, 0, 1LL << 32) != REDISMODULE_OK ||
+        numeric_config(ctx, "max-sql-kb", &cache_max_sql_kb, 1, 1000000) != REDISMODULE_OK)
         return REDISMODULE_ERR;
     return RedisModule_LoadConfigs(ctx);
 }
@@ -176,6 +142,8 @@ static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {
     RedisModule_InfoAddFieldLongLong(ctx, "connections_opened", st.connections_opened);
     RedisModule_InfoAddFieldLongLong(ctx, "statements_prepared", st.statements_prepared);
     RedisModule_InfoAddFieldLongLong(ctx, "statement_cache_hits", st.statement_cache_hits);
+    RedisModule_InfoAddFieldLongLong(ctx, "statement_cache_bytes", st.statement_cache_bytes);
+    RedisModule_InfoAddFieldLongLong(ctx, "sqlite_memory", budget_memory_used());
 }
 
 /* ---- commands --------------------------------------------------------- */
