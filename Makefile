@@ -57,6 +57,7 @@ $(BUILD)/%.o: %.c $(HEADERS)
 $(MODULE): $(MODULE_SRC:%.c=$(BUILD)/%.o)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ -lsqlite3
 
+$(BUILD)/tests/unit.o: tests/check.h
 $(UNIT): $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/unit.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3
 

@@ -38,6 +38,17 @@ static inline int exec_rc(sqlite3 *db, const char *sql) {
     return rc == SQLITE_OK ? rc : sqlite3_extended_errcode(db);
 }
 
+/* The first column of the first row as text, into out ("" when none). */
+static inline const char *query_text(sqlite3 *db, const char *sql, char *out, size_t n) {
+    sqlite3_stmt *st;
+    out[0] = 0;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, 0) != SQLITE_OK) return out;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+        snprintf(out, n, "%s", sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    return out;
+}
+
 static inline long long query_int(sqlite3 *db, const char *sql) {
     sqlite3_stmt *st;
     long long v = -1;

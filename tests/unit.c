@@ -5,6 +5,7 @@
  * test is a function named for the behaviour it checks; the program prints
  * "ok NAME" or "FAIL NAME: why" per test and ends with "N passed, N failed".
  * A counting store wraps the memory store to observe what reaches it. */
+#include "check.h"
 #include "format.h"
 #include "kvsql.h"
 #include "pagemap.h"
@@ -14,48 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static char failure[512];
-
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            snprintf(failure, sizeof(failure), "%s:%d: %s", __FILE__, __LINE__, #cond); \
-            return 1;                                                                 \
-        }                                                                             \
-    } while (0)
-
-#define CHECK_OK(db, sql) CHECK(exec_ok(db, sql))
-
-/* The rows 1..n as table s(value), to put in front of a statement. */
-#define SERIES(n) "with recursive s(value) as (select 1 union all select value + 1 from s where value < " #n ") "
-
-static int exec_ok(sqlite3 *db, const char *sql) {
-    char *err = NULL;
-    int rc = sqlite3_exec(db, sql, 0, 0, &err);
-    if (rc != SQLITE_OK) fprintf(stderr, "  sql error: %s in: %s\n", err ? err : "?", sql);
-    sqlite3_free(err);
-    return rc == SQLITE_OK;
-}
-
-static long long query_int(sqlite3 *db, const char *sql) {
-    sqlite3_stmt *st;
-    long long v = -1;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, 0) != SQLITE_OK) return -1;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return v;
-}
-
-static const char *query_text(sqlite3 *db, const char *sql, char *out, size_t n) {
-    sqlite3_stmt *st;
-    out[0] = 0;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, 0) != SQLITE_OK) return out;
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
-        snprintf(out, n, "%s", sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
-    return out;
-}
 
 /* ---- a store that counts what reaches the memory store ----------------- */
 
@@ -499,12 +458,6 @@ static int database_crossing_1_gib_stores_the_lock_byte_page(void) {
     return crosses_1_gib(4096);
 }
 
-typedef struct test {
-    const char *name;
-    int (*fn)(void);
-} test;
-
-#define T(f) {#f, f}
 static const test tests[] = {
     T(field_names_are_decimal_without_leading_zeros),
     T(page1_checks_magic_page_size_and_journal_mode),
@@ -531,17 +484,5 @@ static const test tests[] = {
 };
 
 int main(void) {
-    int passed = 0, failed = 0;
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        failure[0] = 0;
-        if (tests[i].fn() == 0) {
-            printf("ok %s\n", tests[i].name);
-            passed++;
-        } else {
-            printf("FAIL %s: %s\n", tests[i].name, failure);
-            failed++;
-        }
-    }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return run_tests(tests, sizeof(tests) / sizeof(tests[0]));
 }
