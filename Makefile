@@ -40,11 +40,12 @@ SLT_SRC := $(wildcard tools/slt*.c)
 LIBRARY  := $(BUILD)/libkvsql.so
 CONTRACT := $(BUILD)/test_contract
 CLIENT_SRC := $(wildcard src/client/*.c)
+CLI      := $(BUILD)/kvsql
 
 .PHONY: all deps run test unit slt bench fuzz fuzz-build soak clean
 
 all: $(MODULE) $(UNIT) $(TXN) $(SLT)
-all: $(LIBRARY) $(CONTRACT)
+all: $(LIBRARY) $(CONTRACT) $(CLI)
 
 deps:
 	@scripts/deps.sh
@@ -73,6 +74,10 @@ $(LIBRARY): $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o)
 # The store contract: the memory store, and a redis store (KVSQL_TEST_REDIS).
 $(BUILD)/tests/contract.o: tests/check.h
 $(CONTRACT): $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/contract.o
+	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis
+
+# The kvsql command (import, export, check, shell): the library's objects linked in.
+$(CLI): $(BUILD)/tools/kvsql.o $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o)
 	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis
 
 # The sqllogictest runner: native SQLite, our VFS in memory, the module, the redis VFS.

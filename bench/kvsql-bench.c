@@ -5,13 +5,15 @@
  * baseline command and the kvsql command alike, so both see the same client.
  *
  *   kvsql-bench [-p PORT] [-c CLIENTS] [-n REQUESTS] [-t SECONDS] [-w WARMUP]
- *               [-r RANGE] [-s SEQSTART] [-S SEED] -- COMMAND [ARG ...]
+ *               [-r RANGE] [-k KEYS] [-s SEQSTART] [-S SEED] -- COMMAND [ARG ...]
  *
  * CLIENTS connections each keep one request in flight (no pipelining), all
  * driven by one thread with epoll. An argument that is exactly
  *   {rand}     becomes a random integer in 1..RANGE, in canonical decimal;
  *   {seq}      becomes the next number of a sequence from SEQSTART (unique);
  *   {blob:N}   becomes N bytes of 'x'.
+ * and an argument PREFIX{key} becomes PREFIX followed by a random integer
+ * in 1..KEYS (-k, default 1): many keys, e.g. "db:{key}".
  * The run stops after REQUESTS replies or SECONDS seconds, whichever comes
  * first; the first WARMUP replies are not counted. It prints one line of
  * key=value pairs: requests, errors, seconds, ops_per_sec and latency
@@ -34,7 +36,7 @@
 
 typedef struct options {
     int port, clients;
-    long long requests, warmup, range, seq;
+    long long requests, warmup, range, seq, keys;
     double seconds;
     uint64_t seed;
     int argc;
@@ -76,12 +78,12 @@ static uint64_t xorshift(uint64_t *s) {
 
 static int usage(void) {
     fprintf(stderr, "usage: kvsql-bench [-p PORT] [-c CLIENTS] [-n REQUESTS] [-t SECONDS] [-w WARMUP]\n"
-                    "                   [-r RANGE] [-s SEQSTART] [-S SEED] -- COMMAND [ARG ...]\n");
+                    "                   [-r RANGE] [-k KEYS] [-s SEQSTART] [-S SEED] -- COMMAND [ARG ...]\n");
     return 2;
 }
 
 static int parse_options(options *o, int argc, char **argv) {
-    *o = (options){.port = 6379, .clients = 1, .requests = 10000, .seconds = 60, .range = 100000,
+    *o = (options){.port = 6379, .clients = 1, .requests = 10000, .seconds = 60, .range = 100000, .keys = 1,
                    .seq = 1, .seed = 88172645463325252ull};
     int i = 1;
     for (; i < argc && strcmp(argv[i], "--") != 0; i += 2) {
@@ -93,6 +95,7 @@ static int parse_options(options *o, int argc, char **argv) {
         else if (!strcmp(f, "-t")) o->seconds = atof(v);
         else if (!strcmp(f, "-w")) o->warmup = atoll(v);
         else if (!strcmp(f, "-r")) o->range = atoll(v);
+        else if (!strcmp(f, "-k")) o->keys = atoll(v);
         else if (!strcmp(f, "-s")) o->seq = atoll(v);
         else if (!strcmp(f, "-S")) o->seed = strtoull(v, NULL, 10) | 1;
         else return -1;
@@ -101,7 +104,7 @@ static int parse_options(options *o, int argc, char **argv) {
     o->argc = argc - i - 1;
     o->argv = argv + i + 1;
     if (o->clients < 1 || o->clients > MAX_CLIENTS || o->argc > MAX_ARGS || o->requests < 1 ||
-        o->requests > MAX_SAMPLES || o->seconds <= 0 || o->range < 1 || o->warmup < 0)
+        o->requests > MAX_SAMPLES || o->seconds <= 0 || o->range < 1 || o->keys < 1 || o->warmup < 0)
         return -1;
     return 0;
 }
@@ -119,10 +122,16 @@ static int make_blobs(run *r) {
     return 0;
 }
 
+/* PREFIX{key}, with a prefix short enough for the buffer. */
+static int is_key_pattern(const char *a) {
+    size_t n = strlen(a);
+    return n >= 5 && n < 200 && !strcmp(a + n - 5, "{key}");
+}
+
 static int send_request(run *r, client *c) {
     const char *argv[MAX_ARGS];
     size_t lens[MAX_ARGS];
-    char nums[MAX_ARGS][24];
+    char nums[MAX_ARGS][256];
     for (int i = 0; i < r->o->argc; i++) {
         const char *a = r->o->argv[i];
         if (r->blobs[i]) argv[i] = r->blobs[i];
@@ -130,6 +139,10 @@ static int send_request(run *r, client *c) {
             snprintf(nums[i], sizeof(nums[i]), "%lld", (long long)(xorshift(&r->rng) % (uint64_t)r->o->range) + 1),
                 argv[i] = nums[i];
         else if (!strcmp(a, "{seq}")) snprintf(nums[i], sizeof(nums[i]), "%lld", r->next_seq++), argv[i] = nums[i];
+        else if (is_key_pattern(a))
+            snprintf(nums[i], sizeof(nums[i]), "%.*s%lld", (int)(strlen(a) - 5), a,
+                     (long long)(xorshift(&r->rng) % (uint64_t)r->o->keys) + 1),
+                argv[i] = nums[i];
         else argv[i] = a;
         lens[i] = strlen(argv[i]);
     }

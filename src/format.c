@@ -54,6 +54,10 @@ uint32_t kvsql_lock_byte_index(uint32_t page_size) {
     return LOCK_BYTE_OFFSET / page_size;
 }
 
+uint32_t kvsql_hash_npages(uint32_t hlen, uint32_t page_size, int lock_byte_missing) {
+    return hlen + (page_size && lock_byte_missing && hlen > kvsql_lock_byte_index(page_size) ? 1 : 0);
+}
+
 int kvsql_has_hash_tag(const char *key, size_t len) {
     const char *open = memchr(key, '{', len);
     if (!open) return 0;

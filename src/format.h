@@ -48,6 +48,12 @@ int kvsql_check_page1(const unsigned char *page1, size_t len, char *why, size_t 
  * so the format stores it as zeros: this is its index for a page size. */
 uint32_t kvsql_lock_byte_index(uint32_t page_size);
 
+/* The length in pages of a database stored in a hash of hlen fields:
+ * hlen, plus one when the hash is one written before the lock-byte rule
+ * (hlen above the lock-byte index and the lock-byte field missing, said by
+ * lock_byte_missing): that page reads as zeros. */
+uint32_t kvsql_hash_npages(uint32_t hlen, uint32_t page_size, int lock_byte_missing);
+
 /* ---- auxiliary keys ---------------------------------------------------- */
 
 /* Whether key (len bytes) has a Redis Cluster hash tag: a '{' and, later,

@@ -102,7 +102,8 @@ typedef struct file {
     uint32_t npages;     /* length as SQLite sees it (snapshot + dirty) */
     pagemap dirty;       /* pages written since the last sync */
     int size_changed;    /* npages differs from the snapshot's */
-    unsigned char *scratch; /* one page, for reads smaller than a page */
+    unsigned char *scratch; /* one page, for reads smaller than a page; made on
+                             * demand and freed by KVSQL_FCNTL_TRIM */
     /* The file change counter SQLite is shown (page 1, bytes 24-27): it
      * moves whenever the snapshot is not the version seen last, so that
      * SQLite keeps its page cache exactly while nothing changed. */
@@ -118,10 +119,22 @@ typedef struct file {
 static int set_page_size(file *f, uint32_t psz) {
     if (f->page_size == psz) return SQLITE_OK;
     sqlite3_free(f->scratch);
-    f->scratch = sqlite3_malloc64(psz);
-    if (!f->scratch) return SQLITE_NOMEM;
+    f->scratch = NULL;
     f->page_size = psz;
     return SQLITE_OK;
+}
+
+/* The scratch page, made if needed; NULL when out of memory. */
+static unsigned char *scratch(file *f) {
+    if (!f->scratch) f->scratch = sqlite3_malloc64(f->page_size);
+    return f->scratch;
+}
+
+/* Frees what an idle file keeps for speed (KVSQL_FCNTL_TRIM). */
+static void trim(file *f) {
+    sqlite3_free(f->scratch);
+    f->scratch = NULL;
+    if (f->dirty.count == 0) pagemap_clear(&f->dirty);
 }
 
 /* Brings page_size and npages in line with the transaction's snapshot. */
@@ -186,6 +199,7 @@ static int db_read(sqlite3_file *pf, void *dst, int amt, sqlite3_int64 off) {
             return SQLITE_IOERR_SHORT_READ;
         }
         int whole = (in == 0 && n == (int)f->page_size);
+        if (!whole && !scratch(f)) return SQLITE_NOMEM;
         int rc = read_page(f, idx, whole ? out : f->scratch);
         if (rc != SQLITE_OK) return rc;
         if (!whole) memcpy(out, f->scratch + in, n);
@@ -210,6 +224,7 @@ static int db_write(sqlite3_file *pf, const void *src, int amt, sqlite3_int64 of
         int n = (int)(f->page_size - at) < amt ? (int)(f->page_size - at) : amt;
         if (n != (int)f->page_size) {
             /* Part of a page: read, modify, write. */
+            if (!scratch(f)) return SQLITE_NOMEM;
             if (idx < f->npages) {
                 int rc = read_page(f, idx, f->scratch);
                 if (rc != SQLITE_OK) return rc;
@@ -379,6 +394,10 @@ static int db_file_control(sqlite3_file *pf, int op, void *arg) {
     if (op == SQLITE_FCNTL_SYNC || op == SQLITE_FCNTL_COMMIT_PHASETWO) return commit_dirty(f);
     if (op == SQLITE_FCNTL_VFSNAME) {
         *(char **)arg = sqlite3_mprintf("%s", f->vfs_name);
+        return SQLITE_OK;
+    }
+    if (op == KVSQL_FCNTL_TRIM) {
+        trim(f);
         return SQLITE_OK;
     }
     if (op == KVSQL_FCNTL_STORE) {

@@ -31,6 +31,12 @@ typedef struct kvsql_fcntl_store {
     kvsql_txn *txn;
 } kvsql_fcntl_store;
 
+/* Frees the buffers an idle database file keeps for speed (a scratch page,
+ * spare page buffers): sqlite3_file_control(db, "main", KVSQL_FCNTL_TRIM,
+ * NULL). The module runs it after each call, so that a cached connection
+ * costs about its database (docs/COMMANDS.md). */
+#define KVSQL_FCNTL_TRIM 0x6b760002
+
 /* The words of the last failed store open on this thread ("" when none). */
 const char *kvsql_vfs_errmsg(void);
 void kvsql_vfs_set_errmsg(const char *msg);

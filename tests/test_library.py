@@ -17,35 +17,13 @@ import time
 import pytest
 import redis
 
-from harness import BUILD, MODULE, ROOT, wait_for
+from harness import MODULE, ROOT, wait_for
+from libhelp import LIB, built, env, pydb, shell, uri
 
-LIB = os.path.join(ROOT, BUILD, "libkvsql")
 CLIENT = os.path.join(ROOT, "tests", "libclient.py")
 PY = sys.executable
 
-pytestmark = pytest.mark.skipif(not os.path.exists(LIB + ".so"), reason="libkvsql.so is not built")
-
-
-def env(**extra):
-    """The environment of a client process (a sanitized build preloads its runtime)."""
-    e = dict(os.environ, KVSQL_LIB=LIB)
-    if os.environ.get("KVSQL_PRELOAD"):
-        e["LD_PRELOAD"] = os.environ["KVSQL_PRELOAD"]
-        e["ASAN_OPTIONS"] = "detect_leaks=0"
-    e.update(extra)
-    return e
-
-
-def uri(server, key, **params):
-    q = "&".join("%s=%s" % kv for kv in params.items())
-    return "file:%s?vfs=redis&redis=127.0.0.1:%d%s" % (key, server.port, "&" + q if q else "")
-
-
-def shell(server, key, sql, **params):
-    """The sqlite3 shell on key, sql on its stdin: (stdout, stderr)."""
-    p = subprocess.run(["sqlite3", "-bail", "-cmd", ".load " + LIB, "-cmd", ".open " + uri(server, key, **params)],
-                       input=sql, capture_output=True, text=True, timeout=120, env=env())
-    return p.stdout, p.stderr
+pytestmark = pytest.mark.skipif(not built(), reason="libkvsql.so is not built")
 
 
 def client(*args, **kw):
@@ -61,14 +39,6 @@ def finish(procs, timeout=300):
         assert p.returncode == 0, "client failed (%s):\n%s\n%s" % (p.returncode, out, err)
         outs.append(out)
     return outs
-
-
-def pydb(server, key, **params):
-    """A Python sqlite3 connection to key through the library, in this process."""
-    c = sqlite3.connect(":memory:")
-    c.enable_load_extension(True)
-    c.load_extension(LIB)
-    return sqlite3.connect(uri(server, key, **params), uri=True, isolation_level=None, timeout=30)
 
 
 def kvsql_error(db):

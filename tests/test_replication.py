@@ -2,6 +2,10 @@
 
 Masters and replicas are real redis-server processes on loopback ports
 (fixture `servers`, conftest.py). Loads are bounded in count and time.
+Tests taking the fixture `writer` run twice: on databases written by the
+module (SQL.EXEC) and on databases written through libkvsql.so (the
+`redis` VFS, by the sqlite3 shell), whose commits replicate and persist
+as the same HSET/HDEL/INCR.
 """
 import threading
 import time
@@ -10,6 +14,21 @@ import pytest
 import redis
 
 from harness import query, sql, wait_for
+from libhelp import built, shell_ok
+
+
+@pytest.fixture(params=["module", "library"])
+def writer(request):
+    """writer(server) -> write(key, sql_text): SQL.EXEC, or the library."""
+    if request.param == "library" and not built():
+        pytest.skip("libkvsql.so is not built")
+
+    def make(server):
+        if request.param == "module":
+            r = server.client()
+            return lambda key, text: sql(r, key, text)
+        return lambda key, text: shell_ok(server, key, text + ";\n")
+    return make
 
 
 def attach_replica(servers, master, **kw):
@@ -20,27 +39,37 @@ def attach_replica(servers, master, **kw):
     return rep
 
 
+def wait_replicas(m, n):
+    """WAIT n on m, covering writes made on other connections too (the
+    library's): WAIT counts a client's own writes, so m first makes one
+    (PUBLISH is replicated and changes no key)."""
+    m.publish("kvsql-sync", "")
+    return m.execute_command("WAIT", n, 5000)
+
+
 def digest(r, key):
     return r.execute_command("DEBUG", "DIGEST-VALUE", key)
 
 
-def make_database(r, key="db", rows=300):
-    sql(r, key, "create table t(id integer primary key, v text, r real, b blob)")
-    sql(r, key, "with recursive s(x) as (select 1 union all select x + 1 from s where x < %d)"
+def make_database(r, key="db", rows=300, write=None):
+    """Table t of `rows` rows in key, written by write(key, text) (SQL.EXEC on r by default)."""
+    write = write or (lambda k, text: sql(r, k, text))
+    write(key, "create table t(id integer primary key, v text, r real, b blob)")
+    write(key, "with recursive s(x) as (select 1 union all select x + 1 from s where x < %d)"
                 " insert into t select x, 'row ' || x, random(), randomblob(50) from s" % rows)
 
 
 # ---- physical replication --------------------------------------------------
 
-def test_replica_holds_the_same_bytes_even_with_nondeterministic_sql(servers):
+def test_replica_holds_the_same_bytes_even_with_nondeterministic_sql(servers, writer):
     master = servers()
-    m = master.client()
+    m, write = master.client(), writer(master)
     with_module = attach_replica(servers, master).client()
     without_module = attach_replica(servers, master, module=False).client()
-    make_database(m)
-    sql(m, "db", "update t set v = datetime('now'), r = random(), b = randomblob(20) where id % 3 = 0")
-    sql(m, "db", "delete from t where id > 250; vacuum")
-    assert m.execute_command("WAIT", 2, 5000) == 2
+    make_database(m, write=write)
+    write("db", "update t set v = datetime('now'), r = random(), b = randomblob(20) where id % 3 = 0")
+    write("db", "delete from t where id > 250; vacuum")
+    assert wait_replicas(m, 2) == 2
     assert digest(with_module, "db") == digest(m, "db") == digest(without_module, "db")
     assert without_module.hlen("db") == m.hlen("db")
 
@@ -80,18 +109,19 @@ def test_one_commit_is_one_hset(servers):
 
 # ---- reads on replicas ------------------------------------------------------
 
-def test_replica_answers_sql_query_and_refuses_sql_exec(servers):
+def test_replica_answers_sql_query_and_refuses_sql_exec(servers, writer):
     master = servers()
-    m = master.client()
+    m, write = master.client(), writer(master)
     r = attach_replica(servers, master).client()
-    make_database(m, rows=50)
-    m.execute_command("WAIT", 1, 5000)
+    make_database(m, rows=50, write=write)
+    assert wait_replicas(m, 1) == 1
     assert query(r, "db", "select count(*) from t")[1] == [50]
     with pytest.raises(redis.ReadOnlyError):
         sql(r, "db", "insert into t(v) values ('no')")
-    sql(m, "db", "insert into t(id, v) values (51, 'later')")
-    m.execute_command("WAIT", 1, 5000)
+    write("db", "insert into t(id, v) values (51, 'later')")
+    assert wait_replicas(m, 1) == 1
     assert query(r, "db", "select v from t where id = 51")[1] == [b"later"]
+    assert digest(r, "db") == digest(m, "db")
 
 
 def test_promoted_replica_reads_and_writes_every_database(servers):
@@ -134,14 +164,14 @@ def check_databases(r, n=3):
         assert query(r, "db%d" % i, "select count(*), sum(id) from t")[1] == [100, 5050]
 
 
-def fill(r, n=3):
+def fill(r, n=3, write=None):
     for i in range(n):
-        make_database(r, key="db%d" % i, rows=100)
+        make_database(r, key="db%d" % i, rows=100, write=write)
 
 
-def test_databases_survive_restart_after_save(servers):
+def test_databases_survive_restart_after_save(servers, writer):
     s = servers()
-    fill(s.client())
+    fill(s.client(), write=writer(s))
     s.client().save()
     s.restart()
     check_databases(s.client())
@@ -158,9 +188,9 @@ def test_databases_survive_restart_after_bgsave(servers):
     check_databases(s.client())
 
 
-def test_databases_survive_restart_with_aof(servers):
+def test_databases_survive_restart_with_aof(servers, writer):
     s = servers(args=["--appendonly", "yes"])
-    fill(s.client())
+    fill(s.client(), write=writer(s))
     s.restart()
     check_databases(s.client())
 
@@ -181,10 +211,10 @@ def test_databases_survive_restart_after_bgrewriteaof(servers):
     assert query(c, "db1", "select count(*) from t where v = 'after rewrite'")[1] == [100]
 
 
-def test_aof_replays_on_a_redis_without_the_module(servers):
+def test_aof_replays_on_a_redis_without_the_module(servers, writer):
     s = servers(args=["--appendonly", "yes"])
     c = s.client()
-    fill(c, n=1)
+    fill(c, n=1, write=writer(s))
     want = digest(c, "db0")
     s.stop()
     plain = servers(module=False, args=["--appendonly", "yes"], dir=s.dir)

@@ -206,7 +206,7 @@ def test_sql_query_is_flagged_readonly_and_sql_exec_write(r):
 # ---- errors --------------------------------------------------------------------
 
 def test_sqlite_errors_reply_err_with_sqlite_message(r):
-    with pytest.raises(redis.ResponseError, match="^no such table: nope"):
+    with pytest.raises(redis.ResponseError, match="^SQLITE_ERROR no such table: nope"):
         query(r, "db", "select * from nope")
     with pytest.raises(redis.ResponseError, match="syntax error"):
         sql(r, "db", "selec 1")

@@ -17,22 +17,29 @@
     "local now = redis.call('TIME')\n"                                         \
     "local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n"
 
-/* Snapshot: version, length, page 0 (whole) and whether the last field
- * exists; registers the reader. Or {'type', T} for a key of another type. */
+/* Snapshot: {'ok', v, HLEN} when the client holds page 0 of this very
+ * hash (ARGV[4] is "<v>:<HLEN>" as it last saw them, "" when it holds
+ * nothing; HLEN too, so a hash changed by hand is seen), else {'ok', v, HLEN, page 0 (whole),
+ * whether field HLEN-1 exists, whether field HLEN exists} (a field at
+ * HLEN means a field below it is missing: the lock-byte gap of an older
+ * module, which the client judges with format.c's rule). Registers the
+ * reader as <v>:<token>, replacing the previous member ARGV[3]. Or
+ * {'type', T} for a key of another type. */
 static const char begin_lua[] =
-    "local t = redis.call('TYPE', KEYS[1])['ok']\n"
-    "if t ~= 'hash' and t ~= 'none' then return {'type', t} end\n"
+    "local n = redis.pcall('HLEN', KEYS[1])\n"
+    "if type(n) == 'table' then return {'type', redis.call('TYPE', KEYS[1])['ok']} end\n"
     "local v = redis.call('GET', KEYS[2]) or '0'\n"
-    "local n = redis.call('HLEN', KEYS[1])\n"
-    "local p0, last = false, 1\n"
-    "if n > 0 then\n"
-    "  p0 = redis.call('HGET', KEYS[1], '0')\n"
-    "  last = redis.call('HEXISTS', KEYS[1], tostring(n - 1))\n"
+    "local out = {'ok', v, n}\n"
+    "if n > 0 and v .. ':' .. n ~= ARGV[4] then\n"
+    "  out[4] = redis.call('HGET', KEYS[1], '0')\n"
+    "  out[5] = redis.call('HEXISTS', KEYS[1], tostring(n - 1))\n"
+    "  out[6] = redis.call('HEXISTS', KEYS[1], tostring(n))\n"
     "end\n" NOW_MS
     "redis.set_repl(redis.REPL_NONE)\n"
-    "if ARGV[3] ~= '' then redis.call('ZREM', KEYS[3], ARGV[3]) end\n"
-    "redis.call('ZADD', KEYS[3], ms + tonumber(ARGV[2]), v .. ':' .. ARGV[1])\n"
-    "return {'ok', v, n, p0, last}\n";
+    "local member = v .. ':' .. ARGV[1]\n"
+    "if ARGV[3] ~= '' and ARGV[3] ~= member then redis.call('ZREM', KEYS[3], ARGV[3]) end\n"
+    "redis.call('ZADD', KEYS[3], ms + tonumber(ARGV[2]), member)\n"
+    "return out\n";
 
 /* Pages first..first+count-1 as of the snapshot: from K while no commit
  * came since, else each from its first undo record after the snapshot, or
@@ -91,6 +98,7 @@ static const char commit_lua[] =
     "local v = redis.call('GET', KEYS[2]) or '0'\n"
     "if v ~= s then return {'stale', v} end\n" NOW_MS
     "local old = redis.call('HLEN', KEYS[1])\n"
+    "if ARGV[5] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[5]) == 0 then old = old + 1 end\n"
     "local nv = tonumber(s) + 1\n"
     "redis.set_repl(redis.REPL_NONE)\n"
     "redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ms)\n"
@@ -117,7 +125,7 @@ static const char commit_lua[] =
     "    redis.call('ZADD', KEYS[6], 0, f)\n"
     "    redis.call('ZADD', KEYS[7], nv, f)\n"
     "  end\n"
-    "  for j = 5, #ARGV, 2 do\n"
+    "  for j = 6, #ARGV, 2 do\n"
     "    local i = tonumber(ARGV[j])\n"
     "    if i < old then save(i) end\n"
     "  end\n"
@@ -131,7 +139,7 @@ static const char commit_lua[] =
     "end\n"
     "redis.set_repl(redis.REPL_ALL)\n"
     "local pairs_ = {}\n"
-    "for j = 5, #ARGV do pairs_[#pairs_ + 1] = ARGV[j] end\n"
+    "for j = 6, #ARGV do pairs_[#pairs_ + 1] = ARGV[j] end\n"
     "chunked('HSET', KEYS[1], pairs_)\n"
     "local cut = {}\n"
     "for i = n, old - 1 do cut[#cut + 1] = tostring(i) end\n"

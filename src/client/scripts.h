@@ -8,12 +8,14 @@
 #define KVSQL_CLIENT_SCRIPTS_H
 
 enum {
-    SCRIPT_BEGIN,  /* KEYS: K T:v T:readers          ARGV: token lease_ms previous-member */
+    SCRIPT_BEGIN,  /* KEYS: K T:v T:readers          ARGV: token lease_ms previous-member
+                                                       cached-version-or-"" */
     SCRIPT_READ,   /* KEYS: K T:v T:readers T:undo T:undo:idx T:lease
                       ARGV: token snapshot lease_ms first count */
     SCRIPT_LOCK,   /* KEYS: T:v T:lease              ARGV: token snapshot lease_ms */
     SCRIPT_COMMIT, /* KEYS: K T:v T:lease T:readers T:undo T:undo:idx T:undo:ver
-                      ARGV: token snapshot lease_ms npages [index page]... */
+                      ARGV: token snapshot lease_ms npages
+                      lock-byte-gap-field-or-"" [index page]... */
     SCRIPT_END,    /* KEYS: T:lease T:readers T:undo T:undo:idx T:undo:ver
                       ARGV: token member-or-"" */
     SCRIPT_COUNT

@@ -60,7 +60,9 @@ typedef struct redis_store {
      * version, and at every reconnection. */
     pagemap cache;
     uint64_t cache_version;
-    uint32_t cache_page_size;
+    uint32_t cache_hlen;       /* HLEN of the hash at cache_version */
+    int gap;                   /* the hash at cache_version lacks its lock-byte
+                                * field (an older module's; format.h) */
     uint32_t next_read;        /* the page after the last one read: sequential? */
     uint32_t window;           /* pages the next miss reads ahead */
     kvsql_redis_stats stats;
@@ -326,13 +328,20 @@ static int ensure_connected(redis_store *s) {
 
 /* ---- begin --------------------------------------------------------------- */
 
-/* Checks page 0 as begin found it; sets t->page_size and keeps a copy. */
-static int accept_page0(redis_store *s, kvsql_txn *t, const redisReply *p0, long long last) {
+/* Checks page 0 as begin found it, with whether fields HLEN-1 and HLEN
+ * exist; sets t->page_size and t->npages (format.c's rule for a hash that
+ * lacks its lock-byte field) and keeps page 0. */
+static int accept_page0(redis_store *s, kvsql_txn *t, uint32_t hlen, const redisReply *p0, long long before_hlen,
+                        long long at_hlen) {
     const unsigned char *h = (const unsigned char *)p0->str;
     char why[128] = "";
     if (p0->type != REDIS_REPLY_STRING) snprintf(why, sizeof(why), "field 0 is missing");
     else if (kvsql_check_page1(h, p0->len, why, sizeof(why)) != 0) { /* why says it */
-    } else if (!last) snprintf(why, sizeof(why), "its last page is missing");
+    } else {
+        t->npages = kvsql_hash_npages(hlen, (uint32_t)p0->len, at_hlen == 1);
+        s->gap = t->npages > hlen;
+        if (!(s->gap ? at_hlen == 1 : before_hlen == 1)) snprintf(why, sizeof(why), "its last page is missing");
+    }
     if (why[0]) return fail(s, SQLITE_NOTADB, "key %s is not a kvsql database: %s", s->key, why);
     t->page_size = (uint32_t)p0->len;
     if (pagemap_put(&s->cache, 0, h, p0->len) != 0) return fail(s, SQLITE_NOMEM, "out of memory");
@@ -354,25 +363,35 @@ static int bad_reply(redis_store *s, const char *what) {
     return fail(s, SQLITE_IOERR, "redis at %s: unexpected reply to %s of key %s", s->where, what, s->key);
 }
 
-/* Fills t from begin's reply {'ok', v, n, page0, last-exists}. */
+/* Fills t from begin's reply: {'ok', v, n} when page 0 as of v is
+ * cached, else {'ok', v, n, page0, field n-1 exists, field n exists}. */
 static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
     if (reply_is(r, 0, "type"))
         return fail(s, SQLITE_NOTADB, "key %s holds a %s, not a kvsql database", s->key,
                     r->elements > 1 && r->element[1]->str ? r->element[1]->str : "value of another type");
-    if (!reply_is(r, 0, "ok") || r->elements < 5 || r->element[1]->type != REDIS_REPLY_STRING)
+    if (!reply_is(r, 0, "ok") || r->elements < 3 || r->element[1]->type != REDIS_REPLY_STRING)
         return bad_reply(s, "begin");
     long long n = reply_int(r->element[2]);
-    if (n < 0 || n > 0x7fffffff) return bad_reply(s, "begin");
+    if (n < 0 || n >= 0x7fffffff) return bad_reply(s, "begin");
     snprintf(s->snapshot, sizeof(s->snapshot), "%s", r->element[1]->str);
     snprintf(s->member, sizeof(s->member), "%s:%s", s->snapshot, s->token);
     t->version = strtoull(s->snapshot, NULL, 10);
     t->npages = (uint32_t)n;
     t->page_size = 0;
     s->window = 1;
-    if (t->version != s->cache_version) pagemap_reset(&s->cache);
+    int warm = t->version == s->cache_version && s->cache_hlen == (uint32_t)n && pagemap_get(&s->cache, 0);
+    if (!warm) pagemap_reset(&s->cache);
     s->cache_version = t->version;
+    s->cache_hlen = (uint32_t)n;
     if (n == 0) return SQLITE_OK;
-    return accept_page0(s, t, r->element[3], reply_int(r->element[4]));
+    if (r->elements < 6) {
+        if (!warm) return bad_reply(s, "begin");
+        const unsigned char *p0 = pagemap_get(&s->cache, 0);
+        t->page_size = kvsql_header_page_size(p0);
+        t->npages = kvsql_hash_npages((uint32_t)n, t->page_size, s->gap);
+        return SQLITE_OK;
+    }
+    return accept_page0(s, t, (uint32_t)n, r->element[3], reply_int(r->element[4]), reply_int(r->element[5]));
 }
 
 static int redis_begin(kvsql_store *st, kvsql_txn *t) {
@@ -382,8 +401,11 @@ static int redis_begin(kvsql_store *st, kvsql_txn *t) {
     int rc = ensure_connected(s);
     if (rc != SQLITE_OK) return rc;
     char nkeys[8], lease[16];
+    char cached[40] = "";
     const char *prev = s->member;
     snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
+    if (pagemap_get(&s->cache, 0))
+        snprintf(cached, sizeof(cached), "%llu:%u", (unsigned long long)s->cache_version, s->cache_hlen);
     call k;
     if (call_init(&k, 12) != 0) {
         call_free(&k);
@@ -396,6 +418,7 @@ static int redis_begin(kvsql_store *st, kvsql_txn *t) {
     call_str(&k, s->token);
     call_str(&k, lease);
     call_str(&k, prev);
+    call_str(&k, cached);
     redisReply *r = run_script(s, SCRIPT_BEGIN, &k);
     call_free(&k);
     if (!r) return lost(s, SQLITE_IOERR, "begin");
@@ -424,8 +447,13 @@ static int take_pages(redis_store *s, const redisReply *r, uint32_t first, uint3
                       uint32_t psz, unsigned char *out) {
     if (r->elements != (size_t)count + 1) return bad_reply(s, "read");
     if (s->cache.count + count > CACHE_MAX_PAGES) pagemap_reset(&s->cache);
+    uint32_t gap = s->gap ? kvsql_lock_byte_index(psz) : UINT32_MAX;
     for (uint32_t i = 0; i < count; i++) {
         const redisReply *p = r->element[i + 1];
+        if (first + i == gap && p->type == REDIS_REPLY_NIL) {
+            if (i < wanted) memset(out + (size_t)i * psz, 0, psz);
+            continue;
+        }
         if (p->type != REDIS_REPLY_STRING || p->len != psz)
             return fail(s, SQLITE_CORRUPT, "key %s: page %u is %s", s->key, first + i + 1,
                         p->type == REDIS_REPLY_STRING ? "of the wrong length" : "missing");
@@ -571,6 +599,8 @@ static int adopt_commit(redis_store *s, kvsql_txn *t, const kvsql_batch *b, cons
         }
     pagemap_drop_from(&s->cache, b->npages);
     s->cache_version = t->version;
+    s->gap = 0; /* the commit stored the lock-byte page, or cut below it */
+    s->cache_hlen = b->npages;
     return SQLITE_OK;
 }
 
@@ -595,22 +625,37 @@ static int commit_outcome(redis_store *s, kvsql_txn *t, const kvsql_batch *b, co
     return bad_reply(s, "commit");
 }
 
+/* Whether the commit must store the lock-byte page the hash lacks (an
+ * older module's gap): when the new length still covers it and the batch
+ * does not write it. */
+static int fills_gap(const redis_store *s, const kvsql_batch *b, uint32_t lb) {
+    if (!s->gap || b->npages <= lb) return 0;
+    for (uint32_t i = 0; i < b->count; i++)
+        if (b->pages[i].index == lb) return 0;
+    return 1;
+}
+
 static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     redis_store *s = (redis_store *)st;
     if (t != s->active || t->level != KVSQL_LOCK_WRITE)
         return fail(s, SQLITE_IOERR_LOCK, "key %s: this connection is not the writer", s->key);
     if (!s->c) return fail(s, SQLITE_IOERR, "redis at %s: the connection was lost in this transaction", s->where);
-    char nkeys[8], lease[16], npages[16];
-    char *idx = malloc((size_t)b->count * 11 + 1);
+    char nkeys[8], lease[16], npages[16], gap[16] = "";
+    uint32_t lb = kvsql_lock_byte_index(b->page_size);
+    int fill = fills_gap(s, b, lb);
+    char *idx = malloc((size_t)(b->count + 1) * 11 + 1);
+    void *zeros = fill ? calloc(1, b->page_size) : NULL;
     call k;
-    int ok = call_init(&k, 16 + 2 * (int)b->count) == 0 && idx;
+    int ok = call_init(&k, 18 + 2 * (int)b->count) == 0 && idx && (zeros || !fill);
     if (!ok) {
         call_free(&k);
         free(idx);
+        free(zeros);
         return fail(s, SQLITE_NOMEM, "out of memory");
     }
     snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
     snprintf(npages, sizeof(npages), "%u", b->npages);
+    if (s->gap) snprintf(gap, sizeof(gap), "%u", lb);
     call_script(&k, 7, nkeys);
     call_str(&k, s->key);
     for (int i = 0; i < AUX_COUNT; i++) call_str(&k, s->aux[i]); /* T:v T:lease T:readers T:undo... */
@@ -618,15 +663,17 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     call_str(&k, s->snapshot);
     call_str(&k, lease);
     call_str(&k, npages);
-    for (uint32_t i = 0; i < b->count; i++) {
+    call_str(&k, gap);
+    for (uint32_t i = 0; i < b->count + (uint32_t)fill; i++) {
         char *p = idx + (size_t)i * 11;
-        snprintf(p, 11, "%u", b->pages[i].index);
+        snprintf(p, 11, "%u", i < b->count ? b->pages[i].index : lb);
         call_str(&k, p);
-        call_add(&k, b->pages[i].data, b->page_size);
+        call_add(&k, i < b->count ? b->pages[i].data : zeros, b->page_size);
     }
     redisReply *r = run_script(s, SCRIPT_COMMIT, &k);
     call_free(&k);
     free(idx);
+    free(zeros);
     if (!r)
         return lost(s, SQLITE_IOERR, "commit (its fate is unknown: it landed whole or not at all, the next "
                                      "transaction shows which)");

@@ -24,7 +24,6 @@
 long long budget_timeout_ms = 10000;
 long long budget_call_memory_kb = 131072;
 
-enum stop { RUNS = 0, STOP_KILL, STOP_TIME, STOP_MEMORY };
 
 /* The call running now. Redis runs one command at a time, and while a call
  * yields only commands flagged allow-busy (SQL.KILL) run, so one is enough. */
@@ -33,7 +32,7 @@ static struct {
     long long started_ms, next_yield_ms;
     long long timeout_ms, memory_kb; /* the configs when it started */
     int may_yield;                   /* not inside MULTI or a script; -1 until asked */
-    enum stop stop;
+    enum budget_stop stop;
 } call;
 
 /* ---- time --------------------------------------------------------------- */
@@ -172,17 +171,21 @@ int budget_kill(void) {
     return 1;
 }
 
+int budget_stop_kind(void) {
+    return call.stop;
+}
+
 const char *budget_stop_reason(void) {
     static char msg[160];
     switch (call.stop) {
-    case STOP_KILL: return "ERR SQL stopped by SQL.KILL: nothing was written";
+    case STOP_KILL: return "SQL stopped by SQL.KILL: nothing was written";
     case STOP_TIME:
-        snprintf(msg, sizeof(msg), "ERR SQL stopped after %lld ms (kvsql.query-timeout-ms): nothing was written",
+        snprintf(msg, sizeof(msg), "SQL stopped after %lld ms (kvsql.query-timeout-ms): nothing was written",
                  call.timeout_ms);
         return msg;
     case STOP_MEMORY:
         snprintf(msg, sizeof(msg),
-                 "ERR SQL needed more than %lld KiB of memory (kvsql.call-memory-kb): nothing was written",
+                 "SQL needed more than %lld KiB of memory (kvsql.call-memory-kb): nothing was written",
                  call.memory_kb);
         return msg;
     default: return NULL;

@@ -26,8 +26,12 @@ void budget_end(sqlite3 *db);
  * Lets other clients in (-BUSY) now and then. 0 outside a call. */
 int budget_tick(void);
 
-/* Why the call was stopped, as an error reply ("ERR ..."), or NULL when it
- * was not. */
+/* Whether and why the running call was stopped. */
+enum budget_stop { RUNS = 0, STOP_KILL, STOP_TIME, STOP_MEMORY };
+int budget_stop_kind(void);
+
+/* Why the call was stopped, in words for the user ("SQL stopped ..."), or
+ * NULL when it was not. */
 const char *budget_stop_reason(void);
 
 /* SQL.KILL: stops the running call. 0 when none runs. */

@@ -8,6 +8,7 @@
 #include "guard.h"
 #include "kvsql.h"
 #include "store_keyspace.h"
+#include "vfs.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -15,7 +16,7 @@
 static RedisModuleDict *by_id;
 static void evict_over_max(void);
 static conn *lru_head, *lru_tail;
-static long long count, max_count = 128;
+static long long count, max_count = 10000; /* kvsql.max-connections (module.c) */
 static cache_stats stats;
 static unsigned long long settings_generation = 1;
 
@@ -49,7 +50,31 @@ static const char *const connection_pragmas =
     "PRAGMA locking_mode=EXCLUSIVE;" /* we see every change: see cache.h */
     "PRAGMA temp_store=MEMORY;";
 
+/* Lets SQLite see the new snapshot of a changed hash. In exclusive locking
+ * mode the pager keeps its lock and never looks at the file again, so for
+ * one read transaction it goes back to normal mode: at its end the pager
+ * unlocks, and at the next lock it reads the header (the VFS shows a new
+ * change counter: src/vfs.c), drops its page cache and reads the length
+ * anew. The parsed schema stays unless the schema cookie moved. The pragma
+ * acts when it is prepared; the SELECT only opens and ends a transaction
+ * on the old snapshot, reading nothing. */
+static const char *const new_snapshot_sql =
+    "PRAGMA locking_mode=NORMAL;"
+    "SELECT 1 FROM sqlite_schema LIMIT 0;"
+    "PRAGMA locking_mode=EXCLUSIVE;";
+
+static int take_new_snapshot(conn *c) {
+    if (!c->changed) return SQLITE_OK;
+    int rc = guard_exec_trusted(c->db, &c->g, new_snapshot_sql);
+    if (rc != SQLITE_OK) c->stale = 1; /* start afresh after this call */
+    c->changed = 0;
+    stats.snapshots_renewed++;
+    return rc;
+}
+
 int cache_apply_settings(conn *c) {
+    int rc0 = take_new_snapshot(c);
+    if (rc0 != SQLITE_OK) return rc0;
     if (c->settings == settings_generation) return SQLITE_OK;
     int rc = c->settings ? SQLITE_OK : guard_exec_trusted(c->db, &c->g, connection_pragmas);
     char sql[64];
@@ -143,6 +168,17 @@ static conn *lookup(int dbid, const char *key, size_t len) {
     return RedisModule_DictGetC(by_id, buf, n, NULL);
 }
 
+/* SQLite's default lookaside (small allocations without malloc) is 120 KB
+ * per connection, as much as ten small databases. Builds without lookaside
+ * (Debian's: SQLITE_OMIT_LOOKASIDE) ignore this; elsewhere 4 KB of slots
+ * keep most of its speed. */
+#define LOOKASIDE_SLOT_BYTES 128
+#define LOOKASIDE_SLOTS 32
+
+static int shrink_lookaside(sqlite3 *db) {
+    return sqlite3_db_config(db, SQLITE_DBCONFIG_LOOKASIDE, NULL, LOOKASIDE_SLOT_BYTES, LOOKASIDE_SLOTS);
+}
+
 /* A new connection on the attached store; NULL with err set on failure. */
 static conn *conn_open(kvsql_store *st, int dbid, const char *key, size_t len, char *err, size_t errlen) {
     conn *c = sqlite3_malloc(sizeof(*c));
@@ -160,6 +196,7 @@ static conn *conn_open(kvsql_store *st, int dbid, const char *key, size_t len, c
     c->idlen = make_id(id, len + 4, dbid, key, len);
     c->dbid = dbid;
     int rc = kvsql_open(st, &c->db);
+    if (rc == SQLITE_OK) rc = shrink_lookaside(c->db);
     if (rc == SQLITE_OK) rc = guard_install(c->db, &c->g); /* settings: cache_apply_settings() */
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "ERR kvsql: cannot open the database: %s",
@@ -176,12 +213,26 @@ static conn *conn_open(kvsql_store *st, int dbid, const char *key, size_t len, c
     return c;
 }
 
+/* Whether a connection whose hash changed in place can go on: the hash is
+ * still a kvsql database with the same page size. Otherwise it is closed
+ * and false returned (the caller opens a new one). */
+static int still_usable(conn *c, RedisModuleCtx *ctx, RedisModuleKey *key, RedisModuleString *keyname) {
+    int psz = keyspace_store_page_size(c->store);
+    int hash = key && RedisModule_KeyType(key) == REDISMODULE_KEYTYPE_HASH;
+    keyspace_store_attach(c->store, ctx, key, keyname, 1);
+    int ok = hash && keyspace_store_check(c->store) == 0 && keyspace_store_page_size(c->store) == psz;
+    keyspace_store_detach(c->store);
+    if (!ok) conn_close(c);
+    return ok;
+}
+
 conn *cache_acquire(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleKey *key, int readonly,
                     char *err, size_t errlen) {
     size_t len;
     const char *k = RedisModule_StringPtrLen(keyname, &len);
     int dbid = RedisModule_GetSelectedDb(ctx);
     conn *c = lookup(dbid, k, len);
+    if (c && c->changed && !still_usable(c, ctx, key, keyname)) c = NULL;
     if (c && !keyspace_store_matches(c->store, key)) { /* changed with no event */
         conn_close(c);
         c = NULL;
@@ -213,6 +264,7 @@ conn *cache_acquire(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModule
 
 void cache_release(conn *c) {
     keyspace_store_detach(c->store);
+    sqlite3_file_control(c->db, "main", KVSQL_FCNTL_TRIM, NULL); /* idle: costs about its pages */
     c->in_use = 0;
     if (c->stale) conn_close(c);
     else evict_over_max();
@@ -290,6 +342,13 @@ void cache_forget_key(int dbid, const char *key, size_t len) {
     if (c) conn_forget(c);
 }
 
+void cache_key_changed(int dbid, const char *key, size_t len) {
+    conn *c = lookup(dbid, key, len);
+    if (!c) return;
+    keyspace_store_changed(c->store);
+    c->changed = 1;
+}
+
 void cache_forget_db(int dbid) {
     conn *c = lru_head;
     while (c) {
@@ -321,7 +380,7 @@ static int key_matches(RedisModuleCtx *ctx, conn *c) {
 void cache_sweep(RedisModuleCtx *ctx) {
     sweeping = 1;
     for (conn *c = lru_head; c; c = c->next)
-        if (!c->in_use && !c->stale && !key_matches(ctx, c)) c->stale = 1;
+        if (!c->in_use && !c->stale && !c->changed && !key_matches(ctx, c)) c->stale = 1;
     sweeping = 0;
     conn *c = lru_head;
     while (c) {

@@ -2,9 +2,11 @@
  *
  * Opening a connection and parsing a schema costs far more than a point
  * query, so a connection stays open between commands, with its prepared
- * statements, until the key changes behind its back (a keyspace or server
- * event: module.c calls cache_forget_*), it is evicted as least recently
- * used, or the module is asked to drop it. Used by exec.c and module.c. */
+ * statements, until the key is replaced or removed behind its back (a
+ * keyspace or server event: module.c calls cache_forget_*), it is evicted
+ * as least recently used, or the module is asked to drop it. A change to
+ * the hash's fields only marks it changed (cache_key_changed). Used by
+ * exec.c and module.c. */
 #ifndef KVSQL_CACHE_H
 #define KVSQL_CACHE_H
 
@@ -36,6 +38,7 @@ typedef struct conn {
     int dbid;
     int in_use; /* a command is running on it */
     int stale;  /* close at the end of the running command */
+    int changed; /* the hash changed behind it: new snapshot at the next call */
     unsigned long long settings; /* the settings generation applied (0: none yet) */
     guard g;                     /* what the running call changed (guard.h) */
     cached_stmt stmts[STMT_CACHE_SIZE];
@@ -59,6 +62,12 @@ void cache_finish_stmt(conn *c, sqlite3_stmt *stmt);
 
 /* Drop what may no longer match the keyspace. */
 void cache_forget_key(int dbid, const char *key, size_t len);
+/* The hash at key changed in place (a hash-class event: HSET, HDEL, ...
+ * by a user, a replicated write, a library client's commit): its
+ * connection stays open, with its parsed schema and statements, and takes
+ * a new snapshot at its next call, where SQLite drops its page cache and
+ * re-reads the schema only if the schema cookie moved. */
+void cache_key_changed(int dbid, const char *key, size_t len);
 void cache_forget_db(int dbid); /* -1: every db */
 void cache_forget_all(void);
 int cache_is_empty(void);
@@ -86,6 +95,7 @@ typedef struct cache_stats {
     long long statements_prepared;
     long long statement_cache_hits;
     long long statement_cache_bytes; /* held by every connection's statement cache */
+    long long snapshots_renewed; /* calls that found their hash changed in place (cache_key_changed) */
 } cache_stats;
 cache_stats cache_get_stats(void);
 

@@ -6,7 +6,8 @@
  * succeeded are they written to the hash and propagated, as one change. On
  * any error nothing is written and the reply is the error: so a call is one
  * transaction, whatever BEGIN/COMMIT it contains. The reply is the last
- * statement's result (docs/COMMANDS.md). */
+ * statement's result (docs/COMMANDS.md), in the format the call's options
+ * ask for (result.c); an error's first word names its class. */
 #include "exec.h"
 
 #include "budget.h"
@@ -15,16 +16,22 @@
 #include "result.h"
 #include "store_keyspace.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct call {
     RedisModuleCtx *ctx;
     conn *c;
     RedisModuleString **args;
-    int nargs;
+    int nargs;            /* values: with NAMED, the number of name/value pairs */
     int readonly;
+    options opt;
+    unsigned char *used;  /* NAMED: which pairs bound a parameter (nargs bytes) */
     int max_params;       /* most parameters of any statement */
     int has_rows;         /* the last statement returns columns */
     long long changes;    /* rows changed by the last statement (its result rows go to `rows`) */
@@ -33,6 +40,49 @@ typedef struct call {
 
 /* The rows of the last statement; reused by every call. */
 static result rows;
+
+static exec_stats stats;
+
+exec_stats exec_get_stats(void) {
+    return stats;
+}
+
+/* ---- options: [TYPED] [MAP] [NAMED] [TYPES spec] before the SQL ---------- */
+
+static int is_word(RedisModuleString *s, const char *word) {
+    size_t len;
+    const char *p = RedisModule_StringPtrLen(s, &len);
+    return len == strlen(word) && strncasecmp(p, word, len) == 0;
+}
+
+/* The letters a TYPES spec may hold: auto, integer, real, text, blob, null. */
+static int valid_spec(const char *spec, size_t len) {
+    for (size_t i = 0; i < len; i++)
+        if (!strchr("airtbn", spec[i]) || !spec[i]) return 0;
+    return 1;
+}
+
+/* Reads the options at argv[0..]; returns how many arguments they took,
+ * or -1 with err set. Only these exact words are options: none of them is
+ * SQL that could run, so SQL text is never taken for one. */
+static int parse_options(RedisModuleString **argv, int argc, options *o, char *err, size_t errlen) {
+    memset(o, 0, sizeof(*o));
+    int i = 0;
+    for (; i < argc - 1; i++) { /* the last argument left is the SQL */
+        if (is_word(argv[i], "TYPED")) o->format |= RESULT_TYPED;
+        else if (is_word(argv[i], "MAP")) o->format |= RESULT_MAP;
+        else if (is_word(argv[i], "NAMED")) o->named = 1;
+        else if (is_word(argv[i], "TYPES") && i + 2 < argc) {
+            o->spec = RedisModule_StringPtrLen(argv[++i], &o->spec_len);
+            if (!valid_spec(o->spec, o->spec_len)) {
+                snprintf(err, errlen, "ERR TYPES %.40s: one letter per argument, each a (auto), i (integer), "
+                                      "r (real), t (text), b (blob) or n (null)", o->spec);
+                return -1;
+            }
+        } else break;
+    }
+    return i;
+}
 
 /* ---- arguments --------------------------------------------------------- */
 
@@ -81,18 +131,94 @@ static int text_like(const unsigned char *s, size_t n) {
     return 1;
 }
 
-/* Binds argument i (0-based) to parameter i+1: integer, text or blob. */
-static int bind_arg(sqlite3_stmt *stmt, int i, RedisModuleString *arg) {
-    size_t len;
-    const char *p = RedisModule_StringPtrLen(arg, &len);
+/* Binds bytes by the default rule: canonical integer, else valid UTF-8
+ * text, else a blob. */
+static int bind_auto(sqlite3_stmt *stmt, int param, const char *p, size_t len) {
     sqlite3_int64 v;
-    if (canonical_integer(p, len, &v)) return sqlite3_bind_int64(stmt, i + 1, v);
-    if (text_like((const unsigned char *)p, len)) return sqlite3_bind_text(stmt, i + 1, p, (int)len, SQLITE_STATIC);
-    return sqlite3_bind_blob(stmt, i + 1, p, (int)len, SQLITE_STATIC);
+    if (canonical_integer(p, len, &v)) return sqlite3_bind_int64(stmt, param, v);
+    if (text_like((const unsigned char *)p, len)) return sqlite3_bind_text(stmt, param, p, (int)len, SQLITE_STATIC);
+    return sqlite3_bind_blob(stmt, param, p, (int)len, SQLITE_STATIC);
+}
+
+/* A whole decimal number of the kind strtoll/strtod read, or an error. */
+static int bind_number(call *k, sqlite3_stmt *stmt, int param, const char *p, size_t len, char letter) {
+    char buf[64], *end;
+    if (len == 0 || len >= sizeof(buf)) goto bad;
+    memcpy(buf, p, len);
+    buf[len] = 0;
+    errno = 0;
+    if (letter == 'i') {
+        long long v = strtoll(buf, &end, 10);
+        if (*end || errno) goto bad;
+        return sqlite3_bind_int64(stmt, param, v);
+    }
+    double d = strtod(buf, &end);
+    if (*end || isnan(d)) goto bad;
+    return sqlite3_bind_double(stmt, param, d);
+bad:
+    snprintf(k->err, sizeof(k->err), "ERR TYPES: argument \"%.40s\" is not %s", len < 64 ? p : "(long)",
+             letter == 'i' ? "a 64-bit integer" : "a real number");
+    return SQLITE_MISMATCH;
+}
+
+/* Binds value v (0-based) to parameter `param`, by its TYPES letter. */
+static int bind_value(call *k, sqlite3_stmt *stmt, int param, int v) {
+    size_t len;
+    RedisModuleString *arg = k->args[k->opt.named ? 2 * v + 1 : v];
+    const char *p = RedisModule_StringPtrLen(arg, &len);
+    if (len > INT_MAX) return SQLITE_TOOBIG;
+    char letter = k->opt.spec ? k->opt.spec[v] : 'a';
+    switch (letter) {
+    case 'n': return sqlite3_bind_null(stmt, param);
+    case 't': return sqlite3_bind_text(stmt, param, p, (int)len, SQLITE_STATIC);
+    case 'b': return sqlite3_bind_blob(stmt, param, p, (int)len, SQLITE_STATIC);
+    case 'i':
+    case 'r': return bind_number(k, stmt, param, p, len, letter);
+    default: return bind_auto(stmt, param, p, len);
+    }
+}
+
+/* NAMED: the pair whose name is that of parameter `name` (":x", "@x",
+ * "$x"), given with or without a prefix (x, :x, @x, $x all name :x, @x
+ * and $x); -1 when none. */
+static int find_named(call *k, const char *name) {
+    const char *want = name + 1;
+    size_t wlen = strlen(want);
+    for (int v = 0; v < k->nargs; v++) {
+        size_t len;
+        const char *p = RedisModule_StringPtrLen(k->args[2 * v], &len);
+        if (len > 0 && strchr(":@$", p[0])) {
+            p++;
+            len--;
+        }
+        if (len == wlen && memcmp(p, want, len) == 0) return v;
+    }
+    return -1;
+}
+
+static int bind_named(call *k, sqlite3_stmt *stmt, int n) {
+    for (int i = 1; i <= n; i++) {
+        const char *name = sqlite3_bind_parameter_name(stmt, i);
+        if (!name || name[0] == '?') {
+            snprintf(k->err, sizeof(k->err),
+                     "ERR NAMED: parameter %d has no name: with NAMED every parameter is :name, @name or $name", i);
+            return SQLITE_RANGE;
+        }
+        int v = find_named(k, name);
+        if (v < 0) {
+            snprintf(k->err, sizeof(k->err), "ERR NAMED: no argument gives %.100s", name);
+            return SQLITE_RANGE;
+        }
+        k->used[v] = 1;
+        int rc = bind_value(k, stmt, i, v);
+        if (rc != SQLITE_OK) return rc;
+    }
+    return SQLITE_OK;
 }
 
 static int bind_args(call *k, sqlite3_stmt *stmt) {
     int n = sqlite3_bind_parameter_count(stmt);
+    if (k->opt.named) return bind_named(k, stmt, n);
     if (n > k->max_params) k->max_params = n;
     if (n > k->nargs) {
         snprintf(k->err, sizeof(k->err), "ERR the statement has %d parameters but %d arguments were given", n,
@@ -100,8 +226,29 @@ static int bind_args(call *k, sqlite3_stmt *stmt) {
         return SQLITE_ERROR;
     }
     for (int i = 0; i < n; i++) {
-        int rc = bind_arg(stmt, i, k->args[i]);
+        int rc = bind_value(k, stmt, i + 1, i);
         if (rc != SQLITE_OK) return rc;
+    }
+    return SQLITE_OK;
+}
+
+/* Arguments no statement used: an error, as they are surely a mistake. */
+static int check_unused(call *k) {
+    if (k->opt.named) {
+        for (int v = 0; v < k->nargs; v++) {
+            if (k->used[v]) continue;
+            size_t len;
+            const char *p = RedisModule_StringPtrLen(k->args[2 * v], &len);
+            snprintf(k->err, sizeof(k->err), "ERR NAMED: argument %.*s names no parameter of the SQL",
+                     (int)(len > 100 ? 100 : len), p);
+            return SQLITE_ERROR;
+        }
+        return SQLITE_OK;
+    }
+    if (k->nargs > k->max_params) {
+        snprintf(k->err, sizeof(k->err), "ERR too many arguments: %d given, but the SQL has %d parameters", k->nargs,
+                 k->max_params);
+        return SQLITE_ERROR;
     }
     return SQLITE_OK;
 }
@@ -117,22 +264,62 @@ int cmd_sql_kill(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
 
 /* ---- statements -------------------------------------------------------- */
 
+/* ---- errors: the first word names the class (docs/COMMANDS.md) --------- */
+
+/* SQLite's primary result codes by number, as in SQLITE_<name>. */
+static const char *const code_names[] = {
+    "OK",     "ERROR",  "INTERNAL", "PERM",   "ABORT",    "BUSY",     "LOCKED", "NOMEM",  "READONLY", "INTERRUPT",
+    "IOERR",  "CORRUPT", "NOTFOUND", "FULL",  "CANTOPEN", "PROTOCOL", "EMPTY",  "SCHEMA", "TOOBIG",   "CONSTRAINT",
+    "MISMATCH", "MISUSE", "NOLFS",  "AUTH",   "FORMAT",   "RANGE",    "NOTADB", "NOTICE", "WARNING"};
+#define NCODES ((int)(sizeof(code_names) / sizeof(code_names[0])))
+
+const char *exec_code_name(int code) {
+    return code >= 0 && code < NCODES ? code_names[code] : NULL;
+}
+
+/* A stopped call's error: the class is SQLITE_INTERRUPT (time, SQL.KILL)
+ * or SQLITE_NOMEM (memory), the words budget.c's. */
+static void set_stop_error(call *k, const char *reason) {
+    int kind = budget_stop_kind(), code = kind == STOP_MEMORY ? SQLITE_NOMEM : SQLITE_INTERRUPT;
+    if (kind == STOP_KILL) stats.kills++;
+    else if (kind == STOP_TIME) stats.timeouts++;
+    else stats.memory_stops++;
+    snprintf(k->err, sizeof(k->err), "SQLITE_%s %s", code_names[code], reason);
+}
+
 static void set_sqlite_error(call *k, int rc) {
     const char *stopped = budget_stop_reason(); /* whatever error it caused */
     if (stopped) {
-        snprintf(k->err, sizeof(k->err), "%s", stopped);
+        set_stop_error(k, stopped);
         return;
     }
     if (k->err[0]) return;
     const char *msg = sqlite3_errmsg(k->c->db);
     const char *store = kvsql_store_errmsg(k->c->store);
+    const char *cls = exec_code_name(rc & 0xff);
+    if (!cls || (rc & 0xff) == SQLITE_OK) cls = "ERROR";
     if ((rc & 0xff) == SQLITE_AUTH)
-        snprintf(k->err, sizeof(k->err), "ERR %s: kvsql does not allow this inside Redis (see docs/SECURITY.md)",
-                 msg);
+        snprintf(k->err, sizeof(k->err),
+                 "SQLITE_%s %s: kvsql does not allow this inside Redis (see docs/SECURITY.md)", cls, msg);
     else if (store[0])
-        snprintf(k->err, sizeof(k->err), "ERR %s (%s)", msg, store);
+        snprintf(k->err, sizeof(k->err), "SQLITE_%s %s (%s)", cls, msg, store);
     else
-        snprintf(k->err, sizeof(k->err), "ERR %s", msg);
+        snprintf(k->err, sizeof(k->err), "SQLITE_%s %s", cls, msg);
+}
+
+/* Replies an error and counts it by its first word. */
+static int reply_error(RedisModuleCtx *ctx, const char *err) {
+    size_t word = strcspn(err, " ");
+    if (word > 7 && strncmp(err, "SQLITE_", 7) == 0) {
+        for (int i = 1; i < NCODES; i++)
+            if (strlen(code_names[i]) == word - 7 && strncmp(err + 7, code_names[i], word - 7) == 0)
+                stats.errors_by_code[i]++;
+    } else if (word == 3 && strncmp(err, "ERR", 3) == 0) {
+        stats.errors_usage++;
+    } else {
+        stats.errors_other++;
+    }
+    return RedisModule_ReplyWithError(ctx, err);
 }
 
 static int run_stmt(call *k, sqlite3_stmt *stmt) {
@@ -173,12 +360,7 @@ static int run_all(call *k, const char *sql, size_t len) {
         }
         sql = tail;
     }
-    if (k->nargs > k->max_params) {
-        snprintf(k->err, sizeof(k->err), "ERR too many arguments: %d given, but the SQL has %d parameters", k->nargs,
-                 k->max_params);
-        return SQLITE_ERROR;
-    }
-    return SQLITE_OK;
+    return check_unused(k);
 }
 
 /* Rolls back a transaction the SQL left open. */
@@ -192,8 +374,8 @@ static int close_transaction(call *k, int ok) {
 }
 
 static void reply(call *k, int ok) {
-    if (!ok) RedisModule_ReplyWithError(k->ctx, k->err);
-    else if (k->has_rows) result_reply(&rows, k->ctx);
+    if (!ok) reply_error(k->ctx, k->err);
+    else if (k->has_rows) result_reply(&rows, k->ctx, k->opt.format);
     else RedisModule_ReplyWithLongLong(k->ctx, k->changes);
 }
 
@@ -234,40 +416,69 @@ static int run_within_budget(call *k, const char *text, size_t len) {
     return ok;
 }
 
-static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString *sql,
-                       RedisModuleString **args, int nargs, int readonly) {
-    size_t len;
-    const char *text = RedisModule_StringPtrLen(sql, &len);
+/* Checks the options against the arguments: err set, non-zero when they
+ * do not fit. nvalues gets the number of values. */
+static int refuse_args(const options *o, int nargs, int *nvalues, char *err, size_t errlen) {
+    if (o->named && nargs % 2) {
+        snprintf(err, errlen, "ERR NAMED takes name value pairs after the SQL, but %d arguments were given", nargs);
+        return 1;
+    }
+    *nvalues = o->named ? nargs / 2 : nargs;
+    if (o->spec && o->spec_len != (size_t)*nvalues) {
+        snprintf(err, errlen, "ERR TYPES has %zu letters but %d values were given: one letter per value",
+                 o->spec_len, *nvalues);
+        return 1;
+    }
+    return 0;
+}
+
+/* Runs a call whose key is open: the SQL, then the flush and the reply. */
+static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key, const char *text, size_t len) {
+    k->c = cache_acquire(k->ctx, keyname, key, k->readonly, k->err, sizeof(k->err));
+    if (!k->c) {
+        reply_error(k->ctx, k->err);
+        return;
+    }
+    int ok = run_within_budget(k, text, len);
+    if (ok) ok = keyspace_store_flush(k->c->store, k->err, sizeof(k->err)) == 0; /* refused: nothing written */
+    if (!ok && keyspace_store_has_pending(k->c->store)) {
+        /* SQLite's cache holds commits that will never reach the hash. */
+        keyspace_store_discard(k->c->store);
+        k->c->stale = 1;
+    }
+    reply(k, ok);
+    result_reset(&rows);
+    cache_release(k->c);
+}
+
+/* argv: [options...] sql [arg ...] */
+static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString **argv, int argc,
+                       int readonly) {
     call k;
-    k.err[0] = 0;
-    if (refuse_text(text, len, k.err, sizeof(k.err))) return RedisModule_ReplyWithError(ctx, k.err);
+    memset(&k, 0, sizeof(k));
+    int nopt = parse_options(argv, argc, &k.opt, k.err, sizeof(k.err));
+    if (nopt < 0) return reply_error(ctx, k.err);
+    size_t len;
+    const char *text = RedisModule_StringPtrLen(argv[nopt], &len);
+    k.ctx = ctx;
+    k.args = argv + nopt + 1;
+    k.readonly = readonly;
+    if (refuse_text(text, len, k.err, sizeof(k.err)) ||
+        refuse_args(&k.opt, argc - nopt - 1, &k.nargs, k.err, sizeof(k.err)))
+        return reply_error(ctx, k.err);
     RedisModuleKey *key = RedisModule_OpenKey(ctx, keyname, readonly ? REDISMODULE_READ
                                                                       : REDISMODULE_READ | REDISMODULE_WRITE);
     int type = RedisModule_KeyType(key);
     if (type != REDISMODULE_KEYTYPE_EMPTY && type != REDISMODULE_KEYTYPE_HASH) {
         if (key) RedisModule_CloseKey(key);
-        return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+        return reply_error(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
     }
-    memset(&k, 0, sizeof(k));
-    k.ctx = ctx;
-    k.args = args;
-    k.nargs = nargs;
-    k.readonly = readonly;
-    k.c = cache_acquire(ctx, keyname, key, readonly, k.err, sizeof(k.err));
-    if (!k.c) {
-        if (key) RedisModule_CloseKey(key);
-        return RedisModule_ReplyWithError(ctx, k.err);
+    if (k.opt.named && k.nargs) { /* not on the hot path: NAMED only */
+        k.used = RedisModule_Alloc((size_t)k.nargs);
+        memset(k.used, 0, (size_t)k.nargs);
     }
-    int ok = run_within_budget(&k, text, len);
-    if (ok) ok = keyspace_store_flush(k.c->store, k.err, sizeof(k.err)) == 0; /* refused: nothing written */
-    if (!ok && keyspace_store_has_pending(k.c->store)) {
-        /* SQLite's cache holds commits that will never reach the hash. */
-        keyspace_store_discard(k.c->store);
-        k.c->stale = 1;
-    }
-    reply(&k, ok);
-    result_reset(&rows);
-    cache_release(k.c);
+    run_on_key(&k, keyname, key, text, len);
+    if (k.used) RedisModule_Free(k.used);
     if (key) RedisModule_CloseKey(key);
     return REDISMODULE_OK;
 }
@@ -275,20 +486,20 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
 int cmd_sql(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     if (argc < 2) return RedisModule_WrongArity(ctx);
     if (RedisModule_GetContextFlags(ctx) & REDISMODULE_CTX_FLAGS_CLUSTER)
-        return RedisModule_ReplyWithError(ctx, "ERR SQL works on the fixed key " DEFAULT_DB_KEY
-                                               ", which Redis Cluster cannot route: use SQL.EXEC <key> <sql>");
+        return reply_error(ctx, "ERR SQL works on the fixed key " DEFAULT_DB_KEY
+                                ", which Redis Cluster cannot route: use SQL.EXEC <key> <sql>");
     RedisModuleString *keyname = RedisModule_CreateString(ctx, DEFAULT_DB_KEY, strlen(DEFAULT_DB_KEY));
-    int r = run_command(ctx, keyname, argv[1], argv + 2, argc - 2, 0);
+    int r = run_command(ctx, keyname, argv + 1, argc - 1, 0);
     RedisModule_FreeString(ctx, keyname);
     return r;
 }
 
 int cmd_sql_exec(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     if (argc < 3) return RedisModule_WrongArity(ctx);
-    return run_command(ctx, argv[1], argv[2], argv + 3, argc - 3, 0);
+    return run_command(ctx, argv[1], argv + 2, argc - 2, 0);
 }
 
 int cmd_sql_query(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     if (argc < 3) return RedisModule_WrongArity(ctx);
-    return run_command(ctx, argv[1], argv[2], argv + 3, argc - 3, 1);
+    return run_command(ctx, argv[1], argv + 2, argc - 2, 1);
 }

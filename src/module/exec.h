@@ -7,6 +7,28 @@
 
 #define DEFAULT_DB_KEY "_sql:redis_db"
 
+/* A call's options (docs/COMMANDS.md): before the SQL. */
+typedef struct options {
+    int format;       /* RESULT_TYPED | RESULT_MAP */
+    int named;        /* NAMED: arguments are name value pairs */
+    const char *spec; /* TYPES: one letter per value, or NULL */
+    size_t spec_len;
+} options;
+
+/* What INFO kvsql shows of the commands since the module loaded. */
+typedef struct exec_stats {
+    long long errors_by_code[32]; /* SQLITE_<name> errors, by primary result code */
+    long long errors_usage;       /* ERR: the command was misused, or kvsql refused the SQL */
+    long long errors_other;       /* WRONGTYPE */
+    long long timeouts;           /* calls stopped by kvsql.query-timeout-ms */
+    long long kills;              /* calls stopped by SQL.KILL */
+    long long memory_stops;       /* calls stopped by kvsql.call-memory-kb */
+} exec_stats;
+
+exec_stats exec_get_stats(void);
+/* SQLite's name of a primary result code ("CONSTRAINT"), or NULL. */
+const char *exec_code_name(int code);
+
 int cmd_sql(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int cmd_sql_exec(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int cmd_sql_query(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);

@@ -15,15 +15,21 @@
 #include "store_keyspace.h"
 
 #include <sqlite3.h>
+#include <stdio.h>
 #include <string.h>
 
 #define MODULE_NAME "kvsql"
-#define MODULE_VERSION 1
+/* The version as Redis wants it, MMmmpp (MODULE LIST), and in words (INFO). */
+#define MODULE_VERSION 10100
+#define MODULE_VERSION_TEXT "1.1.0"
 
 static int setup_sqlite(void) {
     /* SQLite's memory through Redis, counted for kvsql.call-memory-kb. */
     int rc = sqlite3_config(SQLITE_CONFIG_MALLOC, &budget_memory_methods);
     if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    /* No bulk page allocation per connection: SQLite would take 20 pages
+     * (86 KB) at a connection's first read, even for a 2-page database. */
+    if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_PAGECACHE, NULL, 0, 0);
     /* Only Redis's main thread uses SQLite here: no connection mutexes. */
     if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
     /* No URI file names: "file:...?vfs=unix" must not reach the host. */
@@ -35,13 +41,16 @@ static int setup_sqlite(void) {
 
 /* ---- events: when a cached connection may be stale -------------------- */
 
+/* A hash-class event changed fields of the hash in place: its connection
+ * stays and takes a new snapshot (cache.h). Any other event replaced or
+ * removed the key: its connection goes. */
 static int on_key_event(RedisModuleCtx *ctx, int type, const char *event, RedisModuleString *key) {
-    (void)type;
     (void)event;
     if (keyspace_store_flushing() || cache_is_empty()) return REDISMODULE_OK; /* our own write, or none cached */
     size_t len;
     const char *k = RedisModule_StringPtrLen(key, &len);
-    cache_forget_key(RedisModule_GetSelectedDb(ctx), k, len);
+    if (type == REDISMODULE_NOTIFY_HASH) cache_key_changed(RedisModule_GetSelectedDb(ctx), k, len);
+    else cache_forget_key(RedisModule_GetSelectedDb(ctx), k, len);
     return REDISMODULE_OK;
 }
 
@@ -102,7 +111,7 @@ static int subscribe(RedisModuleCtx *ctx) {
 
 /* ---- configs ---------------------------------------------------------- */
 
-static long long max_connections = 128;
+static long long max_connections = 10000; /* ~30 KB each for a small database: docs/COMMANDS.md */
 
 static long long get_numeric(const char *name, void *priv) {
     (void)name;
@@ -134,28 +143,75 @@ static int register_configs(RedisModuleCtx *ctx) {
 
 /* ---- INFO kvsql ------------------------------------------------------ */
 
+/* errors_sqlite_<class> for every class met, errors_err, errors_other. */
+static void info_errors(RedisModuleInfoCtx *ctx, const exec_stats *es) {
+    long long total = es->errors_usage + es->errors_other;
+    for (int i = 0; i < 32; i++) total += es->errors_by_code[i];
+    RedisModule_InfoAddFieldLongLong(ctx, "errors", total);
+    RedisModule_InfoAddFieldLongLong(ctx, "errors_err", es->errors_usage);
+    for (int i = 1; i < 32; i++) {
+        const char *name = exec_code_name(i);
+        if (!name || !es->errors_by_code[i]) continue;
+        char field[48], *p = field + snprintf(field, sizeof(field), "errors_sqlite_%s", name);
+        for (char *q = field + 14; q < p; q++) *q = (char)(*q - 'A' + 'a');
+        RedisModule_InfoAddFieldLongLong(ctx, field, es->errors_by_code[i]);
+    }
+    RedisModule_InfoAddFieldLongLong(ctx, "errors_other", es->errors_other);
+}
+
 static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {
     (void)for_crash_report;
     cache_stats st = cache_get_stats();
+    exec_stats es = exec_get_stats();
     RedisModule_InfoAddSection(ctx, "");
+    RedisModule_InfoAddFieldCString(ctx, "version", MODULE_VERSION_TEXT);
+    RedisModule_InfoAddFieldCString(ctx, "sqlite_version", sqlite3_libversion());
     RedisModule_InfoAddFieldLongLong(ctx, "connections", st.connections);
     RedisModule_InfoAddFieldLongLong(ctx, "connections_opened", st.connections_opened);
     RedisModule_InfoAddFieldLongLong(ctx, "statements_prepared", st.statements_prepared);
     RedisModule_InfoAddFieldLongLong(ctx, "statement_cache_hits", st.statement_cache_hits);
     RedisModule_InfoAddFieldLongLong(ctx, "statement_cache_bytes", st.statement_cache_bytes);
+    RedisModule_InfoAddFieldLongLong(ctx, "snapshots_renewed", st.snapshots_renewed);
     RedisModule_InfoAddFieldLongLong(ctx, "sqlite_memory", budget_memory_used());
+    RedisModule_InfoAddFieldLongLong(ctx, "timeouts", es.timeouts);
+    RedisModule_InfoAddFieldLongLong(ctx, "kills", es.kills);
+    RedisModule_InfoAddFieldLongLong(ctx, "memory_stops", es.memory_stops);
+    info_errors(ctx, &es);
 }
 
 /* ---- commands --------------------------------------------------------- */
 
 static const RedisModuleCommandInfoVersion info_version = {
-    1, sizeof(RedisModuleCommandHistoryEntry), sizeof(RedisModuleCommandKeySpec), sizeof(kvsql_command_arg_layout),
+    1, sizeof(RedisModuleCommandHistoryEntry), sizeof(RedisModuleCommandKeySpec), sizeof(RedisModuleCommandArg),
 };
 
-/* Arity, summary and the key spec (argument 1, with key_flags; none when
- * 0), so COMMAND DOCS, ACL key permissions and cluster clients see them. */
+/* The arguments COMMAND DOCS shows: [key] [options] sql [arg ...]. */
+#define OPTIONAL REDISMODULE_CMD_ARG_OPTIONAL
+#define SQL_ARGS                                                                                              \
+    {"typed", REDISMODULE_ARG_TYPE_PURE_TOKEN, -1, "TYPED", "Each value as [type, text].", "1.1.0", OPTIONAL,  \
+     NULL, NULL},                                                                                             \
+        {"map", REDISMODULE_ARG_TYPE_PURE_TOKEN, -1, "MAP", "Each row as a map: column name -> value.",        \
+         "1.1.0", OPTIONAL, NULL, NULL},                                                                      \
+        {"named", REDISMODULE_ARG_TYPE_PURE_TOKEN, -1, "NAMED", "Arguments are name value pairs.", "1.1.0",   \
+         OPTIONAL, NULL, NULL},                                                                               \
+        {"spec", REDISMODULE_ARG_TYPE_STRING, -1, "TYPES",                                                    \
+         "One letter per value: a(uto) i(nteger) r(eal) t(ext) b(lob) n(ull).", "1.1.0", OPTIONAL, NULL,      \
+         NULL},                                                                                               \
+        {"sql", REDISMODULE_ARG_TYPE_STRING, -1, NULL, "One or more SQL statements.", NULL, 0, NULL, NULL},   \
+        {"arg", REDISMODULE_ARG_TYPE_STRING, -1, NULL, "Values of the parameters.", NULL,                     \
+         OPTIONAL | REDISMODULE_CMD_ARG_MULTIPLE, NULL, NULL},                                                \
+        {0}
+
+static RedisModuleCommandArg keyed_args[] = {
+    {"key", REDISMODULE_ARG_TYPE_KEY, 0, NULL, "The hash that holds the database.", NULL, 0, NULL, NULL},
+    SQL_ARGS};
+static RedisModuleCommandArg keyless_args[] = {SQL_ARGS};
+
+/* Arity, summary, arguments and the key spec (argument 1, with key_flags;
+ * none when 0), so COMMAND DOCS, ACL key permissions and cluster clients
+ * see them. */
 static int describe(RedisModuleCtx *ctx, const char *name, int arity, const char *summary, uint64_t key_flags,
-                    const char *acl_categories) {
+                    RedisModuleCommandArg *args, const char *acl_categories) {
     RedisModuleCommand *cmd = RedisModule_GetCommand(ctx, name);
     RedisModuleCommandKeySpec specs[2];
     memset(specs, 0, sizeof(specs)); /* a zeroed entry ends the list */
@@ -173,6 +229,7 @@ static int describe(RedisModuleCtx *ctx, const char *name, int arity, const char
     info.since = "1.0.0";
     info.arity = arity;
     info.key_specs = key_flags ? specs : NULL;
+    info.args = args;
     if (!cmd || RedisModule_SetCommandInfo(cmd, &info) != REDISMODULE_OK) return REDISMODULE_ERR;
     if (RedisModule_SetCommandACLCategories) /* Redis 7.2 and later */
         RedisModule_SetCommandACLCategories(cmd, acl_categories);
@@ -187,24 +244,37 @@ static int create_commands(RedisModuleCtx *ctx) {
         RedisModule_CreateCommand(ctx, "sql.query", cmd_sql_query, "readonly", 1, 1, 1) != REDISMODULE_OK ||
         RedisModule_CreateCommand(ctx, "sql.kill", cmd_sql_kill, "allow-busy deny-script", 0, 0, 0) != REDISMODULE_OK)
         return REDISMODULE_ERR;
-    if (describe(ctx, "sql", -2, "Runs SQL on the database at _sql:redis_db.", 0, "write slow") != REDISMODULE_OK ||
-        describe(ctx, "sql.exec", -3, "Runs SQL on the database stored in a hash.", writes, "write slow") !=
+    if (describe(ctx, "sql", -2, "Runs SQL on the database at _sql:redis_db.", 0, keyless_args, "write slow") !=
             REDISMODULE_OK ||
-        describe(ctx, "sql.query", -3, "Runs read-only SQL on the database stored in a hash.", reads,
+        describe(ctx, "sql.exec", -3, "Runs SQL on the database stored in a hash.", writes, keyed_args,
+                 "write slow") != REDISMODULE_OK ||
+        describe(ctx, "sql.query", -3, "Runs read-only SQL on the database stored in a hash.", reads, keyed_args,
                  "read slow") != REDISMODULE_OK ||
-        describe(ctx, "sql.kill", 1, "Stops the SQL that is running.", 0, "slow") != REDISMODULE_OK)
+        describe(ctx, "sql.kill", 1, "Stops the SQL that is running.", 0, NULL, "slow") != REDISMODULE_OK)
         return REDISMODULE_ERR;
     return REDISMODULE_OK;
 }
 
+/* kvsql takes no load arguments: its settings are configs. A word after
+ * the module's path is a mistake worth stopping for, not ignoring. */
+static int refuse_load_arguments(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
+    if (argc == 0) return REDISMODULE_OK;
+    size_t len;
+    const char *arg = RedisModule_StringPtrLen(argv[0], &len);
+    RedisModule_Log(ctx, "warning",
+                    "kvsql: unknown load argument '%.100s': kvsql takes no load arguments; set its configs after "
+                    "--loadmodule as --kvsql.NAME VALUE, or with CONFIG SET (docs/COMMANDS.md, Configs)",
+                    arg);
+    return REDISMODULE_ERR;
+}
+
 __attribute__((visibility("default"))) int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
-    (void)argv;
-    (void)argc;
     const char *missing = NULL;
     if (redis_api_init(ctx, MODULE_NAME, MODULE_VERSION, &missing) != REDISMODULE_OK) {
         if (RedisModule_Log) RedisModule_Log(ctx, "warning", "kvsql: this Redis lacks %s", missing);
         return REDISMODULE_ERR;
     }
+    if (refuse_load_arguments(ctx, argv, argc) != REDISMODULE_OK) return REDISMODULE_ERR;
     int rc = setup_sqlite();
     if (rc != SQLITE_OK) {
         RedisModule_Log(ctx, "warning", "kvsql: cannot set up SQLite: %s", sqlite3_errstr(rc));

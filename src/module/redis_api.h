@@ -59,7 +59,7 @@ typedef enum {
     REDISMODULE_KSPEC_FK_KEYNUM
 } RedisModuleKeySpecFindKeysType;
 
-typedef struct RedisModuleCommandArg RedisModuleCommandArg; /* not used: no args declared */
+typedef struct RedisModuleCommandArg RedisModuleCommandArg; /* completed below */
 
 typedef struct {
     const char *since;
@@ -94,18 +94,6 @@ typedef struct {
     } fk;
 } RedisModuleCommandKeySpec;
 
-/* The layout of RedisModuleCommandArg, for its size only. */
-typedef struct {
-    const char *name;
-    int type;
-    int key_spec_index;
-    const char *token;
-    const char *summary;
-    const char *since;
-    int flags;
-    const char *deprecated_since;
-    void *subargs;
-} kvsql_command_arg_layout;
 
 typedef struct {
     int version;
@@ -258,10 +246,49 @@ typedef struct RedisModuleCallReply RedisModuleCallReply;
 #define REDIS_API_OPTIONAL_ENTRIES(X) \
     X(int, SetCommandACLCategories, (RedisModuleCommand * command, const char *categories))
 
+/* ---- replies, INFO fields and command docs (exec.c, result.c, module.c):
+ * typed replies for RESP3 clients, INFO kvsql versions, COMMAND DOCS
+ * arguments. Owned by the commands' engineer; resolved like the above. */
+#define REDISMODULE_CTX_FLAGS_RESP3 (1 << 22)
+
+typedef enum {
+    REDISMODULE_ARG_TYPE_STRING,
+    REDISMODULE_ARG_TYPE_INTEGER,
+    REDISMODULE_ARG_TYPE_DOUBLE,
+    REDISMODULE_ARG_TYPE_KEY,
+    REDISMODULE_ARG_TYPE_PATTERN,
+    REDISMODULE_ARG_TYPE_UNIX_TIME,
+    REDISMODULE_ARG_TYPE_PURE_TOKEN,
+    REDISMODULE_ARG_TYPE_ONEOF,
+    REDISMODULE_ARG_TYPE_BLOCK
+} RedisModuleCommandArgType;
+
+#define REDISMODULE_CMD_ARG_OPTIONAL (1 << 0)
+#define REDISMODULE_CMD_ARG_MULTIPLE (1 << 1)
+
+/* Completes the RedisModuleCommandArg declared above (Redis 7.0 layout). */
+struct RedisModuleCommandArg {
+    const char *name;
+    RedisModuleCommandArgType type;
+    int key_spec_index;
+    const char *token;
+    const char *summary;
+    const char *since;
+    int flags;
+    const char *deprecated_since;
+    struct RedisModuleCommandArg *subargs;
+};
+
+#define REDIS_API_REPLY_ENTRIES(X)                                                                   \
+    X(int, ReplyWithDouble, (RedisModuleCtx * ctx, double d))                                        \
+    X(int, ReplyWithMap, (RedisModuleCtx * ctx, long len))                                           \
+    X(int, InfoAddFieldCString, (RedisModuleInfoCtx * ctx, const char *field, const char *value))
+
 #define REDIS_API_DECLARE(ret, name, params) extern ret(*RedisModule_##name) params;
 REDIS_API_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_PROTOCOL_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_OPTIONAL_ENTRIES(REDIS_API_DECLARE)
+REDIS_API_REPLY_ENTRIES(REDIS_API_DECLARE)
 #undef REDIS_API_DECLARE
 
 /* Resolves every entry above and registers the module name. On failure

@@ -2,8 +2,10 @@
  *
  * Encoding in rows, one value after another: a type byte (SQLITE_INTEGER,
  * SQLITE_FLOAT, SQLITE_TEXT, SQLITE_BLOB, SQLITE_NULL), then for INTEGER
- * 8 bytes, for FLOAT/TEXT/BLOB a 4-byte length and the bytes (a REAL as
- * text that reads back exactly), for NULL nothing. */
+ * and FLOAT 8 bytes (the int64 or the double), for TEXT/BLOB a 4-byte
+ * length and the bytes, for NULL nothing. A REAL is put in words only at
+ * reply time: RESP3 clients get it as a double, others as the shortest
+ * decimal that reads back exactly. */
 #include "result.h"
 
 #include <float.h>
@@ -151,18 +153,13 @@ static int add_value(result *r, sqlite3_stmt *stmt, int i) {
         sqlite3_int64 v = sqlite3_column_int64(stmt, i);
         return append(&r->rows, &v, 8);
     }
-    char text[40];
-    const void *p;
-    uint32_t n;
     if (type == SQLITE_FLOAT) {
-        real_to_text(sqlite3_column_double(stmt, i), text);
-        p = text;
-        n = (uint32_t)strlen(text);
-    } else {
-        p = type == SQLITE_BLOB ? sqlite3_column_blob(stmt, i) : (const void *)sqlite3_column_text(stmt, i);
-        n = (uint32_t)sqlite3_column_bytes(stmt, i);
-        if (!p && n) return SQLITE_NOMEM;
+        double d = sqlite3_column_double(stmt, i);
+        return append(&r->rows, &d, 8);
     }
+    const void *p = type == SQLITE_BLOB ? sqlite3_column_blob(stmt, i) : (const void *)sqlite3_column_text(stmt, i);
+    uint32_t n = (uint32_t)sqlite3_column_bytes(stmt, i);
+    if (!p && n) return SQLITE_NOMEM;
     if (append(&r->rows, &n, 4) != SQLITE_OK) return SQLITE_NOMEM;
     return append(&r->rows, p, n);
 }
@@ -205,33 +202,105 @@ static void reply_header(result *r, RedisModuleCtx *ctx) {
     }
 }
 
-/* Replies one value at *at and moves past it. */
-static void reply_value(result *r, RedisModuleCtx *ctx, size_t *at) {
-    const unsigned char *p = r->rows.p;
-    int type = p[(*at)++];
-    if (type == SQLITE_NULL) {
-        RedisModule_ReplyWithNull(ctx);
-        return;
+static const char *type_name(int type) {
+    switch (type) {
+    case SQLITE_INTEGER: return "integer";
+    case SQLITE_FLOAT: return "real";
+    case SQLITE_TEXT: return "text";
+    case SQLITE_BLOB: return "blob";
+    default: return "null";
     }
-    if (type == SQLITE_INTEGER) {
-        long long v;
-        memcpy(&v, p + *at, 8);
-        *at += 8;
-        RedisModule_ReplyWithLongLong(ctx, v);
-        return;
-    }
-    uint32_t n;
-    memcpy(&n, p + *at, 4);
-    RedisModule_ReplyWithStringBuffer(ctx, (const char *)p + *at + 4, n);
-    *at += 4 + (size_t)n;
 }
 
-void result_reply(result *r, RedisModuleCtx *ctx) {
+/* One value, decoded from the buffer. */
+typedef struct value {
+    int type;
+    long long i;
+    double d;
+    const char *p; /* TEXT, BLOB */
+    uint32_t n;
+} value;
+
+/* Reads the value at *at and moves past it. */
+static value next_value(const result *r, size_t *at) {
+    const unsigned char *p = r->rows.p;
+    value v = {p[(*at)++], 0, 0, NULL, 0};
+    if (v.type == SQLITE_INTEGER) {
+        memcpy(&v.i, p + *at, 8);
+        *at += 8;
+    } else if (v.type == SQLITE_FLOAT) {
+        memcpy(&v.d, p + *at, 8);
+        *at += 8;
+    } else if (v.type != SQLITE_NULL) {
+        memcpy(&v.n, p + *at, 4);
+        v.p = (const char *)p + *at + 4;
+        *at += 4 + (size_t)v.n;
+    }
+    return v;
+}
+
+/* The default reply of a value: integer, nil, bulk string; a REAL as a
+ * RESP3 double for RESP3 clients, else as its shortest decimal. */
+static void reply_value(RedisModuleCtx *ctx, const value *v, int resp3) {
+    char text[40];
+    switch (v->type) {
+    case SQLITE_NULL: RedisModule_ReplyWithNull(ctx); break;
+    case SQLITE_INTEGER: RedisModule_ReplyWithLongLong(ctx, v->i); break;
+    case SQLITE_FLOAT:
+        if (resp3) {
+            RedisModule_ReplyWithDouble(ctx, v->d);
+            break;
+        }
+        real_to_text(v->d, text);
+        RedisModule_ReplyWithStringBuffer(ctx, text, strlen(text));
+        break;
+    default: RedisModule_ReplyWithStringBuffer(ctx, v->p, v->n);
+    }
+}
+
+/* The TYPED reply of a value: [type, text], text nil for NULL. Integers
+ * and REALs as decimal text, so no client rounds them. */
+static void reply_typed_value(RedisModuleCtx *ctx, const value *v) {
+    const char *name = type_name(v->type);
+    char text[40];
+    RedisModule_ReplyWithArray(ctx, 2);
+    RedisModule_ReplyWithStringBuffer(ctx, name, strlen(name));
+    switch (v->type) {
+    case SQLITE_NULL: RedisModule_ReplyWithNull(ctx); return;
+    case SQLITE_INTEGER: snprintf(text, sizeof(text), "%lld", v->i); break;
+    case SQLITE_FLOAT: real_to_text(v->d, text); break;
+    default: RedisModule_ReplyWithStringBuffer(ctx, v->p, v->n); return;
+    }
+    RedisModule_ReplyWithStringBuffer(ctx, text, strlen(text));
+}
+
+/* The column names, one after another in r->head: moves past name i's type too. */
+static const char *next_name(const char **at) {
+    const char *name = *at;
+    const char *type = name + strlen(name) + 1;
+    *at = type + strlen(type) + 1;
+    return name;
+}
+
+static void reply_row(result *r, RedisModuleCtx *ctx, size_t *at, int format, int resp3) {
+    const char *names = (const char *)r->head.p;
+    if (format & RESULT_MAP) RedisModule_ReplyWithMap(ctx, r->ncols);
+    else RedisModule_ReplyWithArray(ctx, r->ncols);
+    for (int i = 0; i < r->ncols; i++) {
+        if (format & RESULT_MAP) {
+            const char *name = next_name(&names);
+            RedisModule_ReplyWithStringBuffer(ctx, name, strlen(name));
+        }
+        value v = next_value(r, at);
+        if (format & RESULT_TYPED) reply_typed_value(ctx, &v);
+        else reply_value(ctx, &v, resp3);
+    }
+}
+
+void result_reply(result *r, RedisModuleCtx *ctx, int format) {
+    int resp3 = (RedisModule_GetContextFlags(ctx) & REDISMODULE_CTX_FLAGS_RESP3) != 0;
     RedisModule_ReplyWithArray(ctx, 1 + r->nrows);
     reply_header(r, ctx);
     size_t at = 0;
-    for (long long row = 0; row < r->nrows; row++) {
-        RedisModule_ReplyWithArray(ctx, r->ncols);
-        for (int i = 0; i < r->ncols; i++) reply_value(r, ctx, &at);
-    }
+    for (long long row = 0; row < r->nrows; row++) reply_row(r, ctx, &at, format, resp3);
 }

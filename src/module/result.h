@@ -31,6 +31,10 @@ void result_reset(result *r);
 int result_begin(result *r, sqlite3_stmt *stmt);
 /* Appends the current row of stmt. Returns SQLITE_OK or SQLITE_NOMEM. */
 int result_add_row(result *r, sqlite3_stmt *stmt);
-void result_reply(result *r, RedisModuleCtx *ctx);
+/* Reply formats (docs/COMMANDS.md), or'ed; 0 is the default reply. */
+#define RESULT_TYPED 1 /* each value as [type, text] */
+#define RESULT_MAP 2   /* each row as a map: column name -> value */
+/* Replies [header, row...]: the kvsql reply shape, in the given format. */
+void result_reply(result *r, RedisModuleCtx *ctx, int format);
 
 #endif

@@ -18,6 +18,7 @@
 
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct keyspace_store {
@@ -28,6 +29,7 @@ typedef struct keyspace_store {
     int readonly;
     uint32_t page_size;        /* of the hash: set by keyspace_store_check and flushes */
     uint32_t known_hlen;       /* HLEN of the hash when this store last saw it */
+    uint32_t generation;       /* moves when the hash changed behind the store */
     pagemap pending;           /* pages committed by SQLite in this command */
     int has_pending;
     uint32_t pending_npages;
@@ -101,6 +103,7 @@ static int ks_begin(kvsql_store *s, kvsql_txn *t) {
         t->npages = stored_npages(k);
         t->page_size = t->npages ? k->page_size : 0;
     }
+    t->generation = k->generation; /* a new one makes the VFS drop SQLite's page cache */
     t->level = KVSQL_LOCK_READ;
     return SQLITE_OK;
 }
@@ -203,6 +206,7 @@ void keyspace_store_attach(kvsql_store *s, RedisModuleCtx *ctx, RedisModuleKey *
 
 void keyspace_store_detach(kvsql_store *s) {
     keyspace_store *k = (keyspace_store *)s;
+    if (!k->has_pending) pagemap_clear(&k->pending); /* an idle connection keeps no page buffers */
     k->ctx = NULL;
     k->key = NULL;
     k->keyname = NULL;
@@ -235,6 +239,14 @@ int keyspace_store_matches(kvsql_store *s, RedisModuleKey *key) {
     return (hash ? (uint32_t)RedisModule_ValueLength(key) : 0) == k->known_hlen;
 }
 
+void keyspace_store_changed(kvsql_store *s) {
+    ((keyspace_store *)s)->generation++;
+}
+
+int keyspace_store_page_size(kvsql_store *s) {
+    return (int)((keyspace_store *)s)->page_size;
+}
+
 int keyspace_store_has_pending(kvsql_store *s) {
     return ((keyspace_store *)s)->has_pending;
 }
@@ -245,13 +257,17 @@ void keyspace_store_discard(kvsql_store *s) {
     k->has_pending = 0;
 }
 
-/* Whether field index already holds exactly this page. */
-static int unchanged(keyspace_store *k, uint32_t index, const void *page, uint32_t len) {
-    RedisModuleString *v = get_field(k, index);
+/* Whether page 1 in the hash equals `page` but for the file change counter
+ * (bytes 24-27) and its "valid for" copy (92-95): SQLite moves them at the
+ * first commit after it takes its lock, and the VFS shows each connection
+ * its own counter anyway (src/vfs.c), so such a page 1 is left out. */
+static int page1_unchanged(keyspace_store *k, const unsigned char *page, uint32_t len) {
+    RedisModuleString *v = get_field(k, 0);
     if (!v) return 0;
     size_t vlen;
-    const char *data = RedisModule_StringPtrLen(v, &vlen);
-    int same = vlen == len && memcmp(data, page, len) == 0;
+    const unsigned char *old = (const unsigned char *)RedisModule_StringPtrLen(v, &vlen);
+    int same = vlen == len && len >= 100 && memcmp(old, page, 24) == 0 && memcmp(old + 28, page + 28, 64) == 0 &&
+               memcmp(old + 96, page + 96, len - 96) == 0;
     RedisModule_FreeString(k->ctx, v);
     return same;
 }
@@ -262,13 +278,18 @@ typedef struct change {
     const void *page;
 } change;
 
-/* The pending pages whose bytes differ from the hash's, into out. */
+/* The pending pages to write, into out. SQLite hands the VFS only pages it
+ * changed (a B-tree leaves a page clean when a cell is rewritten with the
+ * same bytes), so only page 1 is compared with the hash: its counter
+ * moves alone at the first commit of a lock. Comparing every page cost an
+ * HGET copy of each, a third of an insert (bench/PROFILE.md). */
 static size_t changed_pages(keyspace_store *k, change *out) {
     size_t n = 0;
     for (size_t i = 0; i < k->pending.cap; i++) {
         pagemap_slot *sl = &k->pending.slots[i];
-        if (sl->page && !unchanged(k, sl->index, sl->page, k->pending_page_size))
-            out[n++] = (change){sl->index, sl->page};
+        if (!sl->page) continue;
+        if (sl->index == 0 && page1_unchanged(k, sl->page, k->pending_page_size)) continue;
+        out[n++] = (change){sl->index, sl->page};
     }
     return n;
 }
@@ -351,6 +372,72 @@ static int prepare_write(keyspace_store *k, const change *c, size_t nc, uint32_t
     return rc;
 }
 
+/* ---- commits too big for the replication link ---------------------------- */
+
+/* Below this many bytes a commit is not checked against the replicas'
+ * output buffer limit (the check costs two calls into Redis). */
+#define REPL_CHECK_MIN_BYTES (64 * 1024)
+
+/* About how many bytes the write of nc pages and ndel deletions adds to
+ * the replication stream: each field and page with RESP framing. */
+static size_t propagated_bytes(keyspace_store *k, size_t nc, size_t ndel) {
+    return nc * ((size_t)k->pending_page_size + 40) + ndel * 24 + 256;
+}
+
+/* How many replicas this server feeds, in any state (INFO's
+ * connected_slaves: a replica still syncing has an output buffer too). */
+static long long replica_count(RedisModuleCtx *ctx) {
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "INFO", "c", "replication");
+    long long n = 0;
+    size_t len = 0;
+    const char *text = r ? RedisModule_CallReplyStringPtr(r, &len) : NULL;
+    const char *field = "connected_slaves:";
+    for (size_t i = 0; text && i + strlen(field) < len; i++) {
+        if ((i == 0 || text[i - 1] == '\n') && strncmp(text + i, field, strlen(field)) == 0) {
+            n = strtoll(text + i + strlen(field), NULL, 10);
+            break;
+        }
+    }
+    if (r) RedisModule_FreeCallReply(r);
+    return n;
+}
+
+/* The hard limit of client-output-buffer-limit for replicas, in bytes
+ * (0: none): the value reads "normal 0 0 0 slave 268435456 67108864 60 ...". */
+static long long replica_hard_limit(RedisModuleCtx *ctx) {
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "CONFIG", "cc", "GET", "client-output-buffer-limit");
+    long long hard = 0;
+    if (r && RedisModule_CallReplyType(r) == REDISMODULE_REPLY_ARRAY && RedisModule_CallReplyLength(r) >= 2) {
+        size_t len;
+        const char *v = RedisModule_CallReplyStringPtr(RedisModule_CallReplyArrayElement(r, 1), &len);
+        char buf[512];
+        snprintf(buf, sizeof(buf), "%.*s", v ? (int)(len < sizeof(buf) ? len : sizeof(buf) - 1) : 0, v ? v : "");
+        const char *p = strstr(buf, "slave ");
+        if (!p) p = strstr(buf, "replica ");
+        if (p) hard = strtoll(strchr(p, ' ') + 1, NULL, 10);
+    }
+    if (r) RedisModule_FreeCallReply(r);
+    return hard;
+}
+
+/* Refuses, before anything is written, a commit that would overflow the
+ * output buffer Redis keeps for each replica: Redis would drop the replica
+ * and force a full resync (docs/COMMANDS.md, "Big writes and replicas").
+ * Returns 0, or -1 with an error reply text in err. */
+static int check_replication_room(keyspace_store *k, size_t nc, size_t ndel, char *err, size_t errlen) {
+    size_t bytes = propagated_bytes(k, nc, ndel);
+    if (bytes < REPL_CHECK_MIN_BYTES) return 0;
+    long long hard = replica_hard_limit(k->ctx);
+    if (hard <= 0 || (long long)bytes <= hard || replica_count(k->ctx) == 0) return 0;
+    snprintf(err, errlen,
+             "ERR kvsql: this write would send about %zu bytes to the replicas at once, more than "
+             "client-output-buffer-limit allows a replica (hard limit %lld bytes): Redis would drop the "
+             "replica and resync it in full. Nothing was written. Raise the limit (CONFIG SET "
+             "client-output-buffer-limit \"replica <hard> <soft> <seconds>\") or write in smaller calls",
+             bytes, hard);
+    return -1;
+}
+
 /* Forgets the pending pages after they were written (or found unchanged). */
 static void finish_flush(keyspace_store *k) {
     k->page_size = k->pending_page_size;
@@ -375,8 +462,10 @@ int keyspace_store_flush(kvsql_store *s, char *err, size_t errlen) {
     if (nc || old_npages > k->pending_npages) {
         aux_keys a;
         aux_keys_make(k->ctx, k->keyname, &a);
+        size_t ndel = old_npages > k->pending_npages ? old_npages - k->pending_npages : 0;
         flushing = 1; /* keyspace events of our own writes */
-        rc = prepare_write(k, c, nc, old_npages, &a, err, errlen);
+        rc = check_replication_room(k, nc, ndel, err, errlen);
+        if (rc == 0) rc = prepare_write(k, c, nc, old_npages, &a, err, errlen);
         if (rc == 0) write_changes(k, c, nc, old_npages, &a);
         flushing = 0;
         aux_keys_free(k->ctx, &a);

@@ -8,7 +8,8 @@
  * propagated to replicas and the AOF as exactly those commands, with
  * INCR of the database's version) or discards them. So one command is one
  * atomic change of the hash. Pages whose bytes did not change are left out
- * of the HSET. */
+ * of the HSET. A commit that would overflow a replica's output buffer
+ * (client-output-buffer-limit) is refused before anything is written. */
 #ifndef KVSQL_STORE_KEYSPACE_H
 #define KVSQL_STORE_KEYSPACE_H
 
@@ -31,6 +32,15 @@ int keyspace_store_check(kvsql_store *s);
  * last saw: a cheap check for changes Redis makes without any event (a
  * cluster node dropping the keys of a slot it lost). */
 int keyspace_store_matches(kvsql_store *s, RedisModuleKey *key);
+
+/* The hash changed behind the store (a replicated HSET, a library
+ * client's commit, a user's HSET): the next snapshot the store hands out
+ * is a new one, so the VFS makes SQLite drop its page cache (the parsed
+ * schema stays unless the schema cookie moved). Call
+ * keyspace_store_check() before the store is used again. */
+void keyspace_store_changed(kvsql_store *s);
+/* The page size of the hash as last checked or written (0: empty). */
+int keyspace_store_page_size(kvsql_store *s);
 
 int keyspace_store_has_pending(kvsql_store *s);
 /* Writes the pending pages to the hash and propagates them, following the
