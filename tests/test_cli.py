@@ -8,12 +8,15 @@ import subprocess
 import pytest
 
 from harness import BUILD, ROOT
+from libhelp import env
 
 KVSQL = os.path.join(ROOT, BUILD, "kvsql")
 
 
 def kvsql(*args, stdin=None):
-    return subprocess.run([KVSQL, *args], capture_output=True, text=True, timeout=60, input=stdin)
+    """Runs the command as a user would; in a sanitized build `kvsql shell`
+    starts the system sqlite3, which must get the sanitizer runtime first."""
+    return subprocess.run([KVSQL, *args], capture_output=True, text=True, timeout=60, input=stdin, env=env())
 
 
 def url(server, key):
