@@ -82,6 +82,10 @@ typedef struct kvsql_redis_stats {
     sqlite3_int64 stale;         /* refused: a commit came after the snapshot */
     sqlite3_int64 script_loads;  /* NOSCRIPT answered: the script was sent whole */
     sqlite3_int64 end_errors;    /* end-of-transaction replies that were errors */
+    sqlite3_int64 redirects;     /* Redis Cluster MOVED/ASK replies followed */
+    sqlite3_int64 wait_short;    /* commits (landed) that fewer replicas than wait= acknowledged */
+    sqlite3_int64 log_begins;    /* begins that kept the page cache across others' commits (T:log) */
+    sqlite3_int64 log_pages;     /* pages those begins learned had changed */
 } kvsql_redis_stats;
 
 /* Fills out with the counters of the redis store of db's schema (NULL:

@@ -67,6 +67,15 @@ int kvsql_has_hash_tag(const char *key, size_t len);
 #define KVSQL_AUX_UNDO ":undo"
 #define KVSQL_AUX_UNDO_IDX ":undo:idx"
 #define KVSQL_AUX_UNDO_VER ":undo:ver"
+#define KVSQL_AUX_LOG ":log"
+
+/* The changelog T:log (docs/FORMAT.md): a list, newest first, of entries
+ * "<version>:<page>,<page>,..." (the pages below the old length that
+ * commit <version> overwrote or cut off, decimal) or "<version>:*" when
+ * there were more than KVSQL_LOG_ENTRY_PAGES; at most KVSQL_LOG_ENTRIES
+ * entries are kept. Written by every commit while the key exists. */
+#define KVSQL_LOG_ENTRIES 64
+#define KVSQL_LOG_ENTRY_PAGES 256
 
 /* Writes the name of the auxiliary key `suffix` (a KVSQL_AUX_*) of key
  * (len bytes) into out: T + suffix, where T is key itself when it has a

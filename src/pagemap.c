@@ -126,6 +126,14 @@ int pagemap_remove_at(pagemap *m, size_t i) {
     return 1;
 }
 
+int pagemap_remove(pagemap *m, uint32_t index) {
+    if (m->count == 0) return 0;
+    pagemap_slot *s = find(m, index);
+    if (!s->page) return 0;
+    remove_slot(m, (size_t)(s - m->slots));
+    return 1;
+}
+
 void pagemap_drop_from(pagemap *m, uint32_t first) {
     size_t i = 0;
     while (i < m->cap) {

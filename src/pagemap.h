@@ -45,6 +45,8 @@ void pagemap_set_owned(pagemap *m, uint32_t index, void *page);
 /* Frees and removes the page in slot i (for removal while iterating:
  * another entry may move into slot i). Returns 1 if a page was there. */
 int pagemap_remove_at(pagemap *m, size_t i);
+/* Frees and removes the page at index. Returns 1 if a page was there. */
+int pagemap_remove(pagemap *m, uint32_t index);
 /* Frees and removes every page whose index is >= first. */
 void pagemap_drop_from(pagemap *m, uint32_t first);
 /* Iteration: for (i = 0; i < m->cap; i++) if (m->slots[i].page) ... */

@@ -18,6 +18,7 @@ void kvsql_redis_config_defaults(kvsql_redis_config *c) {
     c->connect_timeout_ms = 2000;
     c->timeout_ms = 30000;
     c->lease_ms = 10000;
+    c->wait_timeout_ms = 1000;
 }
 
 /* A decimal integer in [lo, hi], the whole string. */
@@ -100,6 +101,10 @@ int kvsql_redis_config_apply(kvsql_redis_config *c, kvsql_param_lookup get, void
         return -1;
     if (apply_int("timeout_ms", get(ctx, "timeout_ms"), 0, 3600000, &c->timeout_ms, err, errlen) != 0) return -1;
     if (apply_int("lease_ms", get(ctx, "lease_ms"), 10, 3600000, &c->lease_ms, err, errlen) != 0) return -1;
+    if (apply_int("wait", get(ctx, "wait"), 0, 1000, &c->wait_replicas, err, errlen) != 0) return -1;
+    if (apply_int("wait_timeout_ms", get(ctx, "wait_timeout_ms"), 1, 3600000, &c->wait_timeout_ms, err, errlen) !=
+        0)
+        return -1;
     return 0;
 }
 

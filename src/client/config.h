@@ -19,6 +19,8 @@ typedef struct kvsql_redis_config {
     int connect_timeout_ms;
     int timeout_ms;     /* per command; 0: wait forever */
     int lease_ms;       /* writer lease and reader registration */
+    int wait_replicas;  /* wait=: after each commit, WAIT for this many replicas (0: no WAIT) */
+    int wait_timeout_ms; /* wait_timeout_ms=: WAIT's timeout */
 } kvsql_redis_config;
 
 /* Built-in defaults: 127.0.0.1:6379, db 0, no password. */
@@ -28,7 +30,7 @@ void kvsql_redis_config_defaults(kvsql_redis_config *c);
 typedef const char *(*kvsql_param_lookup)(void *ctx, const char *name);
 
 /* Overlays the parameters that lookup finds (redis, user, password, db,
- * connect_timeout_ms, timeout_ms, lease_ms) on c. Returns 0, or -1 with
+ * connect_timeout_ms, timeout_ms, lease_ms, wait, wait_timeout_ms) on c. Returns 0, or -1 with
  * why in err. */
 int kvsql_redis_config_apply(kvsql_redis_config *c, kvsql_param_lookup lookup, void *ctx, char *err,
                              size_t errlen);

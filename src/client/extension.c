@@ -88,9 +88,11 @@ static void sql_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     char *json = sqlite3_mprintf(
         "{\"round_trips\":%lld,\"connects\":%lld,\"begins\":%lld,\"reads\":%lld,\"pages_read\":%lld,"
         "\"locks\":%lld,\"commits\":%lld,\"pages_written\":%lld,\"busy\":%lld,\"stale\":%lld,"
-        "\"script_loads\":%lld,\"end_errors\":%lld}",
+        "\"script_loads\":%lld,\"end_errors\":%lld,\"redirects\":%lld,\"wait_short\":%lld,"
+        "\"log_begins\":%lld,\"log_pages\":%lld}",
         st.round_trips, st.connects, st.begins, st.reads, st.pages_read, st.locks, st.commits, st.pages_written,
-        st.busy, st.stale, st.script_loads, st.end_errors);
+        st.busy, st.stale, st.script_loads, st.end_errors, st.redirects, st.wait_short, st.log_begins,
+        st.log_pages);
     if (!json) sqlite3_result_error_nomem(ctx);
     else sqlite3_result_text(ctx, json, -1, sqlite3_free);
 }

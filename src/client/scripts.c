@@ -13,32 +13,70 @@
  * Replies are arrays whose first element says what happened. */
 #include "client/scripts.h"
 
+#include "format.h"
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 #define NOW_MS                                                                 \
     "local now = redis.call('TIME')\n"                                         \
     "local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n"
 
 /* Snapshot: {'ok', v, HLEN} when the client holds page 0 of this very
  * hash (ARGV[4] is "<v>:<HLEN>" as it last saw them, "" when it holds
- * nothing; HLEN too, so a hash changed by hand is seen), else {'ok', v, HLEN, page 0 (whole),
- * whether field HLEN-1 exists, whether field HLEN exists} (a field at
- * HLEN means a field below it is missing: the lock-byte gap of an older
- * module, which the client judges with format.c's rule). Registers the
- * reader as <v>:<token>, replacing the previous member ARGV[3]. Or
+ * nothing; HLEN too, so a hash changed by hand is seen), else {'ok', v,
+ * HLEN, page 0 (whole), whether field HLEN-1 exists, whether field HLEN
+ * exists} (a field at HLEN means a field below it is missing: the
+ * lock-byte gap of an older module, which the client judges with
+ * format.c's rule), followed, when T:log covers every commit since the
+ * client's version, by the count k of pages those commits changed and k
+ * pairs (page, its value now or nil): the first INLINE_PAGES values are
+ * sent, the others only named. Registers the reader as <v>:<token>,
+ * replacing the previous member ARGV[3], and, unless ARGV[5] is "",
+ * keeps T:log alive for ARGV[5] ms (making it, with the marker
+ * "from:<v>", when missing). Or
  * {'type', T} for a key of another type. */
 static const char begin_lua[] =
     "local n = redis.pcall('HLEN', KEYS[1])\n"
     "if type(n) == 'table' then return {'type', redis.call('TYPE', KEYS[1])['ok']} end\n"
     "local v = redis.call('GET', KEYS[2]) or '0'\n"
-    "local out = {'ok', v, n}\n"
-    "if n > 0 and v .. ':' .. n ~= ARGV[4] then\n"
-    "  out[4] = redis.call('HGET', KEYS[1], '0')\n"
-    "  out[5] = redis.call('HEXISTS', KEYS[1], tostring(n - 1))\n"
-    "  out[6] = redis.call('HEXISTS', KEYS[1], tostring(n))\n"
-    "end\n" NOW_MS
+    "local out = {'ok', v, n}\n" NOW_MS
     "redis.set_repl(redis.REPL_NONE)\n"
     "local member = v .. ':' .. ARGV[1]\n"
     "if ARGV[3] ~= '' and ARGV[3] ~= member then redis.call('ZREM', KEYS[3], ARGV[3]) end\n"
     "redis.call('ZADD', KEYS[3], ms + tonumber(ARGV[2]), member)\n"
+    "if ARGV[5] ~= '' and redis.call('PEXPIRE', KEYS[4], ARGV[5]) == 0 then\n"
+    "  redis.call('LPUSH', KEYS[4], 'from:' .. v)\n"
+    "  redis.call('PEXPIRE', KEYS[4], ARGV[5])\n"
+    "end\n"
+    "if n == 0 or v .. ':' .. n == ARGV[4] then return out end\n"
+    "out[4] = redis.call('HGET', KEYS[1], '0')\n"
+    "out[5] = redis.call('HEXISTS', KEYS[1], tostring(n - 1))\n"
+    "out[6] = redis.call('HEXISTS', KEYS[1], tostring(n))\n"
+    "local cv = tonumber(string.match(ARGV[4], '^(%d+):') or '')\n"
+    "local d = cv and tonumber(v) - cv or 0\n"
+    "if d < 1 or d > " STR(KVSQL_LOG_ENTRIES) " then return out end\n"
+    "local log = redis.call('LRANGE', KEYS[4], 0, d - 1)\n"
+    "if #log < d then return out end\n"
+    "local seen, pages = {}, {}\n"
+    "for j = 1, d do\n"
+    "  local sep = string.find(log[j], ':', 1, true)\n"
+    "  if not sep or string.sub(log[j], 1, sep - 1) ~= string.format('%d', tonumber(v) - j + 1) then return out end\n"
+    "  local list = string.sub(log[j], sep + 1)\n"
+    "  if list == '*' then return out end\n"
+    "  for p in string.gmatch(list, '%d+') do\n"
+    "    if not seen[p] then\n"
+    "      seen[p] = true\n"
+    "      pages[#pages + 1] = p\n"
+    "      if #pages > " STR(CHANGED_PAGES_MAX) " then return out end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "out[7] = #pages\n"
+    "for j, p in ipairs(pages) do\n"
+    "  out[#out + 1] = p\n"
+    "  out[#out + 1] = j <= " STR(INLINE_PAGES) " and p ~= '0' and redis.call('HGET', KEYS[1], p) or false\n"
+    "end\n"
     "return out\n";
 
 /* Pages first..first+count-1 as of the snapshot: from K while no commit
@@ -90,8 +128,9 @@ static const char lock_lua[] =
     "return {'ok'}\n";
 
 /* Applies a batch if the token still holds the lease and no commit came
- * after the snapshot; saves undo for the other live readers first. The
- * committer's own registration moves to the new version. */
+ * after the snapshot; saves undo for the other live readers first. Logs
+ * the pages below the old length it overwrote or cut off in T:log when
+ * that exists. The committer's own registration moves to the new version. */
 static const char commit_lua[] =
     "local token, s, lease, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])\n"
     "if redis.call('GET', KEYS[3]) ~= token then return {'lease'} end\n"
@@ -146,6 +185,16 @@ static const char commit_lua[] =
     "chunked('HDEL', KEYS[1], cut)\n"
     "local nvs = tostring(redis.call('INCR', KEYS[2]))\n"
     "redis.set_repl(redis.REPL_NONE)\n"
+    "if redis.call('EXISTS', KEYS[8]) == 1 then\n"
+    "  local changed = {}\n"
+    "  for j = 6, #ARGV, 2 do\n"
+    "    if tonumber(ARGV[j]) < old then changed[#changed + 1] = ARGV[j] end\n"
+    "  end\n"
+    "  for i = n, old - 1 do changed[#changed + 1] = tostring(i) end\n"
+    "  local list = #changed > " STR(KVSQL_LOG_ENTRY_PAGES) " and '*' or table.concat(changed, ',')\n"
+    "  redis.call('LPUSH', KEYS[8], nvs .. ':' .. list)\n"
+    "  redis.call('LTRIM', KEYS[8], 0, " STR(KVSQL_LOG_ENTRIES) " - 1)\n"
+    "end\n"
     "redis.call('ZREM', KEYS[4], s .. ':' .. token)\n"
     "redis.call('ZADD', KEYS[4], ms + lease, nvs .. ':' .. token)\n"
     "redis.call('PEXPIRE', KEYS[3], lease)\n"

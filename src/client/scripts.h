@@ -7,13 +7,19 @@
 #ifndef KVSQL_CLIENT_SCRIPTS_H
 #define KVSQL_CLIENT_SCRIPTS_H
 
+/* Begin's changelog answer: at most CHANGED_PAGES_MAX pages named (more:
+ * the client drops its cache), the first INLINE_PAGES of them with their
+ * value. */
+#define CHANGED_PAGES_MAX 1000
+#define INLINE_PAGES 8
+
 enum {
-    SCRIPT_BEGIN,  /* KEYS: K T:v T:readers          ARGV: token lease_ms previous-member
-                                                       cached-version-or-"" */
+    SCRIPT_BEGIN,  /* KEYS: K T:v T:readers T:log    ARGV: token lease_ms previous-member
+                                                       cached-"v:HLEN"-or-"" log_ttl_ms */
     SCRIPT_READ,   /* KEYS: K T:v T:readers T:undo T:undo:idx T:lease
                       ARGV: token snapshot lease_ms first count */
     SCRIPT_LOCK,   /* KEYS: T:v T:lease              ARGV: token snapshot lease_ms */
-    SCRIPT_COMMIT, /* KEYS: K T:v T:lease T:readers T:undo T:undo:idx T:undo:ver
+    SCRIPT_COMMIT, /* KEYS: K T:v T:lease T:readers T:undo T:undo:idx T:undo:ver T:log
                       ARGV: token snapshot lease_ms npages
                       lock-byte-gap-field-or-"" [index page]... */
     SCRIPT_END,    /* KEYS: T:lease T:readers T:undo T:undo:idx T:undo:ver

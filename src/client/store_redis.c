@@ -19,6 +19,7 @@
  * reply or lease of the old connection can never be taken for the new. */
 #include "client/store_redis.h"
 
+#include "client/cluster.h"
 #include "client/scripts.h"
 #include "format.h"
 #include "pagemap.h"
@@ -31,19 +32,31 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #define READ_AHEAD_MAX 64
 #define CACHE_MAX_PAGES 1024
 
-enum { AUX_V, AUX_LEASE, AUX_READERS, AUX_UNDO, AUX_UNDO_IDX, AUX_UNDO_VER, AUX_COUNT };
-static const char *const aux_suffix[AUX_COUNT] = {KVSQL_AUX_VERSION, KVSQL_AUX_LEASE,    KVSQL_AUX_READERS,
-                                                   KVSQL_AUX_UNDO,    KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER};
+/* How long T:log lives after the last begin: a library client keeps it
+ * alive; with none around, it lapses and commits stop writing it. */
+#define LOG_TTL_MS 600000
+/* A begin renews it when the last renewal on this connection is older. */
+#define LOG_RENEW_MS 60000
+
+/* In the order the commit script takes them as KEYS[2..] (scripts.h). */
+enum { AUX_V, AUX_LEASE, AUX_READERS, AUX_UNDO, AUX_UNDO_IDX, AUX_UNDO_VER, AUX_LOG, AUX_COUNT };
+static const char *const aux_suffix[AUX_COUNT] = {KVSQL_AUX_VERSION,  KVSQL_AUX_LEASE,    KVSQL_AUX_READERS,
+                                                   KVSQL_AUX_UNDO,     KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER,
+                                                   KVSQL_AUX_LOG};
 
 typedef struct redis_store {
     kvsql_store base;
     kvsql_redis_config cfg;
     char where[300];           /* host:port, for messages */
+    kvsql_cluster cl;          /* Redis Cluster routing (client/cluster.c) */
+    kvsql_node node;           /* the node connected to, or last tried */
+    int rerouted;              /* a MOVED named another node during this begin */
     char *key;
     char *aux[AUX_COUNT];      /* T:v, T:lease, ... */
     redisContext *c;           /* NULL: not connected */
@@ -53,16 +66,21 @@ typedef struct redis_store {
     char sha[SCRIPT_COUNT][41]; /* "" : unknown, use EVAL */
     kvsql_txn *active;         /* the transaction at READ or WRITE */
     char snapshot[24];         /* decimal version of the snapshot */
-    char member[64];           /* our reader registration, "" when none */
+    char member[64];           /* our reader registration, "" when none; kept
+                                * after a read-only transaction, for the next
+                                * begin to replace (or redis_destroy to end) */
     int holds_lease;
     /* Pages as of version cache_version, read ahead or kept from begin
-     * and from our own commits; dropped when a begin finds another
-     * version, and at every reconnection. */
+     * and from our own commits. A begin that finds another version keeps
+     * them but for the pages T:log says changed since (all of them when
+     * the log does not reach back), and at every reconnection. */
     pagemap cache;
     uint64_t cache_version;
     uint32_t cache_hlen;       /* HLEN of the hash at cache_version */
     int gap;                   /* the hash at cache_version lacks its lock-byte
                                 * field (an older module's; format.h) */
+    uint32_t log_connection;   /* the connection that last renewed T:log */
+    double log_renewed_ms;     /* when (monotonic clock) */
     uint32_t next_read;        /* the page after the last one read: sequential? */
     uint32_t window;           /* pages the next miss reads ahead */
     kvsql_redis_stats stats;
@@ -112,6 +130,10 @@ static int error_code(const char *msg) {
     if (!strncmp(msg, "OOM", 3)) return SQLITE_FULL;
     if (!strncmp(msg, "LOADING", 7) || !strncmp(msg, "BUSY", 4) || !strncmp(msg, "MASTERDOWN", 10))
         return SQLITE_BUSY;
+    /* Redis Cluster: nothing ran; another node, or later (client/cluster.c) */
+    if (!strncmp(msg, "MOVED ", 6) || !strncmp(msg, "ASK ", 4) || !strncmp(msg, "TRYAGAIN", 8) ||
+        !strncmp(msg, "CLUSTERDOWN", 11))
+        return SQLITE_BUSY;
     if (strstr(msg, "NOPERM")) return SQLITE_PERM; /* raised inside a script */
     return SQLITE_IOERR;
 }
@@ -150,6 +172,8 @@ static int drain_pending(redis_store *s) {
     return 0;
 }
 
+static redisReply *routed_reply(redis_store *s, redisReply *r, int argc, const char **argv, const size_t *lens);
+
 /* Sends one command and waits for its reply: one round trip. NULL when
  * the connection broke (s->c->err says why). */
 static redisReply *round_trip(redis_store *s, int argc, const char **argv, const size_t *lens) {
@@ -157,6 +181,68 @@ static redisReply *round_trip(redis_store *s, int argc, const char **argv, const
     if (redisAppendCommandArgv(s->c, argc, argv, lens) != REDIS_OK) return NULL;
     s->stats.round_trips++;
     if (drain_pending(s) != 0 || redisGetReply(s->c, (void **)&r) != REDIS_OK) return NULL;
+    return r->type == REDIS_REPLY_ERROR ? routed_reply(s, r, argc, argv, lens) : r;
+}
+
+/* ---- Redis Cluster: redirections (client/cluster.c) ----------------------- */
+
+/* TRYAGAIN: the slot's keys are being migrated. Sends the command again
+ * after a pause (5 ms, doubling to 100 ms). */
+static redisReply *send_again(redis_store *s, int tries, int argc, const char **argv, const size_t *lens) {
+    int ms = tries < 5 ? 5 << tries : 100;
+    usleep((useconds_t)ms * 1000);
+    redisReply *r = NULL;
+    if (redisAppendCommandArgv(s->c, argc, argv, lens) != REDIS_OK) return NULL;
+    s->stats.round_trips++;
+    if (redisGetReply(s->c, (void **)&r) != REDIS_OK) return NULL;
+    return r;
+}
+
+/* ASK: this command alone goes to `to`, after ASKING, on a connection of
+ * its own. When that fails the command's fate is unknown: the store's
+ * connection is marked broken too, so the next begin reconnects. */
+static redisReply *send_asking(redis_store *s, const kvsql_node *to, int argc, const char **argv,
+                               const size_t *lens) {
+    char err[400];
+    s->stats.redirects++;
+    s->stats.round_trips++;
+    redisReply *r = kvsql_cluster_ask(to, &s->cfg, argc, argv, lens, err, sizeof(err));
+    if (!r) {
+        s->c->err = REDIS_ERR_OTHER;
+        snprintf(s->c->errstr, sizeof(s->c->errstr), "%.120s", err);
+    }
+    return r;
+}
+
+/* An error reply r to a command: a MOVED, ASK or TRYAGAIN means nothing
+ * ran. TRYAGAIN is sent again after a pause, ASK followed (bounded: about
+ * 3 s of pauses in all); MOVED makes the slot's owner the named node,
+ * drops the connection and returns the reply: the call fails (a begin is
+ * retried at once, on the owner; within a transaction the snapshot stayed
+ * behind). Other replies pass. */
+static redisReply *routed_reply(redis_store *s, redisReply *r, int argc, const char **argv, const size_t *lens) {
+    int tries = 0, asks = 0;
+    while (r && r->type == REDIS_REPLY_ERROR) {
+        kvsql_node to;
+        int kind = kvsql_cluster_redirect(r->str, &s->node, &to);
+        if (kind == 1) {
+            kvsql_cluster_moved(&s->cl, &to);
+            s->stats.redirects++;
+            s->rerouted = 1;
+            disconnect(s);
+            return r;
+        }
+        if (kind == 2 && asks <= tries && asks < KVSQL_CLUSTER_TRYAGAIN) { /* an ASK per TRYAGAIN at most */
+            asks++;
+            freeReplyObject(r);
+            r = send_asking(s, &to, argc, argv, lens);
+        } else if (kvsql_cluster_is_tryagain(r->str) && tries < KVSQL_CLUSTER_TRYAGAIN) {
+            freeReplyObject(r);
+            r = send_again(s, tries++, argc, argv, lens);
+        } else {
+            break;
+        }
+    }
     return r;
 }
 
@@ -249,10 +335,11 @@ static void new_token(redis_store *s) {
     for (int i = 0; i < 16; i++) snprintf(s->token + 2 * i, 3, "%02x", b[i]);
 }
 
+/* Connects to s->node (the seed of redis=, or a node of the cluster). */
 static int open_socket(redis_store *s) {
     struct timeval tv = ms_to_tv(s->cfg.connect_timeout_ms);
-    s->c = s->cfg.port ? redisConnectWithTimeout(s->cfg.host, s->cfg.port, tv)
-                       : redisConnectUnixWithTimeout(s->cfg.host, tv);
+    s->c = s->node.port ? redisConnectWithTimeout(s->node.host, s->node.port, tv)
+                        : redisConnectUnixWithTimeout(s->node.host, tv);
     if (!s->c) return fail(s, SQLITE_NOMEM, "cannot connect to %s: out of memory", s->where);
     if (s->c->err) {
         char why[160];
@@ -262,12 +349,29 @@ static int open_socket(redis_store *s) {
     }
     if (s->cfg.timeout_ms > 0 && redisSetTimeout(s->c, ms_to_tv(s->cfg.timeout_ms)) != REDIS_OK)
         return lost(s, SQLITE_CANTOPEN, "connect");
-    if (s->cfg.port) redisEnableKeepAlive(s->c);
+    if (s->node.port) redisEnableKeepAlive(s->c);
     s->stats.connects++;
     return SQLITE_OK;
 }
 
-/* AUTH, SELECT and SCRIPT LOAD of every script, in one round trip. */
+/* Redis Cluster: asks for the slot map with the handshake (no round trip
+ * of its own). A server without cluster mode answers an error, ignored. */
+static int ask_slot_map(redis_store *s) {
+    if (!kvsql_cluster_applies(&s->cl)) return 0;
+    redisAppendCommand(s->c, "CLUSTER SLOTS");
+    return 1;
+}
+
+static int take_slot_map(redis_store *s) {
+    redisReply *r = NULL;
+    if (redisGetReply(s->c, (void **)&r) != REDIS_OK) return -1;
+    kvsql_cluster_take_slots(&s->cl, r, &s->node);
+    freeReplyObject(r);
+    return 0;
+}
+
+/* AUTH, SELECT, SCRIPT LOAD of every script and CLUSTER SLOTS, in one
+ * round trip. */
 static int handshake(redis_store *s) {
     char db[16];
     int n = 0;
@@ -291,6 +395,7 @@ static int handshake(redis_store *s) {
         const char *a[] = {"SCRIPT", "LOAD", kvsql_scripts[i]};
         redisAppendCommandArgv(s->c, 3, a, NULL);
     }
+    int slot_map = ask_slot_map(s);
     s->stats.round_trips++;
     int rc = SQLITE_OK;
     for (int i = 0; i < n + SCRIPT_COUNT; i++) {
@@ -313,7 +418,38 @@ static int handshake(redis_store *s) {
             s->sha[i - n][0] = 0;
         freeReplyObject(r);
     }
+    if (slot_map && take_slot_map(s) != 0) return lost(s, SQLITE_CANTOPEN, "connect");
     if (rc != SQLITE_OK) disconnect(s);
+    return rc;
+}
+
+/* Connects to the node that serves the key: the owner of its slot when
+ * known (Redis Cluster), else the seed of redis=. A node whose slot map
+ * names another owner is left for that one; a node that cannot be
+ * reached makes the other nodes of the last slot map be tried (a
+ * failover). At most KVSQL_CLUSTER_HOPS connections. */
+static int connect_routed(redis_store *s) {
+    int rc = SQLITE_CANTOPEN, attempt = 0;
+    const kvsql_node *n = kvsql_cluster_candidate(&s->cl, 0);
+    for (int hop = 0; hop < KVSQL_CLUSTER_HOPS && n; hop++) {
+        s->node = *n;
+        kvsql_node_where(&s->node, s->where, sizeof(s->where));
+        rc = open_socket(s);
+        if (rc == SQLITE_OK) rc = handshake(s);
+        if (rc == SQLITE_OK && kvsql_cluster_serves(&s->cl, &s->node)) return SQLITE_OK;
+        if (rc == SQLITE_OK) { /* not the owner: go there */
+            disconnect(s);
+            attempt = 0;
+        } else if (rc != SQLITE_CANTOPEN || !s->cl.enabled) {
+            return rc;
+        } else {
+            attempt++;
+        }
+        n = kvsql_cluster_candidate(&s->cl, attempt);
+    }
+    if (rc == SQLITE_OK)
+        rc = fail(s, SQLITE_CANTOPEN, "redis cluster: key %s (slot %d): the slot map kept changing; try again",
+                  s->key, s->cl.slot);
     return rc;
 }
 
@@ -322,8 +458,7 @@ static int ensure_connected(redis_store *s) {
     disconnect(s);
     new_token(s);
     s->connections++;
-    int rc = open_socket(s);
-    return rc == SQLITE_OK ? handshake(s) : rc;
+    return connect_routed(s);
 }
 
 /* ---- begin --------------------------------------------------------------- */
@@ -363,8 +498,28 @@ static int bad_reply(redis_store *s, const char *what) {
     return fail(s, SQLITE_IOERR, "redis at %s: unexpected reply to %s of key %s", s->where, what, s->key);
 }
 
+/* Brings the cache from cache_version to the snapshot with begin's
+ * changelog answer (reply elements 6..: count, then page/value pairs):
+ * changed pages are dropped, or replaced by the value sent. Returns 0, or
+ * -1 when the answer does not fit (then the caller drops the cache). */
+static int apply_changes(redis_store *s, const redisReply *r, uint32_t psz) {
+    long long k = reply_int(r->element[6]);
+    if (k < 0 || r->elements != 7 + 2 * (size_t)k || s->cache.page_len != psz) return -1;
+    for (size_t j = 0; j < (size_t)k; j++) {
+        const redisReply *ix = r->element[7 + 2 * j], *val = r->element[8 + 2 * j];
+        long long i = reply_int(ix);
+        if (i < 0 || i > UINT32_MAX) return -1;
+        pagemap_remove(&s->cache, (uint32_t)i);
+        if (val->type == REDIS_REPLY_STRING && val->len == psz && pagemap_put(&s->cache, (uint32_t)i, val->str, psz))
+            return -1;
+    }
+    s->stats.log_pages += (uint64_t)k;
+    return 0;
+}
+
 /* Fills t from begin's reply: {'ok', v, n} when page 0 as of v is
- * cached, else {'ok', v, n, page0, field n-1 exists, field n exists}. */
+ * cached, else {'ok', v, n, page0, field n-1 exists, field n exists}
+ * followed by the changelog since the cached version when there is one. */
 static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
     if (reply_is(r, 0, "type"))
         return fail(s, SQLITE_NOTADB, "key %s holds a %s, not a kvsql database", s->key,
@@ -380,7 +535,10 @@ static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
     t->page_size = 0;
     s->window = 1;
     int warm = t->version == s->cache_version && s->cache_hlen == (uint32_t)n && pagemap_get(&s->cache, 0);
-    if (!warm) pagemap_reset(&s->cache);
+    int logged = !warm && r->elements > 6 && r->element[3]->type == REDIS_REPLY_STRING &&
+                 apply_changes(s, r, (uint32_t)r->element[3]->len) == 0;
+    if (!warm && !logged) pagemap_reset(&s->cache);
+    if (logged) s->stats.log_begins++;
     s->cache_version = t->version;
     s->cache_hlen = (uint32_t)n;
     if (n == 0) return SQLITE_OK;
@@ -391,18 +549,38 @@ static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
         t->npages = kvsql_hash_npages((uint32_t)n, t->page_size, s->gap);
         return SQLITE_OK;
     }
-    return accept_page0(s, t, (uint32_t)n, r->element[3], reply_int(r->element[4]), reply_int(r->element[5]));
+    int rc = accept_page0(s, t, (uint32_t)n, r->element[3], reply_int(r->element[4]), reply_int(r->element[5]));
+    if (rc == SQLITE_OK) pagemap_drop_from(&s->cache, t->npages);
+    return rc;
 }
 
-static int redis_begin(kvsql_store *st, kvsql_txn *t) {
+static double monotonic_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Begin's ARGV[5]: the changelog's time to live when it is due for
+ * renewal on this connection, else "" (the server skips the PEXPIRE). */
+static void log_ttl_arg(redis_store *s, char *buf, size_t n) {
+    double now = monotonic_ms();
+    buf[0] = 0;
+    if (s->log_connection == s->connections && now - s->log_renewed_ms < LOG_RENEW_MS) return;
+    snprintf(buf, n, "%d", LOG_TTL_MS);
+    s->log_connection = s->connections;
+    s->log_renewed_ms = now;
+}
+
+static int begin_once(kvsql_store *st, kvsql_txn *t) {
     redis_store *s = (redis_store *)st;
     if (s->active && s->active != t)
         return fail(s, SQLITE_MISUSE, "a redis store serves one connection; open the database again instead");
     int rc = ensure_connected(s);
     if (rc != SQLITE_OK) return rc;
     char nkeys[8], lease[16];
-    char cached[40] = "";
+    char cached[40] = "", log_ttl[16];
     const char *prev = s->member;
+    log_ttl_arg(s, log_ttl, sizeof(log_ttl));
     snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
     if (pagemap_get(&s->cache, 0))
         snprintf(cached, sizeof(cached), "%llu:%u", (unsigned long long)s->cache_version, s->cache_hlen);
@@ -411,14 +589,16 @@ static int redis_begin(kvsql_store *st, kvsql_txn *t) {
         call_free(&k);
         return fail(s, SQLITE_NOMEM, "out of memory");
     }
-    call_script(&k, 3, nkeys);
+    call_script(&k, 4, nkeys);
     call_str(&k, s->key);
     call_str(&k, s->aux[AUX_V]);
     call_str(&k, s->aux[AUX_READERS]);
+    call_str(&k, s->aux[AUX_LOG]);
     call_str(&k, s->token);
     call_str(&k, lease);
     call_str(&k, prev);
     call_str(&k, cached);
+    call_str(&k, log_ttl);
     redisReply *r = run_script(s, SCRIPT_BEGIN, &k);
     call_free(&k);
     if (!r) return lost(s, SQLITE_IOERR, "begin");
@@ -437,6 +617,19 @@ static int redis_begin(kvsql_store *st, kvsql_txn *t) {
     t->priv = s;
     t->level = KVSQL_LOCK_READ;
     return SQLITE_OK;
+}
+
+/* Begin; when the node answered MOVED (Redis Cluster: nothing ran there),
+ * again at once on the slot's new owner, with a new connection. */
+static int redis_begin(kvsql_store *st, kvsql_txn *t) {
+    redis_store *s = (redis_store *)st;
+    int rc = SQLITE_OK;
+    for (int i = 0; i <= KVSQL_CLUSTER_REDIRECTS; i++) {
+        s->rerouted = 0;
+        rc = begin_once(st, t);
+        if (!s->rerouted) break;
+    }
+    return rc;
 }
 
 /* ---- read ---------------------------------------------------------------- */
@@ -635,6 +828,32 @@ static int fills_gap(const redis_store *s, const kvsql_batch *b, uint32_t lb) {
     return 1;
 }
 
+/* wait=N: after a commit landed, WAIT N wait_timeout_ms. The commit is
+ * on the master whatever WAIT answers; fewer replicas (or a connection
+ * lost meanwhile) are counted in stats.wait_short and said by
+ * kvsql_error() until the next begin, and the commit returns SQLITE_OK
+ * (docs/LIBRARY.md, "WAIT"). */
+static void wait_for_replicas(redis_store *s) {
+    char n[16], ms[16];
+    snprintf(n, sizeof(n), "%d", s->cfg.wait_replicas);
+    snprintf(ms, sizeof(ms), "%d", s->cfg.wait_timeout_ms);
+    const char *argv[] = {"WAIT", n, ms};
+    redisReply *r = round_trip(s, 3, argv, NULL);
+    long long got = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    if (got >= s->cfg.wait_replicas) return;
+    s->stats.wait_short++;
+    if (got < 0 && !r) disconnect(s);
+    if (got < 0)
+        fail(s, SQLITE_OK, "key %s: the commit landed on the master at %s, but WAIT %s failed: not known to be on "
+                           "any replica",
+             s->key, s->where, n);
+    else
+        fail(s, SQLITE_OK, "key %s: the commit landed on the master at %s, but only %lld of wait=%s replicas "
+                           "acknowledged it within wait_timeout_ms=%s",
+             s->key, s->where, got, n, ms);
+}
+
 static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     redis_store *s = (redis_store *)st;
     if (t != s->active || t->level != KVSQL_LOCK_WRITE)
@@ -656,9 +875,9 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
     snprintf(npages, sizeof(npages), "%u", b->npages);
     if (s->gap) snprintf(gap, sizeof(gap), "%u", lb);
-    call_script(&k, 7, nkeys);
+    call_script(&k, 1 + AUX_COUNT, nkeys);
     call_str(&k, s->key);
-    for (int i = 0; i < AUX_COUNT; i++) call_str(&k, s->aux[i]); /* T:v T:lease T:readers T:undo... */
+    for (int i = 0; i < AUX_COUNT; i++) call_str(&k, s->aux[i]); /* T:v T:lease T:readers T:undo... T:log */
     call_str(&k, s->token);
     call_str(&k, s->snapshot);
     call_str(&k, lease);
@@ -679,6 +898,7 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
                                      "transaction shows which)");
     int rc = commit_outcome(s, t, b, r);
     freeReplyObject(r);
+    if (rc == SQLITE_OK && s->cfg.wait_replicas > 0) wait_for_replicas(s);
     return rc;
 }
 
@@ -688,8 +908,13 @@ static void redis_unlock(kvsql_store *st, kvsql_txn *t, int level) {
     redis_store *s = (redis_store *)st;
     if (t != s->active || level >= t->level) return;
     if (level == KVSQL_LOCK_NONE) {
-        if (s->holds_lease || s->member[0]) send_end(s, s->member);
-        s->member[0] = 0;
+        /* A writer gives the lease back at once; a reader's registration
+         * stays for the next begin to replace (no script of its own) and
+         * lapses after lease_ms if none comes. */
+        if (s->holds_lease) {
+            send_end(s, s->member);
+            s->member[0] = 0;
+        }
         s->active = NULL;
         t->priv = NULL;
     } else if (s->holds_lease) {
@@ -705,6 +930,7 @@ static const char *redis_errmsg(kvsql_store *st) {
 
 static void redis_destroy(kvsql_store *st) {
     redis_store *s = (redis_store *)st;
+    if (s->member[0]) send_end(s, s->member); /* the registration a reader left */
     if (s->c && !s->c->err) drain_pending(s); /* so the end scripts surely ran */
     disconnect(s);
     pagemap_clear(&s->cache);
@@ -735,6 +961,8 @@ int kvsql_redis_store_new(const char *key, const kvsql_redis_config *cfg, kvsql_
     pagemap_init(&s->cache);
     s->cfg = *cfg;
     kvsql_redis_config_where(cfg, s->where, sizeof(s->where));
+    kvsql_cluster_init(&s->cl, key, cfg);
+    s->node = s->cl.seed;
     s->key = strdup(key);
     int ok = s->key != NULL;
     for (int i = 0; i < AUX_COUNT; i++) ok = (s->aux[i] = aux_name(key, aux_suffix[i])) != NULL && ok;

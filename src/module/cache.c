@@ -186,7 +186,7 @@ static conn *conn_open(kvsql_store *st, int dbid, const char *key, size_t len, c
     if (!c || !id) {
         sqlite3_free(c);
         sqlite3_free(id);
-        snprintf(err, errlen, "ERR kvsql: out of memory");
+        snprintf(err, errlen, "SQLITE_NOMEM kvsql: out of memory");
         return NULL;
     }
     memset(c, 0, sizeof(*c));
@@ -244,12 +244,12 @@ conn *cache_acquire(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModule
     } else {
         kvsql_store *st = keyspace_store_new();
         if (!st) {
-            snprintf(err, errlen, "ERR kvsql: out of memory");
+            snprintf(err, errlen, "SQLITE_NOMEM kvsql: out of memory");
             return NULL;
         }
         keyspace_store_attach(st, ctx, key, keyname, readonly);
         if (keyspace_store_check(st) != 0) {
-            snprintf(err, errlen, "ERR key '%.*s': %s", (int)(len > 200 ? 200 : len), k, kvsql_store_errmsg(st));
+            snprintf(err, errlen, "SQLITE_NOTADB key '%.*s': %s", (int)(len > 200 ? 200 : len), k, kvsql_store_errmsg(st));
             kvsql_store_free(st);
             return NULL;
         }

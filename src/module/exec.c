@@ -12,6 +12,7 @@
 
 #include "budget.h"
 #include "cache.h"
+#include "changes.h"
 #include "kvsql.h"
 #include "result.h"
 #include "store_keyspace.h"
@@ -350,7 +351,9 @@ static int run_all(call *k, const char *sql, size_t len) {
         int rc = cache_prepare(k->c, sql, (size_t)(end - sql), &stmt, &tail);
         if (rc != SQLITE_OK) return rc;
         if (stmt) {
-            rc = run_stmt(k, stmt);
+            rc = changes_stmt_begin(stmt, k->err, sizeof(k->err));
+            if (rc == SQLITE_OK) rc = run_stmt(k, stmt);
+            if (rc == SQLITE_OK) rc = changes_stmt_end(stmt, k->err, sizeof(k->err));
             cache_finish_stmt(k->c, stmt);
             if (rc != SQLITE_OK) return rc;
         }
@@ -439,6 +442,7 @@ static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key,
         reply_error(k->ctx, k->err);
         return;
     }
+    if (!k->readonly) changes_call_begin(k->ctx, keyname, k->c->db, &k->c->g); /* capture: if on for the key */
     int ok = run_within_budget(k, text, len);
     if (ok) ok = keyspace_store_flush(k->c->store, k->err, sizeof(k->err)) == 0; /* refused: nothing written */
     if (!ok && keyspace_store_has_pending(k->c->store)) {
@@ -446,6 +450,7 @@ static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key,
         keyspace_store_discard(k->c->store);
         k->c->stale = 1;
     }
+    changes_call_end();
     reply(k, ok);
     result_reset(&rows);
     cache_release(k->c);

@@ -9,6 +9,7 @@
  * its hash. */
 #include "budget.h"
 #include "cache.h"
+#include "changes.h"
 #include "exec.h"
 #include "guard.h"
 #include "kvsql.h"
@@ -206,6 +207,12 @@ static RedisModuleCommandArg keyed_args[] = {
     {"key", REDISMODULE_ARG_TYPE_KEY, 0, NULL, "The hash that holds the database.", NULL, 0, NULL, NULL},
     SQL_ARGS};
 static RedisModuleCommandArg keyless_args[] = {SQL_ARGS};
+/* SQL.CHANGES key [ON [MAXLEN [=|~] n] | OFF | STATUS] (changes.c) */
+static RedisModuleCommandArg changes_args[] = {
+    {"key", REDISMODULE_ARG_TYPE_KEY, 0, NULL, "The hash that holds the database.", NULL, 0, NULL, NULL},
+    {"action", REDISMODULE_ARG_TYPE_STRING, -1, NULL, "ON [MAXLEN [=|~] n], OFF or STATUS (the default).", NULL,
+     OPTIONAL | REDISMODULE_CMD_ARG_MULTIPLE, NULL, NULL},
+    {0}};
 
 /* Arity, summary, arguments and the key spec (argument 1, with key_flags;
  * none when 0), so COMMAND DOCS, ACL key permissions and cluster clients
@@ -242,7 +249,8 @@ static int create_commands(RedisModuleCtx *ctx) {
     if (RedisModule_CreateCommand(ctx, "sql", cmd_sql, "write deny-oom", 0, 0, 0) != REDISMODULE_OK ||
         RedisModule_CreateCommand(ctx, "sql.exec", cmd_sql_exec, "write deny-oom", 1, 1, 1) != REDISMODULE_OK ||
         RedisModule_CreateCommand(ctx, "sql.query", cmd_sql_query, "readonly", 1, 1, 1) != REDISMODULE_OK ||
-        RedisModule_CreateCommand(ctx, "sql.kill", cmd_sql_kill, "allow-busy deny-script", 0, 0, 0) != REDISMODULE_OK)
+        RedisModule_CreateCommand(ctx, "sql.kill", cmd_sql_kill, "allow-busy deny-script", 0, 0, 0) != REDISMODULE_OK ||
+        RedisModule_CreateCommand(ctx, "sql.changes", cmd_sql_changes, "write deny-oom", 1, 1, 1) != REDISMODULE_OK)
         return REDISMODULE_ERR;
     if (describe(ctx, "sql", -2, "Runs SQL on the database at _sql:redis_db.", 0, keyless_args, "write slow") !=
             REDISMODULE_OK ||
@@ -250,7 +258,9 @@ static int create_commands(RedisModuleCtx *ctx) {
                  "write slow") != REDISMODULE_OK ||
         describe(ctx, "sql.query", -3, "Runs read-only SQL on the database stored in a hash.", reads, keyed_args,
                  "read slow") != REDISMODULE_OK ||
-        describe(ctx, "sql.kill", 1, "Stops the SQL that is running.", 0, NULL, "slow") != REDISMODULE_OK)
+        describe(ctx, "sql.kill", 1, "Stops the SQL that is running.", 0, NULL, "slow") != REDISMODULE_OK ||
+        describe(ctx, "sql.changes", -2, "Turns row change capture into the stream T:changes on or off.", writes,
+                 changes_args, "write slow") != REDISMODULE_OK)
         return REDISMODULE_ERR;
     return REDISMODULE_OK;
 }

@@ -34,11 +34,12 @@ int aux_keys_make(RedisModuleCtx *ctx, RedisModuleString *keyname, aux_keys *a) 
     a->undo = aux_name(ctx, k, len, KVSQL_AUX_UNDO);
     a->undo_idx = aux_name(ctx, k, len, KVSQL_AUX_UNDO_IDX);
     a->undo_ver = aux_name(ctx, k, len, KVSQL_AUX_UNDO_VER);
+    a->log = aux_name(ctx, k, len, KVSQL_AUX_LOG);
     return 0;
 }
 
 void aux_keys_free(RedisModuleCtx *ctx, aux_keys *a) {
-    RedisModuleString **all[] = {&a->version, &a->lease, &a->readers, &a->undo, &a->undo_idx, &a->undo_ver};
+    RedisModuleString **all[] = {&a->version, &a->lease, &a->readers, &a->undo, &a->undo_idx, &a->undo_ver, &a->log};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         if (*all[i]) RedisModule_FreeString(ctx, *all[i]);
         *all[i] = NULL;
@@ -240,8 +241,45 @@ static int write_undo(RedisModuleCtx *ctx, const aux_keys *a, RedisModuleKey *ke
     return rc;
 }
 
+/* ---- the changelog ------------------------------------------------------ */
+
+/* The entry "<version>:<page>,<page>,..." ("<version>:*" past
+ * KVSQL_LOG_ENTRY_PAGES pages), as format.h writes it. Free it. */
+static char *log_entry(uint64_t version, const uint32_t *indexes, size_t n, size_t *len) {
+    int all = n > KVSQL_LOG_ENTRY_PAGES;
+    size_t cap = 32 + (all ? 1 : n * 11), at = 0;
+    char *e = RedisModule_Alloc(cap);
+    if (!e) return NULL;
+    at += (size_t)snprintf(e, cap, all ? "%llu:*" : "%llu:", (unsigned long long)version);
+    for (size_t i = 0; !all && i < n; i++) at += (size_t)snprintf(e + at, cap - at, i ? ",%u" : "%u", indexes[i]);
+    *len = at;
+    return e;
+}
+
+/* LPUSH the next version's entry to T:log and LTRIM it, when T:log exists. */
+static int log_changes(RedisModuleCtx *ctx, const aux_keys *a, const uint32_t *indexes, size_t n, char *err,
+                       size_t errlen) {
+    uint64_t version = 0;
+    if (!key_exists(ctx, a->log)) return 0; /* no library client around: the common case */
+    if (current_version(ctx, a, &version, err, errlen) != 0) return -1;
+    size_t len;
+    char *e = log_entry(version + 1, indexes, n, &len);
+    if (!e) return call_failed(NULL, "log the changed pages (out of memory) in", a->log, err, errlen);
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "LPUSH", "sb", a->log, e, len);
+    RedisModule_Free(e);
+    int rc = call_ok(r) ? 0 : call_failed(r, "log the changed pages in", a->log, err, errlen);
+    free_reply(r);
+    if (rc == 0) {
+        r = RedisModule_Call(ctx, "LTRIM", "scl", a->log, "0", (long long)KVSQL_LOG_ENTRIES - 1);
+        rc = call_ok(r) ? 0 : call_failed(r, "trim", a->log, err, errlen);
+        free_reply(r);
+    }
+    return rc;
+}
+
 int protocol_save_undo(RedisModuleCtx *ctx, const aux_keys *a, RedisModuleKey *key, const uint32_t *indexes,
                        size_t n, char *err, size_t errlen) {
+    if (log_changes(ctx, a, indexes, n, err, errlen) != 0) return -1;
     if (!key_exists(ctx, a->readers)) /* no library reader: the common case */
         return key_exists(ctx, a->undo) ? delete_undo(ctx, a, err, errlen) : 0;
     uint64_t oldest = 0, version = 0;

@@ -9,8 +9,8 @@
  *   protocol_bump_version -> INCR T:v
  * then, after its own HSET/HDEL propagation, protocol_propagate_version.
  * Only the pages and T:v are propagated; the lease, the readers and the
- * undo keys never reach replicas or the AOF. With no library client
- * around, the cost is a few key lookups and one INCR. */
+ * undo keys and the changelog never reach replicas or the AOF. With no
+ * library client around, the cost is a few key lookups and one INCR. */
 #ifndef KVSQL_PROTOCOL_H
 #define KVSQL_PROTOCOL_H
 
@@ -20,7 +20,7 @@
 
 /* The auxiliary keys of one database (format.h names them). */
 typedef struct aux_keys {
-    RedisModuleString *version, *lease, *readers, *undo, *undo_idx, *undo_ver;
+    RedisModuleString *version, *lease, *readers, *undo, *undo_idx, *undo_ver, *log;
 } aux_keys;
 
 /* Fills a with the names of keyname's auxiliary keys. Returns 0 or -1
@@ -32,11 +32,12 @@ void aux_keys_free(RedisModuleCtx *ctx, aux_keys *a);
 int protocol_lease_held(RedisModuleCtx *ctx, const aux_keys *a);
 
 /* Before a commit that overwrites or deletes the pages `indexes` (n of
- * them, each below the old length) of the hash open in `key`: drops lapsed
- * readers; if readers remain, saves the pages' current values as undo
- * records of the next version and trims records no reader needs; with no
- * reader, deletes the undo keys. Nothing is propagated. Returns 0, or -1
- * with an error reply text in err. */
+ * them, each below the old length) of the hash open in `key`: when the
+ * changelog T:log exists (a library client keeps it), logs them as the
+ * next version's entry; drops lapsed readers; if readers remain, saves the
+ * pages' current values as undo records of the next version and trims
+ * records no reader needs; with no reader, deletes the undo keys. Nothing
+ * is propagated. Returns 0, or -1 with an error reply text in err. */
 int protocol_save_undo(RedisModuleCtx *ctx, const aux_keys *a, RedisModuleKey *key, const uint32_t *indexes,
                        size_t n, char *err, size_t errlen);
 

@@ -284,11 +284,20 @@ struct RedisModuleCommandArg {
     X(int, ReplyWithMap, (RedisModuleCtx * ctx, long len))                                           \
     X(int, InfoAddFieldCString, (RedisModuleInfoCtx * ctx, const char *field, const char *value))
 
+/* ---- change data capture (changes.c): stream keys and integer replies of
+ * RedisModule_Call (XLEN). Owned by the changes engineer; resolved like the
+ * entries above. */
+#define REDISMODULE_KEYTYPE_STREAM 7
+
+#define REDIS_API_CHANGES_ENTRIES(X) \
+    X(long long, CallReplyInteger, (RedisModuleCallReply * reply))
+
 #define REDIS_API_DECLARE(ret, name, params) extern ret(*RedisModule_##name) params;
 REDIS_API_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_PROTOCOL_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_OPTIONAL_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_REPLY_ENTRIES(REDIS_API_DECLARE)
+REDIS_API_CHANGES_ENTRIES(REDIS_API_DECLARE)
 #undef REDIS_API_DECLARE
 
 /* Resolves every entry above and registers the module name. On failure

@@ -12,6 +12,7 @@
  * next write stores the zero page. */
 #include "store_keyspace.h"
 
+#include "changes.h"
 #include "format.h"
 #include "pagemap.h"
 #include "protocol.h"
@@ -360,7 +361,7 @@ static void write_changes(keyspace_store *k, const change *c, size_t nc, uint32_
 static int prepare_write(keyspace_store *k, const change *c, size_t nc, uint32_t old_npages, const aux_keys *a,
                          char *err, size_t errlen) {
     if (protocol_lease_held(k->ctx, a)) {
-        snprintf(err, errlen, "ERR database is locked: a library client holds the write lease (retry)");
+        snprintf(err, errlen, "SQLITE_BUSY database is locked: a library client holds the write lease (retry)");
         return -1;
     }
     size_t ndel = old_npages > k->pending_npages ? old_npages - k->pending_npages : 0;
@@ -430,7 +431,7 @@ static int check_replication_room(keyspace_store *k, size_t nc, size_t ndel, cha
     long long hard = replica_hard_limit(k->ctx);
     if (hard <= 0 || (long long)bytes <= hard || replica_count(k->ctx) == 0) return 0;
     snprintf(err, errlen,
-             "ERR kvsql: this write would send about %zu bytes to the replicas at once, more than "
+             "SQLITE_TOOBIG kvsql: this write would send about %zu bytes to the replicas at once, more than "
              "client-output-buffer-limit allows a replica (hard limit %lld bytes): Redis would drop the "
              "replica and resync it in full. Nothing was written. Raise the limit (CONFIG SET "
              "client-output-buffer-limit \"replica <hard> <soft> <seconds>\") or write in smaller calls",
@@ -465,8 +466,10 @@ int keyspace_store_flush(kvsql_store *s, char *err, size_t errlen) {
         size_t ndel = old_npages > k->pending_npages ? old_npages - k->pending_npages : 0;
         flushing = 1; /* keyspace events of our own writes */
         rc = check_replication_room(k, nc, ndel, err, errlen);
+        if (rc == 0) rc = changes_check_write(k->ctx, err, errlen); /* capture's stream can take the entries */
         if (rc == 0) rc = prepare_write(k, c, nc, old_npages, &a, err, errlen);
         if (rc == 0) write_changes(k, c, nc, old_npages, &a);
+        if (rc == 0) changes_write(k->ctx, a.version); /* the row changes, in the same MULTI/EXEC */
         flushing = 0;
         aux_keys_free(k->ctx, &a);
     }

@@ -1,0 +1,49 @@
+/* changes.h - change data capture: a database's committed row changes
+ * appended to the Redis Stream T:changes (docs/FORMAT.md, "The changes
+ * stream"; docs/COMMANDS.md, SQL.CHANGES).
+ *
+ * Capture is on for a database while its key T:changes:cfg exists (a hash,
+ * written by SQL.CHANGES, replicated and persisted like any key). Called by
+ * exec.c around each write call and each statement, by store_keyspace.c in
+ * its end-of-call write (the entries go out in the same MULTI/EXEC as the
+ * pages), and by module.c, which registers SQL.CHANGES. With capture off a
+ * write call costs one key lookup here and nothing else: no hook is
+ * installed. The preupdate hook is installed only for the duration of a
+ * call and removed at its end. */
+#ifndef KVSQL_CHANGES_H
+#define KVSQL_CHANGES_H
+
+#include "module/guard.h"
+#include "module/redis_api.h"
+
+#include <sqlite3.h>
+
+/* Suffixes of the auxiliary keys (format.h's naming: T:changes, ...). */
+#define CHANGES_AUX_STREAM ":changes"
+#define CHANGES_AUX_CONFIG ":changes:cfg"
+
+/* exec.c: at the start of a write call on keyname's connection db (guard
+ * g lets capture's own queries past the authorizer). Installs the
+ * preupdate hook when capture is on for the key. */
+void changes_call_begin(RedisModuleCtx *ctx, RedisModuleString *keyname, sqlite3 *db, guard *g);
+/* Around each statement of the call; no-ops when capture is off. Each
+ * returns SQLITE_OK, or an error code with an error reply text in err
+ * (then the call fails and nothing is written). */
+int changes_stmt_begin(sqlite3_stmt *stmt, char *err, size_t errlen);
+int changes_stmt_end(sqlite3_stmt *stmt, char *err, size_t errlen);
+/* At the end of the call, written or not: removes the hook, drops the
+ * entries. */
+void changes_call_end(void);
+
+/* store_keyspace.c, in the end-of-call write. Before anything is written:
+ * checks that the stream can take the entries; 0, or -1 with err set. */
+int changes_check_write(RedisModuleCtx *ctx, char *err, size_t errlen);
+/* After the pages and INCR T:v: appends the call's entries (XADD, each
+ * propagated in the same MULTI/EXEC), tagged with the version in key
+ * version_key. */
+void changes_write(RedisModuleCtx *ctx, RedisModuleString *version_key);
+
+/* SQL.CHANGES key [ON [MAXLEN [=|~] n] | OFF | STATUS] */
+int cmd_sql_changes(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+
+#endif

@@ -1,0 +1,307 @@
+"""test_changes.py - row changes into the stream T:changes (SQL.CHANGES).
+
+Against real redis-server processes (conftest.py): the entries a commit
+appends, none for rolled-back or failed calls, the stream on replicas and
+after kill -9 with appendfsync always, replay of a random workload into a
+native SQLite file (tools/changes_replay.py) giving the same rows, and a
+consumer noticing entries trimmed by MAXLEN.
+"""
+import json
+import os
+import random
+import sqlite3
+import sys
+import threading
+
+import pytest
+import redis
+
+from harness import query, sql, wait_for
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+import changes_replay  # noqa: E402
+
+STREAM = "{db}:changes"
+
+
+def entries(r, stream=STREAM):
+    return [{k.decode(): v.decode() for k, v in f.items()} for _, f in r.xrange(stream)]
+
+
+def rows_of(r, op=None):
+    return [e for e in entries(r) if op is None or e["op"] == op]
+
+
+def test_on_off_status_and_markers(r):
+    assert r.execute_command("SQL.CHANGES", "db", "STATUS")[:2] == [b"capture", b"off"]
+    assert r.execute_command("SQL.CHANGES", "db", "ON", "MAXLEN", "1000") == b"OK"
+    st = r.execute_command("SQL.CHANGES", "db")
+    assert st[1] == b"on" and st[3] == b"~ 1000" and st[5] == STREAM.encode()
+    assert r.execute_command("SQL.CHANGES", "db", "OFF") == b"OK"
+    assert [e["op"] for e in entries(r)] == ["on", "off"]
+    sql(r, "db", "create table t(a)")
+    assert len(entries(r)) == 2  # capture off: nothing appended
+    with pytest.raises(redis.ResponseError, match="MAXLEN"):
+        r.execute_command("SQL.CHANGES", "db", "ON", "MAXLEN", "-1")
+    with pytest.raises(redis.ResponseError):
+        r.execute_command("SQL.CHANGES", "db", "SIDEWAYS")
+
+
+def test_insert_update_delete_entries_are_typed_and_carry_the_version(r):
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    sql(r, "db", "create table t(id integer primary key, v text, b blob, x real)")
+    sql(r, "db", "insert into t values (1, 'a', x'00ff', 1.5), (2, 'b', null, 100)")
+    sql(r, "db", "update t set v = 'z' where id = 2; delete from t where id = 1")
+    got = entries(r)
+    assert [e["op"] for e in got] == ["on", "schema", "insert", "insert", "update", "delete"]
+    assert got[1]["sql"] == "create table t(id integer primary key, v text, b blob, x real)"
+    ins = got[2]
+    assert ins["table"] == "t" and json.loads(ins["key"]) == [["integer", "1"]]
+    assert json.loads(ins["new"]) == {"id": ["integer", "1"], "v": ["text", "a"], "b": ["blob", "00ff"],
+                                      "x": ["real", "1.5"]}
+    assert json.loads(got[3]["new"])["x"] == ["real", "100.0"]
+    upd = got[4]
+    assert json.loads(upd["old"])["v"] == ["text", "b"] and json.loads(upd["new"])["v"] == ["text", "z"]
+    assert "new" not in got[5] and json.loads(got[5]["old"])["b"] == ["blob", "00ff"]
+    versions = [int(e["version"]) for e in got]
+    assert versions == [0, 1, 2, 2, 3, 3]  # one version per call: the transaction id
+    assert int(r.get("{db}:v")) == 3
+
+
+def test_without_rowid_tables_are_keyed_by_primary_key(r):
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    sql(r, "db", "create table w(k text, n int, v, primary key (n, k)) without rowid;"
+                 "insert into w values ('a', 1, 2); update w set n = 5")
+    ins, upd = rows_of(r, "insert")[0], rows_of(r, "update")[0]
+    assert json.loads(ins["key"]) == [["integer", "1"], ["text", "a"]]
+    assert json.loads(upd["key"]) == [["integer", "1"], ["text", "a"]]  # the key the row had
+    assert json.loads(upd["new"])["n"] == ["integer", "5"]
+
+
+def test_rollbacks_and_failed_calls_leave_no_entry(r):
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    sql(r, "db", "create table t(id integer primary key, v)")
+    before = len(entries(r))
+    sql(r, "db", "begin; insert into t values (1, 'x'); rollback")
+    with pytest.raises(redis.ResponseError, match="CONSTRAINT"):
+        sql(r, "db", "insert into t values (2, 'a'); insert into t values (2, 'dup')")
+    with pytest.raises(redis.ResponseError, match="left open"):
+        sql(r, "db", "begin; insert into t values (3, 'open')")
+    assert len(entries(r)) == before
+    sql(r, "db", "savepoint a; insert into t values (4, 'kept'); savepoint b;"
+                 "insert into t values (5, 'gone'); update t set v = 'gone' where id = 4;"
+                 "rollback to b; release a")
+    sql(r, "db", "begin; insert into t values (6, 'in'); savepoint s; delete from t where id = 4;"
+                 "rollback transaction to savepoint s; commit")
+    got = entries(r)[before:]
+    assert [(e["op"], json.loads(e["key"])[0][1]) for e in got] == [("insert", "4"), ("insert", "6")]
+    assert query(r, "db", "select id from t order by id")[1:] == [[4], [6]]
+
+
+def test_vacuum_and_create_table_as_are_refused_while_on(r):
+    sql(r, "db", "create table t(a)")
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    with pytest.raises(redis.ResponseError, match="VACUUM"):
+        sql(r, "db", "vacuum")
+    with pytest.raises(redis.ResponseError, match="AS SELECT"):
+        sql(r, "db", "create table c as select * from t")
+    assert [e["op"] for e in entries(r)] == ["on"]
+    sql(r, "db", "create temp table tt(x); insert into tt values (1); pragma user_version = 7")
+    assert [e["op"] for e in entries(r)] == ["on", "commit"]  # temp tables are not stored
+
+
+def test_stream_of_another_type_fails_the_call_and_writes_nothing(r):
+    sql(r, "db", "create table t(a)")
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    r.delete(STREAM)
+    r.set(STREAM, "x")
+    v = r.get("{db}:v")
+    with pytest.raises(redis.ResponseError, match="another type"):
+        sql(r, "db", "insert into t values (1)")
+    assert r.get("{db}:v") == v and query(r, "db", "select count(*) from t")[1] == [0]
+
+
+# ---- replay ------------------------------------------------------------------
+
+def table_rows(db):
+    out = {}
+    for (name,) in db.execute("select name from sqlite_schema where type = 'table' order by name"):
+        wr = db.execute("select wr from pragma_table_list(?)", (name,)).fetchone()[0]
+        cols = "*" if wr else "rowid, *"  # rowids too, where there are
+        out[name] = sorted(db.execute('select %s from "%s"' % (cols, name)).fetchall(), key=repr)
+    return out
+
+
+def module_rows(r, key="db"):
+    """The database's rows, read from an exported copy of its pages."""
+    page = r.hget(key, 0)
+    n = r.hlen(key)
+    path = "/tmp/kvsql-changes-%d.db" % os.getpid()
+    with open(path, "wb") as f:
+        for i in range(n):
+            f.write(r.hget(key, i) or bytes(len(page)))
+    try:
+        db = sqlite3.connect(path)
+        return table_rows(db)
+    finally:
+        db.close()
+        os.remove(path)
+
+
+def replay_rows(r, tmp_path, key="db"):
+    path = str(tmp_path / "copy.db")
+    if os.path.exists(path):
+        os.remove(path)
+    changes_replay.replay(r, key, path)
+    db = sqlite3.connect(path)
+    try:
+        return table_rows(db)
+    finally:
+        db.close()
+
+
+def random_call(rnd, tables):
+    """One SQL.EXEC text of a random workload: DML, DDL, rollbacks."""
+    t = rnd.choice(tables)
+    val = lambda: rnd.choice(["%d" % rnd.randint(-5, 50), "'s%d'" % rnd.randint(0, 9), "null",
+                              "x'%02x'" % rnd.randint(0, 255), "%d.25" % rnd.randint(0, 9)])
+    k = rnd.randint(1, 40)
+    dml = rnd.choice([
+        "insert or replace into %s(k, a, b) values (%d, %s, %s)" % (t, k, val(), val()),
+        "update %s set a = %s where k %% 3 = %d" % (t, val(), rnd.randint(0, 2)),
+        "delete from %s where k = %d" % (t, k),
+        "insert into %s(k, a) select k + 100, a from %s where k < 5 and k + 100 not in (select k from %s)"
+        % (t, t, t),
+    ])
+    return rnd.choice([
+        dml,
+        dml + "; " + dml,
+        "begin; %s; rollback" % dml,
+        "savepoint p; %s; rollback to p; %s; release p" % (dml, dml),
+        "create index if not exists i_%s on %s(a)" % (t, t),
+    ])
+
+
+def test_replay_of_a_random_workload_gives_the_same_rows(r, tmp_path):
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    rnd = random.Random(16)
+    sql(r, "db", "create table t1(k integer primary key, a, b)")
+    sql(r, "db", "create table t2(k int primary key, a, b) without rowid")
+    sql(r, "db", "create table t3(k, a, b)")  # rowids without an INTEGER PRIMARY KEY
+    tables = ["t1", "t2", "t3"]
+    for i in range(400):
+        if i == 150:
+            sql(r, "db", "alter table t3 add column c default 'new'")
+        if i == 250:
+            sql(r, "db", "create table t4(k integer primary key, a, b); drop table t1")
+            tables = ["t2", "t3", "t4"]
+        try:
+            sql(r, "db", random_call(rnd, tables))
+        except redis.ResponseError:
+            pass  # a failed call (a constraint): it must leave no entry
+    assert replay_rows(r, tmp_path) == module_rows(r)
+
+
+def test_maxlen_trims_and_the_replay_notices(r, tmp_path):
+    r.execute_command("SQL.CHANGES", "db", "ON", "MAXLEN", "=", "50")
+    sql(r, "db", "create table t(a)")
+    for i in range(60):
+        sql(r, "db", "insert into t values (?)", i)
+    assert r.xlen(STREAM) == 50
+    with pytest.raises(changes_replay.Gap, match="trimmed"):
+        replay_rows(r, tmp_path)
+
+
+def test_replay_notices_capture_turned_off_and_on(r, tmp_path):
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    sql(r, "db", "create table t(a)")
+    r.execute_command("SQL.CHANGES", "db", "OFF")
+    sql(r, "db", "insert into t values (1)")
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    sql(r, "db", "insert into t values (2)")
+    with pytest.raises(changes_replay.Gap, match="off"):
+        replay_rows(r, tmp_path)
+
+
+# ---- replicas, AOF, crashes -----------------------------------------------------
+
+def attach_replica(servers, master, **kw):
+    rep = servers(**kw)
+    c = rep.client()
+    c.replicaof("127.0.0.1", master.port)
+    wait_for(lambda: c.info("replication").get("master_link_status") == "up", what="replica link")
+    return rep
+
+
+def test_replicas_get_the_stream_with_the_pages_in_one_multi_exec(servers):
+    master = servers()
+    m = master.client()
+    rep = attach_replica(servers, master, module=False)
+    m.execute_command("SQL.CHANGES", "db", "ON", "MAXLEN", "100")
+    sql(m, "db", "create table t(a)")
+    m.execute_command("WAIT", 1, 5000)
+    mon = rep.client().monitor()
+    with mon as stream:
+        sql(m, "db", "insert into t values (random())")
+        seen = []
+        while not seen or not seen[-1].startswith("EXEC"):
+            seen.append(stream.next_command()["command"])
+    names = [c.split()[0] for c in seen if c.split()[0] != "PING"]
+    assert names[0] == "MULTI" and names[-1] == "EXEC"
+    assert names[1:-1] == ["HSET", "INCR", "XADD"], seen
+    for i in range(30):
+        sql(m, "db", "insert into t values (?)", i)
+    m.execute_command("WAIT", 1, 5000)
+    assert m.xrange(STREAM) == rep.client().xrange(STREAM)
+    assert rep.client().hgetall("{db}:changes:cfg") == {b"maxlen": b"100", b"trim": b"~"}
+
+
+def write_until_killed(r, acked, stop):
+    for i in range(1, 20001):
+        if stop.is_set():
+            return
+        try:
+            sql(r, "db", "insert into t(id) values (?)", str(i))
+            acked.append(i)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return
+
+
+def test_kill_9_with_appendfsync_always_keeps_rows_and_entries_together(servers, tmp_path):
+    s = servers(args=["--appendonly", "yes", "--appendfsync", "always"])
+    c = s.client()
+    c.execute_command("SQL.CHANGES", "db", "ON")
+    sql(c, "db", "create table t(id integer primary key)")
+    acked, stop = [], threading.Event()
+    writer = threading.Thread(target=write_until_killed, args=(s.client(), acked, stop))
+    writer.start()
+    wait_for(lambda: len(acked) >= 200, timeout=30, what="200 acknowledged writes")
+    s.kill()
+    stop.set()
+    writer.join(timeout=10)
+    s.start()
+    c = s.client()
+    ids = {row[0] for row in query(c, "db", "select id from t")[1:]}
+    assert set(acked) <= ids
+    inserted = {int(json.loads(e["key"])[0][1]) for e in rows_of(c, "insert")}
+    assert inserted == ids  # never a change without its rows, nor rows without their change
+    assert replay_rows(c, tmp_path) == module_rows(c)
+    # the server still captures after the restart
+    sql(c, "db", "delete from t where id = 1")
+    assert rows_of(c)[-1]["op"] == "delete"
+
+
+def test_promoted_replica_continues_the_stream(servers, tmp_path):
+    master = servers()
+    m = master.client()
+    rep = attach_replica(servers, master)
+    m.execute_command("SQL.CHANGES", "db", "ON")
+    sql(m, "db", "create table t(a)")
+    for i in range(20):
+        sql(m, "db", "insert into t values (?)", i)
+    m.execute_command("WAIT", 1, 5000)
+    master.kill()
+    r = rep.client()
+    r.replicaof("no", "one")
+    sql(r, "db", "update t set a = -a where a % 2 = 0")
+    assert replay_rows(r, tmp_path) == module_rows(r)
