@@ -17,6 +17,7 @@
 #include "changes.h"
 
 #include "format.h"
+#include "utf8.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,23 +138,9 @@ static void drop_savepoints(size_t keep) {
 
 /* ---- typed values as JSON ------------------------------------------------ */
 
-/* The length of the UTF-8 sequence at s, or 0 when it is not valid. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
-    unsigned char c = s[0];
-    if (c < 0x80) return 1;
-    size_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    if (len == 0 || n < len) return 0;
-    unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
-    unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-    if (s[1] < lo || s[1] > hi) return 0;
-    for (size_t k = 2; k < len; k++)
-        if ((s[k] & 0xC0) != 0x80) return 0;
-    return len;
-}
-
 static int valid_utf8(const unsigned char *s, size_t n) {
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_len(s + i, n - i);
+        size_t len = utf8_sequence(s + i, n - i);
         if (!len) return 0;
         i += len;
     }

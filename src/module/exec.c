@@ -16,6 +16,7 @@
 #include "kvsql.h"
 #include "result.h"
 #include "store_keyspace.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -102,23 +103,6 @@ static int canonical_integer(const char *p, size_t len, sqlite3_int64 *out) {
     if (v > (unsigned long long)INT64_MAX + (unsigned long long)neg) return 0;
     *out = neg ? (sqlite3_int64)(0 - v) : (sqlite3_int64)v;
     return 1;
-}
-
-/* The length of the UTF-8 sequence at s (n bytes left), or 0 when it is
- * not valid UTF-8: overlong forms, UTF-16 surrogates (U+D800..U+DFFF) and
- * code points past U+10FFFF are not (RFC 3629). */
-static size_t utf8_sequence(const unsigned char *s, size_t n) {
-    unsigned char c = s[0];
-    if (c < 0x80) return 1;
-    size_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    if (len == 0 || n < len) return 0;
-    /* the second byte's range depends on the first */
-    unsigned char lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
-    unsigned char hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-    if (s[1] < lo || s[1] > hi) return 0;
-    for (size_t k = 2; k < len; k++)
-        if ((s[k] & 0xC0) != 0x80) return 0;
-    return len;
 }
 
 /* Valid UTF-8 without NUL bytes: such an argument binds as TEXT. */
