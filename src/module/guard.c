@@ -115,9 +115,21 @@ static int note_temp(guard *g, const char *db) {
     return SQLITE_OK;
 }
 
+/* PRAGMA case_sensitive_like=value would put SQLite's own LIKE back (it
+ * registers it anew, in place of heavy.c's): the pragma is made a no-op
+ * and heavy.c's LIKE follows the value instead. */
+static int is_case_sensitive_like(int action, const char *name, const char *value) {
+    return action == SQLITE_PRAGMA && value && name && strcasecmp(name, "case_sensitive_like") == 0;
+}
+
 static int authorize(void *arg, int action, const char *a, const char *b, const char *db, const char *trigger) {
     (void)trigger;
     guard *g = arg;
+    if (is_case_sensitive_like(action, a, b)) {
+        int rc = g->trusted ? SQLITE_OK : authorize_pragma(g, a, b, db); /* noted: reset after the call */
+        if (rc == SQLITE_OK) g->heavy.case_sensitive_like = heavy_pragma_boolean(b);
+        return rc == SQLITE_OK ? SQLITE_IGNORE : rc;
+    }
     if (g->trusted) return SQLITE_OK;
     if (g->tick && g->tick()) return SQLITE_DENY; /* time is up: preparing stops here */
     switch (action) {
@@ -247,6 +259,9 @@ int guard_install(sqlite3 *db, guard *g) {
         rc = sqlite3_create_function(db, "changes", 0, SQLITE_UTF8, g, call_changes, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_create_function(db, "total_changes", 0, SQLITE_UTF8, g, call_total_changes, NULL, NULL);
+    g->heavy.tick = g->tick;
+    g->heavy.case_sensitive_like = sqlite3_compileoption_used("CASE_SENSITIVE_LIKE");
+    if (rc == SQLITE_OK) rc = heavy_install(db, &g->heavy); /* work a step's check cannot see */
     sqlite3_limit(db, SQLITE_LIMIT_WORKER_THREADS, 0); /* no threads in redis-server */
     if (rc == SQLITE_OK) rc = sqlite3_set_authorizer(db, authorize, g);
     return rc;

@@ -12,6 +12,8 @@
 #ifndef KVSQL_GUARD_H
 #define KVSQL_GUARD_H
 
+#include "module/heavy.h"
+
 #include <sqlite3.h>
 
 typedef struct guard {
@@ -24,6 +26,7 @@ typedef struct guard {
     int trusted;      /* kvsql's own SQL runs: allow it, note nothing */
     int (*tick)(void); /* if set, called now and then while preparing: non-zero stops */
     sqlite3_int64 changes_at_begin; /* sqlite3_total_changes64() when the call began */
+    heavy_conf heavy; /* the stoppable functions' state (heavy.c): tick, case_sensitive_like */
 } guard;
 
 /* Reads this libsqlite3's defaults of the settings a call may change, from
