@@ -28,7 +28,7 @@ CFLAGS  += $(if $(SANFLAGS),-DKVSQL_SANITIZE)
 CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Werror -fPIC -fvisibility=hidden $(SANFLAGS) -Iinclude -Isrc
 LDFLAGS += $(SANFLAGS)
 
-CORE_SRC   := src/format.c src/pagemap.c src/vfs.c src/store_memory.c
+CORE_SRC   := src/format.c src/memfile.c src/pagemap.c src/vfs.c src/store_memory.c
 MODULE_SRC := $(CORE_SRC) $(wildcard src/module/*.c)
 HEADERS    := $(wildcard include/*.h src/*.h src/module/*.h src/client/*.h)
 
@@ -112,7 +112,7 @@ $(BUILD)/kvsql-bench-lib: bench/kvsql-bench-lib.c $(LIBRARY)
 
 bench: deps $(MODULE) $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/kvsql-bench $(BUILD)/kvsql-bench-lib
 	@scripts/deps.sh gnuplot-nox
-	@BUILD=$(BUILD) PYTHON=$(PYTHON) QUICK=$(QUICK) $(PYTHON) bench/run
+	@BUILD=$(BUILD) PYTHON=$(PYTHON) QUICK=$(QUICK) CORE_OBJS="$(CORE_SRC:%.c=$(BUILD)/%.o)" $(PYTHON) bench/run
 
 # A bounded soak: SOAK_SECONDS (default 180) of mixed load with restarts.
 SOAK_SECONDS ?= 180

@@ -5,9 +5,10 @@
  * handed over, "kvsql-memory" makes a memory store per name, "redis"
  * (src/client/) connects to a Redis server. The main database file reads
  * and writes pages through the store (store.h), in the snapshot of the
- * transaction that SQLite's SHARED lock began. Every other file SQLite asks for (rollback journal,
- * statement journal, temp databases) lives in process memory and never
- * reaches the store; WAL files are refused, so WAL mode cannot be entered.
+ * transaction that SQLite's SHARED lock began. Every other file SQLite
+ * asks for (rollback journal, statement journal, temp databases) is a
+ * memfile (memfile.c) that never reaches the store; WAL files are refused,
+ * so WAL mode cannot be entered.
  *
  * Writes to the database file are kept in `dirty` until SQLite syncs the
  * file (SQLITE_FCNTL_SYNC, sent even with synchronous=OFF, or xSync): then
@@ -18,6 +19,7 @@
  * at unlock. */
 #include "kvsql.h"
 #include "format.h"
+#include "memfile.h"
 #include "pagemap.h"
 #include "store.h"
 #include "vfs.h"
@@ -111,10 +113,10 @@ typedef struct file {
     uint64_t seen_version;
     uint32_t seen_generation;
     int seen_any;
-    /* memory file (journals, temp files) */
-    unsigned char *buf;
-    sqlite3_int64 len, cap;
 } file;
+
+/* Every file of a kvsql VFS is one of these, or a memfile. */
+_Static_assert(sizeof(file) >= sizeof(memfile), "szOsFile must fit a memory file");
 
 static int set_page_size(file *f, uint32_t psz) {
     if (f->page_size == psz) return SQLITE_OK;
@@ -439,78 +441,6 @@ static const sqlite3_io_methods db_methods = {
     device_characteristics, 0, 0, 0, 0, 0, 0,
 };
 
-/* ---- memory files: journals and temp files ------------------------------ */
-
-static int mem_close(sqlite3_file *pf) {
-    sqlite3_free(((file *)pf)->buf);
-    return SQLITE_OK;
-}
-
-static int mem_read(sqlite3_file *pf, void *dst, int amt, sqlite3_int64 off) {
-    file *f = (file *)pf;
-    if (off + amt > f->len) {
-        sqlite3_int64 have = off < f->len ? f->len - off : 0;
-        if (have) memcpy(dst, f->buf + off, have);
-        memset((char *)dst + have, 0, amt - have);
-        return SQLITE_IOERR_SHORT_READ;
-    }
-    memcpy(dst, f->buf + off, amt);
-    return SQLITE_OK;
-}
-
-static int mem_write(sqlite3_file *pf, const void *src, int amt, sqlite3_int64 off) {
-    file *f = (file *)pf;
-    sqlite3_int64 end = off + amt;
-    if (end > f->cap) {
-        sqlite3_int64 cap = f->cap ? f->cap : 4096;
-        while (cap < end) cap *= 2;
-        unsigned char *b = sqlite3_realloc64(f->buf, cap);
-        if (!b) return SQLITE_NOMEM;
-        f->buf = b;
-        f->cap = cap;
-    }
-    if (off > f->len) memset(f->buf + f->len, 0, off - f->len);
-    memcpy(f->buf + off, src, amt);
-    if (end > f->len) f->len = end;
-    return SQLITE_OK;
-}
-
-static int mem_truncate(sqlite3_file *pf, sqlite3_int64 size) {
-    file *f = (file *)pf;
-    if (size < f->len) f->len = size;
-    return SQLITE_OK;
-}
-
-static int mem_sync(sqlite3_file *pf, int flags) {
-    (void)pf;
-    (void)flags;
-    return SQLITE_OK;
-}
-
-static int mem_file_size(sqlite3_file *pf, sqlite3_int64 *size) {
-    *size = ((file *)pf)->len;
-    return SQLITE_OK;
-}
-
-static int mem_lock(sqlite3_file *pf, int level) {
-    (void)pf;
-    (void)level;
-    return SQLITE_OK;
-}
-
-static int mem_file_control(sqlite3_file *pf, int op, void *arg) {
-    (void)pf;
-    (void)op;
-    (void)arg;
-    return SQLITE_NOTFOUND;
-}
-
-static const sqlite3_io_methods mem_methods = {
-    1, mem_close, mem_read, mem_write, mem_truncate, mem_sync, mem_file_size,
-    mem_lock, mem_lock, db_check_reserved, mem_file_control, sector_size,
-    device_characteristics, 0, 0, 0, 0, 0, 0,
-};
-
 /* ---- the VFS ----------------------------------------------------------- */
 
 /* pAppData of each VFS: how a file name becomes a store. */
@@ -563,8 +493,7 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *pf, int fl
     if (flags & SQLITE_OPEN_WAL) return SQLITE_CANTOPEN; /* no WAL: no shared memory here */
     if (out_flags) *out_flags = flags;
     if (flags & SQLITE_OPEN_MAIN_DB) return open_db(vfs, name, f);
-    memset(f, 0, sizeof(*f));
-    f->base.pMethods = &mem_methods;
+    memfile_open(pf); /* journals and temp files: process memory */
     return SQLITE_OK;
 }
 
