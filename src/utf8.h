@@ -1,6 +1,6 @@
 /* utf8.h - strict UTF-8 (RFC 3629): what counts as text. Used by the
  * module to decide that an argument binds as TEXT (exec.c) and that a value
- * can be published as text (changes.c). */
+ * can be published as text (change_entry.c). */
 #ifndef KVSQL_UTF8_H
 #define KVSQL_UTF8_H
 

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import redis
@@ -39,6 +40,75 @@ def wait_for(cond, timeout=15, what="condition", interval=0.05):
             return
         time.sleep(interval)
     raise AssertionError("timed out waiting for " + what)
+
+
+def kill_when_busy(server, call, busy_within, join_within, poll=0.02, what="the call ran"):
+    """Runs call(client) on a client of its own in a thread; waits up to
+    busy_within seconds for kvsql's -BUSY reply to another client's PING,
+    stops the call with SQL.KILL from that client and waits up to
+    join_within seconds for the thread. Returns (the other client, the
+    call's error text or "")."""
+    outcome = {}
+
+    def long_call():
+        try:
+            call(server.client())
+        except redis.ResponseError as e:
+            outcome["error"] = str(e)
+
+    t = threading.Thread(target=long_call)
+    t.start()
+    other = server.client()
+    busy = False
+    deadline = time.time() + busy_within
+    while time.time() < deadline and not busy:
+        try:
+            other.ping()
+            time.sleep(poll)
+        except redis.ResponseError as e:
+            busy = "kvsql is running SQL" in str(e)
+    assert busy, "no -BUSY reply while " + what
+    assert other.execute_command("SQL.KILL") == b"OK"
+    t.join(timeout=join_within)
+    return other, outcome.get("error", "")
+
+
+def attach_replica(servers, master, **kw):
+    """A new server (servers(**kw)) replicating master, once its link is up."""
+    rep = servers(**kw)
+    c = rep.client()
+    c.replicaof("127.0.0.1", master.port)
+    wait_for(lambda: c.info("replication").get("master_link_status") == "up", what="replica link")
+    return rep
+
+
+def write_until_killed(r, key, acked, stop, wait_replicas=0):
+    """Inserts rows 1, 2, ... into key's table t(id); records the ids whose
+    reply arrived (and, with wait_replicas, whose WAIT confirmed that many
+    replicas)."""
+    for i in range(1, 20001):
+        if stop.is_set():
+            return
+        try:
+            sql(r, key, "insert into t(id) values (?)", str(i))
+            if wait_replicas and r.execute_command("WAIT", wait_replicas, 2000) < wait_replicas:
+                continue
+            acked.append(i)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return
+
+
+def kill_9_while_writing(server, key, count, what, wait_replicas=0):
+    """SIGKILLs server once a writer thread (write_until_killed, on its own
+    client) has count acknowledged writes; returns the acknowledged ids."""
+    acked, stop = [], threading.Event()
+    writer = threading.Thread(target=write_until_killed, args=(server.client(), key, acked, stop, wait_replicas))
+    writer.start()
+    wait_for(lambda: len(acked) >= count, timeout=30, what=what)
+    server.kill()
+    stop.set()
+    writer.join(timeout=10)
+    return acked
 
 
 def free_port():

@@ -11,12 +11,11 @@ import os
 import random
 import sqlite3
 import sys
-import threading
 
 import pytest
 import redis
 
-from harness import query, sql, wait_for
+from harness import attach_replica, kill_9_while_writing, query, sql
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import changes_replay  # noqa: E402
@@ -225,14 +224,6 @@ def test_replay_notices_capture_turned_off_and_on(r, tmp_path):
 
 # ---- replicas, AOF, crashes -----------------------------------------------------
 
-def attach_replica(servers, master, **kw):
-    rep = servers(**kw)
-    c = rep.client()
-    c.replicaof("127.0.0.1", master.port)
-    wait_for(lambda: c.info("replication").get("master_link_status") == "up", what="replica link")
-    return rep
-
-
 def test_replicas_get_the_stream_with_the_pages_in_one_multi_exec(servers):
     master = servers()
     m = master.client()
@@ -256,29 +247,12 @@ def test_replicas_get_the_stream_with_the_pages_in_one_multi_exec(servers):
     assert rep.client().hgetall("{db}:changes:cfg") == {b"maxlen": b"100", b"trim": b"~"}
 
 
-def write_until_killed(r, acked, stop):
-    for i in range(1, 20001):
-        if stop.is_set():
-            return
-        try:
-            sql(r, "db", "insert into t(id) values (?)", str(i))
-            acked.append(i)
-        except (redis.ConnectionError, redis.TimeoutError):
-            return
-
-
 def test_kill_9_with_appendfsync_always_keeps_rows_and_entries_together(servers, tmp_path):
     s = servers(args=["--appendonly", "yes", "--appendfsync", "always"])
     c = s.client()
     c.execute_command("SQL.CHANGES", "db", "ON")
     sql(c, "db", "create table t(id integer primary key)")
-    acked, stop = [], threading.Event()
-    writer = threading.Thread(target=write_until_killed, args=(s.client(), acked, stop))
-    writer.start()
-    wait_for(lambda: len(acked) >= 200, timeout=30, what="200 acknowledged writes")
-    s.kill()
-    stop.set()
-    writer.join(timeout=10)
+    acked = kill_9_while_writing(s, "db", 200, what="200 acknowledged writes")
     s.start()
     c = s.client()
     ids = {row[0] for row in query(c, "db", "select id from t")[1:]}

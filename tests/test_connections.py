@@ -9,7 +9,7 @@ redis-server processes (conftest.py), bounded loads, no timing.
 import pytest
 import redis
 
-from harness import query, sql, wait_for
+from harness import attach_replica, query, sql
 
 
 def kvsql_info(r):
@@ -18,14 +18,6 @@ def kvsql_info(r):
 
 def opened(r):
     return kvsql_info(r)["kvsql_connections_opened"]
-
-
-def attach_replica(servers, master):
-    rep = servers()
-    c = rep.client()
-    c.replicaof("127.0.0.1", master.port)
-    wait_for(lambda: c.info("replication").get("master_link_status") == "up", what="replica link")
-    return c
 
 
 # ---- 1. invalidate pages, not connections --------------------------------------
@@ -53,7 +45,7 @@ def test_schema_changed_by_hset_is_read_again(r):
 def test_replica_keeps_its_connection_through_replicated_writes(servers):
     master = servers()
     m = master.client()
-    rep = attach_replica(servers, master)
+    rep = attach_replica(servers, master).client()
     sql(m, "db", "create table t(id integer primary key, v)")
     sql(m, "db", "insert into t values (1, 'one')")
     m.execute_command("WAIT", 1, 5000)
@@ -114,7 +106,7 @@ def test_commit_too_big_for_a_replica_is_refused_before_writing(servers):
     master = servers()
     m = master.client()
     m.config_set("client-output-buffer-limit", "replica 1mb 0 0")
-    rep = attach_replica(servers, master)
+    rep = attach_replica(servers, master).client()
     sql(m, "db", "create table t(v)")
     full_syncs = m.info("stats")["sync_full"]
     with pytest.raises(redis.ResponseError, match="client-output-buffer-limit"):
@@ -132,7 +124,7 @@ def test_big_commit_passes_when_the_limit_allows_it(servers):
     master = servers()
     m = master.client()
     m.config_set("client-output-buffer-limit", "replica 64mb 0 0")
-    rep = attach_replica(servers, master)
+    rep = attach_replica(servers, master).client()
     sql(m, "db", "create table t(v)")
     sql(m, "db", "with recursive s(x) as (select 1 union all select x+1 from s where x < 600)"
                  " insert into t select randomblob(4000) from s")

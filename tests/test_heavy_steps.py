@@ -9,13 +9,12 @@ ended, not how fast.
 """
 import random
 import sqlite3
-import threading
 import time
 
 import pytest
 import redis
 
-from harness import query, sql
+from harness import kill_when_busy, query, sql
 
 A16M = "replace(hex(zeroblob(8000000)),'0','a')"  # 16 MB of 'a'
 
@@ -216,29 +215,9 @@ def test_heavy_call_gives_busy_replies_and_sql_kill_stops_it(server, name):
     r = server.client()
     r.config_set("kvsql.query-timeout-ms", 0)
     r.config_set("busy-reply-threshold", 100)
-    outcome = {}
-
-    def long_call():
-        try:
-            query(server.client(), "db", HEAVY_CALLS[name])
-        except redis.ResponseError as e:
-            outcome["error"] = str(e)
-
-    th = threading.Thread(target=long_call)
-    th.start()
-    other = server.client()
-    busy = False
-    deadline = time.time() + 60
-    while time.time() < deadline and not busy:
-        try:
-            other.ping()
-            time.sleep(0.02)
-        except redis.ResponseError as e:
-            busy = "kvsql is running SQL" in str(e)
-    assert busy, "no -BUSY reply while the call ran"
-    assert other.execute_command("SQL.KILL") == b"OK"
-    th.join(timeout=60)
-    assert "stopped by SQL.KILL" in outcome.get("error", "")
+    _, error = kill_when_busy(server, lambda c: query(c, "db", HEAVY_CALLS[name]), busy_within=60, join_within=60,
+                              what="the call ran")
+    assert "stopped by SQL.KILL" in error
     assert_alive(server)
 
 

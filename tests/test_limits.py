@@ -5,13 +5,12 @@ Time bounds here are generous on purpose: each test's SQL would run for
 far longer (or forever) without the bound it checks.
 """
 import os
-import threading
 import time
 
 import pytest
 import redis
 
-from harness import query, sql
+from harness import kill_when_busy, query, sql
 
 SANITIZED = os.environ.get("BUILD", "build") != "build"
 
@@ -82,29 +81,9 @@ def test_heavy_steps_give_busy_replies_and_sql_kill_stops_them(server):
     r = server.client()
     r.config_set("kvsql.query-timeout-ms", 0)
     r.config_set("busy-reply-threshold", 100)
-    outcome = {}
-
-    def long_call():
-        try:
-            query(server.client(), "db", HEAVY_STEPS.replace("x < 100", "x < 1000"))
-        except redis.ResponseError as e:
-            outcome["error"] = str(e)
-
-    t = threading.Thread(target=long_call)
-    t.start()
-    other = server.client()
-    busy = False
-    deadline = time.time() + 20
-    while time.time() < deadline and not busy:
-        try:
-            other.ping()
-            time.sleep(0.02)
-        except redis.ResponseError as e:
-            busy = "kvsql is running SQL" in str(e)
-    assert busy, "no -BUSY reply while heavy steps ran"
-    assert other.execute_command("SQL.KILL") == b"OK"
-    t.join(timeout=30)
-    assert "stopped by SQL.KILL" in outcome.get("error", "")
+    _, error = kill_when_busy(server, lambda c: query(c, "db", HEAVY_STEPS.replace("x < 100", "x < 1000")),
+                              busy_within=20, join_within=30, what="heavy steps ran")
+    assert "stopped by SQL.KILL" in error
     assert_alive(server)
 
 
@@ -127,29 +106,10 @@ def test_preparing_gives_busy_replies_and_sql_kill_stops_it(server):
     r.config_set("kvsql.query-timeout-ms", 0)
     r.config_set("kvsql.call-memory-kb", 0)
     r.config_set("busy-reply-threshold", 100)
-    outcome = {}
-
-    def long_call():
-        try:
-            query(server.client(), "db", "select count(*) from v16 where 0")
-        except redis.ResponseError as e:
-            outcome["error"] = str(e)
-
-    t = threading.Thread(target=long_call)
-    t.start()
-    other = server.client()
-    busy = False
-    deadline = time.time() + 3  # preparing alone takes longer than this
-    while time.time() < deadline and not busy:
-        try:
-            other.ping()
-            time.sleep(0.02)
-        except redis.ResponseError as e:
-            busy = "kvsql is running SQL" in str(e)
-    assert busy, "no -BUSY reply while the statement was prepared"
-    assert other.execute_command("SQL.KILL") == b"OK"
-    t.join(timeout=30)
-    assert "stopped by SQL.KILL" in outcome.get("error", "")
+    _, error = kill_when_busy(server, lambda c: query(c, "db", "select count(*) from v16 where 0"),
+                              busy_within=3,  # preparing alone takes longer than this
+                              join_within=30, what="the statement was prepared")
+    assert "stopped by SQL.KILL" in error
     assert_alive(server)
 
 

@@ -14,7 +14,7 @@ import time
 import pytest
 import redis
 
-from harness import query, sql, wait_for
+from harness import attach_replica, query, sql
 
 DB = "db"
 T = "{db}"  # the auxiliary key prefix of "db" (no hash tag of its own)
@@ -23,14 +23,6 @@ T = "{db}"  # the auxiliary key prefix of "db" (no hash tag of its own)
 def version(r, t=T):
     v = r.get(t + ":v")
     return int(v) if v is not None else 0
-
-
-def attach_replica(servers, master):
-    rep = servers()
-    c = rep.client()
-    c.replicaof("127.0.0.1", master.port)
-    wait_for(lambda: c.info("replication").get("master_link_status") == "up", what="replica link")
-    return c
 
 
 def make_table(r, rows=50):
@@ -97,7 +89,7 @@ def test_version_key_of_a_tagged_key_is_the_key_itself(r):
 def test_replica_has_the_same_version(servers):
     master = servers()
     m = master.client()
-    rep = attach_replica(servers, master)
+    rep = attach_replica(servers, master).client()
     make_table(m)
     sql(m, DB, "update t set v = 'x' where id < 10")
     assert m.execute_command("WAIT", 1, 5000) == 1
@@ -124,7 +116,7 @@ def monitored_commands(rep, action, until):
 def test_replica_gets_hset_and_incr_in_one_multi_exec(servers):
     master = servers()
     m = master.client()
-    rep = attach_replica(servers, master)
+    rep = attach_replica(servers, master).client()
     make_table(m)
     m.execute_command("WAIT", 1, 5000)
     seen = monitored_commands(rep, lambda: sql(m, DB, "insert into t values (1000, 'new')"), "EXEC")
@@ -136,7 +128,7 @@ def test_replica_gets_hset_and_incr_in_one_multi_exec(servers):
 def test_replica_never_gets_readers_or_undo_keys(servers):
     master = servers()
     m = master.client()
-    rep = attach_replica(servers, master)
+    rep = attach_replica(servers, master).client()
     make_table(m)
     add_reader(m, version(m))
     m.execute_command("WAIT", 1, 5000)

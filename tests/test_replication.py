@@ -7,13 +7,12 @@ module (SQL.EXEC) and on databases written through libkvsql.so (the
 `redis` VFS, by the sqlite3 shell), whose commits replicate and persist
 as the same HSET/HDEL/INCR.
 """
-import threading
 import time
 
 import pytest
 import redis
 
-from harness import query, sql, wait_for
+from harness import attach_replica, kill_9_while_writing, query, sql, wait_for
 from libhelp import built, shell_ok
 
 
@@ -29,14 +28,6 @@ def writer(request):
             return lambda key, text: sql(r, key, text)
         return lambda key, text: shell_ok(server, key, text + ";\n")
     return make
-
-
-def attach_replica(servers, master, **kw):
-    rep = servers(**kw)
-    c = rep.client()
-    c.replicaof("127.0.0.1", master.port)
-    wait_for(lambda: c.info("replication").get("master_link_status") == "up", what="replica link")
-    return rep
 
 
 def wait_replicas(m, n):
@@ -223,32 +214,11 @@ def test_aof_replays_on_a_redis_without_the_module(servers, writer):
 
 # ---- crashes ----------------------------------------------------------------------
 
-def write_until_killed(r, key, acked, stop, wait_replicas=0):
-    """Inserts rows 1, 2, ...; records the ids whose reply arrived (and, with
-    wait_replicas, whose WAIT confirmed that many replicas)."""
-    for i in range(1, 20001):
-        if stop.is_set():
-            return
-        try:
-            sql(r, key, "insert into t(id) values (?)", str(i))
-            if wait_replicas and r.execute_command("WAIT", wait_replicas, 2000) < wait_replicas:
-                continue
-            acked.append(i)
-        except (redis.ConnectionError, redis.TimeoutError):
-            return
-
-
 def test_kill_9_with_appendfsync_always_loses_no_acknowledged_write(servers):
     s = servers(args=["--appendonly", "yes", "--appendfsync", "always"])
     c = s.client()
     sql(c, "db", "create table t(id integer primary key, pad blob default (randomblob(300)))")
-    acked, stop = [], threading.Event()
-    writer = threading.Thread(target=write_until_killed, args=(s.client(), "db", acked, stop))
-    writer.start()
-    wait_for(lambda: len(acked) >= 300, timeout=30, what="300 acknowledged writes")
-    s.kill()
-    stop.set()
-    writer.join(timeout=10)
+    acked = kill_9_while_writing(s, "db", 300, what="300 acknowledged writes")
     s.start()
     c = s.client()
     assert query(c, "db", "pragma integrity_check")[1] == [b"ok"]
@@ -263,13 +233,7 @@ def test_after_master_crash_promoted_replica_has_every_write_confirmed_by_wait(s
     rep = attach_replica(servers, master)
     sql(m, "db", "create table t(id integer primary key)")
     m.execute_command("WAIT", 1, 5000)
-    acked, stop = [], threading.Event()
-    writer = threading.Thread(target=write_until_killed, args=(master.client(), "db", acked, stop, 1))
-    writer.start()
-    wait_for(lambda: len(acked) >= 200, timeout=30, what="200 writes confirmed by WAIT 1")
-    master.kill()
-    stop.set()
-    writer.join(timeout=10)
+    acked = kill_9_while_writing(master, "db", 200, what="200 writes confirmed by WAIT 1", wait_replicas=1)
     r = rep.client()
     r.replicaof("no", "one")
     ids = {row[0] for row in query(r, "db", "select id from t")[1:]}

@@ -2,13 +2,12 @@
 it runs in: time limits, SQL.KILL, -BUSY, memory, the SQL guard and ACLs.
 """
 import os
-import threading
 import time
 
 import pytest
 import redis
 
-from harness import query, sql
+from harness import kill_when_busy, query, sql
 
 SANITIZED = os.environ.get("BUILD", "build") != "build"
 
@@ -41,31 +40,9 @@ def test_long_query_gets_busy_replies_and_sql_kill_stops_it(server):
     r.config_set("busy-reply-threshold", 100)
     sql(r, "db", "create table t(x)")
     before = pages(r, "db")
-    outcome = {}
-
-    def long_call():
-        try:
-            sql(server.client(), "db", "insert into t values (1); " + FOREVER)
-        except redis.ResponseError as e:
-            outcome["error"] = str(e)
-
-    t = threading.Thread(target=long_call)
-    t.start()
-    other = server.client()
-    deadline = time.time() + 20
-    busy = False
-    while time.time() < deadline and not busy:
-        try:
-            other.ping()
-            time.sleep(0.05)
-        except redis.BusyLoadingError:
-            raise
-        except redis.ResponseError as e:
-            busy = "kvsql is running SQL" in str(e)
-    assert busy, "no -BUSY reply while the query ran"
-    assert other.execute_command("SQL.KILL") == b"OK"
-    t.join(timeout=20)
-    assert "stopped by SQL.KILL" in outcome.get("error", "")
+    other, error = kill_when_busy(server, lambda c: sql(c, "db", "insert into t values (1); " + FOREVER),
+                                  busy_within=20, join_within=20, poll=0.05, what="the query ran")
+    assert "stopped by SQL.KILL" in error
     assert other.ping()
     assert pages(r, "db") == before
 

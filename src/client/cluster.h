@@ -1,7 +1,7 @@
 /* cluster.h - Redis Cluster routing for the `redis` VFS: which node holds
  * a database's slot, and what MOVED, ASK and TRYAGAIN replies mean.
  *
- * Used by client/store_redis.c at its connection layer only: when it
+ * Used by client/conn.c (the store's connection) only: when it
  * connects (which node to try, the CLUSTER SLOTS reply pipelined into the
  * handshake) and when a reply comes back (redirections). A store serves
  * one key, so one slot: the state is that slot's owner and the nodes a

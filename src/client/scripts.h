@@ -2,8 +2,9 @@
  *
  * Each is run atomically by Redis (EVALSHA, EVAL when the server does not
  * know it); docs/FORMAT.md "The protocol of the redis VFS" says what each
- * does. Used by client/store_redis.c only. Every script declares all the
- * keys it touches in KEYS, all in the database's cluster slot. */
+ * does. Used by client/store_redis.c and client/conn.c. Every script
+ * declares all the keys it touches in KEYS, all in the database's cluster
+ * slot. */
 #ifndef KVSQL_CLIENT_SCRIPTS_H
 #define KVSQL_CLIENT_SCRIPTS_H
 

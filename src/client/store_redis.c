@@ -1,7 +1,9 @@
 /* store_redis.c - the page store of the `redis` VFS (store_redis.h).
  *
- * Implements store.h over one hiredis connection with the Lua scripts of
- * client/scripts.c (docs/FORMAT.md, "The protocol of the redis VFS"):
+ * Called by SQLite through the VFS (client/extension.c) and by
+ * tests/contract.c. Implements store.h's transactions over one connection
+ * (client/conn.c) with the Lua scripts of client/scripts.c (docs/FORMAT.md,
+ * "The protocol of the redis VFS"), and keeps the page cache:
  *   begin  one round trip: snapshot version, length, page 0; registers
  *          the reader;
  *   read   one round trip per call, whatever its count; page 0 comes
@@ -19,21 +21,15 @@
  * reply or lease of the old connection can never be taken for the new. */
 #include "client/store_redis.h"
 
-#include "client/cluster.h"
-#include "client/scripts.h"
+#include "client/conn.h"
 #include "format.h"
 #include "pagemap.h"
-#include "vfs.h"
 
-#include <fcntl.h>
-#include <hiredis/hiredis.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
-#include <unistd.h>
 
 #define READ_AHEAD_MAX 64
 #define CACHE_MAX_PAGES 1024
@@ -53,17 +49,9 @@ static const char *const aux_suffix[AUX_COUNT] = {KVSQL_AUX_VERSION,  KVSQL_AUX_
 typedef struct redis_store {
     kvsql_store base;
     kvsql_redis_config cfg;
-    char where[300];           /* host:port, for messages */
-    kvsql_cluster cl;          /* Redis Cluster routing (client/cluster.c) */
-    kvsql_node node;           /* the node connected to, or last tried */
-    int rerouted;              /* a MOVED named another node during this begin */
     char *key;
     char *aux[AUX_COUNT];      /* T:v, T:lease, ... */
-    redisContext *c;           /* NULL: not connected */
-    int pending;               /* replies of sent end scripts not read yet */
-    uint32_t connections;      /* made so far: kvsql_txn.generation */
-    char token[33];            /* this connection's, hex */
-    char sha[SCRIPT_COUNT][41]; /* "" : unknown, use EVAL */
+    kvsql_conn conn;           /* to the node that serves key (client/conn.c) */
     kvsql_txn *active;         /* the transaction at READ or WRITE */
     char snapshot[24];         /* decimal version of the snapshot */
     char member[64];           /* our reader registration, "" when none; kept
@@ -84,382 +72,45 @@ typedef struct redis_store {
     uint32_t next_read;        /* the page after the last one read: sequential? */
     uint32_t window;           /* pages the next miss reads ahead */
     kvsql_redis_stats stats;
-    char err[512];
 } redis_store;
 
 static const kvsql_store_methods redis_methods;
 
-/* ---- errors -------------------------------------------------------------- */
+/* ---- errors and the connection ------------------------------------------ */
 
 /* Records why rc happened for errmsg() and the VFS, then returns rc. */
 static int fail(redis_store *s, int rc, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s->err, sizeof(s->err), fmt, ap);
+    rc = kvsql_conn_vfail(&s->conn, rc, fmt, ap);
     va_end(ap);
-    kvsql_vfs_set_errmsg(s->err);
     return rc;
 }
 
-static void disconnect(redis_store *s) {
-    if (s->c) redisFree(s->c);
-    s->c = NULL;
-    s->pending = 0;
+/* The connection was dropped: the lease and the reader registration went
+ * with it, and the server may have lost commits: trust nothing read. */
+static void forget_connection(void *owner) {
+    redis_store *s = owner;
     s->holds_lease = 0;
     s->member[0] = 0;
-    pagemap_reset(&s->cache); /* the server may have lost commits: trust nothing read */
+    pagemap_reset(&s->cache);
 }
 
-/* The connection broke during `what`: drop it, answer rc. */
-static int lost(redis_store *s, int rc, const char *what) {
-    const char *why = s->c && s->c->errstr[0] ? s->c->errstr : "connection closed";
-    char buf[160];
-    snprintf(buf, sizeof(buf), "%s", why);
-    disconnect(s);
-    return fail(s, rc, "redis at %s: connection lost during %s: %s", s->where, what, buf);
-}
-
-/* The result code for an error reply from Redis. */
-static int error_code(const char *msg) {
-    if (!strncmp(msg, "NOPERM", 6)) return SQLITE_PERM;
-    if (!strncmp(msg, "WRONGPASS", 9) || !strncmp(msg, "NOAUTH", 6) || strstr(msg, "invalid password") ||
-        strstr(msg, "invalid username-password"))
-        return SQLITE_AUTH;
-    if (!strncmp(msg, "WRONGTYPE", 9)) return SQLITE_NOTADB;
-    if (!strncmp(msg, "READONLY", 8)) return SQLITE_READONLY;
-    if (!strncmp(msg, "OOM", 3)) return SQLITE_FULL;
-    if (!strncmp(msg, "LOADING", 7) || !strncmp(msg, "BUSY", 4) || !strncmp(msg, "MASTERDOWN", 10))
-        return SQLITE_BUSY;
-    /* Redis Cluster: nothing ran; another node, or later (client/cluster.c) */
-    if (!strncmp(msg, "MOVED ", 6) || !strncmp(msg, "ASK ", 4) || !strncmp(msg, "TRYAGAIN", 8) ||
-        !strncmp(msg, "CLUSTERDOWN", 11))
-        return SQLITE_BUSY;
-    if (strstr(msg, "NOPERM")) return SQLITE_PERM; /* raised inside a script */
-    return SQLITE_IOERR;
-}
-
-/* An error reply to `what`: its words, and its code (busy only at begin,
- * where SQLite's busy handler may wait for a loading server). */
-static int reply_error(redis_store *s, const redisReply *r, const char *what) {
-    int rc = error_code(r->str);
-    if (rc == SQLITE_BUSY && strcmp(what, "begin") != 0) rc = SQLITE_IOERR;
-    if (rc == SQLITE_AUTH)
-        return fail(s, rc, "redis at %s refused the credentials: %s (set user=, password= or KVSQL_PASSWORD)",
-                    s->where, r->str);
-    return fail(s, rc, "redis at %s: %s of key %s: %s", s->where, what, s->key, r->str);
-}
-
-/* ---- sending ------------------------------------------------------------- */
-
-/* Writes the output buffer now, without waiting for replies. */
-static int flush_output(redis_store *s) {
-    int done = 0;
-    while (!done)
-        if (redisBufferWrite(s->c, &done) != REDIS_OK) return -1;
-    return 0;
-}
-
-/* Reads the replies of end scripts sent earlier. An error there is
- * harmless (a lease left behind lapses) and only counted. */
-static int drain_pending(redis_store *s) {
-    while (s->pending > 0) {
-        redisReply *r = NULL;
-        if (redisGetReply(s->c, (void **)&r) != REDIS_OK) return -1;
-        if (r && r->type == REDIS_REPLY_ERROR) s->stats.end_errors++;
-        freeReplyObject(r);
-        s->pending--;
-    }
-    return 0;
-}
-
-static redisReply *routed_reply(redis_store *s, redisReply *r, int argc, const char **argv, const size_t *lens);
-
-/* Sends one command and waits for its reply: one round trip. NULL when
- * the connection broke (s->c->err says why). */
-static redisReply *round_trip(redis_store *s, int argc, const char **argv, const size_t *lens) {
-    redisReply *r = NULL;
-    if (redisAppendCommandArgv(s->c, argc, argv, lens) != REDIS_OK) return NULL;
-    s->stats.round_trips++;
-    if (drain_pending(s) != 0 || redisGetReply(s->c, (void **)&r) != REDIS_OK) return NULL;
-    return r->type == REDIS_REPLY_ERROR ? routed_reply(s, r, argc, argv, lens) : r;
-}
-
-/* ---- Redis Cluster: redirections (client/cluster.c) ----------------------- */
-
-/* TRYAGAIN: the slot's keys are being migrated. Sends the command again
- * after a pause (5 ms, doubling to 100 ms). */
-static redisReply *send_again(redis_store *s, int tries, int argc, const char **argv, const size_t *lens) {
-    int ms = tries < 5 ? 5 << tries : 100;
-    usleep((useconds_t)ms * 1000);
-    redisReply *r = NULL;
-    if (redisAppendCommandArgv(s->c, argc, argv, lens) != REDIS_OK) return NULL;
-    s->stats.round_trips++;
-    if (redisGetReply(s->c, (void **)&r) != REDIS_OK) return NULL;
-    return r;
-}
-
-/* ASK: this command alone goes to `to`, after ASKING, on a connection of
- * its own. When that fails the command's fate is unknown: the store's
- * connection is marked broken too, so the next begin reconnects. */
-static redisReply *send_asking(redis_store *s, const kvsql_node *to, int argc, const char **argv,
-                               const size_t *lens) {
-    char err[400];
-    s->stats.redirects++;
-    s->stats.round_trips++;
-    redisReply *r = kvsql_cluster_ask(to, &s->cfg, argc, argv, lens, err, sizeof(err));
-    if (!r) {
-        s->c->err = REDIS_ERR_OTHER;
-        snprintf(s->c->errstr, sizeof(s->c->errstr), "%.120s", err);
-    }
-    return r;
-}
-
-/* An error reply r to a command: a MOVED, ASK or TRYAGAIN means nothing
- * ran. TRYAGAIN is sent again after a pause, ASK followed (bounded: about
- * 3 s of pauses in all); MOVED makes the slot's owner the named node,
- * drops the connection and returns the reply: the call fails (a begin is
- * retried at once, on the owner; within a transaction the snapshot stayed
- * behind). Other replies pass. */
-static redisReply *routed_reply(redis_store *s, redisReply *r, int argc, const char **argv, const size_t *lens) {
-    int tries = 0, asks = 0;
-    while (r && r->type == REDIS_REPLY_ERROR) {
-        kvsql_node to;
-        int kind = kvsql_cluster_redirect(r->str, &s->node, &to);
-        if (kind == 1) {
-            kvsql_cluster_moved(&s->cl, &to);
-            s->stats.redirects++;
-            s->rerouted = 1;
-            disconnect(s);
-            return r;
-        }
-        if (kind == 2 && asks <= tries && asks < KVSQL_CLUSTER_TRYAGAIN) { /* an ASK per TRYAGAIN at most */
-            asks++;
-            freeReplyObject(r);
-            r = send_asking(s, &to, argc, argv, lens);
-        } else if (kvsql_cluster_is_tryagain(r->str) && tries < KVSQL_CLUSTER_TRYAGAIN) {
-            freeReplyObject(r);
-            r = send_again(s, tries++, argc, argv, lens);
-        } else {
-            break;
-        }
-    }
-    return r;
-}
-
-/* The argument vector of a script call: EVALSHA sha nkeys keys... args...
- * (or EVAL body ...), lengths from lens or strlen. */
-typedef struct call {
-    int argc;
-    const char **argv;
-    size_t *lens;
-} call;
-
-static int call_init(call *k, int cap) {
-    k->argc = 0;
-    k->argv = malloc(sizeof(*k->argv) * cap);
-    k->lens = malloc(sizeof(*k->lens) * cap);
-    return k->argv && k->lens ? 0 : -1;
-}
-
-static void call_free(call *k) {
-    free(k->argv);
-    free(k->lens);
-}
-
-static void call_add(call *k, const char *p, size_t n) {
-    k->argv[k->argc] = p;
-    k->lens[k->argc++] = n;
-}
-
-static void call_str(call *k, const char *p) {
-    call_add(k, p, strlen(p));
-}
-
-/* Starts a call of script id: slots 0 and 1 are filled at send time. */
-static void call_script(call *k, int nkeys, char *nbuf) {
-    call_add(k, "", 0);
-    call_add(k, "", 0);
-    snprintf(nbuf, 8, "%d", nkeys);
-    call_str(k, nbuf);
-}
-
-/* Runs a prepared script call: EVALSHA, then EVAL when the server does not
- * know the script (NOSCRIPT: a restart, a failover, SCRIPT FLUSH). */
-static redisReply *run_script(redis_store *s, int id, call *k) {
-    redisReply *r = NULL;
-    if (s->sha[id][0]) {
-        k->argv[0] = "EVALSHA";
-        k->lens[0] = 7;
-        k->argv[1] = s->sha[id];
-        k->lens[1] = 40;
-        r = round_trip(s, k->argc, k->argv, k->lens);
-        if (!r || r->type != REDIS_REPLY_ERROR || strncmp(r->str, "NOSCRIPT", 8) != 0) return r;
-        freeReplyObject(r);
-        s->stats.script_loads++;
-    }
-    k->argv[0] = "EVAL";
-    k->lens[0] = 4;
-    k->argv[1] = kvsql_scripts[id];
-    k->lens[1] = strlen(kvsql_scripts[id]);
-    return round_trip(s, k->argc, k->argv, k->lens);
+/* A call within a transaction whose connection was dropped. */
+static int connection_gone(redis_store *s) {
+    return fail(s, SQLITE_IOERR, "redis at %s: the connection was lost in this transaction", s->conn.where);
 }
 
 /* Sends the end script without waiting: its reply is read before the
  * next command's. EVAL, not EVALSHA: a NOSCRIPT here would come too late
  * to resend. */
 static void send_end(redis_store *s, const char *member) {
-    if (!s->c) return;
     const char *argv[] = {"EVAL",          kvsql_scripts[SCRIPT_END], "5",      s->aux[AUX_LEASE],
                           s->aux[AUX_READERS], s->aux[AUX_UNDO],   s->aux[AUX_UNDO_IDX], s->aux[AUX_UNDO_VER],
-                          s->token,            member};
-    if (redisAppendCommandArgv(s->c, 10, argv, NULL) != REDIS_OK || flush_output(s) != 0) {
-        disconnect(s);
-        return;
-    }
-    s->pending++;
+                          s->conn.token,       member};
+    kvsql_conn_send(&s->conn, 10, argv);
 }
 
-/* ---- connecting ---------------------------------------------------------- */
-
-static struct timeval ms_to_tv(int ms) {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    return tv;
-}
-
-static void new_token(redis_store *s) {
-    unsigned char b[16];
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    ssize_t got = fd >= 0 ? read(fd, b, sizeof(b)) : -1;
-    if (fd >= 0) close(fd);
-    if (got != (ssize_t)sizeof(b)) sqlite3_randomness(sizeof(b), b);
-    for (int i = 0; i < 16; i++) snprintf(s->token + 2 * i, 3, "%02x", b[i]);
-}
-
-/* Connects to s->node (the seed of redis=, or a node of the cluster). */
-static int open_socket(redis_store *s) {
-    struct timeval tv = ms_to_tv(s->cfg.connect_timeout_ms);
-    s->c = s->node.port ? redisConnectWithTimeout(s->node.host, s->node.port, tv)
-                        : redisConnectUnixWithTimeout(s->node.host, tv);
-    if (!s->c) return fail(s, SQLITE_NOMEM, "cannot connect to %s: out of memory", s->where);
-    if (s->c->err) {
-        char why[160];
-        snprintf(why, sizeof(why), "%s", s->c->errstr);
-        disconnect(s);
-        return fail(s, SQLITE_CANTOPEN, "cannot connect to %s: %s", s->where, why);
-    }
-    if (s->cfg.timeout_ms > 0 && redisSetTimeout(s->c, ms_to_tv(s->cfg.timeout_ms)) != REDIS_OK)
-        return lost(s, SQLITE_CANTOPEN, "connect");
-    if (s->node.port) redisEnableKeepAlive(s->c);
-    s->stats.connects++;
-    return SQLITE_OK;
-}
-
-/* Redis Cluster: asks for the slot map with the handshake (no round trip
- * of its own). A server without cluster mode answers an error, ignored. */
-static int ask_slot_map(redis_store *s) {
-    if (!kvsql_cluster_applies(&s->cl)) return 0;
-    redisAppendCommand(s->c, "CLUSTER SLOTS");
-    return 1;
-}
-
-static int take_slot_map(redis_store *s) {
-    redisReply *r = NULL;
-    if (redisGetReply(s->c, (void **)&r) != REDIS_OK) return -1;
-    kvsql_cluster_take_slots(&s->cl, r, &s->node);
-    freeReplyObject(r);
-    return 0;
-}
-
-/* AUTH, SELECT, SCRIPT LOAD of every script and CLUSTER SLOTS, in one
- * round trip. */
-static int handshake(redis_store *s) {
-    char db[16];
-    int n = 0;
-    if (s->cfg.password[0]) {
-        if (s->cfg.user[0]) {
-            const char *a[] = {"AUTH", s->cfg.user, s->cfg.password};
-            redisAppendCommandArgv(s->c, 3, a, NULL);
-        } else {
-            const char *a[] = {"AUTH", s->cfg.password};
-            redisAppendCommandArgv(s->c, 2, a, NULL);
-        }
-        n++;
-    }
-    if (s->cfg.db) {
-        snprintf(db, sizeof(db), "%d", s->cfg.db);
-        const char *a[] = {"SELECT", db};
-        redisAppendCommandArgv(s->c, 2, a, NULL);
-        n++;
-    }
-    for (int i = 0; i < SCRIPT_COUNT; i++) {
-        const char *a[] = {"SCRIPT", "LOAD", kvsql_scripts[i]};
-        redisAppendCommandArgv(s->c, 3, a, NULL);
-    }
-    int slot_map = ask_slot_map(s);
-    s->stats.round_trips++;
-    int rc = SQLITE_OK;
-    for (int i = 0; i < n + SCRIPT_COUNT; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(s->c, (void **)&r) != REDIS_OK) return lost(s, SQLITE_CANTOPEN, "connect");
-        int is_script = i >= n;
-        if (r->type == REDIS_REPLY_ERROR && rc == SQLITE_OK) {
-            rc = error_code(r->str);
-            if (is_script && rc == SQLITE_PERM) rc = SQLITE_OK; /* no SCRIPT LOAD right: EVAL it is */
-            else if (rc == SQLITE_AUTH) reply_error(s, r, "connect");
-            else if (rc != SQLITE_OK) {
-                if (rc == SQLITE_IOERR) rc = SQLITE_CANTOPEN;
-                fail(s, rc, "redis at %s refused %s: %s", s->where, is_script ? "SCRIPT LOAD" : "AUTH/SELECT",
-                     r->str);
-            }
-        }
-        if (is_script && r->type == REDIS_REPLY_STRING && r->len == 40)
-            memcpy(s->sha[i - n], r->str, 41);
-        else if (is_script)
-            s->sha[i - n][0] = 0;
-        freeReplyObject(r);
-    }
-    if (slot_map && take_slot_map(s) != 0) return lost(s, SQLITE_CANTOPEN, "connect");
-    if (rc != SQLITE_OK) disconnect(s);
-    return rc;
-}
-
-/* Connects to the node that serves the key: the owner of its slot when
- * known (Redis Cluster), else the seed of redis=. A node whose slot map
- * names another owner is left for that one; a node that cannot be
- * reached makes the other nodes of the last slot map be tried (a
- * failover). At most KVSQL_CLUSTER_HOPS connections. */
-static int connect_routed(redis_store *s) {
-    int rc = SQLITE_CANTOPEN, attempt = 0;
-    const kvsql_node *n = kvsql_cluster_candidate(&s->cl, 0);
-    for (int hop = 0; hop < KVSQL_CLUSTER_HOPS && n; hop++) {
-        s->node = *n;
-        kvsql_node_where(&s->node, s->where, sizeof(s->where));
-        rc = open_socket(s);
-        if (rc == SQLITE_OK) rc = handshake(s);
-        if (rc == SQLITE_OK && kvsql_cluster_serves(&s->cl, &s->node)) return SQLITE_OK;
-        if (rc == SQLITE_OK) { /* not the owner: go there */
-            disconnect(s);
-            attempt = 0;
-        } else if (rc != SQLITE_CANTOPEN || !s->cl.enabled) {
-            return rc;
-        } else {
-            attempt++;
-        }
-        n = kvsql_cluster_candidate(&s->cl, attempt);
-    }
-    if (rc == SQLITE_OK)
-        rc = fail(s, SQLITE_CANTOPEN, "redis cluster: key %s (slot %d): the slot map kept changing; try again",
-                  s->key, s->cl.slot);
-    return rc;
-}
-
-static int ensure_connected(redis_store *s) {
-    if (s->c && !s->c->err) return SQLITE_OK;
-    disconnect(s);
-    new_token(s);
-    s->connections++;
-    return connect_routed(s);
-}
 
 /* ---- begin --------------------------------------------------------------- */
 
@@ -495,7 +146,7 @@ static long long reply_int(const redisReply *r) {
 }
 
 static int bad_reply(redis_store *s, const char *what) {
-    return fail(s, SQLITE_IOERR, "redis at %s: unexpected reply to %s of key %s", s->where, what, s->key);
+    return fail(s, SQLITE_IOERR, "redis at %s: unexpected reply to %s of key %s", s->conn.where, what, s->key);
 }
 
 /* Brings the cache from cache_version to the snapshot with begin's
@@ -529,7 +180,7 @@ static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
     long long n = reply_int(r->element[2]);
     if (n < 0 || n >= 0x7fffffff) return bad_reply(s, "begin");
     snprintf(s->snapshot, sizeof(s->snapshot), "%s", r->element[1]->str);
-    snprintf(s->member, sizeof(s->member), "%s:%s", s->snapshot, s->token);
+    snprintf(s->member, sizeof(s->member), "%s:%s", s->snapshot, s->conn.token);
     t->version = strtoull(s->snapshot, NULL, 10);
     t->npages = (uint32_t)n;
     t->page_size = 0;
@@ -565,9 +216,9 @@ static double monotonic_ms(void) {
 static void log_ttl_arg(redis_store *s, char *buf, size_t n) {
     double now = monotonic_ms();
     buf[0] = 0;
-    if (s->log_connection == s->connections && now - s->log_renewed_ms < LOG_RENEW_MS) return;
+    if (s->log_connection == s->conn.connections && now - s->log_renewed_ms < LOG_RENEW_MS) return;
     snprintf(buf, n, "%d", LOG_TTL_MS);
-    s->log_connection = s->connections;
+    s->log_connection = s->conn.connections;
     s->log_renewed_ms = now;
 }
 
@@ -575,7 +226,7 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
     redis_store *s = (redis_store *)st;
     if (s->active && s->active != t)
         return fail(s, SQLITE_MISUSE, "a redis store serves one connection; open the database again instead");
-    int rc = ensure_connected(s);
+    int rc = kvsql_conn_connect(&s->conn);
     if (rc != SQLITE_OK) return rc;
     char nkeys[8], lease[16];
     char cached[40] = "", log_ttl[16];
@@ -584,35 +235,35 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
     snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
     if (pagemap_get(&s->cache, 0))
         snprintf(cached, sizeof(cached), "%llu:%u", (unsigned long long)s->cache_version, s->cache_hlen);
-    call k;
-    if (call_init(&k, 12) != 0) {
-        call_free(&k);
+    kvsql_call k;
+    if (kvsql_call_init(&k, 12) != 0) {
+        kvsql_call_free(&k);
         return fail(s, SQLITE_NOMEM, "out of memory");
     }
-    call_script(&k, 4, nkeys);
-    call_str(&k, s->key);
-    call_str(&k, s->aux[AUX_V]);
-    call_str(&k, s->aux[AUX_READERS]);
-    call_str(&k, s->aux[AUX_LOG]);
-    call_str(&k, s->token);
-    call_str(&k, lease);
-    call_str(&k, prev);
-    call_str(&k, cached);
-    call_str(&k, log_ttl);
-    redisReply *r = run_script(s, SCRIPT_BEGIN, &k);
-    call_free(&k);
-    if (!r) return lost(s, SQLITE_IOERR, "begin");
+    kvsql_call_script(&k, 4, nkeys);
+    kvsql_call_str(&k, s->key);
+    kvsql_call_str(&k, s->aux[AUX_V]);
+    kvsql_call_str(&k, s->aux[AUX_READERS]);
+    kvsql_call_str(&k, s->aux[AUX_LOG]);
+    kvsql_call_str(&k, s->conn.token);
+    kvsql_call_str(&k, lease);
+    kvsql_call_str(&k, prev);
+    kvsql_call_str(&k, cached);
+    kvsql_call_str(&k, log_ttl);
+    redisReply *r = kvsql_conn_run_script(&s->conn, SCRIPT_BEGIN, &k);
+    kvsql_call_free(&k);
+    if (!r) return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "begin");
     s->stats.begins++;
     s->member[0] = 0;
-    t->generation = s->connections;
-    rc = r->type == REDIS_REPLY_ERROR ? reply_error(s, r, "begin") : take_snapshot(s, t, r);
+    t->generation = s->conn.connections;
+    rc = r->type == REDIS_REPLY_ERROR ? kvsql_conn_reply_error(&s->conn, r, "begin") : take_snapshot(s, t, r);
     freeReplyObject(r);
     if (rc != SQLITE_OK) {
         if (s->member[0]) send_end(s, s->member); /* registered, then refused */
         s->member[0] = 0;
         return rc;
     }
-    s->err[0] = 0;
+    s->conn.err[0] = 0;
     s->active = t;
     t->priv = s;
     t->level = KVSQL_LOCK_READ;
@@ -625,9 +276,9 @@ static int redis_begin(kvsql_store *st, kvsql_txn *t) {
     redis_store *s = (redis_store *)st;
     int rc = SQLITE_OK;
     for (int i = 0; i <= KVSQL_CLUSTER_REDIRECTS; i++) {
-        s->rerouted = 0;
+        s->conn.rerouted = 0;
         rc = begin_once(st, t);
-        if (!s->rerouted) break;
+        if (!s->conn.rerouted) break;
     }
     return rc;
 }
@@ -667,24 +318,24 @@ static int read_remote(redis_store *s, kvsql_txn *t, uint32_t first, uint32_t co
     snprintf(n, sizeof(n), "%u", count);
     const char *keys[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_UNDO], s->aux[AUX_UNDO_IDX],
                           s->aux[AUX_LEASE]};
-    call k;
-    if (call_init(&k, 16) != 0) {
-        call_free(&k);
+    kvsql_call k;
+    if (kvsql_call_init(&k, 16) != 0) {
+        kvsql_call_free(&k);
         return fail(s, SQLITE_NOMEM, "out of memory");
     }
-    call_script(&k, 6, nkeys);
-    for (int i = 0; i < 6; i++) call_str(&k, keys[i]);
-    call_str(&k, s->token);
-    call_str(&k, s->snapshot);
-    call_str(&k, lease);
-    call_str(&k, f);
-    call_str(&k, n);
-    redisReply *r = run_script(s, SCRIPT_READ, &k);
-    call_free(&k);
-    if (!r) return lost(s, SQLITE_IOERR, "read");
+    kvsql_call_script(&k, 6, nkeys);
+    for (int i = 0; i < 6; i++) kvsql_call_str(&k, keys[i]);
+    kvsql_call_str(&k, s->conn.token);
+    kvsql_call_str(&k, s->snapshot);
+    kvsql_call_str(&k, lease);
+    kvsql_call_str(&k, f);
+    kvsql_call_str(&k, n);
+    redisReply *r = kvsql_conn_run_script(&s->conn, SCRIPT_READ, &k);
+    kvsql_call_free(&k);
+    if (!r) return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "read");
     s->stats.reads++;
     int rc;
-    if (r->type == REDIS_REPLY_ERROR) rc = reply_error(s, r, "read");
+    if (r->type == REDIS_REPLY_ERROR) rc = kvsql_conn_reply_error(&s->conn, r, "read");
     else if (reply_is(r, 0, "old"))
         rc = fail(s, SQLITE_IOERR_SHORT_READ,
                   "key %s: snapshot too old: the transaction's snapshot (version %s) lapsed after lease_ms=%d "
@@ -711,7 +362,7 @@ static int redis_read(kvsql_store *st, kvsql_txn *t, uint32_t first, uint32_t co
     unsigned char *out = buf;
     if (t != s->active || t->level == KVSQL_LOCK_NONE)
         return fail(s, SQLITE_MISUSE, "read outside a transaction");
-    if (!s->c) return fail(s, SQLITE_IOERR, "redis at %s: the connection was lost in this transaction", s->where);
+    if (!s->conn.c) return connection_gone(s);
     if (count && (first >= t->npages || count > t->npages - first))
         return fail(s, SQLITE_IOERR_SHORT_READ, "key %s: read past the end of the snapshot", s->key);
     uint32_t psz = t->page_size;
@@ -739,26 +390,26 @@ static int redis_lock(kvsql_store *st, kvsql_txn *t) {
     if (t != s->active || t->level == KVSQL_LOCK_NONE)
         return fail(s, SQLITE_MISUSE, "lock outside a transaction");
     if (t->level == KVSQL_LOCK_WRITE) return SQLITE_OK;
-    if (!s->c) return fail(s, SQLITE_IOERR, "redis at %s: the connection was lost in this transaction", s->where);
+    if (!s->conn.c) return connection_gone(s);
     char nkeys[8], lease[16];
     snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
-    call k;
-    if (call_init(&k, 12) != 0) {
-        call_free(&k);
+    kvsql_call k;
+    if (kvsql_call_init(&k, 12) != 0) {
+        kvsql_call_free(&k);
         return fail(s, SQLITE_NOMEM, "out of memory");
     }
-    call_script(&k, 2, nkeys);
-    call_str(&k, s->aux[AUX_V]);
-    call_str(&k, s->aux[AUX_LEASE]);
-    call_str(&k, s->token);
-    call_str(&k, s->snapshot);
-    call_str(&k, lease);
-    redisReply *r = run_script(s, SCRIPT_LOCK, &k);
-    call_free(&k);
-    if (!r) return lost(s, SQLITE_IOERR, "lock");
+    kvsql_call_script(&k, 2, nkeys);
+    kvsql_call_str(&k, s->aux[AUX_V]);
+    kvsql_call_str(&k, s->aux[AUX_LEASE]);
+    kvsql_call_str(&k, s->conn.token);
+    kvsql_call_str(&k, s->snapshot);
+    kvsql_call_str(&k, lease);
+    redisReply *r = kvsql_conn_run_script(&s->conn, SCRIPT_LOCK, &k);
+    kvsql_call_free(&k);
+    if (!r) return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "lock");
     s->stats.locks++;
     int rc;
-    if (r->type == REDIS_REPLY_ERROR) rc = reply_error(s, r, "lock");
+    if (r->type == REDIS_REPLY_ERROR) rc = kvsql_conn_reply_error(&s->conn, r, "lock");
     else if (reply_is(r, 0, "ok")) {
         rc = SQLITE_OK;
         s->holds_lease = 1;
@@ -779,7 +430,7 @@ static int redis_lock(kvsql_store *st, kvsql_txn *t) {
 /* After our commit landed: t's snapshot is the new state. */
 static int adopt_commit(redis_store *s, kvsql_txn *t, const kvsql_batch *b, const char *version) {
     snprintf(s->snapshot, sizeof(s->snapshot), "%s", version);
-    snprintf(s->member, sizeof(s->member), "%s:%s", s->snapshot, s->token);
+    snprintf(s->member, sizeof(s->member), "%s:%s", s->snapshot, s->conn.token);
     t->version = strtoull(version, NULL, 10);
     t->npages = b->npages;
     t->page_size = b->page_size;
@@ -798,7 +449,7 @@ static int adopt_commit(redis_store *s, kvsql_txn *t, const kvsql_batch *b, cons
 }
 
 static int commit_outcome(redis_store *s, kvsql_txn *t, const kvsql_batch *b, const redisReply *r) {
-    if (r->type == REDIS_REPLY_ERROR) return reply_error(s, r, "commit");
+    if (r->type == REDIS_REPLY_ERROR) return kvsql_conn_reply_error(&s->conn, r, "commit");
     if (reply_is(r, 0, "ok") && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
         s->stats.commits++;
         s->stats.pages_written += b->count;
@@ -838,36 +489,36 @@ static void wait_for_replicas(redis_store *s) {
     snprintf(n, sizeof(n), "%d", s->cfg.wait_replicas);
     snprintf(ms, sizeof(ms), "%d", s->cfg.wait_timeout_ms);
     const char *argv[] = {"WAIT", n, ms};
-    redisReply *r = round_trip(s, 3, argv, NULL);
+    redisReply *r = kvsql_conn_round_trip(&s->conn, 3, argv, NULL);
     long long got = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     freeReplyObject(r);
     if (got >= s->cfg.wait_replicas) return;
     s->stats.wait_short++;
-    if (got < 0 && !r) disconnect(s);
+    if (got < 0 && !r) kvsql_conn_drop(&s->conn);
     if (got < 0)
         fail(s, SQLITE_OK, "key %s: the commit landed on the master at %s, but WAIT %s failed: not known to be on "
                            "any replica",
-             s->key, s->where, n);
+             s->key, s->conn.where, n);
     else
         fail(s, SQLITE_OK, "key %s: the commit landed on the master at %s, but only %lld of wait=%s replicas "
                            "acknowledged it within wait_timeout_ms=%s",
-             s->key, s->where, got, n, ms);
+             s->key, s->conn.where, got, n, ms);
 }
 
 static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     redis_store *s = (redis_store *)st;
     if (t != s->active || t->level != KVSQL_LOCK_WRITE)
         return fail(s, SQLITE_IOERR_LOCK, "key %s: this connection is not the writer", s->key);
-    if (!s->c) return fail(s, SQLITE_IOERR, "redis at %s: the connection was lost in this transaction", s->where);
+    if (!s->conn.c) return connection_gone(s);
     char nkeys[8], lease[16], npages[16], gap[16] = "";
     uint32_t lb = kvsql_lock_byte_index(b->page_size);
     int fill = fills_gap(s, b, lb);
     char *idx = malloc((size_t)(b->count + 1) * 11 + 1);
     void *zeros = fill ? calloc(1, b->page_size) : NULL;
-    call k;
-    int ok = call_init(&k, 18 + 2 * (int)b->count) == 0 && idx && (zeros || !fill);
+    kvsql_call k;
+    int ok = kvsql_call_init(&k, 18 + 2 * (int)b->count) == 0 && idx && (zeros || !fill);
     if (!ok) {
-        call_free(&k);
+        kvsql_call_free(&k);
         free(idx);
         free(zeros);
         return fail(s, SQLITE_NOMEM, "out of memory");
@@ -875,27 +526,28 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
     snprintf(npages, sizeof(npages), "%u", b->npages);
     if (s->gap) snprintf(gap, sizeof(gap), "%u", lb);
-    call_script(&k, 1 + AUX_COUNT, nkeys);
-    call_str(&k, s->key);
-    for (int i = 0; i < AUX_COUNT; i++) call_str(&k, s->aux[i]); /* T:v T:lease T:readers T:undo... T:log */
-    call_str(&k, s->token);
-    call_str(&k, s->snapshot);
-    call_str(&k, lease);
-    call_str(&k, npages);
-    call_str(&k, gap);
+    kvsql_call_script(&k, 1 + AUX_COUNT, nkeys);
+    kvsql_call_str(&k, s->key);
+    for (int i = 0; i < AUX_COUNT; i++) kvsql_call_str(&k, s->aux[i]); /* T:v T:lease T:readers T:undo... T:log */
+    kvsql_call_str(&k, s->conn.token);
+    kvsql_call_str(&k, s->snapshot);
+    kvsql_call_str(&k, lease);
+    kvsql_call_str(&k, npages);
+    kvsql_call_str(&k, gap);
     for (uint32_t i = 0; i < b->count + (uint32_t)fill; i++) {
         char *p = idx + (size_t)i * 11;
         snprintf(p, 11, "%u", i < b->count ? b->pages[i].index : lb);
-        call_str(&k, p);
-        call_add(&k, i < b->count ? b->pages[i].data : zeros, b->page_size);
+        kvsql_call_str(&k, p);
+        kvsql_call_add(&k, i < b->count ? b->pages[i].data : zeros, b->page_size);
     }
-    redisReply *r = run_script(s, SCRIPT_COMMIT, &k);
-    call_free(&k);
+    redisReply *r = kvsql_conn_run_script(&s->conn, SCRIPT_COMMIT, &k);
+    kvsql_call_free(&k);
     free(idx);
     free(zeros);
     if (!r)
-        return lost(s, SQLITE_IOERR, "commit (its fate is unknown: it landed whole or not at all, the next "
-                                     "transaction shows which)");
+        return kvsql_conn_lost(&s->conn, SQLITE_IOERR,
+                               "commit (its fate is unknown: it landed whole or not at all, the next "
+                               "transaction shows which)");
     int rc = commit_outcome(s, t, b, r);
     freeReplyObject(r);
     if (rc == SQLITE_OK && s->cfg.wait_replicas > 0) wait_for_replicas(s);
@@ -925,17 +577,20 @@ static void redis_unlock(kvsql_store *st, kvsql_txn *t, int level) {
 }
 
 static const char *redis_errmsg(kvsql_store *st) {
-    return ((redis_store *)st)->err;
+    return ((redis_store *)st)->conn.err;
+}
+
+static void free_names(redis_store *s) {
+    free(s->key);
+    for (int i = 0; i < AUX_COUNT; i++) free(s->aux[i]);
 }
 
 static void redis_destroy(kvsql_store *st) {
     redis_store *s = (redis_store *)st;
     if (s->member[0]) send_end(s, s->member); /* the registration a reader left */
-    if (s->c && !s->c->err) drain_pending(s); /* so the end scripts surely ran */
-    disconnect(s);
+    kvsql_conn_close(&s->conn); /* after the end scripts' replies: they surely ran */
     pagemap_clear(&s->cache);
-    free(s->key);
-    for (int i = 0; i < AUX_COUNT; i++) free(s->aux[i]);
+    free_names(s);
     free(s);
 }
 
@@ -960,16 +615,15 @@ int kvsql_redis_store_new(const char *key, const kvsql_redis_config *cfg, kvsql_
     s->base.m = &redis_methods;
     pagemap_init(&s->cache);
     s->cfg = *cfg;
-    kvsql_redis_config_where(cfg, s->where, sizeof(s->where));
-    kvsql_cluster_init(&s->cl, key, cfg);
-    s->node = s->cl.seed;
     s->key = strdup(key);
     int ok = s->key != NULL;
     for (int i = 0; i < AUX_COUNT; i++) ok = (s->aux[i] = aux_name(key, aux_suffix[i])) != NULL && ok;
     if (!ok) {
-        redis_destroy(&s->base);
+        free_names(s);
+        free(s);
         return SQLITE_NOMEM;
     }
+    kvsql_conn_init(&s->conn, s->key, &s->cfg, &s->stats, forget_connection, s);
     *out = &s->base;
     return SQLITE_OK;
 }

@@ -183,8 +183,7 @@ int guard_exec_trusted(sqlite3 *db, guard *g, const char *sql) {
     return rc;
 }
 
-/* An integer pragma's value read past the guard, or -1. */
-static sqlite3_int64 read_pragma(sqlite3 *db, guard *g, const char *sql) {
+sqlite3_int64 guard_read_pragma(sqlite3 *db, guard *g, const char *sql) {
     sqlite3_stmt *st;
     sqlite3_int64 v = -1;
     g->trusted = 1;
@@ -198,8 +197,8 @@ static sqlite3_int64 read_pragma(sqlite3 *db, guard *g, const char *sql) {
 
 /* Whether the TEMP database holds more than max bytes (or cannot say). */
 static int temp_too_big(sqlite3 *db, guard *g, long long max) {
-    sqlite3_int64 pages = read_pragma(db, g, "PRAGMA temp.page_count");
-    sqlite3_int64 size = read_pragma(db, g, "PRAGMA temp.page_size");
+    sqlite3_int64 pages = guard_read_pragma(db, g, "PRAGMA temp.page_count");
+    sqlite3_int64 size = guard_read_pragma(db, g, "PRAGMA temp.page_size");
     return pages < 0 || size < 0 || pages * size > max;
 }
 

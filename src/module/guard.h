@@ -46,5 +46,7 @@ int guard_call_end(sqlite3 *db, guard *g, long long max_temp_bytes);
 
 /* Runs kvsql's own SQL (connection settings) past the guard. */
 int guard_exec_trusted(sqlite3 *db, guard *g, const char *sql);
+/* An integer pragma's value read past the guard, or -1. */
+sqlite3_int64 guard_read_pragma(sqlite3 *db, guard *g, const char *sql);
 
 #endif

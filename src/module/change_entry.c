@@ -1,0 +1,396 @@
+/* change_entry.c - a captured row change and its encoding for the stream
+ * T:changes; see change_entry.h and docs/FORMAT.md ("The changes stream").
+ *
+ * Called by changes.c only: from its preupdate hook (the values, each
+ * already the typed JSON pair ["integer","1"]), after each statement (the
+ * values named by column, PRAGMA table_xinfo) and at the end-of-call write
+ * (one propagated XADD per entry). */
+/* Debian's libsqlite3 is built with it; the declarations need the macro. */
+#define SQLITE_ENABLE_PREUPDATE_HOOK 1
+#include "change_entry.h"
+
+#include "utf8.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const op_names[] = {"insert", "update", "delete", "schema"};
+
+static const char null_json[] = "[\"null\",null]";
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static char *dup_str(const char *s, size_t len) {
+    char *p = sqlite3_malloc64(len + 1);
+    if (!p) return NULL;
+    memcpy(p, s, len);
+    p[len] = 0;
+    return p;
+}
+
+static void free_strs(char **v, int n) {
+    if (!v) return;
+    for (int i = 0; i < n; i++) sqlite3_free(v[i]);
+    sqlite3_free(v);
+}
+
+/* The text built in out, or NULL (and out freed) when out of memory. */
+static char *finish(sqlite3_str *out) {
+    if (sqlite3_str_errcode(out)) {
+        sqlite3_free(sqlite3_str_finish(out));
+        return NULL;
+    }
+    return sqlite3_str_finish(out);
+}
+
+void change_entry_free(change_entry *e) {
+    sqlite3_free(e->table);
+    free_strs(e->rawold, e->nraw);
+    free_strs(e->rawnew, e->nraw);
+    sqlite3_free(e->key);
+    sqlite3_free(e->newj);
+    sqlite3_free(e->oldj);
+    sqlite3_free(e->sql);
+    memset(e, 0, sizeof(*e));
+}
+
+/* ---- typed values as JSON ------------------------------------------------ */
+
+static int valid_utf8(const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_sequence(s + i, n - i);
+        if (!len) return 0;
+        i += len;
+    }
+    return 1;
+}
+
+/* A JSON string of valid UTF-8 text. */
+static void json_string(sqlite3_str *out, const char *s, size_t n) {
+    sqlite3_str_appendchar(out, 1, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') sqlite3_str_appendf(out, "\\%c", c);
+        else if (c < 0x20) sqlite3_str_appendf(out, "\\u%04x", c);
+        else sqlite3_str_appendchar(out, 1, (char)c);
+    }
+    sqlite3_str_appendchar(out, 1, '"');
+}
+
+static void hex(sqlite3_str *out, const unsigned char *p, size_t n) {
+    static const char digits[] = "0123456789abcdef";
+    sqlite3_str_appendchar(out, 1, '"');
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_str_appendchar(out, 1, digits[p[i] >> 4]);
+        sqlite3_str_appendchar(out, 1, digits[p[i] & 15]);
+    }
+    sqlite3_str_appendchar(out, 1, '"');
+}
+
+/* The shortest decimal that reads back as the same double, with a point
+ * or exponent so it never reads as an integer ("100.0"), or Inf/-Inf. */
+static void real_text(double v, char out[40]) {
+    if (v > 1.7976931348623157e308 || v < -1.7976931348623157e308) {
+        strcpy(out, v < 0 ? "-Inf" : "Inf");
+        return;
+    }
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(out, 32, "%.*g", digits, v);
+        if (strtod(out, NULL) == v) break;
+    }
+    if (!strpbrk(out, ".ni")) {
+        char *e = strchr(out, 'e');
+        size_t at = e ? (size_t)(e - out) : strlen(out);
+        memmove(out + at + 2, out + at, strlen(out + at) + 1);
+        memcpy(out + at, ".0", 2);
+    }
+}
+
+static void text_json(sqlite3_str *out, sqlite3_value *v) {
+    const unsigned char *p = sqlite3_value_text(v);
+    size_t n = (size_t)sqlite3_value_bytes(v);
+    sqlite3_str_appendall(out, "[\"text\",");
+    if (valid_utf8(p, n)) json_string(out, (const char *)p, n);
+    else {
+        hex(out, p, n);
+        sqlite3_str_appendall(out, ",\"hex\"");
+    }
+    sqlite3_str_appendchar(out, 1, ']');
+}
+
+/* ["type","text"]: the TYPED reply's pair (docs/COMMANDS.md); a BLOB in
+ * lower-case hex, TEXT that is not valid UTF-8 as ["text","<hex>","hex"];
+ * v NULL is null. */
+static char *typed_json(sqlite3_value *v) {
+    sqlite3_str *out = sqlite3_str_new(NULL);
+    char num[40];
+    switch (v ? sqlite3_value_type(v) : SQLITE_NULL) {
+    case SQLITE_INTEGER: sqlite3_str_appendf(out, "[\"integer\",\"%lld\"]", sqlite3_value_int64(v)); break;
+    case SQLITE_FLOAT:
+        real_text(sqlite3_value_double(v), num);
+        sqlite3_str_appendf(out, "[\"real\",\"%s\"]", num);
+        break;
+    case SQLITE_TEXT: text_json(out, v); break;
+    case SQLITE_BLOB: {
+        const void *p = sqlite3_value_blob(v);
+        sqlite3_str_appendall(out, "[\"blob\",");
+        hex(out, p, (size_t)sqlite3_value_bytes(v));
+        sqlite3_str_appendchar(out, 1, ']');
+        break;
+    }
+    default: sqlite3_str_appendall(out, null_json);
+    }
+    return finish(out);
+}
+
+/* ---- building entries ------------------------------------------------------ */
+
+/* The values of one side of the running preupdate (old or new), or NULL
+ * (failed). */
+static char **take_values(sqlite3 *db, int n, int old) {
+    char **v = sqlite3_malloc64(sizeof(*v) * (size_t)(n ? n : 1));
+    if (!v) return NULL;
+    memset(v, 0, sizeof(*v) * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) {
+        sqlite3_value *val = NULL;
+        int rc = old ? sqlite3_preupdate_old(db, i, &val) : sqlite3_preupdate_new(db, i, &val);
+        v[i] = typed_json(rc == SQLITE_OK ? val : NULL);
+        if (!v[i]) {
+            free_strs(v, n);
+            return NULL;
+        }
+    }
+    return v;
+}
+
+int change_entry_from_hook(change_entry *e, sqlite3 *db, int op, const char *table, sqlite3_int64 rowid,
+                           int with_old, int with_new) {
+    e->op = op;
+    e->rowid = rowid;
+    e->nraw = sqlite3_preupdate_count(db);
+    e->table = dup_str(table, strlen(table));
+    if (with_old) e->rawold = take_values(db, e->nraw, 1);
+    if (with_new) e->rawnew = take_values(db, e->nraw, 0);
+    return !e->table || (with_old && !e->rawold) || (with_new && !e->rawnew) ? -1 : 0;
+}
+
+int change_entry_schema(change_entry *e, const char *sql) {
+    e->op = CHANGE_SCHEMA;
+    size_t len = strlen(sql);
+    while (len && (sql[len - 1] == ';' || sql[len - 1] == ' ' || sql[len - 1] == '\n')) len--;
+    e->sql = dup_str(sql, len);
+    return e->sql ? 0 : -1;
+}
+
+/* ---- columns ------------------------------------------------------------------ */
+
+/* Runs kvsql's own query past the guard. */
+static int prepare_trusted(sqlite3 *db, guard *g, const char *sql, sqlite3_stmt **st) {
+    g->trusted = 1;
+    int rc = sqlite3_prepare_v2(db, sql, -1, st, NULL);
+    g->trusted = 0;
+    return rc;
+}
+
+/* SQLite's rule for REAL affinity of a declared type (section 3.1 of
+ * https://sqlite.org/datatype3.html). */
+static int real_affinity(const char *type) {
+    if (!type) return 0;
+    char up[64];
+    size_t n = 0;
+    for (; type[n] && n + 1 < sizeof(up); n++) up[n] = (char)(type[n] >= 'a' && type[n] <= 'z' ? type[n] - 32 : type[n]);
+    up[n] = 0;
+    if (strstr(up, "INT") || strstr(up, "CHAR") || strstr(up, "CLOB") || strstr(up, "TEXT") || strstr(up, "BLOB"))
+        return 0;
+    return strstr(up, "REAL") || strstr(up, "FLOA") || strstr(up, "DOUB");
+}
+
+static void free_columns(change_columns *c) {
+    free_strs(c->names, c->ncols);
+    sqlite3_free(c->hidden);
+    sqlite3_free(c->pk);
+    sqlite3_free(c->real);
+    sqlite3_free(c->table);
+}
+
+/* Room for cap columns in c's arrays; 0, or -1. */
+static int grow_columns(change_columns *c, int cap) {
+    char **names = sqlite3_realloc64(c->names, sizeof(char *) * (size_t)cap);
+    if (names) c->names = names;
+    int *h = sqlite3_realloc64(c->hidden, sizeof(int) * (size_t)cap);
+    if (h) c->hidden = h;
+    int *pk = sqlite3_realloc64(c->pk, sizeof(int) * (size_t)cap);
+    if (pk) c->pk = pk;
+    int *real = sqlite3_realloc64(c->real, sizeof(int) * (size_t)cap);
+    if (real) c->real = real;
+    return !names || !h || !pk || !real ? -1 : 0;
+}
+
+/* One row of PRAGMA table_xinfo into column c->ncols; 0, or -1. */
+static int add_column(change_columns *c, sqlite3_stmt *st) {
+    const char *name = (const char *)sqlite3_column_text(st, 0);
+    c->names[c->ncols] = dup_str(name ? name : "", name ? strlen(name) : 0);
+    c->hidden[c->ncols] = sqlite3_column_int(st, 1);
+    c->pk[c->ncols] = sqlite3_column_int(st, 2);
+    c->real[c->ncols] = real_affinity((const char *)sqlite3_column_text(st, 3));
+    return c->names[c->ncols++] ? 0 : -1;
+}
+
+static int load_columns(change_columns *c, sqlite3 *db, guard *g) {
+    sqlite3_stmt *st;
+    if (prepare_trusted(db, g, "SELECT name, hidden, pk, type FROM pragma_table_xinfo(?1, 'main')", &st) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, c->table, -1, SQLITE_STATIC);
+    int cap = 0, rc = 0;
+    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        if (c->ncols == cap) rc = grow_columns(c, cap = cap ? cap * 2 : 8);
+        if (rc) break;
+        rc = add_column(c, st);
+    }
+    sqlite3_finalize(st);
+    if (rc || c->ncols == 0) return -1;
+    if (prepare_trusted(db, g, "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'", &st) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, c->table, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) c->without_rowid = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return 0;
+}
+
+/* The columns of table, from tables or the schema; NULL when the table no
+ * longer exists (or out of memory). */
+static change_columns *columns(change_tables *tables, sqlite3 *db, guard *g, const char *table) {
+    for (size_t i = 0; i < tables->n; i++)
+        if (strcmp(tables->t[i].table, table) == 0) return &tables->t[i];
+    change_columns *t = sqlite3_realloc64(tables->t, sizeof(*t) * (tables->n + 1));
+    if (!t) return NULL;
+    tables->t = t;
+    change_columns *c = &t[tables->n];
+    memset(c, 0, sizeof(*c));
+    c->table = dup_str(table, strlen(table));
+    if (!c->table || load_columns(c, db, g) != 0) {
+        free_columns(c);
+        return NULL;
+    }
+    tables->n++;
+    return c;
+}
+
+void change_tables_forget(change_tables *tables) {
+    for (size_t i = 0; i < tables->n; i++) free_columns(&tables->t[i]);
+    sqlite3_free(tables->t);
+    tables->t = NULL;
+    tables->n = 0;
+}
+
+/* ---- resolving entries ------------------------------------------------------- */
+
+/* {"col":["type","text"],...} of one side; generated columns left out. */
+static char *side_json(const change_columns *c, char **raw, int nraw) {
+    sqlite3_str *out = sqlite3_str_new(NULL);
+    sqlite3_str_appendchar(out, 1, '{');
+    int storage = 0, first = 1;
+    for (int i = 0; i < c->ncols; i++) {
+        if (c->hidden[i] == 2) continue; /* virtual generated: not stored */
+        int at = storage++;
+        if (c->hidden[i] != 0) continue; /* stored generated: computed anew */
+        if (!first) sqlite3_str_appendchar(out, 1, ',');
+        first = 0;
+        json_string(out, c->names[i], strlen(c->names[i]));
+        sqlite3_str_appendchar(out, 1, ':');
+        const char *v = at < nraw && raw[at] ? raw[at] : null_json;
+        if (c->real[i] && strncmp(v, "[\"integer\",\"", 12) == 0) { /* stored as an integer, read as REAL */
+            char num[40];
+            real_text((double)strtoll(v + 12, NULL, 10), num);
+            sqlite3_str_appendf(out, "[\"real\",\"%s\"]", num);
+        } else sqlite3_str_appendall(out, v);
+    }
+    sqlite3_str_appendchar(out, 1, '}');
+    return finish(out);
+}
+
+/* The PRIMARY KEY's values of a WITHOUT ROWID table's entry, in its order. */
+static void primary_key_json(sqlite3_str *out, const change_columns *c, const change_entry *e) {
+    char **raw = e->rawold ? e->rawold : e->rawnew;
+    sqlite3_str_appendchar(out, 1, '[');
+    for (int k = 1; k <= c->ncols; k++) {
+        int storage = 0;
+        for (int i = 0; i < c->ncols; i++) {
+            if (c->hidden[i] == 2) continue;
+            if (c->pk[i] == k) {
+                if (k > 1) sqlite3_str_appendchar(out, 1, ',');
+                sqlite3_str_appendall(out, storage < e->nraw && raw[storage] ? raw[storage] : "null");
+            }
+            storage++;
+        }
+    }
+    sqlite3_str_appendchar(out, 1, ']');
+}
+
+/* The key: [rowid] of a rowid table, the PRIMARY KEY's values in its
+ * order for a WITHOUT ROWID table. */
+static char *key_json(const change_columns *c, const change_entry *e) {
+    sqlite3_str *out = sqlite3_str_new(NULL);
+    if (!c->without_rowid) sqlite3_str_appendf(out, "[[\"integer\",\"%lld\"]]", e->rowid);
+    else primary_key_json(out, c, e);
+    return finish(out);
+}
+
+int change_entry_resolve(change_entry *e, change_tables *tables, sqlite3 *db, guard *g) {
+    if (e->op >= CHANGE_SCHEMA || e->key) return 1;
+    change_columns *c = columns(tables, db, g, e->table);
+    if (!c) {
+        change_entry_free(e);
+        return 0;
+    }
+    e->key = key_json(c, e);
+    if (e->rawnew) e->newj = side_json(c, e->rawnew, e->nraw);
+    if (e->rawold) e->oldj = side_json(c, e->rawold, e->nraw);
+    free_strs(e->rawold, e->nraw);
+    free_strs(e->rawnew, e->nraw);
+    e->rawold = e->rawnew = NULL;
+    if (!e->key || (e->op != CHANGE_DELETE && !e->newj) || (e->op != CHANGE_INSERT && !e->oldj)) return -1;
+    return 1;
+}
+
+/* ---- the stream entry: XADD, propagated ---------------------------------------- */
+
+/* XADD stream [MAXLEN ~|= n] * field value ...; propagated. */
+static void xadd(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
+                 const char *const *fv, int nfv) {
+    RedisModuleString *argv[24];
+    int n = 0;
+    argv[n++] = stream;
+    if (maxlen[0]) {
+        argv[n++] = RedisModule_CreateString(ctx, "MAXLEN", 6);
+        argv[n++] = RedisModule_CreateString(ctx, trim, 1);
+        argv[n++] = RedisModule_CreateString(ctx, maxlen, strlen(maxlen));
+    }
+    argv[n++] = RedisModule_CreateString(ctx, "*", 1);
+    for (int i = 0; i < nfv && n < 24; i++) argv[n++] = RedisModule_CreateString(ctx, fv[i], strlen(fv[i]));
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "XADD", "!v", argv, (size_t)n);
+    if (r) RedisModule_FreeCallReply(r);
+    for (int i = 1; i < n; i++) RedisModule_FreeString(ctx, argv[i]);
+}
+
+void change_xadd_marker(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
+                        const char *version, const char *op) {
+    const char *fv[] = {"version", version, "op", op};
+    xadd(ctx, stream, maxlen, trim, fv, 4);
+}
+
+void change_xadd_entry(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
+                       const char *version, const change_entry *e) {
+    const char *fv[12] = {"version", version, "op", op_names[e->op]};
+    int n = 4;
+    if (e->op == CHANGE_SCHEMA) {
+        fv[n++] = "sql";
+        fv[n++] = e->sql;
+    } else {
+        fv[n++] = "table", fv[n++] = e->table, fv[n++] = "key", fv[n++] = e->key;
+        if (e->newj) fv[n++] = "new", fv[n++] = e->newj;
+        if (e->oldj) fv[n++] = "old", fv[n++] = e->oldj;
+    }
+    xadd(ctx, stream, maxlen, trim, fv, n);
+}
