@@ -16,32 +16,32 @@
 
 /* ---- key names --------------------------------------------------------- */
 
-static RedisModuleString *aux_name(RedisModuleCtx *ctx, const char *key, size_t len, const char *suffix) {
+/* A long-lived string (no context): the names outlive the call. */
+static RedisModuleString *aux_name(const char *key, size_t len, const char *suffix) {
     size_t n = kvsql_aux_key(NULL, 0, key, len, suffix);
     char *buf = RedisModule_Alloc(n + 1);
     kvsql_aux_key(buf, n + 1, key, len, suffix);
-    RedisModuleString *s = RedisModule_CreateString(ctx, buf, n);
+    RedisModuleString *s = RedisModule_CreateString(NULL, buf, n);
     RedisModule_Free(buf);
     return s;
 }
 
-int aux_keys_make(RedisModuleCtx *ctx, RedisModuleString *keyname, aux_keys *a) {
+void aux_keys_make(RedisModuleString *keyname, aux_keys *a) {
     size_t len;
     const char *k = RedisModule_StringPtrLen(keyname, &len);
-    a->version = aux_name(ctx, k, len, KVSQL_AUX_VERSION);
-    a->lease = aux_name(ctx, k, len, KVSQL_AUX_LEASE);
-    a->readers = aux_name(ctx, k, len, KVSQL_AUX_READERS);
-    a->undo = aux_name(ctx, k, len, KVSQL_AUX_UNDO);
-    a->undo_idx = aux_name(ctx, k, len, KVSQL_AUX_UNDO_IDX);
-    a->undo_ver = aux_name(ctx, k, len, KVSQL_AUX_UNDO_VER);
-    a->log = aux_name(ctx, k, len, KVSQL_AUX_LOG);
-    return 0;
+    a->version = aux_name(k, len, KVSQL_AUX_VERSION);
+    a->lease = aux_name(k, len, KVSQL_AUX_LEASE);
+    a->readers = aux_name(k, len, KVSQL_AUX_READERS);
+    a->undo = aux_name(k, len, KVSQL_AUX_UNDO);
+    a->undo_idx = aux_name(k, len, KVSQL_AUX_UNDO_IDX);
+    a->undo_ver = aux_name(k, len, KVSQL_AUX_UNDO_VER);
+    a->log = aux_name(k, len, KVSQL_AUX_LOG);
 }
 
-void aux_keys_free(RedisModuleCtx *ctx, aux_keys *a) {
+void aux_keys_free(aux_keys *a) {
     RedisModuleString **all[] = {&a->version, &a->lease, &a->readers, &a->undo, &a->undo_idx, &a->undo_ver, &a->log};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
-        if (*all[i]) RedisModule_FreeString(ctx, *all[i]);
+        if (*all[i]) RedisModule_FreeString(NULL, *all[i]);
         *all[i] = NULL;
     }
 }
@@ -256,12 +256,9 @@ static char *log_entry(uint64_t version, const uint32_t *indexes, size_t n, size
     return e;
 }
 
-/* LPUSH the next version's entry to T:log and LTRIM it, when T:log exists. */
-static int log_changes(RedisModuleCtx *ctx, const aux_keys *a, const uint32_t *indexes, size_t n, char *err,
-                       size_t errlen) {
-    uint64_t version = 0;
-    if (!key_exists(ctx, a->log)) return 0; /* no library client around: the common case */
-    if (current_version(ctx, a, &version, err, errlen) != 0) return -1;
+/* LPUSH the entry of the next version (version + 1) to T:log and LTRIM it. */
+static int log_changes(RedisModuleCtx *ctx, const aux_keys *a, uint64_t version, const uint32_t *indexes, size_t n,
+                       char *err, size_t errlen) {
     size_t len;
     char *e = log_entry(version + 1, indexes, n, &len);
     if (!e) return call_failed(NULL, "log the changed pages (out of memory) in", a->log, err, errlen);
@@ -279,14 +276,17 @@ static int log_changes(RedisModuleCtx *ctx, const aux_keys *a, const uint32_t *i
 
 int protocol_save_undo(RedisModuleCtx *ctx, const aux_keys *a, RedisModuleKey *key, const uint32_t *indexes,
                        size_t n, char *err, size_t errlen) {
-    if (log_changes(ctx, a, indexes, n, err, errlen) != 0) return -1;
-    if (!key_exists(ctx, a->readers)) /* no library reader: the common case */
+    int logged = key_exists(ctx, a->log); /* a library client keeps the changelog */
+    int readers = key_exists(ctx, a->readers);
+    if (!logged && !readers) /* no library client around: the common case */
         return key_exists(ctx, a->undo) ? delete_undo(ctx, a, err, errlen) : 0;
     uint64_t oldest = 0, version = 0;
+    if (current_version(ctx, a, &version, err, errlen) != 0) return -1;
+    if (logged && log_changes(ctx, a, version, indexes, n, err, errlen) != 0) return -1;
+    if (!readers) return key_exists(ctx, a->undo) ? delete_undo(ctx, a, err, errlen) : 0;
     int live = live_readers(ctx, a, &oldest, err, errlen);
     if (live < 0) return -1;
     if (live == 0) return delete_undo(ctx, a, err, errlen);
-    if (current_version(ctx, a, &version, err, errlen) != 0) return -1;
     if (write_undo(ctx, a, key, indexes, n, version + 1, err, errlen) != 0) return -1;
     return trim_undo(ctx, a, oldest, err, errlen);
 }

@@ -23,10 +23,11 @@ typedef struct aux_keys {
     RedisModuleString *version, *lease, *readers, *undo, *undo_idx, *undo_ver, *log;
 } aux_keys;
 
-/* Fills a with the names of keyname's auxiliary keys. Returns 0 or -1
- * (out of memory). Free with aux_keys_free. */
-int aux_keys_make(RedisModuleCtx *ctx, RedisModuleString *keyname, aux_keys *a);
-void aux_keys_free(RedisModuleCtx *ctx, aux_keys *a);
+/* Fills a with the names of keyname's auxiliary keys, strings that
+ * outlive the call (the keyspace store makes them once, at its first
+ * write). Free with aux_keys_free. */
+void aux_keys_make(RedisModuleString *keyname, aux_keys *a);
+void aux_keys_free(aux_keys *a);
 
 /* Whether a library writer holds the database's write lease. */
 int protocol_lease_held(RedisModuleCtx *ctx, const aux_keys *a);

@@ -35,6 +35,7 @@ typedef struct keyspace_store {
     int has_pending;
     uint32_t pending_npages;
     uint32_t pending_page_size;
+    aux_keys aux;              /* names of the database's auxiliary keys: made at the first write */
     char err[256];
 } keyspace_store;
 
@@ -179,6 +180,7 @@ static const char *ks_errmsg(kvsql_store *s) {
 static void ks_destroy(kvsql_store *s) {
     keyspace_store *k = (keyspace_store *)s;
     pagemap_clear(&k->pending);
+    aux_keys_free(&k->aux);
     sqlite3_free(k);
 }
 
@@ -461,17 +463,16 @@ int keyspace_store_flush(kvsql_store *s, char *err, size_t errlen) {
     }
     int rc = 0;
     if (nc || old_npages > k->pending_npages) {
-        aux_keys a;
-        aux_keys_make(k->ctx, k->keyname, &a);
+        if (!k->aux.version) aux_keys_make(k->keyname, &k->aux); /* the store's key never changes */
+        const aux_keys *a = &k->aux;
         size_t ndel = old_npages > k->pending_npages ? old_npages - k->pending_npages : 0;
         flushing = 1; /* keyspace events of our own writes */
         rc = check_replication_room(k, nc, ndel, err, errlen);
         if (rc == 0) rc = changes_check_write(k->ctx, err, errlen); /* capture's stream can take the entries */
-        if (rc == 0) rc = prepare_write(k, c, nc, old_npages, &a, err, errlen);
-        if (rc == 0) write_changes(k, c, nc, old_npages, &a);
-        if (rc == 0) changes_write(k->ctx, a.version); /* the row changes, in the same MULTI/EXEC */
+        if (rc == 0) rc = prepare_write(k, c, nc, old_npages, a, err, errlen);
+        if (rc == 0) write_changes(k, c, nc, old_npages, a);
+        if (rc == 0) changes_write(k->ctx, a->version); /* the row changes, in the same MULTI/EXEC */
         flushing = 0;
-        aux_keys_free(k->ctx, &a);
     }
     RedisModule_Free(c);
     if (zeros) RedisModule_Free(zeros);
