@@ -23,4 +23,14 @@ static inline size_t utf8_sequence(const unsigned char *s, size_t n) {
     return len;
 }
 
+/* Whether the n bytes at s are valid UTF-8 throughout. */
+static inline int utf8_valid(const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_sequence(s + i, n - i);
+        if (!len) return 0;
+        i += len;
+    }
+    return 1;
+}
+
 #endif

@@ -95,7 +95,10 @@ def test_preparing_a_statement_is_within_the_time_limit(server):
     start = time.time()
     with pytest.raises(redis.ResponseError, match="stopped after 500 ms"):
         query(r, "db", "select count(*) from v16 where 0")
-    assert time.time() - start < 4
+    # Unbounded, preparing takes about 5 s (much longer under the sanitizer,
+    # whose checks also slow the stop itself): the error above says the
+    # limit stopped it; this says it did so promptly.
+    assert time.time() - start < (12 if SANITIZED else 4)
     assert_alive(server)
     assert query(r, "db", "select count(*) from v3")[1] == [0]
 

@@ -99,8 +99,15 @@ static void *refuse_memory(void) {
     return NULL;
 }
 
+/* Whether n more bytes would take SQLite past mem_cap. A block may be
+ * larger than asked (its usable size is counted), so mem_used can pass
+ * mem_cap by a little: compared first, never subtracted below zero. */
+static int over_cap(size_t n) {
+    return mem_used >= mem_cap || n > mem_cap - mem_used;
+}
+
 static void *mem_malloc(int n) {
-    if ((size_t)n > mem_cap - mem_used) return refuse_memory();
+    if (over_cap((size_t)n)) return refuse_memory();
     void *p = BLOCK_ALLOC((size_t)n);
     if (p) mem_used += BLOCK_SIZE(p);
     return p;
@@ -114,7 +121,7 @@ static void mem_free(void *p) {
 
 static void *mem_realloc(void *p, int n) {
     size_t old = BLOCK_SIZE(p);
-    if ((size_t)n > old && (size_t)n - old > mem_cap - mem_used) return refuse_memory();
+    if ((size_t)n > old && over_cap((size_t)n - old)) return refuse_memory();
     void *q = BLOCK_REALLOC(p, (size_t)n);
     if (q) mem_used = mem_used - old + BLOCK_SIZE(q);
     return q;

@@ -9,6 +9,7 @@
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include "change_entry.h"
 
+#include "module/result.h"
 #include "utf8.h"
 
 #include <stdio.h>
@@ -57,15 +58,6 @@ void change_entry_free(change_entry *e) {
 
 /* ---- typed values as JSON ------------------------------------------------ */
 
-static int valid_utf8(const unsigned char *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        size_t len = utf8_sequence(s + i, n - i);
-        if (!len) return 0;
-        i += len;
-    }
-    return 1;
-}
-
 /* A JSON string of valid UTF-8 text. */
 static void json_string(sqlite3_str *out, const char *s, size_t n) {
     sqlite3_str_appendchar(out, 1, '"');
@@ -88,30 +80,11 @@ static void hex(sqlite3_str *out, const unsigned char *p, size_t n) {
     sqlite3_str_appendchar(out, 1, '"');
 }
 
-/* The shortest decimal that reads back as the same double, with a point
- * or exponent so it never reads as an integer ("100.0"), or Inf/-Inf. */
-static void real_text(double v, char out[40]) {
-    if (v > 1.7976931348623157e308 || v < -1.7976931348623157e308) {
-        strcpy(out, v < 0 ? "-Inf" : "Inf");
-        return;
-    }
-    for (int digits = 15; digits <= 17; digits++) {
-        snprintf(out, 32, "%.*g", digits, v);
-        if (strtod(out, NULL) == v) break;
-    }
-    if (!strpbrk(out, ".ni")) {
-        char *e = strchr(out, 'e');
-        size_t at = e ? (size_t)(e - out) : strlen(out);
-        memmove(out + at + 2, out + at, strlen(out + at) + 1);
-        memcpy(out + at, ".0", 2);
-    }
-}
-
 static void text_json(sqlite3_str *out, sqlite3_value *v) {
     const unsigned char *p = sqlite3_value_text(v);
     size_t n = (size_t)sqlite3_value_bytes(v);
     sqlite3_str_appendall(out, "[\"text\",");
-    if (valid_utf8(p, n)) json_string(out, (const char *)p, n);
+    if (utf8_valid(p, n)) json_string(out, (const char *)p, n);
     else {
         hex(out, p, n);
         sqlite3_str_appendall(out, ",\"hex\"");
@@ -128,7 +101,7 @@ static char *typed_json(sqlite3_value *v) {
     switch (v ? sqlite3_value_type(v) : SQLITE_NULL) {
     case SQLITE_INTEGER: sqlite3_str_appendf(out, "[\"integer\",\"%lld\"]", sqlite3_value_int64(v)); break;
     case SQLITE_FLOAT:
-        real_text(sqlite3_value_double(v), num);
+        result_real_text(sqlite3_value_double(v), num);
         sqlite3_str_appendf(out, "[\"real\",\"%s\"]", num);
         break;
     case SQLITE_TEXT: text_json(out, v); break;
@@ -193,17 +166,22 @@ static int prepare_trusted(sqlite3 *db, guard *g, const char *sql, sqlite3_stmt 
     return rc;
 }
 
+/* Whether type names word anywhere, in any case. */
+static int type_has(const char *type, const char *word) {
+    size_t n = strlen(word);
+    for (; *type; type++)
+        if (sqlite3_strnicmp(type, word, (int)n) == 0) return 1;
+    return 0;
+}
+
 /* SQLite's rule for REAL affinity of a declared type (section 3.1 of
  * https://sqlite.org/datatype3.html). */
 static int real_affinity(const char *type) {
     if (!type) return 0;
-    char up[64];
-    size_t n = 0;
-    for (; type[n] && n + 1 < sizeof(up); n++) up[n] = (char)(type[n] >= 'a' && type[n] <= 'z' ? type[n] - 32 : type[n]);
-    up[n] = 0;
-    if (strstr(up, "INT") || strstr(up, "CHAR") || strstr(up, "CLOB") || strstr(up, "TEXT") || strstr(up, "BLOB"))
+    if (type_has(type, "INT") || type_has(type, "CHAR") || type_has(type, "CLOB") || type_has(type, "TEXT") ||
+        type_has(type, "BLOB"))
         return 0;
-    return strstr(up, "REAL") || strstr(up, "FLOA") || strstr(up, "DOUB");
+    return type_has(type, "REAL") || type_has(type, "FLOA") || type_has(type, "DOUB");
 }
 
 static void free_columns(change_columns *c) {
@@ -302,7 +280,7 @@ static char *side_json(const change_columns *c, char **raw, int nraw) {
         const char *v = at < nraw && raw[at] ? raw[at] : null_json;
         if (c->real[i] && strncmp(v, "[\"integer\",\"", 12) == 0) { /* stored as an integer, read as REAL */
             char num[40];
-            real_text((double)strtoll(v + 12, NULL, 10), num);
+            result_real_text((double)strtoll(v + 12, NULL, 10), num);
             sqlite3_str_appendf(out, "[\"real\",\"%s\"]", num);
         } else sqlite3_str_appendall(out, v);
     }
@@ -320,7 +298,7 @@ static void primary_key_json(sqlite3_str *out, const change_columns *c, const ch
             if (c->hidden[i] == 2) continue;
             if (c->pk[i] == k) {
                 if (k > 1) sqlite3_str_appendchar(out, 1, ',');
-                sqlite3_str_appendall(out, storage < e->nraw && raw[storage] ? raw[storage] : "null");
+                sqlite3_str_appendall(out, storage < e->nraw && raw[storage] ? raw[storage] : null_json);
             }
             storage++;
         }

@@ -178,11 +178,10 @@ static int push_savepoint(const char *name) {
 }
 
 /* After a transaction control statement succeeded: keeps the entries in
- * step with what SQLite kept. Returns 0, or -1 when it cannot follow. */
-static int follow_transaction(const char *sql, const char *first) {
+ * step with what SQLite kept. p: the SQL after its first word, first.
+ * Returns 0, or -1 when it cannot follow. */
+static int follow_transaction(const char *p, const char *first) {
     char w[256];
-    const char *p = sql;
-    next_token(&p, w, sizeof(w)); /* the first word again */
     if (is(first, "BEGIN")) {
         cur.txn_start = cur.stmt_start;
         drop_savepoints(0);
@@ -281,7 +280,7 @@ int changes_stmt_end(sqlite3_stmt *stmt, char *err, size_t errlen) {
     const char *p = sql ? sql : "";
     next_token(&p, first, sizeof(first));
     if (resolve_from(cur.stmt_start) != 0) return fail(err, errlen, "out of memory while capturing the changes");
-    if (sqlite3_stmt_readonly(stmt) && follow_transaction(sql ? sql : "", first) != 0)
+    if (sqlite3_stmt_readonly(stmt) && follow_transaction(p, first) != 0)
         return fail(err, errlen, "cannot follow this transaction statement");
     if (cur.ddl) {
         sqlite3_int64 v = schema_version();
@@ -436,12 +435,17 @@ static int parse_on(RedisModuleString **argv, int argc, char *maxlen, char *trim
     return 0;
 }
 
+/* The database's version T:v as it stands. */
+static void read_version(RedisModuleCtx *ctx, RedisModuleString *keyname, char out[24]) {
+    RedisModuleString *vkey = aux_name(ctx, keyname, KVSQL_AUX_VERSION);
+    read_counter(ctx, vkey, out);
+    RedisModule_FreeString(ctx, vkey);
+}
+
 static int reply_status(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString *stream) {
     char maxlen[24] = "", trim[2] = "", version[24];
     int on = read_config(ctx, keyname, maxlen, trim);
-    RedisModuleString *vkey = aux_name(ctx, keyname, ":v");
-    read_counter(ctx, vkey, version);
-    RedisModule_FreeString(ctx, vkey);
+    read_version(ctx, keyname, version);
     RedisModuleCallReply *r = RedisModule_Call(ctx, "XLEN", "s", stream);
     long long xlen = r && RedisModule_CallReplyType(r) == REDISMODULE_REPLY_INTEGER ? RedisModule_CallReplyInteger(r) : 0;
     if (r) RedisModule_FreeCallReply(r);
@@ -469,9 +473,7 @@ static int reply_status(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMo
 static void add_marker(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString *stream, const char *op,
                        const char *maxlen, const char *trim) {
     char version[24];
-    RedisModuleString *vkey = aux_name(ctx, keyname, ":v");
-    read_counter(ctx, vkey, version);
-    RedisModule_FreeString(ctx, vkey);
+    read_version(ctx, keyname, version);
     change_xadd_marker(ctx, stream, strcmp(maxlen, "0") == 0 ? "" : maxlen, trim, version, op);
 }
 

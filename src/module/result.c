@@ -127,7 +127,7 @@ static int other_16_digits(double v, char out[40]) {
  * double has 15 digits' precision, so when 15 digits read back they are
  * also the shortest (printf drops trailing zeros); subnormals have less,
  * so fewer digits are tried for them. */
-static void real_to_text(double v, char out[40]) {
+void result_real_text(double v, char out[40]) {
     if (isinf(v)) {
         strcpy(out, v < 0 ? "-Inf" : "Inf");
         return;
@@ -251,7 +251,7 @@ static void reply_value(RedisModuleCtx *ctx, const value *v, int resp3) {
             RedisModule_ReplyWithDouble(ctx, v->d);
             break;
         }
-        real_to_text(v->d, text);
+        result_real_text(v->d, text);
         RedisModule_ReplyWithStringBuffer(ctx, text, strlen(text));
         break;
     default: RedisModule_ReplyWithStringBuffer(ctx, v->p, v->n);
@@ -268,7 +268,7 @@ static void reply_typed_value(RedisModuleCtx *ctx, const value *v) {
     switch (v->type) {
     case SQLITE_NULL: RedisModule_ReplyWithNull(ctx); return;
     case SQLITE_INTEGER: snprintf(text, sizeof(text), "%lld", v->i); break;
-    case SQLITE_FLOAT: real_to_text(v->d, text); break;
+    case SQLITE_FLOAT: result_real_text(v->d, text); break;
     default: RedisModule_ReplyWithStringBuffer(ctx, v->p, v->n); return;
     }
     RedisModule_ReplyWithStringBuffer(ctx, text, strlen(text));
