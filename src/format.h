@@ -68,6 +68,8 @@ int kvsql_has_hash_tag(const char *key, size_t len);
 #define KVSQL_AUX_UNDO_IDX ":undo:idx"
 #define KVSQL_AUX_UNDO_VER ":undo:ver"
 #define KVSQL_AUX_LOG ":log"
+#define KVSQL_AUX_CHANGES ":changes"            /* the row changes stream (SQL.CHANGES) */
+#define KVSQL_AUX_CHANGES_CONFIG ":changes:cfg" /* whether capture is on, and its MAXLEN */
 
 /* The changelog T:log (docs/FORMAT.md): a list, newest first, of entries
  * "<version>:<page>,<page>,..." (the pages below the old length that

@@ -21,6 +21,7 @@
 
 #include "change_entry.h"
 #include "format.h"
+#include "protocol.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -299,18 +300,6 @@ int changes_stmt_end(sqlite3_stmt *stmt, char *err, size_t errlen) {
 
 /* ---- the call ---------------------------------------------------------------- */
 
-static RedisModuleString *aux_name(RedisModuleCtx *ctx, RedisModuleString *keyname, const char *suffix) {
-    size_t len;
-    const char *k = RedisModule_StringPtrLen(keyname, &len);
-    char buf[256];
-    size_t n = kvsql_aux_key(buf, sizeof(buf), k, len, suffix);
-    if (n < sizeof(buf)) return RedisModule_CreateString(ctx, buf, n);
-    char *big = RedisModule_Alloc(n + 1);
-    kvsql_aux_key(big, n + 1, k, len, suffix);
-    RedisModuleString *s = RedisModule_CreateString(ctx, big, n);
-    RedisModule_Free(big);
-    return s;
-}
 
 /* A field of the open configuration hash into out ("" when missing). */
 static void config_field(RedisModuleKey *key, const char *field, char *out, size_t cap) {
@@ -326,7 +315,7 @@ static void config_field(RedisModuleKey *key, const char *field, char *out, size
 
 /* Reads T:changes:cfg: non-zero when capture is on (maxlen/trim filled). */
 static int read_config(RedisModuleCtx *ctx, RedisModuleString *keyname, char *maxlen, char *trim) {
-    RedisModuleString *name = aux_name(ctx, keyname, CHANGES_AUX_CONFIG);
+    RedisModuleString *name = aux_key_name(ctx, keyname, KVSQL_AUX_CHANGES_CONFIG);
     RedisModuleKey *key = RedisModule_OpenKey(ctx, name, REDISMODULE_READ | REDISMODULE_OPEN_KEY_NOTOUCH);
     int on = key && RedisModule_KeyType(key) == REDISMODULE_KEYTYPE_HASH;
     if (on) {
@@ -345,7 +334,7 @@ void changes_call_begin(RedisModuleCtx *ctx, RedisModuleString *keyname, sqlite3
     cur.active = 1;
     cur.db = db;
     cur.g = g;
-    cur.stream = aux_name(ctx, keyname, CHANGES_AUX_STREAM);
+    cur.stream = aux_key_name(ctx, keyname, KVSQL_AUX_CHANGES);
     cur.n = cur.txn_start = cur.stmt_start = 0;
     cur.failed = 0;
     sqlite3_preupdate_hook(db, on_preupdate, NULL);
@@ -437,7 +426,7 @@ static int parse_on(RedisModuleString **argv, int argc, char *maxlen, char *trim
 
 /* The database's version T:v as it stands. */
 static void read_version(RedisModuleCtx *ctx, RedisModuleString *keyname, char out[24]) {
-    RedisModuleString *vkey = aux_name(ctx, keyname, KVSQL_AUX_VERSION);
+    RedisModuleString *vkey = aux_key_name(ctx, keyname, KVSQL_AUX_VERSION);
     read_counter(ctx, vkey, out);
     RedisModule_FreeString(ctx, vkey);
 }
@@ -509,8 +498,8 @@ int cmd_sql_changes(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
                                                "(0: no limit)");
     if (!on && !off && !status)
         return RedisModule_ReplyWithError(ctx, "ERR SQL.CHANGES key [ON [MAXLEN [=|~] n] | OFF | STATUS]");
-    RedisModuleString *stream = aux_name(ctx, argv[1], CHANGES_AUX_STREAM);
-    RedisModuleString *cfg = aux_name(ctx, argv[1], CHANGES_AUX_CONFIG);
+    RedisModuleString *stream = aux_key_name(ctx, argv[1], KVSQL_AUX_CHANGES);
+    RedisModuleString *cfg = aux_key_name(ctx, argv[1], KVSQL_AUX_CHANGES_CONFIG);
     int rc = status ? reply_status(ctx, argv[1], stream) : set_capture(ctx, argv[1], stream, cfg, on, maxlen, trim);
     RedisModule_FreeString(ctx, stream);
     RedisModule_FreeString(ctx, cfg);

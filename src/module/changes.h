@@ -18,10 +18,6 @@
 
 #include <sqlite3.h>
 
-/* Suffixes of the auxiliary keys (format.h's naming: T:changes, ...). */
-#define CHANGES_AUX_STREAM ":changes"
-#define CHANGES_AUX_CONFIG ":changes:cfg"
-
 /* exec.c: at the start of a write call on keyname's connection db (guard
  * g lets capture's own queries past the authorizer). Installs the
  * preupdate hook when capture is on for the key. */

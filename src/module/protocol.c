@@ -16,26 +16,28 @@
 
 /* ---- key names --------------------------------------------------------- */
 
-/* A long-lived string (no context): the names outlive the call. */
-static RedisModuleString *aux_name(const char *key, size_t len, const char *suffix) {
-    size_t n = kvsql_aux_key(NULL, 0, key, len, suffix);
-    char *buf = RedisModule_Alloc(n + 1);
-    kvsql_aux_key(buf, n + 1, key, len, suffix);
-    RedisModuleString *s = RedisModule_CreateString(NULL, buf, n);
-    RedisModule_Free(buf);
+RedisModuleString *aux_key_name(RedisModuleCtx *ctx, RedisModuleString *keyname, const char *suffix) {
+    size_t len;
+    const char *k = RedisModule_StringPtrLen(keyname, &len);
+    char buf[256];
+    size_t n = kvsql_aux_key(buf, sizeof(buf), k, len, suffix);
+    if (n < sizeof(buf)) return RedisModule_CreateString(ctx, buf, n);
+    char *big = RedisModule_Alloc(n + 1); /* a long key name */
+    kvsql_aux_key(big, n + 1, k, len, suffix);
+    RedisModuleString *s = RedisModule_CreateString(ctx, big, n);
+    RedisModule_Free(big);
     return s;
 }
 
 void aux_keys_make(RedisModuleString *keyname, aux_keys *a) {
-    size_t len;
-    const char *k = RedisModule_StringPtrLen(keyname, &len);
-    a->version = aux_name(k, len, KVSQL_AUX_VERSION);
-    a->lease = aux_name(k, len, KVSQL_AUX_LEASE);
-    a->readers = aux_name(k, len, KVSQL_AUX_READERS);
-    a->undo = aux_name(k, len, KVSQL_AUX_UNDO);
-    a->undo_idx = aux_name(k, len, KVSQL_AUX_UNDO_IDX);
-    a->undo_ver = aux_name(k, len, KVSQL_AUX_UNDO_VER);
-    a->log = aux_name(k, len, KVSQL_AUX_LOG);
+    /* no context: the names outlive the call */
+    a->version = aux_key_name(NULL, keyname, KVSQL_AUX_VERSION);
+    a->lease = aux_key_name(NULL, keyname, KVSQL_AUX_LEASE);
+    a->readers = aux_key_name(NULL, keyname, KVSQL_AUX_READERS);
+    a->undo = aux_key_name(NULL, keyname, KVSQL_AUX_UNDO);
+    a->undo_idx = aux_key_name(NULL, keyname, KVSQL_AUX_UNDO_IDX);
+    a->undo_ver = aux_key_name(NULL, keyname, KVSQL_AUX_UNDO_VER);
+    a->log = aux_key_name(NULL, keyname, KVSQL_AUX_LOG);
 }
 
 void aux_keys_free(aux_keys *a) {

@@ -23,6 +23,10 @@ typedef struct aux_keys {
     RedisModuleString *version, *lease, *readers, *undo, *undo_idx, *undo_ver, *log;
 } aux_keys;
 
+/* The name of keyname's auxiliary key `suffix` (a KVSQL_AUX_* of format.h),
+ * as a string of ctx (NULL: one that outlives the call). Free it. */
+RedisModuleString *aux_key_name(RedisModuleCtx *ctx, RedisModuleString *keyname, const char *suffix);
+
 /* Fills a with the names of keyname's auxiliary keys, strings that
  * outlive the call (the keyspace store makes them once, at its first
  * write). Free with aux_keys_free. */
