@@ -5,6 +5,7 @@ the server crashed or a sanitizer (SANITIZE=1 builds) reported anything.
 """
 import pytest
 
+from cluster import Cluster
 from harness import Server
 
 
@@ -32,3 +33,19 @@ def server(servers):
 def r(server):
     """A client of the fresh server; replies as bytes."""
     return server.client()
+
+
+@pytest.fixture
+def clusters():
+    """make(**kw) starts a Cluster (tests/cluster.py) of one's own; all are
+    stopped at the end and the test fails if a node crashed."""
+    made = []
+
+    def make(**kw):
+        c = Cluster(**kw)
+        made.append(c)
+        return c
+
+    yield make
+    problems = [c.close() for c in made]
+    assert not any(problems), "\n".join(problems)

@@ -82,6 +82,21 @@ def attach_replica(servers, master, **kw):
     return rep
 
 
+def monitored_commands(rep, action, until):
+    """Commands the replica (a client of it) executes while `action` runs
+    on the master, up to the first one starting with `until` (5 s at most)."""
+    seen = []
+    with rep.monitor() as stream:
+        action()
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            cmd = stream.next_command()["command"]
+            seen.append(cmd)
+            if cmd.startswith(until):
+                break
+    return seen
+
+
 def write_until_killed(r, key, acked, stop, wait_replicas=0):
     """Inserts rows 1, 2, ... into key's table t(id); records the ids whose
     reply arrived (and, with wait_replicas, whose WAIT confirmed that many

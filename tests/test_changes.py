@@ -15,7 +15,7 @@ import sys
 import pytest
 import redis
 
-from harness import attach_replica, kill_9_while_writing, query, sql
+from harness import attach_replica, kill_9_while_writing, monitored_commands, query, sql
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import changes_replay  # noqa: E402
@@ -231,12 +231,7 @@ def test_replicas_get_the_stream_with_the_pages_in_one_multi_exec(servers):
     m.execute_command("SQL.CHANGES", "db", "ON", "MAXLEN", "100")
     sql(m, "db", "create table t(a)")
     m.execute_command("WAIT", 1, 5000)
-    mon = rep.client().monitor()
-    with mon as stream:
-        sql(m, "db", "insert into t values (random())")
-        seen = []
-        while not seen or not seen[-1].startswith("EXEC"):
-            seen.append(stream.next_command()["command"])
+    seen = monitored_commands(rep.client(), lambda: sql(m, "db", "insert into t values (random())"), "EXEC")
     names = [c.split()[0] for c in seen if c.split()[0] != "PING"]
     assert names[0] == "MULTI" and names[-1] == "EXEC"
     assert names[1:-1] == ["HSET", "INCR", "XADD"], seen

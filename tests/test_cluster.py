@@ -73,22 +73,6 @@ def shared():
     assert not problems, problems
 
 
-@pytest.fixture
-def clusters():
-    """make(**kw) starts a Cluster of one's own; all are stopped at the end
-    and the test fails if a node crashed."""
-    made = []
-
-    def make(**kw):
-        c = Cluster(**kw)
-        made.append(c)
-        return c
-
-    yield make
-    problems = [c.close() for c in made]
-    assert not any(problems), "\n".join(problems)
-
-
 # ---- 1. routing -------------------------------------------------------------
 
 def test_command_getkeys_and_command_info_see_the_database_key(shared):

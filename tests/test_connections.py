@@ -102,16 +102,26 @@ def test_idle_connections_keep_no_page_buffers(r):
 
 # ---- 3. big commits and replication ----------------------------------------------
 
-def test_commit_too_big_for_a_replica_is_refused_before_writing(servers):
+BIG_COMMIT = ("with recursive s(x) as (select 1 union all select x+1 from s where x < 600)"
+              " insert into t select randomblob(4000) from s")  # about 2.4 MB of pages
+
+
+def master_and_replica(servers, limit):
+    """A master with client-output-buffer-limit `limit` and table db.t(v),
+    and a client of its replica."""
     master = servers()
     m = master.client()
-    m.config_set("client-output-buffer-limit", "replica 1mb 0 0")
+    m.config_set("client-output-buffer-limit", limit)
     rep = attach_replica(servers, master).client()
     sql(m, "db", "create table t(v)")
+    return m, rep
+
+
+def test_commit_too_big_for_a_replica_is_refused_before_writing(servers):
+    m, rep = master_and_replica(servers, "replica 1mb 0 0")
     full_syncs = m.info("stats")["sync_full"]
     with pytest.raises(redis.ResponseError, match="client-output-buffer-limit"):
-        sql(m, "db", "with recursive s(x) as (select 1 union all select x+1 from s where x < 600)"
-                     " insert into t select randomblob(4000) from s")
+        sql(m, "db", BIG_COMMIT)
     assert query(m, "db", "select count(*) from t")[1] == [0]
     sql(m, "db", "insert into t values (randomblob(4000))")  # small commits pass
     m.execute_command("WAIT", 1, 5000)
@@ -121,13 +131,8 @@ def test_commit_too_big_for_a_replica_is_refused_before_writing(servers):
 
 
 def test_big_commit_passes_when_the_limit_allows_it(servers):
-    master = servers()
-    m = master.client()
-    m.config_set("client-output-buffer-limit", "replica 64mb 0 0")
-    rep = attach_replica(servers, master).client()
-    sql(m, "db", "create table t(v)")
-    sql(m, "db", "with recursive s(x) as (select 1 union all select x+1 from s where x < 600)"
-                 " insert into t select randomblob(4000) from s")
+    m, rep = master_and_replica(servers, "replica 64mb 0 0")
+    sql(m, "db", BIG_COMMIT)
     m.execute_command("WAIT", 1, 10000)
     assert query(rep, "db", "select count(*) from t")[1] == [600]
 
@@ -135,6 +140,5 @@ def test_big_commit_passes_when_the_limit_allows_it(servers):
 def test_big_commit_without_replicas_is_not_refused(r):
     r.config_set("client-output-buffer-limit", "replica 1mb 0 0")
     sql(r, "db", "create table t(v)")
-    sql(r, "db", "with recursive s(x) as (select 1 union all select x+1 from s where x < 600)"
-                 " insert into t select randomblob(4000) from s")
+    sql(r, "db", BIG_COMMIT)
     assert query(r, "db", "select count(*) from t")[1] == [600]

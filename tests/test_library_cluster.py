@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from cluster import Cluster, move_slot, slot_of, wait_for
+from cluster import move_slot, slot_of, wait_for
 from libhelp import LIB, built, env, shell
 
 PY = sys.executable
@@ -73,22 +73,6 @@ def acks(outs, word="ack"):
             if len(f) == 3 and f[0] == word:
                 got.setdefault(f[1], set()).add(int(f[2]))
     return got
-
-
-@pytest.fixture
-def clusters():
-    made = []
-
-    def make(**kw):
-        c = Cluster(**kw)
-        for n in c.nodes:
-            n.addr = "127.0.0.1:%d" % n.port
-        made.append(c)
-        return c
-
-    yield make
-    problems = [c.close() for c in made]
-    assert not any(problems), "\n".join(problems)
 
 
 # ---- routing -----------------------------------------------------------------

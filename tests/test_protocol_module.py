@@ -9,12 +9,11 @@ redis-server with the module (fixture `servers`, conftest.py).
 """
 import glob
 import os
-import time
 
 import pytest
 import redis
 
-from harness import attach_replica, query, sql
+from harness import attach_replica, monitored_commands, query, sql
 
 DB = "db"
 T = "{db}"  # the auxiliary key prefix of "db" (no hash tag of its own)
@@ -97,21 +96,6 @@ def test_replica_has_the_same_version(servers):
 
 
 # ---- what replicas and the AOF see ----------------------------------------
-
-def monitored_commands(rep, action, until):
-    """Commands the replica executes while `action` runs on the master, up
-    to the first one starting with `until`."""
-    seen = []
-    with rep.monitor() as stream:
-        action()
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            cmd = stream.next_command()["command"]
-            seen.append(cmd)
-            if cmd.startswith(until):
-                break
-    return seen
-
 
 def test_replica_gets_hset_and_incr_in_one_multi_exec(servers):
     master = servers()

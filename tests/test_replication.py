@@ -7,12 +7,11 @@ module (SQL.EXEC) and on databases written through libkvsql.so (the
 `redis` VFS, by the sqlite3 shell), whose commits replicate and persist
 as the same HSET/HDEL/INCR.
 """
-import time
 
 import pytest
 import redis
 
-from harness import attach_replica, kill_9_while_writing, query, sql, wait_for
+from harness import attach_replica, kill_9_while_writing, monitored_commands, query, sql, wait_for
 from libhelp import built, shell_ok
 
 
@@ -71,16 +70,7 @@ def test_replication_stream_carries_hset_not_sql(servers):
     rep = attach_replica(servers, master)
     sql(m, "db", "create table t(a)")
     m.execute_command("WAIT", 1, 5000)
-    mon = rep.client().monitor()
-    with mon as stream:
-        sql(m, "db", "insert into t values (random())")
-        seen = []
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            cmd = stream.next_command()["command"]
-            seen.append(cmd)
-            if cmd.startswith("HSET"):
-                break
+    seen = monitored_commands(rep.client(), lambda: sql(m, "db", "insert into t values (random())"), "HSET")
     assert any(c.startswith("HSET db ") for c in seen), seen
     assert not any("SQL" in c.upper() and c.upper().startswith("SQL") for c in seen), seen
 

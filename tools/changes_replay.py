@@ -173,8 +173,9 @@ def main(argv):
     parts = u.path.lstrip("/").split("/")
     dbnum = int(parts[0]) if len(parts) > 1 else 0
     key = urllib.parse.unquote(parts[-1])
+    unquote = urllib.parse.unquote  # %XX in user and password too, as src/client/config.c reads them
     r = redis.Redis(host=u.hostname or "127.0.0.1", port=u.port or 6379, db=dbnum,
-                    username=u.username, password=u.password)
+                    username=u.username and unquote(u.username), password=u.password and unquote(u.password))
     try:
         last = replay(r, key, args[1], follow)
     except Gap as e:

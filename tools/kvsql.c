@@ -105,10 +105,16 @@ static int use_server(const target *t) {
 
 /* ---- databases --------------------------------------------------------- */
 
+/* kvsql's reason for db's last error when it has one, else SQLite's. */
+static const char *db_error(sqlite3 *db) {
+    const char *why = kvsql_errmsg(db);
+    return why[0] ? why : sqlite3_errmsg(db);
+}
+
 /* Opens the key through the redis VFS (its name is the key, verbatim). */
 static int open_key(const target *t, int flags, sqlite3 **db) {
     if (sqlite3_open_v2(t->key, db, flags, "redis") == SQLITE_OK) return 0;
-    fail("key %s: %s", t->key, kvsql_errmsg(*db)[0] ? kvsql_errmsg(*db) : sqlite3_errmsg(*db));
+    fail("key %s: %s", t->key, db_error(*db));
     sqlite3_close(*db);
     *db = NULL;
     return 1;
@@ -121,7 +127,7 @@ static sqlite3_int64 pragma_int(sqlite3 *db, const char *sql, const char *what) 
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
         v = sqlite3_column_int64(st, 0);
     else {
-        const char *why = kvsql_errmsg(db)[0] ? kvsql_errmsg(db) : sqlite3_errmsg(db);
+        const char *why = db_error(db);
         if (strncmp(why, "key ", 4) == 0) fail("%s", why, NULL); /* it names the key already */
         else fail("%s: %s", what, why);
     }
@@ -140,11 +146,11 @@ static sqlite3_int64 key_pages(sqlite3 *db, const target *t) {
  * transaction. */
 static int copy_database(sqlite3 *src, sqlite3 *dst, const char *dst_name) {
     sqlite3_backup *b = sqlite3_backup_init(dst, "main", src, "main");
-    if (!b) return fail("%s: %s", dst_name, kvsql_errmsg(dst)[0] ? kvsql_errmsg(dst) : sqlite3_errmsg(dst));
+    if (!b) return fail("%s: %s", dst_name, db_error(dst));
     int rc = sqlite3_backup_step(b, -1);
     sqlite3_backup_finish(b);
     if (rc == SQLITE_DONE) return 0;
-    const char *why = kvsql_errmsg(dst)[0] ? kvsql_errmsg(dst) : sqlite3_errmsg(dst);
+    const char *why = db_error(dst);
     if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) why = "another client is writing it; try again";
     return fail("%s: copy failed: %s", dst_name, why);
 }
@@ -251,7 +257,7 @@ static int cmd_check(const char *url) {
             problems++;
         }
         if (sqlite3_finalize(st) != SQLITE_OK || problems < 0)
-            fail("key %s: %s", t.key, kvsql_errmsg(db)[0] ? kvsql_errmsg(db) : sqlite3_errmsg(db));
+            fail("key %s: %s", t.key, db_error(db));
         else if (problems == 0) {
             printf("%s: ok (%lld pages of %lld bytes)\n", t.key, (long long)pages,
                    (long long)pragma_int(db, "PRAGMA page_size", t.key));

@@ -10,6 +10,7 @@
  *           a fresh key per file, deleted before and after it.
  * Both run statements with sqlite3_exec and a query's first statement with
  * sqlite3_prepare_v2, as the original sqllogictest does for SQLite. */
+#include "format.h"
 #include "kvsql.h"
 #include "slt.h"
 
@@ -184,14 +185,22 @@ slt_engine *slt_memory_engine(void) {
 
 /* ---- vfs: the redis VFS of the library ---------------------------------- */
 
-/* Deletes the file's key and its auxiliary keys (docs/FORMAT.md). */
+/* Deletes the file's key and its auxiliary keys (format.h, docs/FORMAT.md). */
 static int delete_vfs_key(sqlite_state *s, char *err, size_t errlen) {
+    static const char *const suffixes[] = {KVSQL_AUX_VERSION, KVSQL_AUX_LEASE,    KVSQL_AUX_READERS, KVSQL_AUX_UNDO,
+                                           KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER, KVSQL_AUX_LOG};
+    enum { NAUX = sizeof(suffixes) / sizeof(suffixes[0]) };
+    char names[NAUX][sizeof(s->key) + 16];
+    const char *argv[NAUX + 2] = {"DEL", s->key};
+    for (int i = 0; i < NAUX; i++) {
+        kvsql_aux_key(names[i], sizeof(names[i]), s->key, strlen(s->key), suffixes[i]);
+        argv[i + 2] = names[i];
+    }
     struct timeval tv = {10, 0};
     redisContext *c = redisConnectWithTimeout(s->host, s->port, tv);
     int rc = SLT_FATAL;
     if (c && !c->err) {
-        redisReply *r = redisCommand(c, "DEL %s {%s}:v {%s}:lease {%s}:readers {%s}:undo {%s}:undo:idx {%s}:undo:ver",
-                                     s->key, s->key, s->key, s->key, s->key, s->key, s->key);
+        redisReply *r = redisCommandArgv(c, NAUX + 2, argv, NULL);
         if (r && r->type == REDIS_REPLY_INTEGER) rc = SLT_OK;
         else snprintf(err, errlen, "DEL %s on %s:%d: %s", s->key, s->host, s->port, r ? r->str : c->errstr);
         freeReplyObject(r);
