@@ -161,21 +161,29 @@ int kvsql_cluster_is_tryagain(const char *msg) {
 
 /* ---- ASK: one command on a connection of its own -------------------------- */
 
-static struct timeval tv_of(int ms) {
+struct timeval kvsql_ms_tv(int ms) {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     return tv;
 }
 
+int kvsql_append_auth(redisContext *c, const kvsql_redis_config *cfg) {
+    if (!cfg->password[0]) return 0;
+    const char *with_user[] = {"AUTH", cfg->user, cfg->password}, *plain[] = {"AUTH", cfg->password};
+    if (cfg->user[0]) redisAppendCommandArgv(c, 3, with_user, NULL);
+    else redisAppendCommandArgv(c, 2, plain, NULL);
+    return 1;
+}
+
 static redisContext *ask_connect(const kvsql_node *to, const kvsql_redis_config *cfg, char *err, size_t errlen) {
     char where[300];
-    redisContext *rc = redisConnectWithTimeout(to->host, to->port, tv_of(cfg->connect_timeout_ms));
+    redisContext *rc = redisConnectWithTimeout(to->host, to->port, kvsql_ms_tv(cfg->connect_timeout_ms));
     if (!rc || rc->err) {
         snprintf(err, errlen, "cannot connect to %s (ASK): %s", kvsql_node_where(to, where, sizeof(where)),
                  rc ? rc->errstr : "out of memory");
         if (rc) redisFree(rc);
         return NULL;
     }
-    if (cfg->timeout_ms > 0) redisSetTimeout(rc, tv_of(cfg->timeout_ms));
+    if (cfg->timeout_ms > 0) redisSetTimeout(rc, kvsql_ms_tv(cfg->timeout_ms));
     return rc;
 }
 
@@ -183,13 +191,7 @@ redisReply *kvsql_cluster_ask(const kvsql_node *to, const kvsql_redis_config *cf
                               const size_t *lens, char *err, size_t errlen) {
     redisContext *rc = ask_connect(to, cfg, err, errlen);
     if (!rc) return NULL;
-    int before = 1; /* replies to skip: ASKING, and AUTH when there is a password */
-    if (cfg->password[0]) {
-        const char *with_user[] = {"AUTH", cfg->user, cfg->password}, *plain[] = {"AUTH", cfg->password};
-        if (cfg->user[0]) redisAppendCommandArgv(rc, 3, with_user, NULL);
-        else redisAppendCommandArgv(rc, 2, plain, NULL);
-        before++;
-    }
+    int before = 1 + kvsql_append_auth(rc, cfg); /* replies to skip: ASKING, and AUTH when there is a password */
     redisAppendCommand(rc, "ASKING");
     redisAppendCommandArgv(rc, argc, argv, lens);
     /* The command's reply is the answer, whatever came before it: a refused

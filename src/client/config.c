@@ -168,10 +168,3 @@ int kvsql_redis_config_from_url(kvsql_redis_config *c, const char *url, char *er
     }
     return 0;
 }
-
-const char *kvsql_redis_config_where(const kvsql_redis_config *c, char *buf, size_t n) {
-    if (c->port == 0) snprintf(buf, n, "%s", c->host);
-    else if (strchr(c->host, ':')) snprintf(buf, n, "[%s]:%d", c->host, c->port);
-    else snprintf(buf, n, "%s:%d", c->host, c->port);
-    return buf;
-}

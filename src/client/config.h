@@ -43,7 +43,4 @@ int kvsql_redis_config_from_url(kvsql_redis_config *c, const char *url, char *er
  * unix socket path (starting with '/'). Returns 0, or -1 with why. */
 int kvsql_redis_config_address(kvsql_redis_config *c, const char *addr, char *err, size_t errlen);
 
-/* "host:port" or the socket path, for messages. */
-const char *kvsql_redis_config_where(const kvsql_redis_config *c, char *buf, size_t n);
-
 #endif

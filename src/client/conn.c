@@ -26,9 +26,9 @@ void kvsql_conn_init(kvsql_conn *cn, const char *key, const kvsql_redis_config *
     cn->stats = stats;
     cn->on_drop = on_drop;
     cn->owner = owner;
-    kvsql_redis_config_where(cfg, cn->where, sizeof(cn->where));
     kvsql_cluster_init(&cn->cl, key, cfg);
     cn->node = cn->cl.seed;
+    kvsql_node_where(&cn->node, cn->where, sizeof(cn->where));
 }
 
 /* ---- errors -------------------------------------------------------------- */
@@ -114,14 +114,21 @@ static int drain_pending(kvsql_conn *cn) {
     return 0;
 }
 
-static redisReply *routed_reply(kvsql_conn *cn, redisReply *r, int argc, const char **argv, const size_t *lens);
-
-redisReply *kvsql_conn_round_trip(kvsql_conn *cn, int argc, const char **argv, const size_t *lens) {
+/* Sends one command and reads its reply, after the pending ones: one
+ * round trip, no redirection followed. NULL when the connection broke. */
+static redisReply *exchange(kvsql_conn *cn, int argc, const char **argv, const size_t *lens) {
     redisReply *r = NULL;
     if (redisAppendCommandArgv(cn->c, argc, argv, lens) != REDIS_OK) return NULL;
     cn->stats->round_trips++;
     if (drain_pending(cn) != 0 || redisGetReply(cn->c, (void **)&r) != REDIS_OK) return NULL;
-    return r->type == REDIS_REPLY_ERROR ? routed_reply(cn, r, argc, argv, lens) : r;
+    return r;
+}
+
+static redisReply *routed_reply(kvsql_conn *cn, redisReply *r, int argc, const char **argv, const size_t *lens);
+
+redisReply *kvsql_conn_round_trip(kvsql_conn *cn, int argc, const char **argv, const size_t *lens) {
+    redisReply *r = exchange(cn, argc, argv, lens);
+    return r && r->type == REDIS_REPLY_ERROR ? routed_reply(cn, r, argc, argv, lens) : r;
 }
 
 /* ---- Redis Cluster: redirections (client/cluster.c) ----------------------- */
@@ -131,11 +138,7 @@ redisReply *kvsql_conn_round_trip(kvsql_conn *cn, int argc, const char **argv, c
 static redisReply *send_again(kvsql_conn *cn, int tries, int argc, const char **argv, const size_t *lens) {
     int ms = tries < 5 ? 5 << tries : 100;
     usleep((useconds_t)ms * 1000);
-    redisReply *r = NULL;
-    if (redisAppendCommandArgv(cn->c, argc, argv, lens) != REDIS_OK) return NULL;
-    cn->stats->round_trips++;
-    if (redisGetReply(cn->c, (void **)&r) != REDIS_OK) return NULL;
-    return r;
+    return exchange(cn, argc, argv, lens);
 }
 
 /* ASK: this command alone goes to `to`, after ASKING, on a connection of
@@ -246,11 +249,6 @@ void kvsql_conn_send(kvsql_conn *cn, int argc, const char **argv) {
 
 /* ---- connecting ---------------------------------------------------------- */
 
-static struct timeval ms_to_tv(int ms) {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    return tv;
-}
-
 static void new_token(kvsql_conn *cn) {
     unsigned char b[16];
     int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -262,7 +260,7 @@ static void new_token(kvsql_conn *cn) {
 
 /* Connects to cn->node (the seed of redis=, or a node of the cluster). */
 static int open_socket(kvsql_conn *cn) {
-    struct timeval tv = ms_to_tv(cn->cfg->connect_timeout_ms);
+    struct timeval tv = kvsql_ms_tv(cn->cfg->connect_timeout_ms);
     cn->c = cn->node.port ? redisConnectWithTimeout(cn->node.host, cn->node.port, tv)
                         : redisConnectUnixWithTimeout(cn->node.host, tv);
     if (!cn->c) return kvsql_conn_fail(cn, SQLITE_NOMEM, "cannot connect to %s: out of memory", cn->where);
@@ -272,7 +270,7 @@ static int open_socket(kvsql_conn *cn) {
         kvsql_conn_drop(cn);
         return kvsql_conn_fail(cn, SQLITE_CANTOPEN, "cannot connect to %s: %s", cn->where, why);
     }
-    if (cn->cfg->timeout_ms > 0 && redisSetTimeout(cn->c, ms_to_tv(cn->cfg->timeout_ms)) != REDIS_OK)
+    if (cn->cfg->timeout_ms > 0 && redisSetTimeout(cn->c, kvsql_ms_tv(cn->cfg->timeout_ms)) != REDIS_OK)
         return kvsql_conn_lost(cn, SQLITE_CANTOPEN, "connect");
     if (cn->node.port) redisEnableKeepAlive(cn->c);
     cn->stats->connects++;
@@ -299,17 +297,7 @@ static int take_slot_map(kvsql_conn *cn) {
  * round trip. */
 static int handshake(kvsql_conn *cn) {
     char db[16];
-    int n = 0;
-    if (cn->cfg->password[0]) {
-        if (cn->cfg->user[0]) {
-            const char *a[] = {"AUTH", cn->cfg->user, cn->cfg->password};
-            redisAppendCommandArgv(cn->c, 3, a, NULL);
-        } else {
-            const char *a[] = {"AUTH", cn->cfg->password};
-            redisAppendCommandArgv(cn->c, 2, a, NULL);
-        }
-        n++;
-    }
+    int n = kvsql_append_auth(cn->c, cn->cfg);
     if (cn->cfg->db) {
         snprintf(db, sizeof(db), "%d", cn->cfg->db);
         const char *a[] = {"SELECT", db};

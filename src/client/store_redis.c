@@ -49,6 +49,7 @@ static const char *const aux_suffix[AUX_COUNT] = {KVSQL_AUX_VERSION,  KVSQL_AUX_
 typedef struct redis_store {
     kvsql_store base;
     kvsql_redis_config cfg;
+    char lease[16];            /* cfg.lease_ms in decimal, for the scripts */
     char *key;
     char *aux[AUX_COUNT];      /* T:v, T:lease, ... */
     kvsql_conn conn;           /* to the node that serves key (client/conn.c) */
@@ -111,6 +112,22 @@ static void send_end(redis_store *s, const char *member) {
     kvsql_conn_send(&s->conn, 10, argv);
 }
 
+/* Runs script id with nkeys keys and then the other arguments, nargs C
+ * strings in all (at most RUN_ARGS_MAX), for begin, read and lock: no allocation.
+ * NULL, the connection dropped and why recorded, when it broke. */
+#define RUN_ARGS_MAX 12
+#define NARGS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+static redisReply *run_script(redis_store *s, int id, const char *what, int nkeys, int nargs, const char **args) {
+    const char *argv[3 + RUN_ARGS_MAX];
+    size_t lens[3 + RUN_ARGS_MAX];
+    char nbuf[8];
+    kvsql_call k = {0, argv, lens};
+    kvsql_call_script(&k, nkeys, nbuf);
+    for (int i = 0; i < nargs; i++) kvsql_call_str(&k, args[i]);
+    redisReply *r = kvsql_conn_run_script(&s->conn, id, &k);
+    if (!r) kvsql_conn_lost(&s->conn, SQLITE_IOERR, what);
+    return r;
+}
 
 /* ---- begin --------------------------------------------------------------- */
 
@@ -158,11 +175,10 @@ static int apply_changes(redis_store *s, const redisReply *r, uint32_t psz) {
     if (k < 0 || r->elements != 7 + 2 * (size_t)k || s->cache.page_len != psz) return -1;
     for (size_t j = 0; j < (size_t)k; j++) {
         const redisReply *ix = r->element[7 + 2 * j], *val = r->element[8 + 2 * j];
-        long long i = reply_int(ix);
-        if (i < 0 || i > UINT32_MAX) return -1;
-        pagemap_remove(&s->cache, (uint32_t)i);
-        if (val->type == REDIS_REPLY_STRING && val->len == psz && pagemap_put(&s->cache, (uint32_t)i, val->str, psz))
-            return -1;
+        uint32_t i;
+        if (ix->type != REDIS_REPLY_STRING || kvsql_field_parse(ix->str, ix->len, &i) != 0) return -1;
+        pagemap_remove(&s->cache, i);
+        if (val->type == REDIS_REPLY_STRING && val->len == psz && pagemap_put(&s->cache, i, val->str, psz)) return -1;
     }
     s->stats.log_pages += (uint64_t)k;
     return 0;
@@ -228,31 +244,14 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
         return fail(s, SQLITE_MISUSE, "a redis store serves one connection; open the database again instead");
     int rc = kvsql_conn_connect(&s->conn);
     if (rc != SQLITE_OK) return rc;
-    char nkeys[8], lease[16];
     char cached[40] = "", log_ttl[16];
-    const char *prev = s->member;
     log_ttl_arg(s, log_ttl, sizeof(log_ttl));
-    snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
     if (pagemap_get(&s->cache, 0))
         snprintf(cached, sizeof(cached), "%llu:%u", (unsigned long long)s->cache_version, s->cache_hlen);
-    kvsql_call k;
-    if (kvsql_call_init(&k, 12) != 0) {
-        kvsql_call_free(&k);
-        return fail(s, SQLITE_NOMEM, "out of memory");
-    }
-    kvsql_call_script(&k, 4, nkeys);
-    kvsql_call_str(&k, s->key);
-    kvsql_call_str(&k, s->aux[AUX_V]);
-    kvsql_call_str(&k, s->aux[AUX_READERS]);
-    kvsql_call_str(&k, s->aux[AUX_LOG]);
-    kvsql_call_str(&k, s->conn.token);
-    kvsql_call_str(&k, lease);
-    kvsql_call_str(&k, prev);
-    kvsql_call_str(&k, cached);
-    kvsql_call_str(&k, log_ttl);
-    redisReply *r = kvsql_conn_run_script(&s->conn, SCRIPT_BEGIN, &k);
-    kvsql_call_free(&k);
-    if (!r) return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "begin");
+    const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], /* KEYS */
+                          s->conn.token, s->lease, s->member, cached, log_ttl};
+    redisReply *r = run_script(s, SCRIPT_BEGIN, "begin", 4, NARGS(args), args);
+    if (!r) return SQLITE_IOERR;
     s->stats.begins++;
     s->member[0] = 0;
     t->generation = s->conn.connections;
@@ -312,27 +311,14 @@ static int take_pages(redis_store *s, const redisReply *r, uint32_t first, uint3
  * the first `wanted` of them into out. */
 static int read_remote(redis_store *s, kvsql_txn *t, uint32_t first, uint32_t count, uint32_t wanted,
                        unsigned char *out) {
-    char nkeys[8], lease[16], f[16], n[16];
-    snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
+    char f[16], n[16];
     snprintf(f, sizeof(f), "%u", first);
     snprintf(n, sizeof(n), "%u", count);
-    const char *keys[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_UNDO], s->aux[AUX_UNDO_IDX],
-                          s->aux[AUX_LEASE]};
-    kvsql_call k;
-    if (kvsql_call_init(&k, 16) != 0) {
-        kvsql_call_free(&k);
-        return fail(s, SQLITE_NOMEM, "out of memory");
-    }
-    kvsql_call_script(&k, 6, nkeys);
-    for (int i = 0; i < 6; i++) kvsql_call_str(&k, keys[i]);
-    kvsql_call_str(&k, s->conn.token);
-    kvsql_call_str(&k, s->snapshot);
-    kvsql_call_str(&k, lease);
-    kvsql_call_str(&k, f);
-    kvsql_call_str(&k, n);
-    redisReply *r = kvsql_conn_run_script(&s->conn, SCRIPT_READ, &k);
-    kvsql_call_free(&k);
-    if (!r) return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "read");
+    const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_UNDO], s->aux[AUX_UNDO_IDX],
+                          s->aux[AUX_LEASE], /* KEYS */
+                          s->conn.token, s->snapshot, s->lease, f, n};
+    redisReply *r = run_script(s, SCRIPT_READ, "read", 6, NARGS(args), args);
+    if (!r) return SQLITE_IOERR;
     s->stats.reads++;
     int rc;
     if (r->type == REDIS_REPLY_ERROR) rc = kvsql_conn_reply_error(&s->conn, r, "read");
@@ -391,22 +377,9 @@ static int redis_lock(kvsql_store *st, kvsql_txn *t) {
         return fail(s, SQLITE_MISUSE, "lock outside a transaction");
     if (t->level == KVSQL_LOCK_WRITE) return SQLITE_OK;
     if (!s->conn.c) return connection_gone(s);
-    char nkeys[8], lease[16];
-    snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
-    kvsql_call k;
-    if (kvsql_call_init(&k, 12) != 0) {
-        kvsql_call_free(&k);
-        return fail(s, SQLITE_NOMEM, "out of memory");
-    }
-    kvsql_call_script(&k, 2, nkeys);
-    kvsql_call_str(&k, s->aux[AUX_V]);
-    kvsql_call_str(&k, s->aux[AUX_LEASE]);
-    kvsql_call_str(&k, s->conn.token);
-    kvsql_call_str(&k, s->snapshot);
-    kvsql_call_str(&k, lease);
-    redisReply *r = kvsql_conn_run_script(&s->conn, SCRIPT_LOCK, &k);
-    kvsql_call_free(&k);
-    if (!r) return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "lock");
+    const char *args[] = {s->aux[AUX_V], s->aux[AUX_LEASE], /* KEYS */ s->conn.token, s->snapshot, s->lease};
+    redisReply *r = run_script(s, SCRIPT_LOCK, "lock", 2, NARGS(args), args);
+    if (!r) return SQLITE_IOERR;
     s->stats.locks++;
     int rc;
     if (r->type == REDIS_REPLY_ERROR) rc = kvsql_conn_reply_error(&s->conn, r, "lock");
@@ -428,7 +401,7 @@ static int redis_lock(kvsql_store *st, kvsql_txn *t) {
 /* ---- commit -------------------------------------------------------------- */
 
 /* After our commit landed: t's snapshot is the new state. */
-static int adopt_commit(redis_store *s, kvsql_txn *t, const kvsql_batch *b, const char *version) {
+static void adopt_commit(redis_store *s, kvsql_txn *t, const kvsql_batch *b, const char *version) {
     snprintf(s->snapshot, sizeof(s->snapshot), "%s", version);
     snprintf(s->member, sizeof(s->member), "%s:%s", s->snapshot, s->conn.token);
     t->version = strtoull(version, NULL, 10);
@@ -445,7 +418,6 @@ static int adopt_commit(redis_store *s, kvsql_txn *t, const kvsql_batch *b, cons
     s->cache_version = t->version;
     s->gap = 0; /* the commit stored the lock-byte page, or cut below it */
     s->cache_hlen = b->npages;
-    return SQLITE_OK;
 }
 
 static int commit_outcome(redis_store *s, kvsql_txn *t, const kvsql_batch *b, const redisReply *r) {
@@ -453,7 +425,8 @@ static int commit_outcome(redis_store *s, kvsql_txn *t, const kvsql_batch *b, co
     if (reply_is(r, 0, "ok") && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
         s->stats.commits++;
         s->stats.pages_written += b->count;
-        return adopt_commit(s, t, b, r->element[1]->str);
+        adopt_commit(s, t, b, r->element[1]->str);
+        return SQLITE_OK;
     }
     if (reply_is(r, 0, "lease")) {
         s->holds_lease = 0;
@@ -491,10 +464,10 @@ static void wait_for_replicas(redis_store *s) {
     const char *argv[] = {"WAIT", n, ms};
     redisReply *r = kvsql_conn_round_trip(&s->conn, 3, argv, NULL);
     long long got = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    freeReplyObject(r);
+    if (r) freeReplyObject(r);
+    else kvsql_conn_drop(&s->conn); /* the connection broke */
     if (got >= s->cfg.wait_replicas) return;
     s->stats.wait_short++;
-    if (got < 0 && !r) kvsql_conn_drop(&s->conn);
     if (got < 0)
         fail(s, SQLITE_OK, "key %s: the commit landed on the master at %s, but WAIT %s failed: not known to be on "
                            "any replica",
@@ -510,10 +483,10 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     if (t != s->active || t->level != KVSQL_LOCK_WRITE)
         return fail(s, SQLITE_IOERR_LOCK, "key %s: this connection is not the writer", s->key);
     if (!s->conn.c) return connection_gone(s);
-    char nkeys[8], lease[16], npages[16], gap[16] = "";
+    char nkeys[8], npages[16], gap[KVSQL_FIELD_MAX] = "";
     uint32_t lb = kvsql_lock_byte_index(b->page_size);
     int fill = fills_gap(s, b, lb);
-    char *idx = malloc((size_t)(b->count + 1) * 11 + 1);
+    char *idx = malloc((size_t)(b->count + 1) * KVSQL_FIELD_MAX);
     void *zeros = fill ? calloc(1, b->page_size) : NULL;
     kvsql_call k;
     int ok = kvsql_call_init(&k, 18 + 2 * (int)b->count) == 0 && idx && (zeros || !fill);
@@ -523,21 +496,19 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
         free(zeros);
         return fail(s, SQLITE_NOMEM, "out of memory");
     }
-    snprintf(lease, sizeof(lease), "%d", s->cfg.lease_ms);
     snprintf(npages, sizeof(npages), "%u", b->npages);
-    if (s->gap) snprintf(gap, sizeof(gap), "%u", lb);
+    if (s->gap) kvsql_field_name(gap, lb);
     kvsql_call_script(&k, 1 + AUX_COUNT, nkeys);
     kvsql_call_str(&k, s->key);
     for (int i = 0; i < AUX_COUNT; i++) kvsql_call_str(&k, s->aux[i]); /* T:v T:lease T:readers T:undo... T:log */
     kvsql_call_str(&k, s->conn.token);
     kvsql_call_str(&k, s->snapshot);
-    kvsql_call_str(&k, lease);
+    kvsql_call_str(&k, s->lease);
     kvsql_call_str(&k, npages);
     kvsql_call_str(&k, gap);
     for (uint32_t i = 0; i < b->count + (uint32_t)fill; i++) {
-        char *p = idx + (size_t)i * 11;
-        snprintf(p, 11, "%u", i < b->count ? b->pages[i].index : lb);
-        kvsql_call_str(&k, p);
+        char *p = idx + (size_t)i * KVSQL_FIELD_MAX;
+        kvsql_call_add(&k, p, kvsql_field_name(p, i < b->count ? b->pages[i].index : lb));
         kvsql_call_add(&k, i < b->count ? b->pages[i].data : zeros, b->page_size);
     }
     redisReply *r = kvsql_conn_run_script(&s->conn, SCRIPT_COMMIT, &k);
@@ -615,6 +586,7 @@ int kvsql_redis_store_new(const char *key, const kvsql_redis_config *cfg, kvsql_
     s->base.m = &redis_methods;
     pagemap_init(&s->cache);
     s->cfg = *cfg;
+    snprintf(s->lease, sizeof(s->lease), "%d", cfg->lease_ms);
     s->key = strdup(key);
     int ok = s->key != NULL;
     for (int i = 0; i < AUX_COUNT; i++) ok = (s->aux[i] = aux_name(key, aux_suffix[i])) != NULL && ok;
