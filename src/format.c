@@ -58,12 +58,23 @@ uint32_t kvsql_hash_npages(uint32_t hlen, uint32_t page_size, int lock_byte_miss
     return hlen + (page_size && lock_byte_missing && hlen > kvsql_lock_byte_index(page_size) ? 1 : 0);
 }
 
-int kvsql_has_hash_tag(const char *key, size_t len) {
+const char *kvsql_hashed_part(const char *key, size_t len, size_t *part_len) {
     const char *open = memchr(key, '{', len);
-    if (!open) return 0;
-    size_t rest = len - (size_t)(open - key) - 1;
-    const char *close = memchr(open + 1, '}', rest);
-    return close && close > open + 1;
+    if (open) {
+        size_t rest = len - (size_t)(open - key) - 1;
+        const char *close = memchr(open + 1, '}', rest);
+        if (close && close > open + 1) {
+            *part_len = (size_t)(close - open - 1);
+            return open + 1;
+        }
+    }
+    *part_len = len;
+    return key;
+}
+
+int kvsql_has_hash_tag(const char *key, size_t len) {
+    size_t n;
+    return kvsql_hashed_part(key, len, &n) != key;
 }
 
 size_t kvsql_aux_key(char *out, size_t cap, const char *key, size_t len, const char *suffix) {

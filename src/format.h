@@ -60,6 +60,10 @@ uint32_t kvsql_hash_npages(uint32_t hlen, uint32_t page_size, int lock_byte_miss
  * the first '}' after it, with at least one byte between them. */
 int kvsql_has_hash_tag(const char *key, size_t len);
 
+/* The part of key that Redis Cluster hashes: its hash tag's content, or
+ * the whole key when it has none. Sets *part_len. */
+const char *kvsql_hashed_part(const char *key, size_t len, size_t *part_len);
+
 /* The suffixes of a database's auxiliary keys (T:v, T:lease, ...). */
 #define KVSQL_AUX_VERSION ":v"
 #define KVSQL_AUX_LEASE ":lease"

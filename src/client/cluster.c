@@ -8,6 +8,8 @@
  * trusted. */
 #include "client/cluster.h"
 
+#include "format.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +27,9 @@ unsigned kvsql_crc16(const void *data, size_t len) {
 }
 
 int kvsql_key_slot(const char *key, size_t len) {
-    const char *open = memchr(key, '{', len);
-    if (open) {
-        size_t rest = len - (size_t)(open - key) - 1;
-        const char *close = memchr(open + 1, '}', rest);
-        if (close && close > open + 1) return (int)(kvsql_crc16(open + 1, (size_t)(close - open - 1)) & 16383);
-    }
-    return (int)(kvsql_crc16(key, len) & 16383);
+    size_t n;
+    const char *part = kvsql_hashed_part(key, len, &n); /* format.c owns the hash-tag rule */
+    return (int)(kvsql_crc16(part, n) & 16383);
 }
 
 const char *kvsql_node_where(const kvsql_node *n, char *buf, size_t len) {
