@@ -28,7 +28,7 @@ CFLAGS  += $(if $(SANFLAGS),-DKVSQL_SANITIZE)
 CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Werror -fPIC -fvisibility=hidden $(SANFLAGS) -Iinclude -Isrc
 LDFLAGS += $(SANFLAGS)
 
-CORE_SRC   := src/format.c src/memfile.c src/pagemap.c src/vfs.c src/store_memory.c
+CORE_SRC   := src/format.c src/memfile.c src/pagemap.c src/vfs.c src/store_memory.c src/real_text.c src/change_entry.c src/change_log.c
 MODULE_SRC := $(CORE_SRC) $(wildcard src/module/*.c)
 HEADERS    := $(wildcard include/*.h src/*.h src/module/*.h src/client/*.h)
 
@@ -56,7 +56,7 @@ $(BUILD)/%.o: %.c $(HEADERS)
 
 # The module: our code hidden, only RedisModule_OnLoad exported.
 $(MODULE): $(MODULE_SRC:%.c=$(BUILD)/%.o)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ -lsqlite3
+	$(CC) -shared $(LDFLAGS) -o $@ $^ -lsqlite3 -pthread
 
 $(BUILD)/tests/unit.o: tests/check.h
 $(UNIT): $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/unit.o

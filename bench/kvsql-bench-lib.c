@@ -9,11 +9,29 @@
  * of a plain PING over hiredis. It also counts round trips exactly, with the
  * VFS's own counter (kvsql_redis_stats_get): per warm read transaction, per
  * one-row write transaction (autocommit UPDATE and INSERT), and per read
- * transaction after another connection committed. Prints `name value`
- * lines that bench/run reads; exits 1 on any error, with the reason. */
+ * transaction after another connection committed; and the p50 latency of a
+ * one-row autocommit UPDATE. Prints `name value`
+ * lines that bench/run reads; exits 1 on any error, with the reason.
+ *
+ *   kvsql-bench-lib scan HOST PORT KEY MB REPS
+ *
+ * The cold full scan (issue 12): fills KEY with a table of about MB
+ * megabytes through the VFS, then REPS times, alternating, scans it on a
+ * new connection (a cold page cache) and reads the same pages with
+ * pipelined HMGETs of SCAN_BATCH fields over hiredis; prints the times,
+ * and the scan's round trips and pages read from kvsql_redis_stats_get.
+ *
+ *   kvsql-bench-lib bigcommit HOST PORT KEY ROWS [STAGE_KB]
+ *
+ * A big commit (issue 12): inserts ROWS rows (32 bytes of text each) into
+ * KEY in one transaction through the VFS while another thread PINGs the
+ * server over its own connection, one PING per millisecond; prints the
+ * insert and commit times, the pages, and the PINGs' p99 and max wait.
+ * STAGE_KB sets the URI parameter stage_kb= (0: the commit in one script). */
 #include "kvsql.h"
 
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,14 +56,19 @@ static void exec_or_die(sqlite3 *db, const char *sql) {
     if (sqlite3_exec(db, sql, 0, 0, &err) != SQLITE_OK) die(sql, err ? err : kvsql_errmsg(db));
 }
 
-static sqlite3 *open_db(const char *host, int port, const char *key) {
-    char uri[512];
+/* extra: more URI parameters ("&name=value..."), or "". */
+static sqlite3 *open_db_with(const char *host, int port, const char *key, const char *extra) {
+    char uri[600];
     sqlite3 *db;
-    snprintf(uri, sizeof(uri), "file:%s?vfs=redis&redis=%s:%d", key, host, port);
+    snprintf(uri, sizeof(uri), "file:%s?vfs=redis&redis=%s:%d%s", key, host, port, extra);
     if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI, NULL) != SQLITE_OK)
         die(uri, kvsql_errmsg(NULL));
     sqlite3_busy_timeout(db, 5000);
     return db;
+}
+
+static sqlite3 *open_db(const char *host, int port, const char *key) {
+    return open_db_with(host, port, key, "");
 }
 
 static long long round_trips(sqlite3 *db) {
@@ -85,6 +108,21 @@ static double percentile(double *v, int n, double p) {
     return v[(int)(p * (n - 1))];
 }
 
+/* The p50 latency of n one-row autocommit UPDATEs (a write transaction each). */
+static double update_p50(sqlite3_stmt *upd, int n) {
+    double *t = malloc(sizeof(double) * n);
+    if (!t) die("malloc", "out of memory");
+    for (int i = 0; i < n; i++) {
+        double t0 = now_us();
+        sqlite3_bind_int(upd, 1, 1 + i % ROWS);
+        step_or_die(upd, SQLITE_DONE);
+        t[i] = now_us() - t0;
+    }
+    double p = percentile(t, n, 0.50);
+    free(t);
+    return p;
+}
+
 /* Average round trips of `n` runs of a statement, each its own transaction. */
 static double trips_per_run(sqlite3 *db, sqlite3_stmt *st, int n, int want, int id_base) {
     long long before = round_trips(db);
@@ -95,7 +133,171 @@ static double trips_per_run(sqlite3 *db, sqlite3_stmt *st, int n, int want, int 
     return (double)(round_trips(db) - before) / n;
 }
 
+/* ---- scan ------------------------------------------------------------------ */
+
+#define SCAN_BATCH 256 /* fields per HMGET of the baseline */
+
+static long long hlen_of(redisContext *c, const char *key) {
+    redisReply *r = redisCommand(c, "HLEN %s", key);
+    if (!r || r->type != REDIS_REPLY_INTEGER) die("HLEN", c->errstr[0] ? c->errstr : "not an integer");
+    long long n = r->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+/* Fills key with about mb megabytes: rows of 100 bytes of text. */
+static void fill_scan_table(const char *host, int port, const char *key, int mb) {
+    sqlite3 *db = open_db(host, port, key);
+    char sql[512];
+    long rows = (long)mb * 1048576 / 112;
+    snprintf(sql, sizeof(sql),
+             "drop table if exists t; create table t(id integer primary key, v text);"
+             "with recursive c(x) as (select 1 union all select x + 1 from c where x < %ld)"
+             " insert into t select x, printf('%%0100d', x) from c",
+             rows);
+    exec_or_die(db, sql);
+    sqlite3_close(db);
+}
+
+/* One cold scan on a new connection: seconds; its counters in st. */
+static double scan_once(const char *host, int port, const char *key, kvsql_redis_stats *st, long long *bytes) {
+    sqlite3 *db = open_db(host, port, key);
+    sqlite3_stmt *q;
+    if (sqlite3_prepare_v2(db, "select count(*), sum(length(v)) from t", -1, &q, 0) != SQLITE_OK)
+        die("prepare", sqlite3_errmsg(db));
+    kvsql_redis_stats before;
+    if (kvsql_redis_stats_get(db, NULL, &before) != SQLITE_OK) die("stats", "not on the redis VFS");
+    double t0 = now_us();
+    if (sqlite3_step(q) != SQLITE_ROW) die("scan", sqlite3_errmsg(db));
+    double t = (now_us() - t0) / 1e6;
+    *bytes = sqlite3_column_int64(q, 1);
+    sqlite3_finalize(q);
+    if (kvsql_redis_stats_get(db, NULL, st) != SQLITE_OK) die("stats", "not on the redis VFS");
+    st->round_trips -= before.round_trips;
+    sqlite3_close(db);
+    return t;
+}
+
+/* Pages 0..n-1 of key by HMGETs of SCAN_BATCH fields, all pipelined:
+ * seconds. Checks that every page came, page_size bytes each. */
+static double hmget_all(redisContext *c, const char *key, long long n) {
+    double t0 = now_us();
+    const char *argv[2 + SCAN_BATCH];
+    size_t lens[2 + SCAN_BATCH];
+    static char names[SCAN_BATCH][16];
+    long long batches = 0;
+    for (long long i = 0; i < n; i += SCAN_BATCH, batches++) {
+        int k = 0;
+        argv[k] = "HMGET", lens[k++] = 5;
+        argv[k] = key, lens[k++] = strlen(key);
+        for (long long j = i; j < n && j < i + SCAN_BATCH; j++) {
+            int len = snprintf(names[j - i], sizeof(names[0]), "%lld", j);
+            argv[k] = names[j - i], lens[k++] = (size_t)len;
+        }
+        redisAppendCommandArgv(c, k, argv, lens);
+    }
+    long long bytes = 0, psz = -1;
+    for (long long b = 0; b < batches; b++) {
+        redisReply *r;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) die("HMGET", c->errstr);
+        for (size_t j = 0; j < r->elements; j++) {
+            if (r->element[j]->type != REDIS_REPLY_STRING) die("HMGET", "a page is missing");
+            if (psz < 0) psz = (long long)r->element[j]->len;
+            bytes += (long long)r->element[j]->len;
+        }
+        freeReplyObject(r);
+    }
+    double t = (now_us() - t0) / 1e6;
+    if (bytes != n * psz) die("HMGET", "pages of different lengths");
+    return t;
+}
+
+static int scan_main(int argc, char **argv) {
+    if (argc != 7) die("usage", "kvsql-bench-lib scan HOST PORT KEY MB REPS");
+    const char *host = argv[2], *key = argv[4];
+    int port = atoi(argv[3]), mb = atoi(argv[5]), reps = atoi(argv[6]);
+    if (kvsql_register_redis(0) != SQLITE_OK) die("kvsql_register_redis", kvsql_errmsg(NULL));
+    fill_scan_table(host, port, key, mb);
+    redisContext *c = redisConnect(host, port);
+    if (!c || c->err) die("connect", c ? c->errstr : "out of memory");
+    long long pages = hlen_of(c, key);
+    printf("scan_pages %lld\n", pages);
+    for (int i = 0; i < reps; i++) {
+        kvsql_redis_stats st;
+        long long bytes;
+        double lib = scan_once(host, port, key, &st, &bytes);
+        double base = hmget_all(c, key, pages);
+        printf("scan_lib_s %.4f\nscan_hmget_s %.4f\n", lib, base);
+        printf("scan_round_trips %lld\nscan_pages_read %lld\nscan_reads %lld\nscan_text_bytes %lld\n",
+               st.round_trips, st.pages_read, st.reads, bytes);
+    }
+    redisFree(c);
+    return 0;
+}
+
+/* ---- bigcommit ------------------------------------------------------------- */
+
+#define PINGS_MAX 600000
+
+typedef struct pinger {
+    redisContext *c;
+    volatile int stop;
+    double *waits;
+    int n;
+} pinger;
+
+static void *ping_loop(void *arg) {
+    pinger *p = arg;
+    struct timespec ms = {0, 1000000};
+    while (!p->stop && p->n < PINGS_MAX) {
+        p->waits[p->n++] = ping_once(p->c) / 1000.0;
+        nanosleep(&ms, NULL);
+    }
+    return NULL;
+}
+
+static int bigcommit_main(int argc, char **argv) {
+    if (argc != 6 && argc != 7) die("usage", "kvsql-bench-lib bigcommit HOST PORT KEY ROWS [STAGE_KB]");
+    const char *host = argv[2], *key = argv[4];
+    int port = atoi(argv[3]);
+    long rows = atol(argv[5]);
+    char extra[64] = "";
+    if (argc == 7) snprintf(extra, sizeof(extra), "&stage_kb=%d", atoi(argv[6]));
+    if (kvsql_register_redis(0) != SQLITE_OK) die("kvsql_register_redis", kvsql_errmsg(NULL));
+    sqlite3 *db = open_db_with(host, port, key, extra);
+    exec_or_die(db, "drop table if exists t; create table t(id integer primary key, v text)");
+    pinger p = {redisConnect(host, port), 0, malloc(sizeof(double) * PINGS_MAX), 0};
+    if (!p.c || p.c->err || !p.waits) die("connect", p.c ? p.c->errstr : "out of memory");
+    pthread_t th;
+    if (pthread_create(&th, NULL, ping_loop, &p) != 0) die("pthread_create", "failed");
+    char sql[300];
+    snprintf(sql, sizeof(sql),
+             "begin; with recursive c(x) as (select 1 union all select x + 1 from c where x < %ld)"
+             " insert into t select x, printf('%%032d', x) from c",
+             rows);
+    double t0 = now_us();
+    exec_or_die(db, sql);
+    double t1 = now_us();
+    exec_or_die(db, "commit");
+    double t2 = now_us();
+    p.stop = 1;
+    pthread_join(th, NULL);
+    printf("big_rows %ld\nbig_pages %lld\n", rows, hlen_of(p.c, key));
+    printf("big_insert_s %.3f\nbig_commit_s %.3f\n", (t1 - t0) / 1e6, (t2 - t1) / 1e6);
+    printf("big_pings %d\nbig_ping_p99_ms %.3f\n", p.n, percentile(p.waits, p.n, 0.99));
+    printf("big_ping_max_ms %.3f\n", percentile(p.waits, p.n, 1.0));
+    kvsql_redis_stats st;
+    if (kvsql_redis_stats_get(db, NULL, &st) != SQLITE_OK) die("stats", "not on the redis VFS");
+    printf("big_staged_commits %lld\n", (long long)st.staged_commits);
+    sqlite3_close(db);
+    redisFree(p.c);
+    free(p.waits);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "scan") == 0) return scan_main(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "bigcommit") == 0) return bigcommit_main(argc, argv);
     if (argc != 5) die("usage", "kvsql-bench-lib HOST PORT KEY ITERATIONS");
     const char *host = argv[1], *key = argv[3];
     int port = atoi(argv[2]), iters = atoi(argv[4]);
@@ -129,6 +331,7 @@ int main(int argc, char **argv) {
 
     printf("rt_read_warm %.3f\n", trips_per_run(db, sel, 1000, SQLITE_ROW, 1));
     printf("rt_update %.3f\n", trips_per_run(db, upd, 200, SQLITE_DONE, 1));
+    printf("lib_update_p50_us %.2f\n", update_p50(upd, iters / 20 < BLOCK ? BLOCK : iters / 20));
     printf("rt_insert %.3f\n", trips_per_run(db, ins, 200, SQLITE_DONE, ROWS + 1));
     /* Another connection commits one row; the next read transaction here
      * must learn what changed. */

@@ -86,6 +86,11 @@ typedef struct kvsql_redis_stats {
     sqlite3_int64 wait_short;    /* commits (landed) that fewer replicas than wait= acknowledged */
     sqlite3_int64 log_begins;    /* begins that kept the page cache across others' commits (T:log) */
     sqlite3_int64 log_pages;     /* pages those begins learned had changed */
+    sqlite3_int64 cache_pages;   /* pages in the page cache now */
+    sqlite3_int64 cache_bytes;   /* bytes it uses now: pages and tables (not the allocator's overhead) */
+    sqlite3_int64 cache_limit;   /* its bound in bytes: the URI parameter cache_kb= x 1024 */
+    sqlite3_int64 cache_evictions; /* pages it dropped to make room for others */
+    sqlite3_int64 staged_commits;  /* commits (landed) of more than stage_kb= of pages, uploaded in steps */
 } kvsql_redis_stats;
 
 /* Fills out with the counters of the redis store of db's schema (NULL:

@@ -131,13 +131,17 @@ def insert(uri, first, n, rows):
             except sqlite3.Error as e:
                 print("error %s: %s" % (e, why(db) if db else ""), file=sys.stderr, flush=True)
                 rollback(db)
-                # the commit's fate may be unknown: find out before retrying
-                try:
-                    if db.execute("select count(*) from t where batch = ?", (b,)).fetchone()[0]:
-                        print("ack %d" % b, flush=True)
-                        break
-                except sqlite3.Error:
-                    pass
+                # the commit's fate may be unknown: find out before retrying (while
+                # the server cannot say, retrying could write the batch twice)
+                landed = None
+                while landed is None and db is not None and time.time() < DEADLINE:
+                    try:
+                        landed = db.execute("select count(*) from t where batch = ?", (b,)).fetchone()[0]
+                    except sqlite3.Error:
+                        time.sleep(0.02)
+                if landed:
+                    print("ack %d" % b, flush=True)
+                    break
                 time.sleep(0.02)
 
 

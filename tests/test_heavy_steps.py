@@ -215,6 +215,7 @@ def test_heavy_call_gives_busy_replies_and_sql_kill_stops_it(server, name):
     r = server.client()
     r.config_set("kvsql.query-timeout-ms", 0)
     r.config_set("busy-reply-threshold", 100)
+    r.config_set("kvsql.worker-threads", 0)  # kept on the main thread: -BUSY (test_offload.py: workers)
     _, error = kill_when_busy(server, lambda c: query(c, "db", HEAVY_CALLS[name]), busy_within=60, join_within=60,
                               what="the call ran")
     assert "stopped by SQL.KILL" in error

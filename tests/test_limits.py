@@ -81,6 +81,7 @@ def test_heavy_steps_give_busy_replies_and_sql_kill_stops_them(server):
     r = server.client()
     r.config_set("kvsql.query-timeout-ms", 0)
     r.config_set("busy-reply-threshold", 100)
+    r.config_set("kvsql.worker-threads", 0)  # kept on the main thread: -BUSY (test_offload.py: workers)
     _, error = kill_when_busy(server, lambda c: query(c, "db", HEAVY_STEPS.replace("x < 100", "x < 1000")),
                               busy_within=20, join_within=30, what="heavy steps ran")
     assert "stopped by SQL.KILL" in error
@@ -109,6 +110,7 @@ def test_preparing_gives_busy_replies_and_sql_kill_stops_it(server):
     r.config_set("kvsql.query-timeout-ms", 0)
     r.config_set("kvsql.call-memory-kb", 0)
     r.config_set("busy-reply-threshold", 100)
+    r.config_set("kvsql.worker-threads", 0)  # kept on the main thread: -BUSY (test_offload.py: workers)
     _, error = kill_when_busy(server, lambda c: query(c, "db", "select count(*) from v16 where 0"),
                               busy_within=3,  # preparing alone takes longer than this
                               join_within=30, what="the statement was prepared")

@@ -38,6 +38,7 @@ def test_long_query_gets_busy_replies_and_sql_kill_stops_it(server):
     r = server.client()
     r.config_set("kvsql.query-timeout-ms", 0)
     r.config_set("busy-reply-threshold", 100)
+    r.config_set("kvsql.worker-threads", 0)  # kept on the main thread: -BUSY (test_offload.py: workers)
     sql(r, "db", "create table t(x)")
     before = pages(r, "db")
     other, error = kill_when_busy(server, lambda c: sql(c, "db", "insert into t values (1); " + FOREVER),

@@ -187,8 +187,7 @@ slt_engine *slt_memory_engine(void) {
 
 /* Deletes the file's key and its auxiliary keys (format.h, docs/FORMAT.md). */
 static int delete_vfs_key(sqlite_state *s, char *err, size_t errlen) {
-    static const char *const suffixes[] = {KVSQL_AUX_VERSION, KVSQL_AUX_LEASE,    KVSQL_AUX_READERS, KVSQL_AUX_UNDO,
-                                           KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER, KVSQL_AUX_LOG};
+    static const char *const suffixes[] = {KVSQL_AUX_ALL};
     enum { NAUX = sizeof(suffixes) / sizeof(suffixes[0]) };
     char names[NAUX][sizeof(s->key) + 16];
     const char *argv[NAUX + 2] = {"DEL", s->key};

@@ -19,6 +19,8 @@ void kvsql_redis_config_defaults(kvsql_redis_config *c) {
     c->timeout_ms = 30000;
     c->lease_ms = 10000;
     c->wait_timeout_ms = 1000;
+    c->cache_kb = KVSQL_CACHE_KB_DEFAULT;
+    c->stage_kb = KVSQL_STAGE_KB_DEFAULT;
 }
 
 /* A decimal integer in [lo, hi], the whole string. */
@@ -105,6 +107,9 @@ int kvsql_redis_config_apply(kvsql_redis_config *c, kvsql_param_lookup get, void
     if (apply_int("wait_timeout_ms", get(ctx, "wait_timeout_ms"), 1, 3600000, &c->wait_timeout_ms, err, errlen) !=
         0)
         return -1;
+    if (apply_int("cache_kb", get(ctx, "cache_kb"), 1, KVSQL_CACHE_KB_MAX, &c->cache_kb, err, errlen) != 0)
+        return -1;
+    if (apply_int("stage_kb", get(ctx, "stage_kb"), 0, INT_MAX, &c->stage_kb, err, errlen) != 0) return -1;
     return 0;
 }
 

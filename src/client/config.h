@@ -10,6 +10,12 @@
 
 #include <stddef.h>
 
+/* cache_kb=: 4 MiB, about 1000 pages of 4 KiB; at most 1 TiB. */
+#define KVSQL_CACHE_KB_DEFAULT 4096
+#define KVSQL_CACHE_KB_MAX 1073741824
+/* stage_kb=: commits of more pages than 4 MiB are staged; 0: never. */
+#define KVSQL_STAGE_KB_DEFAULT 4096
+
 typedef struct kvsql_redis_config {
     char host[256];     /* host name or address; a unix socket path when port is 0 */
     int port;           /* 0: host is a unix socket path */
@@ -21,6 +27,8 @@ typedef struct kvsql_redis_config {
     int lease_ms;       /* writer lease and reader registration */
     int wait_replicas;  /* wait=: after each commit, WAIT for this many replicas (0: no WAIT) */
     int wait_timeout_ms; /* wait_timeout_ms=: WAIT's timeout */
+    int cache_kb;       /* cache_kb=: the page cache's bound, KiB (client/pagecache.h) */
+    int stage_kb;       /* stage_kb=: a commit of more KiB of pages is staged (store_redis.c); 0: never */
 } kvsql_redis_config;
 
 /* Built-in defaults: 127.0.0.1:6379, db 0, no password. */
@@ -30,8 +38,8 @@ void kvsql_redis_config_defaults(kvsql_redis_config *c);
 typedef const char *(*kvsql_param_lookup)(void *ctx, const char *name);
 
 /* Overlays the parameters that lookup finds (redis, user, password, db,
- * connect_timeout_ms, timeout_ms, lease_ms, wait, wait_timeout_ms) on c. Returns 0, or -1 with
- * why in err. */
+ * connect_timeout_ms, timeout_ms, lease_ms, wait, wait_timeout_ms, cache_kb,
+ * stage_kb) on c. Returns 0, or -1 with why in err. */
 int kvsql_redis_config_apply(kvsql_redis_config *c, kvsql_param_lookup lookup, void *ctx, char *err,
                              size_t errlen);
 

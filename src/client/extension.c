@@ -8,8 +8,10 @@
  * each database file it opens gets its own store, configured from the
  * file's URI parameters over the defaults (KVSQL_DEFAULT, KVSQL_PASSWORD;
  * client/config.c). Every connection opened afterwards gets the SQL
- * functions kvsql_error() and kvsql_stats(). */
+ * functions kvsql_error() and kvsql_stats(), and, when its main database
+ * is on the redis VFS, the hooks of client/hooks.c. */
 #include "client/config.h"
+#include "client/hooks.h"
 #include "client/store_redis.h"
 #include "kvsql.h"
 #include "vfs.h"
@@ -89,10 +91,13 @@ static void sql_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
         "{\"round_trips\":%lld,\"connects\":%lld,\"begins\":%lld,\"reads\":%lld,\"pages_read\":%lld,"
         "\"locks\":%lld,\"commits\":%lld,\"pages_written\":%lld,\"busy\":%lld,\"stale\":%lld,"
         "\"script_loads\":%lld,\"end_errors\":%lld,\"redirects\":%lld,\"wait_short\":%lld,"
-        "\"log_begins\":%lld,\"log_pages\":%lld}",
+        "\"log_begins\":%lld,\"log_pages\":%lld,"
+        "\"cache_pages\":%lld,\"cache_bytes\":%lld,\"cache_limit\":%lld,\"cache_evictions\":%lld,"
+        "\"staged_commits\":%lld}",
         st.round_trips, st.connects, st.begins, st.reads, st.pages_read, st.locks, st.commits, st.pages_written,
         st.busy, st.stale, st.script_loads, st.end_errors, st.redirects, st.wait_short, st.log_begins,
-        st.log_pages);
+        st.log_pages, st.cache_pages, st.cache_bytes, st.cache_limit, st.cache_evictions,
+        st.staged_commits);
     if (!json) sqlite3_result_error_nomem(ctx);
     else sqlite3_result_text(ctx, json, -1, sqlite3_free);
 }
@@ -100,7 +105,8 @@ static void sql_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
 static int register_functions(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *api) {
     (void)pzErrMsg;
     (void)api;
-    int rc = sqlite3_create_function(db, "kvsql_error", 0, SQLITE_UTF8, 0, sql_error, 0, 0);
+    int rc = kvsql_hooks_attach(db); /* a redis database: change capture (client/hooks.c) */
+    if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_error", 0, SQLITE_UTF8, 0, sql_error, 0, 0);
     if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_stats", 0, SQLITE_UTF8, 0, sql_stats, 0, 0);
     if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_stats", 1, SQLITE_UTF8, 0, sql_stats, 0, 0);
     return rc;

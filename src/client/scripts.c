@@ -34,14 +34,27 @@
  * sent, the others only named. Registers the reader as <v>:<token>,
  * replacing the previous member ARGV[3], and, unless ARGV[5] is "",
  * keeps T:log alive for ARGV[5] ms (making it, with the marker
- * "from:<v>", when missing). Or
+ * "from:<v>", when missing). The first element is 'capture' instead of
+ * 'ok' while capture is on (T:changes:cfg, KEYS[5], exists). When
+ * ARGV[6] is "1" (the client expects to write: a write-intent hint) and
+ * the writer's lease T:lease (KEYS[6]) is free or already the token's, it
+ * also takes the lease, as the lock script would, and says so with
+ * '+lease' after that first word: the lock then needs no round trip. A
+ * held lease is left alone (the lock script waits for it as usual). Or
  * {'type', T} for a key of another type. */
 static const char begin_lua[] =
     "local n = redis.pcall('HLEN', KEYS[1])\n"
     "if type(n) == 'table' then return {'type', redis.call('TYPE', KEYS[1])['ok']} end\n"
     "local v = redis.call('GET', KEYS[2]) or '0'\n"
-    "local out = {'ok', v, n}\n" NOW_MS
+    "local out = {redis.call('EXISTS', KEYS[5]) == 1 and 'capture' or 'ok', v, n}\n" NOW_MS
     "redis.set_repl(redis.REPL_NONE)\n"
+    "if ARGV[6] == '1' then\n"
+    "  local holder = redis.call('GET', KEYS[6])\n"
+    "  if not holder or holder == ARGV[1] then\n"
+    "    redis.call('SET', KEYS[6], ARGV[1], 'PX', ARGV[2])\n"
+    "    out[1] = out[1] .. '+lease'\n"
+    "  end\n"
+    "end\n"
     "local member = v .. ':' .. ARGV[1]\n"
     "if ARGV[3] ~= '' and ARGV[3] ~= member then redis.call('ZREM', KEYS[3], ARGV[3]) end\n"
     "redis.call('ZADD', KEYS[3], ms + tonumber(ARGV[2]), member)\n"
@@ -79,15 +92,14 @@ static const char begin_lua[] =
     "end\n"
     "return out\n";
 
-/* Pages first..first+count-1 as of the snapshot: from K while no commit
- * came since, else each from its first undo record after the snapshot, or
- * from K when it has none. {'old'} when commits came and the reader's
- * registration is gone (a commit dropped it as lapsed, or Redis
- * restarted): its undo may have been trimmed. Renews the registration, and
- * the writer's lease when it is ours. */
+/* The pages ARGV[4..] (indices, any order) as of the snapshot: from K
+ * while no commit came since, else each from its first undo record after
+ * the snapshot, or from K when it has none. {'old'} when commits came and
+ * the reader's registration is gone (a commit dropped it as lapsed, or
+ * Redis restarted): its undo may have been trimmed. Renews the
+ * registration, and the writer's lease when it is ours. */
 static const char read_lua[] =
     "local token, s, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
-    "local first, count = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local v = redis.call('GET', KEYS[2]) or '0'\n"
     "local member = s .. ':' .. token\n"
     "if v ~= s and not redis.call('ZSCORE', KEYS[3], member) then return {'old', v} end\n" NOW_MS
@@ -96,23 +108,18 @@ static const char read_lua[] =
     "if redis.call('GET', KEYS[6]) == token then redis.call('PEXPIRE', KEYS[6], lease) end\n"
     "local out = {'ok'}\n"
     "if v == s then\n"
-    "  local i = first\n"
-    "  while i < first + count do\n"
-    "    local fields = {}\n"
-    "    local j = i\n"
-    "    while j < first + count and j < i + 1000 do fields[#fields + 1] = tostring(j); j = j + 1 end\n"
-    "    local pages = redis.call('HMGET', KEYS[1], unpack(fields))\n"
-    "    for k = 1, #fields do out[#out + 1] = pages[k] end\n"
-    "    i = j\n"
+    "  for j = 4, #ARGV, 1000 do\n"
+    "    local pages = redis.call('HMGET', KEYS[1], unpack(ARGV, j, math.min(j + 999, #ARGV)))\n"
+    "    for k = 1, #pages do out[#out + 1] = pages[k] end\n"
     "  end\n"
     "  return out\n"
     "end\n"
     "local after = string.format('%016x', tonumber(s) + 1)\n"
-    "for i = first, first + count - 1 do\n"
-    "  local p = string.format('%08x', i)\n"
+    "for j = 4, #ARGV do\n"
+    "  local p = string.format('%08x', tonumber(ARGV[j]))\n"
     "  local u = redis.call('ZRANGEBYLEX', KEYS[5], '[' .. p .. ':' .. after, '(' .. p .. ';', 'LIMIT', 0, 1)\n"
     "  if u[1] then out[#out + 1] = redis.call('HGET', KEYS[4], u[1])\n"
-    "  else out[#out + 1] = redis.call('HGET', KEYS[1], tostring(i)) end\n"
+    "  else out[#out + 1] = redis.call('HGET', KEYS[1], ARGV[j]) end\n"
     "end\n"
     "return out\n";
 
@@ -130,12 +137,27 @@ static const char lock_lua[] =
 /* Applies a batch if the token still holds the lease and no commit came
  * after the snapshot; saves undo for the other live readers first. Logs
  * the pages below the old length it overwrote or cut off in T:log when
- * that exists. The committer's own registration moves to the new version. */
+ * that exists. The committer's own registration moves to the new version.
+ * While capture is on (T:changes:cfg exists) it appends the row changes
+ * the client captured (ARGV[6] strings from ARGV[7] on: each entry its
+ * string count, then its field/value pairs but the version) to T:changes
+ * after INCR T:v, replicated with the pages, tagged with the new version;
+ * one 'commit' entry when there are none (docs/FORMAT.md, "The changes
+ * stream"). {'capture', v} when capture is on but the client captured
+ * nothing (ARGV[6] ""; capture was turned on after its begin), {'changes',
+ * type} when T:changes is not a stream: nothing written. */
 static const char commit_lua[] =
     "local token, s, lease, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])\n"
     "if redis.call('GET', KEYS[3]) ~= token then return {'lease'} end\n"
     "local v = redis.call('GET', KEYS[2]) or '0'\n"
-    "if v ~= s then return {'stale', v} end\n" NOW_MS
+    "if v ~= s then return {'stale', v} end\n"
+    "local first = ARGV[6] == '' and 7 or 7 + tonumber(ARGV[6])\n"
+    "local capture = redis.call('EXISTS', KEYS[10]) == 1\n"
+    "if capture and ARGV[6] == '' then return {'capture', v} end\n"
+    "if capture then\n"
+    "  local t = redis.call('TYPE', KEYS[9])['ok']\n"
+    "  if t ~= 'none' and t ~= 'stream' then return {'changes', t} end\n"
+    "end\n" NOW_MS
     "local old = redis.call('HLEN', KEYS[1])\n"
     "if ARGV[5] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[5]) == 0 then old = old + 1 end\n"
     "local nv = tonumber(s) + 1\n"
@@ -164,7 +186,7 @@ static const char commit_lua[] =
     "    redis.call('ZADD', KEYS[6], 0, f)\n"
     "    redis.call('ZADD', KEYS[7], nv, f)\n"
     "  end\n"
-    "  for j = 6, #ARGV, 2 do\n"
+    "  for j = first, #ARGV, 2 do\n"
     "    local i = tonumber(ARGV[j])\n"
     "    if i < old then save(i) end\n"
     "  end\n"
@@ -178,16 +200,38 @@ static const char commit_lua[] =
     "end\n"
     "redis.set_repl(redis.REPL_ALL)\n"
     "local pairs_ = {}\n"
-    "for j = 6, #ARGV do pairs_[#pairs_ + 1] = ARGV[j] end\n"
+    "for j = first, #ARGV do pairs_[#pairs_ + 1] = ARGV[j] end\n"
     "chunked('HSET', KEYS[1], pairs_)\n"
     "local cut = {}\n"
     "for i = n, old - 1 do cut[#cut + 1] = tostring(i) end\n"
     "chunked('HDEL', KEYS[1], cut)\n"
     "local nvs = tostring(redis.call('INCR', KEYS[2]))\n"
+    "if capture then\n"
+    "  local cfg = redis.call('HMGET', KEYS[10], 'maxlen', 'trim')\n"
+    "  local head = {KEYS[9]}\n"
+    "  if cfg[1] and cfg[1] ~= '' and cfg[1] ~= '0' then\n"
+    "    head = {KEYS[9], 'MAXLEN', cfg[2] == '=' and '=' or '~', cfg[1]}\n"
+    "  end\n"
+    "  head[#head + 1] = '*'\n"
+    "  head[#head + 1] = 'version'\n"
+    "  head[#head + 1] = nvs\n"
+    "  local function xadd(fields)\n"
+    "    local a = {unpack(head)}\n"
+    "    for _, f in ipairs(fields) do a[#a + 1] = f end\n"
+    "    redis.call('XADD', unpack(a))\n"
+    "  end\n"
+    "  if first == 7 then xadd({'op', 'commit'}) end\n"
+    "  local j = 7\n"
+    "  while j < first do\n"
+    "    local n = tonumber(ARGV[j])\n"
+    "    xadd({unpack(ARGV, j + 1, j + n)})\n"
+    "    j = j + 1 + n\n"
+    "  end\n"
+    "end\n"
     "redis.set_repl(redis.REPL_NONE)\n"
     "if redis.call('EXISTS', KEYS[8]) == 1 then\n"
     "  local changed = {}\n"
-    "  for j = 6, #ARGV, 2 do\n"
+    "  for j = first, #ARGV, 2 do\n"
     "    if tonumber(ARGV[j]) < old then changed[#changed + 1] = ARGV[j] end\n"
     "  end\n"
     "  for i = n, old - 1 do changed[#changed + 1] = tostring(i) end\n"
@@ -212,4 +256,98 @@ static const char end_lua[] =
     "end\n"
     "return 1\n";
 
-const char *const kvsql_scripts[SCRIPT_COUNT] = {begin_lua, read_lua, lock_lua, commit_lua, end_lua};
+/* ---- a big commit, staged: upload, copy, publish ---------------------------
+ * Each script is short (at most STAGE_CHUNK pages, or STAGE_COPY copied),
+ * so other clients never wait long; nothing is visible before the publish,
+ * which swaps the whole new hash in at once. Each checks that the token
+ * still holds the lease and renews it, and keeps T:stage alive. */
+
+/* Adds pages to T:stage (the first call of a commit first drops a stale
+ * one a crashed writer left), after saving, for the readers, the current
+ * value of each page it overwrites below the old length as an undo record
+ * of the coming version (as the commit script does). */
+static const char stage_put_lua[] =
+    "local token, s, lease, old = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5])\n"
+    "if redis.call('GET', KEYS[2]) ~= token then return {'lease'} end\n"
+    "local v = redis.call('GET', KEYS[3]) or '0'\n"
+    "if v ~= s then return {'stale', v} end\n"
+    "redis.set_repl(redis.REPL_NONE)\n"
+    "redis.call('PEXPIRE', KEYS[2], lease)\n"
+    "local nv = tonumber(s) + 1\n"
+    "local ver = string.format('%016x', nv)\n"
+    "for j = 7, #ARGV, 2 do\n"
+    "  local i = tonumber(ARGV[j])\n"
+    "  local page = i < old and redis.call('HGET', KEYS[4], ARGV[j])\n"
+    "  if page then\n"
+    "    local f = string.format('%08x', i) .. ':' .. ver\n"
+    "    redis.call('HSET', KEYS[5], f, page)\n"
+    "    redis.call('ZADD', KEYS[6], 0, f)\n"
+    "    redis.call('ZADD', KEYS[7], nv, f)\n"
+    "  end\n"
+    "end\n"
+    "redis.set_repl(redis.REPL_ALL)\n"
+    "if ARGV[4] == '1' then redis.call('UNLINK', KEYS[1]) end\n"
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 7))\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[6])\n"
+    "return {'ok'}\n";
+
+/* Copies into T:stage the pages from..to-1 of K it lacks (those the
+ * commit does not write). */
+static const char stage_copy_lua[] =
+    "if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'lease'} end\n"
+    "redis.set_repl(redis.REPL_NONE)\n"
+    "redis.call('PEXPIRE', KEYS[3], ARGV[2])\n"
+    "redis.set_repl(redis.REPL_ALL)\n"
+    "for i = tonumber(ARGV[3]), tonumber(ARGV[4]) - 1 do\n"
+    "  local f = tostring(i)\n"
+    "  if redis.call('HEXISTS', KEYS[1], f) == 0 then\n"
+    "    local p = redis.call('HGET', KEYS[2], f)\n"
+    "    if p then redis.call('HSET', KEYS[1], f, p) end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
+    "return {'ok'}\n";
+
+/* The commit itself, when the lease is still ours, no commit came after
+ * the snapshot, capture is off and T:stage holds every page: K becomes
+ * T:stage (RENAME K T:stage:old, RENAME T:stage K, UNLINK T:stage:old: the
+ * old hash is freed in the background), T:v grows by one and T:log says
+ * '*'. The undo records were saved by the uploads; with no other reader
+ * left they all go (UNLINK). An error when T:stage lacks pages (it lapsed).
+ * Replies as the commit script. */
+static const char stage_publish_lua[] =
+    "local token, s, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+    "if redis.call('GET', KEYS[5]) ~= token then return {'lease'} end\n"
+    "local v = redis.call('GET', KEYS[4]) or '0'\n"
+    "if v ~= s then return {'stale', v} end\n"
+    "if redis.call('EXISTS', KEYS[11]) == 1 then return {'capture', v} end\n"
+    "if redis.call('HLEN', KEYS[2]) ~= tonumber(ARGV[4]) then\n"
+    "  return redis.error_reply('kvsql: the staged commit lacks pages (T:stage lapsed or was changed); '\n"
+    "    .. 'nothing was written')\n"
+    "end\n" NOW_MS
+    "redis.set_repl(redis.REPL_NONE)\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ms)\n"
+    "local others = false\n"
+    "for _, m in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do\n"
+    "  local sep = string.find(m, ':', 1, true)\n"
+    "  if sep and string.sub(m, sep + 1) ~= token then others = true end\n"
+    "end\n"
+    "if not others then redis.call('UNLINK', KEYS[7], KEYS[8], KEYS[9]) end\n"
+    "redis.set_repl(redis.REPL_ALL)\n"
+    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('RENAME', KEYS[1], KEYS[3]) end\n"
+    "redis.call('RENAME', KEYS[2], KEYS[1])\n"
+    "redis.call('PERSIST', KEYS[1])\n"
+    "redis.call('UNLINK', KEYS[3])\n"
+    "local nvs = tostring(redis.call('INCR', KEYS[4]))\n"
+    "redis.set_repl(redis.REPL_NONE)\n"
+    "if redis.call('EXISTS', KEYS[10]) == 1 then\n"
+    "  redis.call('LPUSH', KEYS[10], nvs .. ':*')\n"
+    "  redis.call('LTRIM', KEYS[10], 0, " STR(KVSQL_LOG_ENTRIES) " - 1)\n"
+    "end\n"
+    "redis.call('ZREM', KEYS[6], s .. ':' .. token)\n"
+    "redis.call('ZADD', KEYS[6], ms + lease, nvs .. ':' .. token)\n"
+    "redis.call('PEXPIRE', KEYS[5], lease)\n"
+    "return {'ok', nvs}\n";
+
+const char *const kvsql_scripts[SCRIPT_COUNT] = {begin_lua,     read_lua,       lock_lua,         commit_lua,
+                                                 end_lua,       stage_put_lua,  stage_copy_lua,   stage_publish_lua};

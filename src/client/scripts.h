@@ -15,16 +15,27 @@
 #define INLINE_PAGES 8
 
 enum {
-    SCRIPT_BEGIN,  /* KEYS: K T:v T:readers T:log    ARGV: token lease_ms previous-member
-                                                       cached-"v:HLEN"-or-"" log_ttl_ms */
+    SCRIPT_BEGIN,  /* KEYS: K T:v T:readers T:log T:changes:cfg T:lease
+                      ARGV: token lease_ms previous-member cached-"v:HLEN"-or-""
+                            log_ttl_ms write-intent-"1"-or-"" */
     SCRIPT_READ,   /* KEYS: K T:v T:readers T:undo T:undo:idx T:lease
-                      ARGV: token snapshot lease_ms first count */
+                      ARGV: token snapshot lease_ms page-index... */
     SCRIPT_LOCK,   /* KEYS: T:v T:lease              ARGV: token snapshot lease_ms */
     SCRIPT_COMMIT, /* KEYS: K T:v T:lease T:readers T:undo T:undo:idx T:undo:ver T:log
+                            T:changes T:changes:cfg
                       ARGV: token snapshot lease_ms npages
-                      lock-byte-gap-field-or-"" [index page]... */
+                      lock-byte-gap-field-or-"" E-or-"" [E strings of row changes]
+                      [index page]... */
     SCRIPT_END,    /* KEYS: T:lease T:readers T:undo T:undo:idx T:undo:ver
                       ARGV: token member-or-"" */
+    /* A big commit, staged (store_redis.c, "big commits"): */
+    SCRIPT_STAGE_PUT,     /* KEYS: T:stage T:lease T:v K T:undo T:undo:idx T:undo:ver
+                             ARGV: token snapshot lease_ms first-"1"-or-"0" old-npages stage_ttl_ms
+                             [index page]... */
+    SCRIPT_STAGE_COPY,    /* KEYS: T:stage K T:lease    ARGV: token lease_ms from to stage_ttl_ms */
+    SCRIPT_STAGE_PUBLISH, /* KEYS: K T:stage T:stage:old T:v T:lease T:readers T:undo T:undo:idx
+                                   T:undo:ver T:log T:changes:cfg
+                             ARGV: token snapshot lease_ms npages */
     SCRIPT_COUNT
 };
 

@@ -25,13 +25,22 @@ long long budget_timeout_ms = 10000;
 long long budget_call_memory_kb = 131072;
 
 
-/* The call running now. Redis runs one command at a time, and while a call
- * yields only commands flagged allow-busy (SQL.KILL) run, so one is enough. */
-static struct {
-    RedisModuleCtx *ctx; /* NULL: no call runs */
+/* Ticks between two reads of the precise clock that decides whether a
+ * call moves to a worker thread (about a thousand virtual machine steps). */
+#define OFFLOAD_CHECK_TICKS 64
+
+/* The call running on this thread. Redis runs one command at a time on its
+ * main thread, and while a call yields only commands flagged allow-busy
+ * (SQL.KILL) run; each worker thread (worker.c) runs one call at a time. */
+static _Thread_local struct {
+    int active;
+    RedisModuleCtx *ctx; /* the command's context on the main thread, NULL on a worker */
     long long started_ms, next_yield_ms;
     long long timeout_ms, memory_kb; /* the configs when it started */
     int may_yield;                   /* not inside MULTI or a script; -1 until asked */
+    long long offload_at_us;         /* stop to move to a worker from this time on (0: never) */
+    unsigned ticks;
+    const volatile int *killed;      /* a worker's call: set by SQL.KILL from the main thread */
     enum budget_stop stop;
 } call;
 
@@ -57,15 +66,36 @@ static void let_others_in(void) {
         RedisModule_Yield(call.ctx, REDISMODULE_YIELD_FLAG_CLIENTS, "kvsql is running SQL: SQL.KILL stops it");
 }
 
+/* Microseconds of the precise monotonic clock. */
+static long long precise_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Whether a main-thread call that may move has run long enough to move. */
+static int time_to_offload(void) {
+    if (!call.offload_at_us || ++call.ticks % OFFLOAD_CHECK_TICKS) return 0;
+    return precise_us() >= call.offload_at_us;
+}
+
 int budget_tick(void) {
-    if (!call.ctx) return 0;
+    if (!call.active) return 0;
     if (call.stop) return 1;
+    if (call.killed && *call.killed) {
+        call.stop = STOP_KILL;
+        return 1;
+    }
+    if (time_to_offload()) {
+        call.stop = STOP_OFFLOAD;
+        return 1;
+    }
     long long now = coarse_ms();
     if (call.timeout_ms > 0 && now - call.started_ms >= call.timeout_ms) {
         call.stop = STOP_TIME;
         return 1;
     }
-    if (now >= call.next_yield_ms) {
+    if (call.ctx && now >= call.next_yield_ms) {
         call.next_yield_ms = now + YIELD_EVERY_MS;
         let_others_in();
     }
@@ -91,31 +121,41 @@ static int on_progress(void *arg) {
 #define BLOCK_SIZE(p) RedisModule_MallocSize(p)
 #endif
 
-static size_t mem_used;           /* bytes SQLite holds */
-static size_t mem_cap = SIZE_MAX; /* the most it may hold: set during a call */
+/* Bytes SQLite holds, all threads together (INFO's sqlite_memory). */
+static long long mem_used;
+/* Per thread: bytes this thread's running call took, net of what it
+ * freed (it may free older blocks, so it can go below zero), and the
+ * most it may take (-1: no call, or no limit). */
+static _Thread_local long long call_bytes;
+static _Thread_local long long call_cap = -1;
+
+static void count_bytes(long long n) {
+    __atomic_fetch_add(&mem_used, n, __ATOMIC_RELAXED);
+    call_bytes += n;
+}
 
 static void *refuse_memory(void) {
-    if (call.ctx && !call.stop) call.stop = STOP_MEMORY;
+    if (call.active && !call.stop) call.stop = STOP_MEMORY;
     return NULL;
 }
 
-/* Whether n more bytes would take SQLite past mem_cap. A block may be
- * larger than asked (its usable size is counted), so mem_used can pass
- * mem_cap by a little: compared first, never subtracted below zero. */
+/* Whether n more bytes would take this thread's call past its cap. A
+ * block may be larger than asked (its usable size is counted), so the
+ * count can pass the cap by a little. */
 static int over_cap(size_t n) {
-    return mem_used >= mem_cap || n > mem_cap - mem_used;
+    return call_cap >= 0 && (n > (size_t)call_cap || call_bytes > call_cap - (long long)n);
 }
 
 static void *mem_malloc(int n) {
     if (over_cap((size_t)n)) return refuse_memory();
     void *p = BLOCK_ALLOC((size_t)n);
-    if (p) mem_used += BLOCK_SIZE(p);
+    if (p) count_bytes((long long)BLOCK_SIZE(p));
     return p;
 }
 
 static void mem_free(void *p) {
     if (!p) return;
-    mem_used -= BLOCK_SIZE(p);
+    count_bytes(-(long long)BLOCK_SIZE(p));
     BLOCK_FREE(p);
 }
 
@@ -123,7 +163,7 @@ static void *mem_realloc(void *p, int n) {
     size_t old = BLOCK_SIZE(p);
     if ((size_t)n > old && over_cap((size_t)n - old)) return refuse_memory();
     void *q = BLOCK_REALLOC(p, (size_t)n);
-    if (q) mem_used = mem_used - old + BLOCK_SIZE(q);
+    if (q) count_bytes((long long)BLOCK_SIZE(q) - (long long)old);
     return q;
 }
 
@@ -149,31 +189,53 @@ const sqlite3_mem_methods budget_memory_methods = {
 };
 
 long long budget_memory_used(void) {
-    return (long long)mem_used;
+    return __atomic_load_n(&mem_used, __ATOMIC_RELAXED);
 }
 
 /* ---- a call ------------------------------------------------------------- */
 
-void budget_begin(RedisModuleCtx *ctx, sqlite3 *db) {
-    call.ctx = ctx;
+static void begin_call(sqlite3 *db) {
+    call.active = 1;
     call.started_ms = coarse_ms();
     call.next_yield_ms = call.started_ms + YIELD_EVERY_MS;
     call.timeout_ms = budget_timeout_ms;
     call.memory_kb = budget_call_memory_kb;
     call.may_yield = -1; /* not known yet */
+    call.ticks = 0;
     call.stop = RUNS;
-    if (call.memory_kb > 0) mem_cap = mem_used + (size_t)call.memory_kb * 1024;
+    call_bytes = 0;
+    call_cap = call.memory_kb > 0 ? call.memory_kb * 1024 : -1;
     sqlite3_progress_handler(db, PROGRESS_STEPS, on_progress, NULL);
+}
+
+void budget_begin(RedisModuleCtx *ctx, sqlite3 *db, long long offload_after_us) {
+    call.ctx = ctx;
+    call.killed = NULL;
+    call.offload_at_us = offload_after_us > 0 ? precise_us() + offload_after_us : 0;
+    begin_call(db);
+}
+
+void budget_begin_worker(sqlite3 *db, const volatile int *killed, long long started_ms) {
+    call.ctx = NULL;
+    call.killed = killed;
+    call.offload_at_us = 0;
+    begin_call(db);
+    call.started_ms = started_ms; /* the time limit counts from the command's start */
 }
 
 void budget_end(sqlite3 *db) {
     sqlite3_progress_handler(db, 0, NULL, NULL); /* nothing of the call runs after it */
-    mem_cap = SIZE_MAX;
+    call_cap = -1;
+    call.active = 0;
     call.ctx = NULL;
 }
 
+long long budget_now_ms(void) {
+    return coarse_ms();
+}
+
 int budget_kill(void) {
-    if (!call.ctx) return 0;
+    if (!call.active) return 0;
     if (!call.stop) call.stop = STOP_KILL;
     return 1;
 }
@@ -183,7 +245,7 @@ int budget_stop_kind(void) {
 }
 
 const char *budget_stop_reason(void) {
-    static char msg[160];
+    static _Thread_local char msg[160];
     switch (call.stop) {
     case STOP_KILL: return "SQL stopped by SQL.KILL: nothing was written";
     case STOP_TIME:
@@ -195,6 +257,7 @@ const char *budget_stop_reason(void) {
                  "SQL needed more than %lld KiB of memory (kvsql.call-memory-kb): nothing was written",
                  call.memory_kb);
         return msg;
+    case STOP_OFFLOAD: return "SQL moved to a worker thread";
     default: return NULL;
     }
 }

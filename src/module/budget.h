@@ -6,7 +6,8 @@
  * budget_tick(), which stops the call past kvsql.query-timeout-ms or after
  * SQL.KILL and lets Redis answer -BUSY while it runs long. SQLite allocates
  * through budget_memory_methods (module.c installs them), which count every
- * byte and refuse what would take a call past kvsql.call-memory-kb. */
+ * byte and refuse what would take a call past kvsql.call-memory-kb (each
+ * thread's call counts what that thread allocates). */
 #ifndef KVSQL_BUDGET_H
 #define KVSQL_BUDGET_H
 
@@ -18,23 +19,31 @@
 extern long long budget_timeout_ms;
 extern long long budget_call_memory_kb;
 
-/* Opens the budget of a call on db; pair with budget_end(db). */
-void budget_begin(RedisModuleCtx *ctx, sqlite3 *db);
+/* Opens the budget of a call on db, on Redis's main thread; pair with
+ * budget_end(db). With offload_after_us > 0 the call stops (STOP_OFFLOAD)
+ * once it has run that long, so that exec.c moves it to a worker thread. */
+void budget_begin(RedisModuleCtx *ctx, sqlite3 *db, long long offload_after_us);
+/* The same on a worker thread (worker.c): the call also stops when
+ * *killed becomes non-zero (SQL.KILL), and its time limit counts from
+ * started_ms (budget_now_ms() when the command began). Each thread has
+ * its own budget. */
+void budget_begin_worker(sqlite3 *db, const volatile int *killed, long long started_ms);
 void budget_end(sqlite3 *db);
+long long budget_now_ms(void);
 
 /* Non-zero when the running call must stop (time up, SQL.KILL, memory).
  * Lets other clients in (-BUSY) now and then. 0 outside a call. */
 int budget_tick(void);
 
 /* Whether and why the running call was stopped. */
-enum budget_stop { RUNS = 0, STOP_KILL, STOP_TIME, STOP_MEMORY };
+enum budget_stop { RUNS = 0, STOP_KILL, STOP_TIME, STOP_MEMORY, STOP_OFFLOAD };
 int budget_stop_kind(void);
 
 /* Why the call was stopped, in words for the user ("SQL stopped ..."), or
  * NULL when it was not. */
 const char *budget_stop_reason(void);
 
-/* SQL.KILL: stops the running call. 0 when none runs. */
+/* SQL.KILL: stops the call running on the main thread. 0 when none runs. */
 int budget_kill(void);
 
 /* SQLite's memory methods: Redis's allocator (the C library's in

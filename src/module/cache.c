@@ -1,7 +1,9 @@
 /* cache.c - the module's open connections, one per (db number, key).
  * See cache.h. Connections live in a dictionary by id and in a list by
  * recency; both are process-wide because Redis runs commands one at a
- * time on its main thread, the only thread that touches them. */
+ * time on its main thread, the only thread that touches them. A worker
+ * thread (worker.c) uses a private connection of its own, outside both,
+ * and touches only the counters here, atomically. */
 #include "cache.h"
 
 #include "budget.h"
@@ -18,6 +20,7 @@ static void evict_over_max(void);
 static conn *lru_head, *lru_tail;
 static long long count, max_count = 10000; /* kvsql.max-connections (module.c) */
 static cache_stats stats;
+#define COUNT(field, n) __atomic_fetch_add(&stats.field, (n), __ATOMIC_RELAXED)
 static unsigned long long settings_generation = 1;
 
 long long cache_page_cache_kb = 2048;
@@ -33,7 +36,7 @@ void cache_set_max(long long max) {
 }
 
 void cache_settings_changed(void) {
-    settings_generation++;
+    __atomic_fetch_add(&settings_generation, 1, __ATOMIC_RELAXED);
 }
 
 /* The longest string or BLOB a call may make: a quarter of its memory
@@ -55,12 +58,14 @@ static const char *const connection_pragmas =
  * one read transaction it goes back to normal mode: at its end the pager
  * unlocks, and at the next lock it reads the header (the VFS shows a new
  * change counter: src/vfs.c), drops its page cache and reads the length
- * anew. The parsed schema stays unless the schema cookie moved. The pragma
- * acts when it is prepared; the SELECT only opens and ends a transaction
- * on the old snapshot, reading nothing. */
+ * anew. The parsed schema stays unless the schema cookie moved. The
+ * locking_mode pragmas act when they are prepared; reading schema_version
+ * only opens and ends a transaction on the old snapshot (its page 1 is in
+ * the page cache). These three statements are the cheapest SQLite compiles
+ * that do this (a SELECT costs twice as much to prepare): bench/PROFILE.md. */
 static const char *const new_snapshot_sql =
     "PRAGMA locking_mode=NORMAL;"
-    "SELECT 1 FROM sqlite_schema LIMIT 0;"
+    "PRAGMA schema_version;"
     "PRAGMA locking_mode=EXCLUSIVE;";
 
 static int take_new_snapshot(conn *c) {
@@ -68,14 +73,15 @@ static int take_new_snapshot(conn *c) {
     int rc = guard_exec_trusted(c->db, &c->g, new_snapshot_sql);
     if (rc != SQLITE_OK) c->stale = 1; /* start afresh after this call */
     c->changed = 0;
-    stats.snapshots_renewed++;
+    COUNT(snapshots_renewed, 1);
     return rc;
 }
 
 int cache_apply_settings(conn *c) {
     int rc0 = take_new_snapshot(c);
     if (rc0 != SQLITE_OK) return rc0;
-    if (c->settings == settings_generation) return SQLITE_OK;
+    unsigned long long generation = __atomic_load_n(&settings_generation, __ATOMIC_RELAXED);
+    if (c->settings == generation) return SQLITE_OK;
     int rc = c->settings ? SQLITE_OK : guard_exec_trusted(c->db, &c->g, connection_pragmas);
     char sql[64];
     snprintf(sql, sizeof(sql), "PRAGMA cache_size=-%lld", cache_page_cache_kb);
@@ -84,13 +90,14 @@ int cache_apply_settings(conn *c) {
     long long sql_bytes = cache_max_sql_kb * 1024;
     sqlite3_limit(c->db, SQLITE_LIMIT_SQL_LENGTH, sql_bytes > 1000000000 ? 1000000000 : (int)sql_bytes);
     sqlite3_limit(c->db, SQLITE_LIMIT_LENGTH, max_value_bytes());
-    c->settings = settings_generation;
+    c->settings = generation;
     return SQLITE_OK;
 }
 
 cache_stats cache_get_stats(void) {
-    stats.connections = count;
-    return stats;
+    cache_stats out = stats; /* workers add to the counters: a read may miss their last call */
+    out.connections = count;
+    return out;
 }
 
 static void lru_unlink(conn *c) {
@@ -109,9 +116,47 @@ static void lru_push_front(conn *c) {
     if (!lru_tail) lru_tail = c;
 }
 
+/* ---- warm connections: the most recently used keep their page cache ---- */
+
+static conn *warm_head, *warm_tail;
+static long long warm_count;
+
+static void warm_unlink(conn *c) {
+    if (!c->warm) return;
+    if (c->warm_prev) c->warm_prev->warm_next = c->warm_next;
+    else warm_head = c->warm_next;
+    if (c->warm_next) c->warm_next->warm_prev = c->warm_prev;
+    else warm_tail = c->warm_prev;
+    c->warm_prev = c->warm_next = NULL;
+    c->warm = 0;
+    warm_count--;
+}
+
+static void warm_push_front(conn *c) {
+    c->warm_next = warm_head;
+    c->warm_prev = NULL;
+    if (warm_head) warm_head->warm_prev = c;
+    warm_head = c;
+    if (!warm_tail) warm_tail = c;
+    c->warm = 1;
+    warm_count++;
+}
+
+/* The connection just released is warm; the least recently used past
+ * CACHE_WARM_CONNECTIONS free their page cache. */
+static void warm_up(conn *c) {
+    warm_unlink(c);
+    warm_push_front(c);
+    while (warm_count > CACHE_WARM_CONNECTIONS) {
+        conn *cold = warm_tail;
+        warm_unlink(cold);
+        if (!cold->in_use) sqlite3_db_release_memory(cold->db); /* in use: warm again at its release */
+    }
+}
+
 static void close_stmts(conn *c) {
     for (int i = 0; i < STMT_CACHE_SIZE; i++) {
-        stats.statement_cache_bytes -= (long long)c->stmts[i].bytes;
+        COUNT(statement_cache_bytes, -(long long)c->stmts[i].bytes);
         sqlite3_finalize(c->stmts[i].stmt);
         sqlite3_free(c->stmts[i].sql);
         memset(&c->stmts[i], 0, sizeof(c->stmts[i]));
@@ -121,6 +166,7 @@ static void close_stmts(conn *c) {
 static void conn_close(conn *c) {
     RedisModule_DictDelC(by_id, c->id, c->idlen, NULL);
     lru_unlink(c);
+    warm_unlink(c);
     close_stmts(c);
     sqlite3_close(c->db);
     kvsql_store_free(c->store);
@@ -179,22 +225,17 @@ static int shrink_lookaside(sqlite3 *db) {
     return sqlite3_db_config(db, SQLITE_DBCONFIG_LOOKASIDE, NULL, LOOKASIDE_SLOT_BYTES, LOOKASIDE_SLOTS);
 }
 
-/* A new connection on the attached store; NULL with err set on failure. */
-static conn *conn_open(kvsql_store *st, int dbid, const char *key, size_t len, char *err, size_t errlen) {
+/* A connection on st with its guard, in no list; NULL with err set on
+ * failure. */
+static conn *conn_new(kvsql_store *st, char *err, size_t errlen) {
     conn *c = sqlite3_malloc(sizeof(*c));
-    char *id = sqlite3_malloc64(len + 4);
-    if (!c || !id) {
-        sqlite3_free(c);
-        sqlite3_free(id);
+    if (!c) {
         snprintf(err, errlen, "SQLITE_NOMEM kvsql: out of memory");
         return NULL;
     }
     memset(c, 0, sizeof(*c));
     c->g.tick = budget_tick; /* the authorizer bounds statement preparation */
     c->store = st;
-    c->id = id;
-    c->idlen = make_id(id, len + 4, dbid, key, len);
-    c->dbid = dbid;
     int rc = kvsql_open(st, &c->db);
     if (rc == SQLITE_OK) rc = shrink_lookaside(c->db);
     if (rc == SQLITE_OK) rc = guard_install(c->db, &c->g); /* settings: cache_apply_settings() */
@@ -202,10 +243,38 @@ static conn *conn_open(kvsql_store *st, int dbid, const char *key, size_t len, c
         snprintf(err, errlen, "ERR kvsql: cannot open the database: %s",
                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
         sqlite3_close(c->db);
-        sqlite3_free(id);
         sqlite3_free(c);
         return NULL;
     }
+    return c;
+}
+
+conn *cache_open_private(kvsql_store *st, char *err, size_t errlen) {
+    conn *c = conn_new(st, err, errlen);
+    if (c) c->private_conn = 1;
+    return c;
+}
+
+void cache_close_private(conn *c) {
+    if (!c) return;
+    close_stmts(c);
+    sqlite3_close(c->db);
+    sqlite3_free(c);
+}
+
+/* A new connection on the attached store, cached; NULL with err set on
+ * failure. */
+static conn *conn_open(kvsql_store *st, int dbid, const char *key, size_t len, char *err, size_t errlen) {
+    char *id = sqlite3_malloc64(len + 4);
+    conn *c = id ? conn_new(st, err, errlen) : NULL;
+    if (!c) {
+        if (!id) snprintf(err, errlen, "SQLITE_NOMEM kvsql: out of memory");
+        sqlite3_free(id);
+        return NULL;
+    }
+    c->id = id;
+    c->idlen = make_id(id, len + 4, dbid, key, len);
+    c->dbid = dbid;
     RedisModule_DictSetC(by_id, c->id, c->idlen, c);
     lru_push_front(c);
     count++;
@@ -266,8 +335,12 @@ void cache_release(conn *c) {
     keyspace_store_detach(c->store);
     sqlite3_file_control(c->db, "main", KVSQL_FCNTL_TRIM, NULL); /* idle: costs about its pages */
     c->in_use = 0;
-    if (c->stale) conn_close(c);
-    else evict_over_max();
+    if (c->stale) {
+        conn_close(c);
+        return;
+    }
+    warm_up(c);
+    evict_over_max();
 }
 
 static int only_space_left(const char *p, const char *end) {
@@ -303,7 +376,7 @@ static void remember(conn *c, const char *sql, size_t len, sqlite3_stmt *stmt) {
     copy[len] = 0;
     sqlite3_finalize(slot->stmt);
     sqlite3_free(slot->sql);
-    stats.statement_cache_bytes += (long long)bytes - (long long)slot->bytes;
+    COUNT(statement_cache_bytes, (long long)bytes - (long long)slot->bytes);
     *slot = (cached_stmt){copy, len, stmt, ++c->stmt_clock, bytes};
 }
 
@@ -311,17 +384,19 @@ int cache_prepare(conn *c, const char *sql, size_t len, sqlite3_stmt **stmt, con
     cached_stmt *s = find_cached(c, sql, len);
     if (s) {
         s->used = ++c->stmt_clock;
-        stats.statement_cache_hits++;
+        COUNT(statement_cache_hits, 1);
         *stmt = s->stmt;
         *tail = sql + len;
         return SQLITE_OK;
     }
-    unsigned notes = c->g.notes;
+    unsigned notes = c->g.notes, temp_notes = c->g.temp_notes;
     int rc = sqlite3_prepare_v3(c->db, sql, (int)len, SQLITE_PREPARE_PERSISTENT, stmt, tail);
-    stats.statements_prepared++;
-    /* A statement that changes a setting is prepared anew each time, so
-     * that the guard notes the change each time (guard.h). */
-    if (rc == SQLITE_OK && *stmt && c->g.notes == notes && only_space_left(*tail, sql + len))
+    COUNT(statements_prepared, 1);
+    /* A statement that changes a setting or writes TEMP objects is prepared
+     * anew each time, so that the guard notes it each time (guard.h). A
+     * private connection lives for one call: it keeps nothing. */
+    if (rc == SQLITE_OK && *stmt && !c->private_conn && c->g.notes == notes && c->g.temp_notes == temp_notes &&
+        only_space_left(*tail, sql + len))
         remember(c, sql, len, *stmt);
     return rc;
 }

@@ -39,11 +39,15 @@ typedef struct conn {
     int in_use; /* a command is running on it */
     int stale;  /* close at the end of the running command */
     int changed; /* the hash changed behind it: new snapshot at the next call */
+    int private_conn; /* a worker's connection for one call (cache_open_private) */
+    int has_temp;     /* a call wrote TEMP objects: they live here, so calls on it stay on the main thread */
     unsigned long long settings; /* the settings generation applied (0: none yet) */
     guard g;                     /* what the running call changed (guard.h) */
     cached_stmt stmts[STMT_CACHE_SIZE];
     unsigned long long stmt_clock;
     struct conn *prev, *next; /* most recently used first */
+    int warm;                           /* in the warm list: keeps its page cache while idle */
+    struct conn *warm_prev, *warm_next; /* most recently released first */
 } conn;
 
 void cache_init(RedisModuleCtx *ctx);
@@ -54,6 +58,13 @@ void cache_init(RedisModuleCtx *ctx);
 conn *cache_acquire(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleKey *key, int readonly,
                     char *err, size_t errlen);
 void cache_release(conn *c);
+
+/* A connection of a worker thread (worker.c) on store st for one call: with
+ * the guard, in no list, caching no statements. NULL with err set on
+ * failure. Any thread; close it with cache_close_private(), which does not
+ * free the store. */
+conn *cache_open_private(kvsql_store *st, char *err, size_t errlen);
+void cache_close_private(conn *c);
 
 /* A statement for sql, prepared or from the cache; *tail as in
  * sqlite3_prepare. Pass it to cache_finish_stmt() when done. */
@@ -76,6 +87,12 @@ int cache_is_empty(void);
 void cache_sweep(RedisModuleCtx *ctx);
 
 void cache_set_max(long long max);
+
+/* Idle connections past the CACHE_WARM_CONNECTIONS most recently used
+ * free their page cache (about 5 KB a page): their next call reads its
+ * pages from the hash again. The rest of the connection (schema,
+ * statements) stays. */
+#define CACHE_WARM_CONNECTIONS 1000
 
 /* Connection settings from the configs (module.c registers them):
  * kvsql.page-cache-kb and kvsql.max-sql-kb; the longest string or BLOB

@@ -2,8 +2,9 @@
  * command SQL.CHANGES; see changes.h and docs/FORMAT.md ("The changes
  * stream"). Called by exec.c around each write call and statement, by
  * store_keyspace.c in the end-of-call write, and by module.c (SQL.CHANGES).
- * The entries' encoding (typed JSON values, stream fields) is
- * change_entry.c's.
+ * The entries, their encoding and the following of savepoints are the
+ * core's (change_log.c, change_entry.c: the library captures the same way);
+ * what is here reads the configuration and writes the stream.
  *
  * While a write call runs on a database whose capture is on, SQLite's
  * preupdate hook records each row change of the main database: its table,
@@ -19,7 +20,7 @@
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include "changes.h"
 
-#include "change_entry.h"
+#include "change_log.h"
 #include "format.h"
 #include "protocol.h"
 
@@ -28,11 +29,6 @@
 #include <string.h>
 #include <strings.h>
 
-typedef struct savepoint {
-    char *name;
-    size_t pos;
-} savepoint;
-
 static struct {
     int active;
     sqlite3 *db;
@@ -40,210 +36,26 @@ static struct {
     char maxlen[24]; /* "" (no trimming) or the count */
     char trim[2];    /* "~" or "=" */
     RedisModuleString *stream;
-    change_entry *e;
-    size_t n, cap;
-    size_t stmt_start; /* entries before the running statement */
-    int failed;        /* out of memory in the hook */
+    change_log log;
     int was_autocommit;
     int ddl;
     sqlite3_int64 schema_before;
-    savepoint *sp;
-    size_t nsp, capsp;
-    size_t txn_start;
-    change_tables tables; /* the columns entries were resolved against */
 } cur;
 
-/* ---- small helpers ------------------------------------------------------ */
-
-static void truncate_entries(size_t n) {
-    while (cur.n > n) change_entry_free(&cur.e[--cur.n]);
-}
-
-static change_entry *new_entry(void) {
-    if (cur.n == cur.cap) {
-        size_t cap = cur.cap ? cur.cap * 2 : 16;
-        change_entry *e = sqlite3_realloc64(cur.e, cap * sizeof(*e));
-        if (!e) return NULL;
-        cur.e = e;
-        cur.cap = cap;
-    }
-    change_entry *e = &cur.e[cur.n++];
-    memset(e, 0, sizeof(*e));
-    return e;
-}
-
-static void drop_savepoints(size_t keep) {
-    while (cur.nsp > keep) sqlite3_free(cur.sp[--cur.nsp].name);
-}
-
 /* ---- the preupdate hook ---------------------------------------------------- */
-
-static int record(sqlite3 *db, int op, const char *table, sqlite3_int64 rowid, int with_old, int with_new) {
-    change_entry *e = new_entry();
-    return e ? change_entry_from_hook(e, db, op, table, rowid, with_old, with_new) : -1;
-}
 
 static void on_preupdate(void *arg, sqlite3 *db, int op, const char *dbname, const char *table, sqlite3_int64 key1,
                          sqlite3_int64 key2) {
     (void)arg;
-    if (!cur.active || cur.failed || strcmp(dbname, "main") != 0) return; /* TEMP tables are not stored */
-    int rc;
-    if (op == SQLITE_INSERT) rc = record(db, CHANGE_INSERT, table, key2, 0, 1);
-    else if (op == SQLITE_DELETE) rc = record(db, CHANGE_DELETE, table, key1, 1, 0);
-    else if (key1 == key2) rc = record(db, CHANGE_UPDATE, table, key1, 1, 1);
-    else /* the rowid changed: a delete and an insert */
-        rc = record(db, CHANGE_DELETE, table, key1, 1, 0) || record(db, CHANGE_INSERT, table, key2, 0, 1) ? -1 : 0;
-    if (rc != 0) cur.failed = 1;
-}
-
-/* ---- resolving entries ------------------------------------------------------- */
-
-/* Names the values of the entries the statement made. An entry of a table
- * that no longer exists (its DROP TABLE deleted the rows it cascaded
- * from) is dropped: the schema entry that follows removes it. */
-static int resolve_from(size_t from) {
-    size_t w = from, i = from;
-    int rc = 0;
-    for (; i < cur.n && rc >= 0; i++) {
-        rc = change_entry_resolve(&cur.e[i], &cur.tables, cur.db, cur.g);
-        if (rc) cur.e[w++] = cur.e[i]; /* resolved, or (-1) still to free */
-    }
-    while (i < cur.n) cur.e[w++] = cur.e[i++]; /* out of memory: keep the rest for freeing */
-    cur.n = w;
-    return rc < 0 ? -1 : 0;
+    if (!cur.active || strcmp(dbname, "main") != 0) return; /* TEMP tables are not stored */
+    change_log_record(&cur.log, db, op, table, key1, key2);
 }
 
 /* ---- statements: transactions, savepoints, DDL ------------------------------ */
 
-/* The next token of SQL text at *p: a word or identifier (dequoted) in
- * out; returns 0 at the end. Comments and spaces are skipped. */
-static int next_token(const char **p, char *out, size_t cap) {
-    const char *s = *p;
-    for (;;) {
-        while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f') s++;
-        if (s[0] == '-' && s[1] == '-') {
-            while (*s && *s != '\n') s++;
-        } else if (s[0] == '/' && s[1] == '*') {
-            const char *end = strstr(s + 2, "*/");
-            s = end ? end + 2 : s + strlen(s);
-        } else break;
-    }
-    size_t n = 0;
-    if (*s == '"' || *s == '`' || *s == '\'' || *s == '[') {
-        char close = *s == '[' ? ']' : *s;
-        for (s++; *s; s++) {
-            if (*s == close) {
-                if (close != ']' && s[1] == close) s++; /* a doubled quote */
-                else {
-                    s++;
-                    break;
-                }
-            }
-            if (n + 1 < cap) out[n++] = *s;
-        }
-    } else {
-        while (*s && (*s == '_' || (*s >= '0' && *s <= '9') || ((*s | 32) >= 'a' && (*s | 32) <= 'z') ||
-                      (unsigned char)*s >= 0x80)) {
-            if (n + 1 < cap) out[n++] = *s;
-            s++;
-        }
-        if (n == 0 && *s && *s != ';') out[n++] = *s++; /* punctuation: one character */
-    }
-    out[n] = 0;
-    *p = s;
-    return n > 0;
-}
-
-static int is(const char *word, const char *kw) {
-    return strcasecmp(word, kw) == 0;
-}
-
-/* The topmost savepoint named name (SQLite compares them case-blind). */
-static long find_savepoint(const char *name) {
-    for (size_t i = cur.nsp; i-- > 0;)
-        if (strcasecmp(cur.sp[i].name, name) == 0) return (long)i;
-    return -1;
-}
-
-static int push_savepoint(const char *name) {
-    if (cur.nsp == cur.capsp) {
-        size_t cap = cur.capsp ? cur.capsp * 2 : 8;
-        savepoint *sp = sqlite3_realloc64(cur.sp, cap * sizeof(*sp));
-        if (!sp) return -1;
-        cur.sp = sp;
-        cur.capsp = cap;
-    }
-    cur.sp[cur.nsp].name = sqlite3_mprintf("%s", name);
-    cur.sp[cur.nsp].pos = cur.n;
-    return cur.sp[cur.nsp++].name ? 0 : -1;
-}
-
-/* After a transaction control statement succeeded: keeps the entries in
- * step with what SQLite kept. p: the SQL after its first word, first.
- * Returns 0, or -1 when it cannot follow. */
-static int follow_transaction(const char *p, const char *first) {
-    char w[256];
-    if (is(first, "BEGIN")) {
-        cur.txn_start = cur.stmt_start;
-        drop_savepoints(0);
-    } else if (is(first, "COMMIT") || is(first, "END")) {
-        drop_savepoints(0);
-    } else if (is(first, "SAVEPOINT")) {
-        if (!next_token(&p, w, sizeof(w))) return -1;
-        if (cur.was_autocommit) {
-            cur.txn_start = cur.stmt_start;
-            drop_savepoints(0);
-        }
-        return push_savepoint(w);
-    } else if (is(first, "RELEASE")) {
-        if (!next_token(&p, w, sizeof(w))) return -1;
-        if (is(w, "SAVEPOINT") && !next_token(&p, w, sizeof(w))) return -1;
-        long i = find_savepoint(w);
-        if (i < 0) return -1;
-        drop_savepoints((size_t)i);
-    } else if (is(first, "ROLLBACK")) {
-        int more = next_token(&p, w, sizeof(w));
-        if (more && is(w, "TRANSACTION")) more = next_token(&p, w, sizeof(w));
-        change_tables_forget(&cur.tables); /* the rollback may have undone DDL */
-        if (!more || !is(w, "TO")) { /* the whole transaction */
-            truncate_entries(cur.txn_start);
-            drop_savepoints(0);
-            return 0;
-        }
-        if (!next_token(&p, w, sizeof(w))) return -1;
-        if (is(w, "SAVEPOINT") && !next_token(&p, w, sizeof(w))) return -1;
-        long i = find_savepoint(w);
-        if (i < 0) return -1;
-        truncate_entries(cur.sp[i].pos);
-        drop_savepoints((size_t)i + 1);
-    }
-    return 0;
-}
-
 /* PRAGMA main.schema_version, read past the guard; -1 on failure. */
 static sqlite3_int64 schema_version(void) {
     return guard_read_pragma(cur.db, cur.g, "PRAGMA main.schema_version");
-}
-
-/* CREATE [TEMP] TABLE [IF NOT EXISTS] [schema.]name AS ... */
-static int creates_table_as(const char *sql) {
-    char w[256];
-    const char *p = sql;
-    next_token(&p, w, sizeof(w));
-    if (!next_token(&p, w, sizeof(w))) return 0;
-    if ((is(w, "TEMP") || is(w, "TEMPORARY")) && !next_token(&p, w, sizeof(w))) return 0;
-    if (!is(w, "TABLE") || !next_token(&p, w, sizeof(w))) return 0;
-    if (is(w, "IF")) {
-        next_token(&p, w, sizeof(w));
-        next_token(&p, w, sizeof(w));
-        if (!next_token(&p, w, sizeof(w))) return 0;
-    }
-    if (!next_token(&p, w, sizeof(w))) return 0; /* after the name */
-    if (is(w, ".")) {
-        next_token(&p, w, sizeof(w));
-        if (!next_token(&p, w, sizeof(w))) return 0;
-    }
-    return is(w, "AS");
 }
 
 static int fail(char *err, size_t errlen, const char *msg) {
@@ -254,45 +66,37 @@ static int fail(char *err, size_t errlen, const char *msg) {
 int changes_stmt_begin(sqlite3_stmt *stmt, char *err, size_t errlen) {
     if (!cur.active) return SQLITE_OK;
     char first[32];
-    const char *p = sqlite3_sql(stmt);
-    if (!p) return SQLITE_OK;
-    next_token(&p, first, sizeof(first));
-    if (is(first, "VACUUM"))
+    if (!sqlite3_sql(stmt)) return SQLITE_OK;
+    change_sql_first_word(sqlite3_sql(stmt), first, sizeof(first));
+    if (change_sql_is(first, "VACUUM"))
         return fail(err, errlen,
                     "VACUUM is refused while capture is on: it renumbers the rowids the stream names. Run "
                     "SQL.CHANGES key OFF, VACUUM, then SQL.CHANGES key ON (consumers see the restart)");
-    cur.stmt_start = cur.n;
+    cur.log.stmt_start = cur.log.n;
     cur.was_autocommit = sqlite3_get_autocommit(cur.db);
-    cur.ddl = is(first, "CREATE") || is(first, "DROP") || is(first, "ALTER");
+    cur.ddl = change_sql_is_ddl(first);
     if (cur.ddl && (cur.schema_before = schema_version()) < 0) return fail(err, errlen, "cannot read the schema");
     return SQLITE_OK;
 }
 
-static int add_schema_entry(const char *sql) {
-    change_entry *e = new_entry();
-    return e ? change_entry_schema(e, sql) : -1;
-}
-
 int changes_stmt_end(sqlite3_stmt *stmt, char *err, size_t errlen) {
     if (!cur.active) return SQLITE_OK;
-    if (cur.failed) return fail(err, errlen, "out of memory while capturing the changes");
+    if (cur.log.failed) return fail(err, errlen, "out of memory while capturing the changes");
     const char *sql = sqlite3_sql(stmt);
-    char first[32];
-    const char *p = sql ? sql : "";
-    next_token(&p, first, sizeof(first));
-    if (resolve_from(cur.stmt_start) != 0) return fail(err, errlen, "out of memory while capturing the changes");
-    if (sqlite3_stmt_readonly(stmt) && follow_transaction(p, first) != 0)
+    if (change_log_resolve_from(&cur.log, cur.log.stmt_start, cur.db, &cur.g->trusted) != 0)
+        return fail(err, errlen, "out of memory while capturing the changes");
+    if (sqlite3_stmt_readonly(stmt) && change_log_follow(&cur.log, sql ? sql : "", cur.was_autocommit) != 0)
         return fail(err, errlen, "cannot follow this transaction statement");
     if (cur.ddl) {
         sqlite3_int64 v = schema_version();
         if (v < 0) return fail(err, errlen, "cannot read the schema");
         if (v != cur.schema_before) {
-            change_tables_forget(&cur.tables);
-            if (creates_table_as(sql))
+            change_tables_forget(&cur.log.tables);
+            if (change_sql_creates_table_as(sql))
                 return fail(err, errlen,
                             "CREATE TABLE ... AS SELECT is refused while capture is on (its rows would not be "
                             "captured): create the table, then INSERT INTO ... SELECT");
-            if (add_schema_entry(sql) != 0) return fail(err, errlen, "out of memory");
+            if (change_log_add_schema(&cur.log, sql) != 0) return fail(err, errlen, "out of memory");
         }
     }
     return SQLITE_OK;
@@ -335,23 +139,14 @@ void changes_call_begin(RedisModuleCtx *ctx, RedisModuleString *keyname, sqlite3
     cur.db = db;
     cur.g = g;
     cur.stream = aux_key_name(ctx, keyname, KVSQL_AUX_CHANGES);
-    cur.n = cur.txn_start = cur.stmt_start = 0;
-    cur.failed = 0;
+    change_log_reset(&cur.log);
     sqlite3_preupdate_hook(db, on_preupdate, NULL);
 }
 
 void changes_call_end(void) {
     if (!cur.active) return;
     sqlite3_preupdate_hook(cur.db, NULL, NULL);
-    truncate_entries(0);
-    sqlite3_free(cur.e);
-    cur.e = NULL;
-    cur.cap = 0;
-    drop_savepoints(0);
-    sqlite3_free(cur.sp);
-    cur.sp = NULL;
-    cur.capsp = 0;
-    change_tables_forget(&cur.tables);
+    change_log_free(&cur.log);
     RedisModule_FreeString(NULL, cur.stream);
     cur.stream = NULL;
     cur.active = 0;
@@ -359,11 +154,59 @@ void changes_call_end(void) {
 
 /* ---- the write: XADD, propagated with the pages ---------------------------- */
 
+/* XADD stream [MAXLEN ~|= n] * version v field value ...; propagated. */
+static void xadd(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
+                 const char *version, const char *const *fv, int nfv) {
+    RedisModuleString *argv[8 + CHANGE_FIELDS_MAX];
+    int n = 0;
+    argv[n++] = stream;
+    if (maxlen[0]) {
+        argv[n++] = RedisModule_CreateString(ctx, "MAXLEN", 6);
+        argv[n++] = RedisModule_CreateString(ctx, trim, 1);
+        argv[n++] = RedisModule_CreateString(ctx, maxlen, strlen(maxlen));
+    }
+    argv[n++] = RedisModule_CreateString(ctx, "*", 1);
+    argv[n++] = RedisModule_CreateString(ctx, "version", 7);
+    argv[n++] = RedisModule_CreateString(ctx, version, strlen(version));
+    for (int i = 0; i < nfv && i < CHANGE_FIELDS_MAX; i++)
+        argv[n++] = RedisModule_CreateString(ctx, fv[i], strlen(fv[i]));
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "XADD", "!v", argv, (size_t)n);
+    if (r) RedisModule_FreeCallReply(r);
+    for (int i = 1; i < n; i++) RedisModule_FreeString(ctx, argv[i]);
+}
+
+/* A marker entry: version, op (on, off, commit). */
+static void change_xadd_marker(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
+                               const char *version, const char *op) {
+    const char *fv[] = {"op", op};
+    xadd(ctx, stream, maxlen, trim, version, fv, 2);
+}
+
+static void change_xadd_entry(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
+                              const char *version, const change_entry *e) {
+    const char *fv[CHANGE_FIELDS_MAX];
+    xadd(ctx, stream, maxlen, trim, version, fv, change_entry_fields(e, fv));
+}
+
 static int stream_usable(RedisModuleCtx *ctx, RedisModuleString *stream) {
     RedisModuleKey *key = RedisModule_OpenKey(ctx, stream, REDISMODULE_READ | REDISMODULE_OPEN_KEY_NOTOUCH);
     int type = key ? RedisModule_KeyType(key) : REDISMODULE_KEYTYPE_EMPTY;
     if (key) RedisModule_CloseKey(key);
     return type == REDISMODULE_KEYTYPE_EMPTY || type == REDISMODULE_KEYTYPE_STREAM;
+}
+
+size_t changes_bytes(void) {
+    if (!cur.active) return 0;
+    size_t key;
+    RedisModule_StringPtrLen(cur.stream, &key);
+    size_t bytes = 96 + key; /* a commit entry */
+    for (size_t i = 0; i < cur.log.n; i++) {
+        const char *fv[CHANGE_FIELDS_MAX];
+        int n = change_entry_fields(&cur.log.e[i], fv);
+        bytes += 96 + key; /* XADD, the key, MAXLEN, the id, the version */
+        for (int j = 0; j < n; j++) bytes += strlen(fv[j]) + 16;
+    }
+    return bytes;
 }
 
 int changes_check_write(RedisModuleCtx *ctx, char *err, size_t errlen) {
@@ -389,11 +232,11 @@ void changes_write(RedisModuleCtx *ctx, RedisModuleString *version_key) {
     if (!cur.active) return;
     char version[24];
     read_counter(ctx, version_key, version);
-    if (cur.n == 0) { /* pages changed, no row did (PRAGMA user_version, ANALYZE, ...) */
+    if (cur.log.n == 0) { /* pages changed, no row did (PRAGMA user_version, ANALYZE, ...) */
         change_xadd_marker(ctx, cur.stream, cur.maxlen, cur.trim, version, "commit");
         return;
     }
-    for (size_t i = 0; i < cur.n; i++) change_xadd_entry(ctx, cur.stream, cur.maxlen, cur.trim, version, &cur.e[i]);
+    for (size_t i = 0; i < cur.log.n; i++) change_xadd_entry(ctx, cur.stream, cur.maxlen, cur.trim, version, &cur.log.e[i]);
 }
 
 /* ---- SQL.CHANGES ---------------------------------------------------------------- */

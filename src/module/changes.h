@@ -31,6 +31,9 @@ int changes_stmt_end(sqlite3_stmt *stmt, char *err, size_t errlen);
  * entries. */
 void changes_call_end(void);
 
+/* store_keyspace.c: about how many bytes the call's entries add to the
+ * replication stream (its check of commits too big for the replicas). */
+size_t changes_bytes(void);
 /* store_keyspace.c, in the end-of-call write. Before anything is written:
  * checks that the stream can take the entries; 0, or -1 with err set. */
 int changes_check_write(RedisModuleCtx *ctx, char *err, size_t errlen);

@@ -7,16 +7,27 @@
  * any error nothing is written and the reply is the error: so a call is one
  * transaction, whatever BEGIN/COMMIT it contains. The reply is the last
  * statement's result (docs/COMMANDS.md), in the format the call's options
- * ask for (result.c); an error's first word names its class. */
+ * ask for (result.c); an error's first word names its class.
+ *
+ * A call that runs past kvsql.offload-after-us on the main thread stops,
+ * rolls back and starts again on a worker thread (worker.c), on a snapshot
+ * of its database (snapshot.h), while its client waits blocked and Redis
+ * serves everyone else; its reply, and a writing call's write, happen back
+ * on the main thread (docs/COMMANDS.md, "Long calls"). */
 #include "exec.h"
 
 #include "budget.h"
+#include "call.h"
 #include "cache.h"
 #include "changes.h"
 #include "kvsql.h"
+#include "protocol.h"
 #include "result.h"
+#include "snapshot.h"
 #include "store_keyspace.h"
+#include "store_snapshot.h"
 #include "utf8.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -26,24 +37,16 @@
 #include <string.h>
 #include <strings.h>
 
-typedef struct call {
-    RedisModuleCtx *ctx;
-    conn *c;
-    RedisModuleString **args;
-    int nargs;            /* values: with NAMED, the number of name/value pairs */
-    int readonly;
-    options opt;
-    unsigned char *used;  /* NAMED: which pairs bound a parameter (nargs bytes) */
-    int max_params;       /* most parameters of any statement */
-    int has_rows;         /* the last statement returns columns */
-    long long changes;    /* rows changed by the last statement (its result rows go to `rows`) */
-    char err[1024];
-} call;
 
-/* The rows of the last statement; reused by every call. */
-static result rows;
+
+/* The rows of the last statement of a call on the main thread; reused by
+ * every call. */
+static result main_rows;
 
 static exec_stats stats;
+#define COUNT(field) __atomic_fetch_add(&stats.field, 1, __ATOMIC_RELAXED)
+
+long long exec_offload_after_us = 1000;
 
 exec_stats exec_get_stats(void) {
     return stats;
@@ -243,7 +246,8 @@ static int check_unused(call *k) {
 int cmd_sql_kill(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     (void)argv;
     if (argc != 1) return RedisModule_WrongArity(ctx);
-    if (!budget_kill()) return RedisModule_ReplyWithError(ctx, "NOTBUSY No SQL is running.");
+    int main_call = budget_kill(); /* the call on the main thread, else every worker's */
+    if (!main_call && !workers_kill_all()) return RedisModule_ReplyWithError(ctx, "NOTBUSY No SQL is running.");
     return RedisModule_ReplyWithSimpleString(ctx, "OK");
 }
 
@@ -266,9 +270,9 @@ const char *exec_code_name(int code) {
  * or SQLITE_NOMEM (memory), the words budget.c's. */
 static void set_stop_error(call *k, const char *reason) {
     int kind = budget_stop_kind(), code = kind == STOP_MEMORY ? SQLITE_NOMEM : SQLITE_INTERRUPT;
-    if (kind == STOP_KILL) stats.kills++;
-    else if (kind == STOP_TIME) stats.timeouts++;
-    else stats.memory_stops++;
+    if (kind == STOP_KILL) COUNT(kills);
+    else if (kind == STOP_TIME) COUNT(timeouts);
+    else COUNT(memory_stops);
     snprintf(k->err, sizeof(k->err), "SQLITE_%s %s", code_names[code], reason);
 }
 
@@ -292,8 +296,7 @@ static void set_sqlite_error(call *k, int rc) {
         snprintf(k->err, sizeof(k->err), "SQLITE_%s %s", cls, msg);
 }
 
-/* Replies an error and counts it by its first word. */
-static int reply_error(RedisModuleCtx *ctx, const char *err) {
+int call_reply_error(RedisModuleCtx *ctx, const char *err) {
     size_t word = strcspn(err, " ");
     if (word > 7 && strncmp(err, "SQLITE_", 7) == 0) {
         for (int i = 1; i < NCODES; i++)
@@ -316,10 +319,10 @@ static int run_stmt(call *k, sqlite3_stmt *stmt) {
     int rc = bind_args(k, stmt);
     if (rc != SQLITE_OK) return rc;
     k->has_rows = sqlite3_column_count(stmt) > 0;
-    if (k->has_rows && (rc = result_begin(&rows, stmt)) != SQLITE_OK) return rc;
+    if (k->has_rows && (rc = result_begin(k->rows, stmt)) != SQLITE_OK) return rc;
     sqlite3_int64 before = sqlite3_total_changes64(k->c->db);
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (k->has_rows && (rc = result_add_row(&rows, stmt)) != SQLITE_OK) return rc;
+        if (k->has_rows && (rc = result_add_row(k->rows, stmt)) != SQLITE_OK) return rc;
     }
     if (rc != SQLITE_DONE) return rc;
     /* DDL leaves sqlite3_changes() as the last DML set it: report 0. */
@@ -335,9 +338,10 @@ static int run_all(call *k, const char *sql, size_t len) {
         int rc = cache_prepare(k->c, sql, (size_t)(end - sql), &stmt, &tail);
         if (rc != SQLITE_OK) return rc;
         if (stmt) {
-            rc = changes_stmt_begin(stmt, k->err, sizeof(k->err));
+            int capture = k->ctx != NULL; /* a worker's call never captures (offload_call) */
+            if (capture) rc = changes_stmt_begin(stmt, k->err, sizeof(k->err));
             if (rc == SQLITE_OK) rc = run_stmt(k, stmt);
-            if (rc == SQLITE_OK) rc = changes_stmt_end(stmt, k->err, sizeof(k->err));
+            if (rc == SQLITE_OK && capture) rc = changes_stmt_end(stmt, k->err, sizeof(k->err));
             cache_finish_stmt(k->c, stmt);
             if (rc != SQLITE_OK) return rc;
         }
@@ -360,9 +364,9 @@ static int close_transaction(call *k, int ok) {
     return 0;
 }
 
-static void reply(call *k, int ok) {
-    if (!ok) reply_error(k->ctx, k->err);
-    else if (k->has_rows) result_reply(&rows, k->ctx, k->opt.format);
+void call_reply(call *k, int ok) {
+    if (!ok) call_reply_error(k->ctx, k->err);
+    else if (k->has_rows) result_reply(k->rows, k->ctx, k->opt.format);
     else RedisModule_ReplyWithLongLong(k->ctx, k->changes);
 }
 
@@ -385,19 +389,19 @@ static int refuse_text(const char *text, size_t len, char *err, size_t errlen) {
     return 0;
 }
 
-/* Runs the call's SQL on its connection, within its budget; then puts
- * back what the SQL changed of the connection. Returns non-zero when all
- * went well. */
-static int run_within_budget(call *k, const char *text, size_t len) {
+int call_run(call *k, const char *text, size_t len) {
     sqlite3 *db = k->c->db;
-    budget_begin(k->ctx, db);
+    if (k->ctx) budget_begin(k->ctx, db, k->offload_us);
+    else budget_begin_worker(db, k->killed, k->started_ms);
     guard_call_begin(db, &k->c->g);
     int rc = cache_apply_settings(k->c);
     if (rc == SQLITE_OK) rc = run_all(k, text, len);
-    if (rc == SQLITE_OK && budget_stop_reason()) rc = SQLITE_NOMEM; /* SQLite got by with less, but stop */
-    if (rc != SQLITE_OK) set_sqlite_error(k, rc);
+    if (k->c->g.temp_written) k->c->has_temp = 1;
+    k->offloaded = budget_stop_kind() == STOP_OFFLOAD; /* not an error: it goes on elsewhere */
+    if (rc == SQLITE_OK && budget_stop_reason() && !k->offloaded) rc = SQLITE_NOMEM; /* got by with less, but stop */
+    if (rc != SQLITE_OK && !k->offloaded) set_sqlite_error(k, rc);
     int ok = close_transaction(k, rc == SQLITE_OK);
-    if (budget_stop_reason()) k->c->stale = 1; /* SQLite ran out of memory or time: start afresh */
+    if (budget_stop_reason() && !k->offloaded) k->c->stale = 1; /* out of memory or time: start afresh */
     budget_end(db);
     if (guard_call_end(db, &k->c->g, cache_page_cache_kb * 1024)) k->c->stale = 1;
     return ok;
@@ -419,15 +423,46 @@ static int refuse_args(const options *o, int nargs, int *nvalues, char *err, siz
     return 0;
 }
 
-/* Runs a call whose key is open: the SQL, then the flush and the reply. */
+/* How long a call may run on the main thread before it moves to a worker
+ * (0: it never moves): never inside MULTI or a script, which must stay
+ * atomic and synchronous, nor for a client that cannot block. */
+static long long offload_after(RedisModuleCtx *ctx) {
+    if (exec_offload_after_us <= 0 || worker_threads <= 0) return 0;
+    const int stay = REDISMODULE_CTX_FLAGS_LUA | REDISMODULE_CTX_FLAGS_MULTI | REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
+    return RedisModule_GetContextFlags(ctx) & stay ? 0 : exec_offload_after_us;
+}
+
+static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key, const char *text, size_t len);
+
+/* A call stopped to move (nothing written): hands it to a worker, or, when
+ * it cannot move, runs it again here to its end. */
+static void move_or_rerun(call *k, RedisModuleString *keyname, RedisModuleKey *key, const char *text, size_t len) {
+    uint32_t npages = keyspace_store_npages(k->c->store);
+    uint32_t psz = (uint32_t)keyspace_store_page_size(k->c->store);
+    int temp = k->c->has_temp; /* TEMP objects live only in this connection */
+    result_reset(k->rows);
+    cache_release(k->c);
+    k->c = NULL;
+    if (!temp && offload_call(k, keyname, npages, psz)) return;
+    k->offload_us = 0;
+    k->offloaded = k->has_rows = k->max_params = 0;
+    k->changes = 0;
+    k->err[0] = 0;
+    if (k->used) memset(k->used, 0, (size_t)k->nargs);
+    run_on_key(k, keyname, key, text, len);
+}
+
+/* Runs a call whose key is open: the SQL, then the flush and the reply;
+ * or, once it has run long, moves it to a worker. */
 static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key, const char *text, size_t len) {
     k->c = cache_acquire(k->ctx, keyname, key, k->readonly, k->err, sizeof(k->err));
     if (!k->c) {
-        reply_error(k->ctx, k->err);
+        call_reply_error(k->ctx, k->err);
         return;
     }
     if (!k->readonly) changes_call_begin(k->ctx, keyname, k->c->db, &k->c->g); /* capture: if on for the key */
-    int ok = run_within_budget(k, text, len);
+    if (k->c->has_temp) k->offload_us = 0;
+    int ok = call_run(k, text, len);
     if (ok) ok = keyspace_store_flush(k->c->store, k->err, sizeof(k->err)) == 0; /* refused: nothing written */
     if (!ok && keyspace_store_has_pending(k->c->store)) {
         /* SQLite's cache holds commits that will never reach the hash. */
@@ -435,32 +470,53 @@ static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key,
         k->c->stale = 1;
     }
     changes_call_end();
-    reply(k, ok);
-    result_reset(&rows);
+    if (k->offloaded) {
+        move_or_rerun(k, keyname, key, text, len);
+        return;
+    }
+    call_reply(k, ok);
+    result_reset(k->rows);
     cache_release(k->c);
 }
 
-/* argv: [options...] sql [arg ...] */
+/* A write while a worker writes the same database: refused (err set,
+ * non-zero), as the two would overwrite each other. */
+static int refuse_second_writer(RedisModuleCtx *ctx, RedisModuleString *keyname, char *err, size_t errlen) {
+    if (!snapshots_live()) return 0;
+    size_t len;
+    const char *key = RedisModule_StringPtrLen(keyname, &len);
+    if (!snapshots_writing(RedisModule_GetSelectedDb(ctx), key, len)) return 0;
+    snprintf(err, errlen, "SQLITE_BUSY database is locked: a long write to it runs on a worker thread (retry)");
+    return 1;
+}
+
+/* argv: [options...] sql [arg ...]; may_move: the call may move to a
+ * worker thread when it runs long. */
 static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString **argv, int argc,
-                       int readonly) {
+                       int readonly, int may_move) {
     call k;
     memset(&k, 0, sizeof(k));
     int nopt = parse_options(argv, argc, &k.opt, k.err, sizeof(k.err));
-    if (nopt < 0) return reply_error(ctx, k.err);
+    if (nopt < 0) return call_reply_error(ctx, k.err);
     size_t len;
     const char *text = RedisModule_StringPtrLen(argv[nopt], &len);
     k.ctx = ctx;
+    k.rows = &main_rows;
+    k.argv = argv;
+    k.argc = argc;
     k.args = argv + nopt + 1;
+    k.nraw = argc - nopt - 1;
     k.readonly = readonly;
-    if (refuse_text(text, len, k.err, sizeof(k.err)) ||
-        refuse_args(&k.opt, argc - nopt - 1, &k.nargs, k.err, sizeof(k.err)))
-        return reply_error(ctx, k.err);
+    k.offload_us = may_move ? offload_after(ctx) : 0;
+    if (refuse_text(text, len, k.err, sizeof(k.err)) || refuse_args(&k.opt, k.nraw, &k.nargs, k.err, sizeof(k.err)) ||
+        (!readonly && refuse_second_writer(ctx, keyname, k.err, sizeof(k.err))))
+        return call_reply_error(ctx, k.err);
     RedisModuleKey *key = RedisModule_OpenKey(ctx, keyname, readonly ? REDISMODULE_READ
                                                                       : REDISMODULE_READ | REDISMODULE_WRITE);
     int type = RedisModule_KeyType(key);
     if (type != REDISMODULE_KEYTYPE_EMPTY && type != REDISMODULE_KEYTYPE_HASH) {
         if (key) RedisModule_CloseKey(key);
-        return reply_error(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+        return call_reply_error(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
     }
     if (k.opt.named && k.nargs) { /* not on the hot path: NAMED only */
         k.used = RedisModule_Alloc((size_t)k.nargs);
@@ -472,23 +528,28 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
     return REDISMODULE_OK;
 }
 
+void exec_run_here(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString **argv, int argc,
+                   int readonly) {
+    run_command(ctx, keyname, argv, argc, readonly, 0);
+}
+
 int cmd_sql(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     if (argc < 2) return RedisModule_WrongArity(ctx);
     if (RedisModule_GetContextFlags(ctx) & REDISMODULE_CTX_FLAGS_CLUSTER)
-        return reply_error(ctx, "ERR SQL works on the fixed key " DEFAULT_DB_KEY
+        return call_reply_error(ctx, "ERR SQL works on the fixed key " DEFAULT_DB_KEY
                                 ", which Redis Cluster cannot route: use SQL.EXEC <key> <sql>");
     RedisModuleString *keyname = RedisModule_CreateString(ctx, DEFAULT_DB_KEY, strlen(DEFAULT_DB_KEY));
-    int r = run_command(ctx, keyname, argv + 1, argc - 1, 0);
+    int r = run_command(ctx, keyname, argv + 1, argc - 1, 0, 1);
     RedisModule_FreeString(ctx, keyname);
     return r;
 }
 
 int cmd_sql_exec(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     if (argc < 3) return RedisModule_WrongArity(ctx);
-    return run_command(ctx, argv[1], argv + 2, argc - 2, 0);
+    return run_command(ctx, argv[1], argv + 2, argc - 2, 0, 1);
 }
 
 int cmd_sql_query(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     if (argc < 3) return RedisModule_WrongArity(ctx);
-    return run_command(ctx, argv[1], argv + 2, argc - 2, 1);
+    return run_command(ctx, argv[1], argv + 2, argc - 2, 1, 1);
 }

@@ -26,6 +26,20 @@ typedef struct exec_stats {
 } exec_stats;
 
 exec_stats exec_get_stats(void);
+
+/* What INFO kvsql shows of calls moved to worker threads (offload.c). */
+typedef struct offload_stats {
+    long long calls;       /* calls moved off the main thread */
+    long long restarts;    /* runs started again on a new snapshot */
+    long long locked_runs; /* runs that held Redis's lock throughout (after SNAPSHOT_TRIES restarts) */
+    long long conflicts;   /* writes refused: the database changed under them */
+    long long run_here;    /* calls sent back to the main thread: they wrote TEMP objects */
+} offload_stats;
+offload_stats offload_get_stats(void);
+
+/* kvsql.offload-after-us (module.c registers it): how long a call runs on
+ * the main thread before it moves to a worker thread; 0: never. */
+extern long long exec_offload_after_us;
 /* SQLite's name of a primary result code ("CONSTRAINT"), or NULL. */
 const char *exec_code_name(int code);
 

@@ -111,7 +111,10 @@ static int authorize_pragma(guard *g, const char *name, const char *value, const
 }
 
 static int note_temp(guard *g, const char *db) {
-    if (db && strcasecmp(db, "temp") == 0) g->temp_written = 1;
+    if (db && strcasecmp(db, "temp") == 0) {
+        g->temp_written = 1;
+        g->temp_notes++;
+    }
     return SQLITE_OK;
 }
 

@@ -23,6 +23,7 @@ typedef struct guard {
     int must_close;   /* the call made state only closing undoes (ATTACH,
                        * per-database settings) */
     int temp_written; /* the call created or changed TEMP objects */
+    unsigned temp_notes; /* statements prepared that write TEMP objects (never reset) */
     int trusted;      /* kvsql's own SQL runs: allow it, note nothing */
     int (*tick)(void); /* if set, called now and then while preparing: non-zero stops */
     sqlite3_int64 changes_at_begin; /* sqlite3_total_changes64() when the call began */

@@ -13,7 +13,9 @@
 #include "exec.h"
 #include "guard.h"
 #include "kvsql.h"
+#include "snapshot.h"
 #include "store_keyspace.h"
+#include "worker.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -31,7 +33,8 @@ static int setup_sqlite(void) {
     /* No bulk page allocation per connection: SQLite would take 20 pages
      * (86 KB) at a connection's first read, even for a 2-page database. */
     if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_PAGECACHE, NULL, 0, 0);
-    /* Only Redis's main thread uses SQLite here: no connection mutexes. */
+    /* Each connection is used by one thread at a time (the main thread, or
+     * one worker for one call): no connection mutexes. */
     if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
     /* No URI file names: "file:...?vfs=unix" must not reach the host. */
     if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_URI, 0);
@@ -44,22 +47,30 @@ static int setup_sqlite(void) {
 
 /* A hash-class event changed fields of the hash in place: its connection
  * stays and takes a new snapshot (cache.h). Any other event replaced or
- * removed the key: its connection goes. */
+ * removed the key: its connection goes. Either way a worker's snapshot of
+ * it is no longer exact: the worker starts again, and fails if the key is
+ * gone (offload.c). Our own writes keep what workers need before they
+ * write (snapshot.h). */
 static int on_key_event(RedisModuleCtx *ctx, int type, const char *event, RedisModuleString *key) {
     (void)event;
-    if (keyspace_store_flushing() || cache_is_empty()) return REDISMODULE_OK; /* our own write, or none cached */
+    if (keyspace_store_flushing()) return REDISMODULE_OK;
+    int hash = type == REDISMODULE_NOTIFY_HASH, live = snapshots_live();
+    if (cache_is_empty() && !live) return REDISMODULE_OK;
     size_t len;
     const char *k = RedisModule_StringPtrLen(key, &len);
-    if (type == REDISMODULE_NOTIFY_HASH) cache_key_changed(RedisModule_GetSelectedDb(ctx), k, len);
-    else cache_forget_key(RedisModule_GetSelectedDb(ctx), k, len);
+    int db = RedisModule_GetSelectedDb(ctx);
+    if (live) snapshots_key_changed(db, k, len, SNAPSHOT_CHANGED);
+    if (hash) cache_key_changed(db, k, len);
+    else cache_forget_key(db, k, len);
     return REDISMODULE_OK;
 }
 
 static void on_flush(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, void *data) {
     (void)ctx;
     (void)e;
-    if (sub == REDISMODULE_SUBEVENT_FLUSHDB_END) /* fired at the start and at the end: act once */
-        cache_forget_db(((RedisModuleFlushInfo *)data)->dbnum);
+    if (sub != REDISMODULE_SUBEVENT_FLUSHDB_END) return; /* fired at the start and at the end: act once */
+    cache_forget_db(((RedisModuleFlushInfo *)data)->dbnum);
+    snapshots_db_gone(((RedisModuleFlushInfo *)data)->dbnum);
 }
 
 static void on_swapdb(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, void *data) {
@@ -69,6 +80,8 @@ static void on_swapdb(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, voi
     RedisModuleSwapDbInfo *info = data;
     cache_forget_db(info->dbnum_first);
     cache_forget_db(info->dbnum_second);
+    snapshots_db_gone(info->dbnum_first);
+    snapshots_db_gone(info->dbnum_second);
 }
 
 /* Loading an RDB/AOF, a full resync, a role change: start afresh.
@@ -79,6 +92,13 @@ static void on_dataset_change(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t 
     (void)sub;
     (void)data;
     cache_forget_all();
+    snapshots_db_gone(-1);
+}
+
+/* At shutdown: no worker may still be inside SQLite when the process ends. */
+static void on_shutdown(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, void *data) {
+    workers_shutdown();
+    on_dataset_change(ctx, e, sub, data);
 }
 
 /* Once a second: Redis drops the keys of a cluster slot it lost without
@@ -104,7 +124,7 @@ static int subscribe(RedisModuleCtx *ctx) {
         RedisModule_SubscribeToServerEvent(ctx, swapdb, on_swapdb) != REDISMODULE_OK ||
         RedisModule_SubscribeToServerEvent(ctx, loading, on_dataset_change) != REDISMODULE_OK ||
         RedisModule_SubscribeToServerEvent(ctx, role, on_dataset_change) != REDISMODULE_OK ||
-        RedisModule_SubscribeToServerEvent(ctx, shutdown, on_dataset_change) != REDISMODULE_OK)
+        RedisModule_SubscribeToServerEvent(ctx, shutdown, on_shutdown) != REDISMODULE_OK)
         return REDISMODULE_ERR;
     RedisModule_CreateTimer(ctx, 1000, on_sweep_timer, NULL);
     return REDISMODULE_OK;
@@ -123,6 +143,7 @@ static int set_numeric(const char *name, long long val, void *priv, RedisModuleS
     (void)err;
     *(long long *)priv = val;
     if (strcmp(name, "max-connections") == 0) cache_set_max(val);
+    else if (strcmp(name, "worker-threads") == 0) workers_config_changed();
     else cache_settings_changed(); /* connections take it at their next call */
     return REDISMODULE_OK;
 }
@@ -137,7 +158,9 @@ static int register_configs(RedisModuleCtx *ctx) {
         numeric_config(ctx, "page-cache-kb", &cache_page_cache_kb, 16, 16777216) != REDISMODULE_OK ||
         numeric_config(ctx, "query-timeout-ms", &budget_timeout_ms, 0, 86400000) != REDISMODULE_OK ||
         numeric_config(ctx, "call-memory-kb", &budget_call_memory_kb, 0, 1LL << 32) != REDISMODULE_OK ||
-        numeric_config(ctx, "max-sql-kb", &cache_max_sql_kb, 1, 1000000) != REDISMODULE_OK)
+        numeric_config(ctx, "max-sql-kb", &cache_max_sql_kb, 1, 1000000) != REDISMODULE_OK ||
+        numeric_config(ctx, "worker-threads", &worker_threads, 0, 64) != REDISMODULE_OK ||
+        numeric_config(ctx, "offload-after-us", &exec_offload_after_us, 0, 1000000000) != REDISMODULE_OK)
         return REDISMODULE_ERR;
     return RedisModule_LoadConfigs(ctx);
 }
@@ -160,6 +183,20 @@ static void info_errors(RedisModuleInfoCtx *ctx, const exec_stats *es) {
     RedisModule_InfoAddFieldLongLong(ctx, "errors_other", es->errors_other);
 }
 
+/* Worker threads and the calls moved to them. */
+static void info_workers(RedisModuleInfoCtx *ctx) {
+    worker_stats ws = workers_get_stats();
+    offload_stats os = offload_get_stats();
+    RedisModule_InfoAddFieldLongLong(ctx, "worker_threads", ws.threads);
+    RedisModule_InfoAddFieldLongLong(ctx, "worker_calls_running", ws.running);
+    RedisModule_InfoAddFieldLongLong(ctx, "worker_calls_queued", ws.queued);
+    RedisModule_InfoAddFieldLongLong(ctx, "offloaded_calls", os.calls);
+    RedisModule_InfoAddFieldLongLong(ctx, "offload_restarts", os.restarts);
+    RedisModule_InfoAddFieldLongLong(ctx, "offload_locked_runs", os.locked_runs);
+    RedisModule_InfoAddFieldLongLong(ctx, "offload_conflicts", os.conflicts);
+    RedisModule_InfoAddFieldLongLong(ctx, "offload_run_here", os.run_here);
+}
+
 static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {
     (void)for_crash_report;
     cache_stats st = cache_get_stats();
@@ -177,6 +214,7 @@ static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {
     RedisModule_InfoAddFieldLongLong(ctx, "timeouts", es.timeouts);
     RedisModule_InfoAddFieldLongLong(ctx, "kills", es.kills);
     RedisModule_InfoAddFieldLongLong(ctx, "memory_stops", es.memory_stops);
+    info_workers(ctx);
     info_errors(ctx, &es);
 }
 

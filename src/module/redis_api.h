@@ -292,12 +292,31 @@ struct RedisModuleCommandArg {
 #define REDIS_API_CHANGES_ENTRIES(X) \
     X(long long, CallReplyInteger, (RedisModuleCallReply * reply))
 
+/* ---- SQL off the main thread (worker.c, exec.c): blocked clients and
+ * thread-safe contexts. */
+#define REDISMODULE_CTX_FLAGS_DENY_BLOCKING (1 << 21)
+
+typedef struct RedisModuleBlockedClient RedisModuleBlockedClient;
+typedef void (*RedisModuleFreePrivDataFunc)(RedisModuleCtx *ctx, void *privdata);
+
+#define REDIS_API_WORKER_ENTRIES(X)                                                                  \
+    X(RedisModuleBlockedClient *, BlockClient, (RedisModuleCtx * ctx, RedisModuleCmdFunc reply_callback, \
+                                                RedisModuleCmdFunc timeout_callback,                  \
+                                                RedisModuleFreePrivDataFunc free_privdata, long long timeout_ms)) \
+    X(int, UnblockClient, (RedisModuleBlockedClient * bc, void *privdata))                           \
+    X(void *, GetBlockedClientPrivateData, (RedisModuleCtx * ctx))                                   \
+    X(RedisModuleCtx *, GetDetachedThreadSafeContext, (RedisModuleCtx * ctx))                        \
+    X(void, FreeThreadSafeContext, (RedisModuleCtx * ctx))                                           \
+    X(void, ThreadSafeContextLock, (RedisModuleCtx * ctx))                                           \
+    X(void, ThreadSafeContextUnlock, (RedisModuleCtx * ctx))
+
 #define REDIS_API_DECLARE(ret, name, params) extern ret(*RedisModule_##name) params;
 REDIS_API_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_PROTOCOL_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_OPTIONAL_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_REPLY_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_CHANGES_ENTRIES(REDIS_API_DECLARE)
+REDIS_API_WORKER_ENTRIES(REDIS_API_DECLARE)
 #undef REDIS_API_DECLARE
 
 /* Resolves every entry above and registers the module name. On failure

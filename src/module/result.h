@@ -27,14 +27,12 @@ typedef struct result {
 
 /* Empties r for the next statement, keeping its buffers (up to a bound). */
 void result_reset(result *r);
+/* Frees r's buffers (a result that is not reused: a worker's call). */
+void result_free(result *r);
 /* Takes the column names and declared types of a prepared statement. */
 int result_begin(result *r, sqlite3_stmt *stmt);
 /* Appends the current row of stmt. Returns SQLITE_OK or SQLITE_NOMEM. */
 int result_add_row(result *r, sqlite3_stmt *stmt);
-/* The shortest decimal that reads back as exactly v, never looking like
- * an integer ("100.0"), or Inf/-Inf: a REAL as the TYPED reply writes it
- * (change_entry.c writes the stream's the same way). */
-void result_real_text(double v, char out[40]);
 /* Reply formats (docs/COMMANDS.md), or'ed; 0 is the default reply. */
 #define RESULT_TYPED 1 /* each value as [type, text] */
 #define RESULT_MAP 2   /* each row as a map: column name -> value */

@@ -16,6 +16,7 @@
 #include "format.h"
 #include "pagemap.h"
 #include "protocol.h"
+#include "snapshot.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -32,6 +33,8 @@ typedef struct keyspace_store {
     uint32_t known_hlen;       /* HLEN of the hash when this store last saw it */
     uint32_t generation;       /* moves when the hash changed behind the store */
     pagemap pending;           /* pages committed by SQLite in this command */
+    RedisModuleString **values; /* or NULL: per slot of `pending`, its page as a string made
+                                 * beforehand (keyspace_store_adopt), so the write does not copy it */
     int has_pending;
     uint32_t pending_npages;
     uint32_t pending_page_size;
@@ -177,8 +180,11 @@ static const char *ks_errmsg(kvsql_store *s) {
     return ((keyspace_store *)s)->err;
 }
 
+static void free_values(keyspace_store *k);
+
 static void ks_destroy(kvsql_store *s) {
     keyspace_store *k = (keyspace_store *)s;
+    free_values(k);
     pagemap_clear(&k->pending);
     aux_keys_free(&k->aux);
     sqlite3_free(k);
@@ -250,12 +256,38 @@ int keyspace_store_page_size(kvsql_store *s) {
     return (int)((keyspace_store *)s)->page_size;
 }
 
+uint32_t keyspace_store_npages(kvsql_store *s) {
+    return stored_npages((keyspace_store *)s);
+}
+
+static void free_values(keyspace_store *k) {
+    if (!k->values) return;
+    for (size_t i = 0; i < k->pending.cap; i++)
+        if (k->values[i]) RedisModule_FreeString(NULL, k->values[i]);
+    RedisModule_Free(k->values);
+    k->values = NULL;
+}
+
+void keyspace_store_adopt(kvsql_store *s, pagemap *pages, RedisModuleString **values, uint32_t npages,
+                          uint32_t page_size) {
+    keyspace_store *k = (keyspace_store *)s;
+    free_values(k);
+    pagemap_clear(&k->pending);
+    k->pending = *pages;
+    k->values = values;
+    pagemap_init(pages);
+    k->has_pending = 1;
+    k->pending_npages = npages;
+    k->pending_page_size = page_size;
+}
+
 int keyspace_store_has_pending(kvsql_store *s) {
     return ((keyspace_store *)s)->has_pending;
 }
 
 void keyspace_store_discard(kvsql_store *s) {
     keyspace_store *k = (keyspace_store *)s;
+    free_values(k);
     pagemap_reset(&k->pending);
     k->has_pending = 0;
 }
@@ -279,6 +311,7 @@ static int page1_unchanged(keyspace_store *k, const unsigned char *page, uint32_
 typedef struct change {
     uint32_t index;
     const void *page;
+    RedisModuleString **value; /* the page as a string made beforehand, or NULL */
 } change;
 
 /* The pending pages to write, into out. SQLite hands the VFS only pages it
@@ -292,7 +325,7 @@ static size_t changed_pages(keyspace_store *k, change *out) {
         pagemap_slot *sl = &k->pending.slots[i];
         if (!sl->page) continue;
         if (sl->index == 0 && page1_unchanged(k, sl->page, k->pending_page_size)) continue;
-        out[n++] = (change){sl->index, sl->page};
+        out[n++] = (change){sl->index, sl->page, k->values && k->values[i] ? &k->values[i] : NULL};
     }
     return n;
 }
@@ -314,7 +347,8 @@ static size_t write_pages(keyspace_store *k, const change *c, size_t nc, RedisMo
     for (size_t i = 0; i < nc; i++) {
         char field[KVSQL_FIELD_MAX];
         RedisModuleString *f = RedisModule_CreateString(k->ctx, field, kvsql_field_name(field, c[i].index));
-        RedisModuleString *v = RedisModule_CreateString(k->ctx, c[i].page, k->pending_page_size);
+        RedisModuleString *v = c[i].value ? *c[i].value : RedisModule_CreateString(k->ctx, c[i].page, k->pending_page_size);
+        if (c[i].value) *c[i].value = NULL; /* now argv's, freed with it */
         RedisModule_HashSet(k->key, REDISMODULE_HASH_NONE, f, v, NULL);
         argv[n++] = f;
         argv[n++] = v;
@@ -336,6 +370,18 @@ static size_t delete_pages(keyspace_store *k, uint32_t old_npages, RedisModuleSt
 
 static void free_strings(keyspace_store *k, RedisModuleString **argv, size_t n) {
     for (size_t i = 0; i < n; i++) RedisModule_FreeString(k->ctx, argv[i]);
+}
+
+/* Worker threads reading this hash on a snapshot (snapshot.h) keep the
+ * pages this write overwrites or deletes (out of memory, they start
+ * again on a new snapshot; the write goes on). */
+static void preserve_for_snapshots(keyspace_store *k, const change *c, size_t nc, uint32_t old_npages) {
+    if (!snapshots_live()) return;
+    size_t ndel = old_npages > k->pending_npages ? old_npages - k->pending_npages : 0;
+    uint32_t *old = RedisModule_Alloc(sizeof(*old) * (nc + ndel + 1));
+    size_t nold = overwritten_pages(k, c, nc, old_npages, old);
+    snapshots_preserve(RedisModule_GetSelectedDb(k->ctx), k->keyname, k->key, old, nold);
+    RedisModule_Free(old);
 }
 
 /* Writes the changes to the hash and propagates them with the version's
@@ -384,7 +430,7 @@ static int prepare_write(keyspace_store *k, const change *c, size_t nc, uint32_t
 /* About how many bytes the write of nc pages and ndel deletions adds to
  * the replication stream: each field and page with RESP framing. */
 static size_t propagated_bytes(keyspace_store *k, size_t nc, size_t ndel) {
-    return nc * ((size_t)k->pending_page_size + 40) + ndel * 24 + 256;
+    return nc * ((size_t)k->pending_page_size + 40) + ndel * 24 + 256 + changes_bytes(); /* the row changes too */
 }
 
 /* How many replicas this server feeds, in any state (INFO's
@@ -459,7 +505,7 @@ int keyspace_store_flush(kvsql_store *s, char *err, size_t errlen) {
     size_t nc = changed_pages(k, c);
     if (fill_gap) {
         memset(zeros, 0, k->pending_page_size);
-        c[nc++] = (change){lb, zeros};
+        c[nc++] = (change){lb, zeros, NULL};
     }
     int rc = 0;
     if (nc || old_npages > k->pending_npages) {
@@ -470,6 +516,7 @@ int keyspace_store_flush(kvsql_store *s, char *err, size_t errlen) {
         rc = check_replication_room(k, nc, ndel, err, errlen);
         if (rc == 0) rc = changes_check_write(k->ctx, err, errlen); /* capture's stream can take the entries */
         if (rc == 0) rc = prepare_write(k, c, nc, old_npages, a, err, errlen);
+        if (rc == 0) preserve_for_snapshots(k, c, nc, old_npages);
         if (rc == 0) write_changes(k, c, nc, old_npages, a);
         if (rc == 0) changes_write(k->ctx, a->version); /* the row changes, in the same MULTI/EXEC */
         flushing = 0;

@@ -13,6 +13,7 @@
 #ifndef KVSQL_STORE_KEYSPACE_H
 #define KVSQL_STORE_KEYSPACE_H
 
+#include "pagemap.h"
 #include "redis_api.h"
 #include "store.h"
 
@@ -41,6 +42,17 @@ int keyspace_store_matches(kvsql_store *s, RedisModuleKey *key);
 void keyspace_store_changed(kvsql_store *s);
 /* The page size of the hash as last checked or written (0: empty). */
 int keyspace_store_page_size(kvsql_store *s);
+
+/* The length in pages of the attached hash (after keyspace_store_check). */
+uint32_t keyspace_store_npages(kvsql_store *s);
+/* Makes pages (moved out of *pages) the store's pending write, as if
+ * SQLite had committed them here: a worker's call (offload.c) is written
+ * by keyspace_store_flush like any other. values, if not NULL, holds per
+ * slot of the map the same page as a string (NULL for empty slots), made
+ * on the worker so that the main thread does not copy it; the store takes
+ * it and frees what the write does not use. */
+void keyspace_store_adopt(kvsql_store *s, pagemap *pages, RedisModuleString **values, uint32_t npages,
+                          uint32_t page_size);
 
 int keyspace_store_has_pending(kvsql_store *s);
 /* Writes the pending pages to the hash and propagates them, following the

@@ -1,15 +1,15 @@
 /* change_entry.h - one captured row change and how it is written to the
  * stream T:changes: values as typed JSON, named by the table's columns,
- * and the XADD of the entry's fields (docs/FORMAT.md, "The changes
- * stream"). Used only by changes.c, which decides what to capture and
- * when to write it. */
+ * and the entry's field/value list (docs/FORMAT.md, "The changes
+ * stream"). No Redis API: change_log.c keeps a transaction's entries for
+ * the module (module/changes.c writes them with XADD) and for the library
+ * (client/hooks.c; client/store_redis.c sends them in the commit script),
+ * so both write the same entries. */
 #ifndef KVSQL_CHANGE_ENTRY_H
 #define KVSQL_CHANGE_ENTRY_H
 
-#include "module/guard.h"
-#include "module/redis_api.h"
-
 #include <sqlite3.h>
+#include <stddef.h>
 
 enum { CHANGE_INSERT, CHANGE_UPDATE, CHANGE_DELETE, CHANGE_SCHEMA };
 
@@ -19,6 +19,7 @@ typedef struct change_entry {
     int op;
     char *table;
     sqlite3_int64 rowid;
+    int depth;               /* sqlite3_preupdate_depth: 0 made by the statement itself, more by triggers */
     int nraw;
     char **rawold, **rawnew; /* NULL when the operation has no such side */
     char *key, *newj, *oldj; /* resolved JSON */
@@ -34,7 +35,7 @@ typedef struct change_columns {
     int *real;        /* per column: REAL affinity (SQLite stores 100.0 as 100) */
 } change_columns;
 
-/* The columns of the tables a call's entries were resolved against. */
+/* The columns of the tables entries were resolved against. */
 typedef struct change_tables {
     change_columns *t;
     size_t n;
@@ -49,18 +50,18 @@ int change_entry_schema(change_entry *e, const char *sql);
 void change_entry_free(change_entry *e);
 
 /* Names e's values by its table's columns (looked up in tables, else read
- * from db with guard g letting the query past): sets key, newj and oldj.
- * 1 when resolved; 0 when the table no longer exists (e is freed); -1 out
- * of memory. */
-int change_entry_resolve(change_entry *e, change_tables *tables, sqlite3 *db, guard *g);
+ * from db; *trusted is set while kvsql's own query is prepared, so that
+ * the caller's authorizer lets it past; NULL when there is none): sets
+ * key, newj and oldj. 1 when resolved; 0 when the table no longer exists
+ * (e is freed); -1 out of memory. */
+int change_entry_resolve(change_entry *e, change_tables *tables, sqlite3 *db, int *trusted);
 void change_tables_forget(change_tables *tables);
 
-/* XADD stream [MAXLEN trim maxlen] * version v op op, propagated; maxlen ""
- * for no trimming. The marker entries: on, off, commit. */
-void change_xadd_marker(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
-                        const char *version, const char *op);
-/* The same with e's fields: table, key, new, old (or sql). */
-void change_xadd_entry(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
-                       const char *version, const change_entry *e);
+/* The fields of resolved entry e but its version, as field/value pairs in
+ * the stream's order: op, then table key new old, or sql. Returns how many
+ * strings it put in fv (they point into e). The version comes first in the
+ * stream; the writer adds it (it knows the commit's version). */
+#define CHANGE_FIELDS_MAX 10
+int change_entry_fields(const change_entry *e, const char *fv[CHANGE_FIELDS_MAX]);
 
 #endif

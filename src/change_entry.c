@@ -1,15 +1,18 @@
 /* change_entry.c - a captured row change and its encoding for the stream
  * T:changes; see change_entry.h and docs/FORMAT.md ("The changes stream").
  *
- * Called by changes.c only: from its preupdate hook (the values, each
- * already the typed JSON pair ["integer","1"]), after each statement (the
- * values named by column, PRAGMA table_xinfo) and at the end-of-call write
- * (one propagated XADD per entry). */
+ * Called by change_log.c, which keeps a transaction's entries for the
+ * module (module/changes.c) and the library (client/hooks.c): from SQLite's
+ * preupdate hook (the values, each already the typed JSON pair
+ * ["integer","1"]), then to name the values by column (PRAGMA
+ * table_xinfo), and by whoever writes the stream for the entry's
+ * field/value list. No Redis API: the module and the library write the
+ * same bytes. */
 /* Debian's libsqlite3 is built with it; the declarations need the macro. */
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include "change_entry.h"
 
-#include "module/result.h"
+#include "real_text.h"
 #include "utf8.h"
 
 #include <stdio.h>
@@ -101,7 +104,7 @@ static char *typed_json(sqlite3_value *v) {
     switch (v ? sqlite3_value_type(v) : SQLITE_NULL) {
     case SQLITE_INTEGER: sqlite3_str_appendf(out, "[\"integer\",\"%lld\"]", sqlite3_value_int64(v)); break;
     case SQLITE_FLOAT:
-        result_real_text(sqlite3_value_double(v), num);
+        kvsql_real_text(sqlite3_value_double(v), num);
         sqlite3_str_appendf(out, "[\"real\",\"%s\"]", num);
         break;
     case SQLITE_TEXT: text_json(out, v); break;
@@ -142,6 +145,7 @@ int change_entry_from_hook(change_entry *e, sqlite3 *db, int op, const char *tab
     e->op = op;
     e->rowid = rowid;
     e->nraw = sqlite3_preupdate_count(db);
+    e->depth = sqlite3_preupdate_depth(db);
     e->table = dup_str(table, strlen(table));
     if (with_old) e->rawold = take_values(db, e->nraw, 1);
     if (with_new) e->rawnew = take_values(db, e->nraw, 0);
@@ -158,11 +162,12 @@ int change_entry_schema(change_entry *e, const char *sql) {
 
 /* ---- columns ------------------------------------------------------------------ */
 
-/* Runs kvsql's own query past the guard. */
-static int prepare_trusted(sqlite3 *db, guard *g, const char *sql, sqlite3_stmt **st) {
-    g->trusted = 1;
+/* Prepares kvsql's own query with *trusted set (the caller's authorizer
+ * lets it past while set; NULL: no such flag). */
+static int prepare_trusted(sqlite3 *db, int *trusted, const char *sql, sqlite3_stmt **st) {
+    if (trusted) *trusted = 1;
     int rc = sqlite3_prepare_v2(db, sql, -1, st, NULL);
-    g->trusted = 0;
+    if (trusted) *trusted = 0;
     return rc;
 }
 
@@ -215,9 +220,9 @@ static int add_column(change_columns *c, sqlite3_stmt *st) {
     return c->names[c->ncols++] ? 0 : -1;
 }
 
-static int load_columns(change_columns *c, sqlite3 *db, guard *g) {
+static int load_columns(change_columns *c, sqlite3 *db, int *trusted) {
     sqlite3_stmt *st;
-    if (prepare_trusted(db, g, "SELECT name, hidden, pk, type FROM pragma_table_xinfo(?1, 'main')", &st) != SQLITE_OK)
+    if (prepare_trusted(db, trusted, "SELECT name, hidden, pk, type FROM pragma_table_xinfo(?1, 'main')", &st) != SQLITE_OK)
         return -1;
     sqlite3_bind_text(st, 1, c->table, -1, SQLITE_STATIC);
     int cap = 0, rc = 0;
@@ -228,7 +233,7 @@ static int load_columns(change_columns *c, sqlite3 *db, guard *g) {
     }
     sqlite3_finalize(st);
     if (rc || c->ncols == 0) return -1;
-    if (prepare_trusted(db, g, "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'", &st) != SQLITE_OK)
+    if (prepare_trusted(db, trusted, "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'", &st) != SQLITE_OK)
         return -1;
     sqlite3_bind_text(st, 1, c->table, -1, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW) c->without_rowid = sqlite3_column_int(st, 0);
@@ -238,7 +243,7 @@ static int load_columns(change_columns *c, sqlite3 *db, guard *g) {
 
 /* The columns of table, from tables or the schema; NULL when the table no
  * longer exists (or out of memory). */
-static change_columns *columns(change_tables *tables, sqlite3 *db, guard *g, const char *table) {
+static change_columns *columns(change_tables *tables, sqlite3 *db, int *trusted, const char *table) {
     for (size_t i = 0; i < tables->n; i++)
         if (strcmp(tables->t[i].table, table) == 0) return &tables->t[i];
     change_columns *t = sqlite3_realloc64(tables->t, sizeof(*t) * (tables->n + 1));
@@ -247,7 +252,7 @@ static change_columns *columns(change_tables *tables, sqlite3 *db, guard *g, con
     change_columns *c = &t[tables->n];
     memset(c, 0, sizeof(*c));
     c->table = dup_str(table, strlen(table));
-    if (!c->table || load_columns(c, db, g) != 0) {
+    if (!c->table || load_columns(c, db, trusted) != 0) {
         free_columns(c);
         return NULL;
     }
@@ -280,7 +285,7 @@ static char *side_json(const change_columns *c, char **raw, int nraw) {
         const char *v = at < nraw && raw[at] ? raw[at] : null_json;
         if (c->real[i] && strncmp(v, "[\"integer\",\"", 12) == 0) { /* stored as an integer, read as REAL */
             char num[40];
-            result_real_text((double)strtoll(v + 12, NULL, 10), num);
+            kvsql_real_text((double)strtoll(v + 12, NULL, 10), num);
             sqlite3_str_appendf(out, "[\"real\",\"%s\"]", num);
         } else sqlite3_str_appendall(out, v);
     }
@@ -315,9 +320,9 @@ static char *key_json(const change_columns *c, const change_entry *e) {
     return finish(out);
 }
 
-int change_entry_resolve(change_entry *e, change_tables *tables, sqlite3 *db, guard *g) {
+int change_entry_resolve(change_entry *e, change_tables *tables, sqlite3 *db, int *trusted) {
     if (e->op >= CHANGE_SCHEMA || e->key) return 1;
-    change_columns *c = columns(tables, db, g, e->table);
+    change_columns *c = columns(tables, db, trusted, e->table);
     if (!c) {
         change_entry_free(e);
         return 0;
@@ -332,43 +337,18 @@ int change_entry_resolve(change_entry *e, change_tables *tables, sqlite3 *db, gu
     return 1;
 }
 
-/* ---- the stream entry: XADD, propagated ---------------------------------------- */
+/* ---- the stream entry's fields ---------------------------------------------- */
 
-/* XADD stream [MAXLEN ~|= n] * field value ...; propagated. */
-static void xadd(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
-                 const char *const *fv, int nfv) {
-    RedisModuleString *argv[24];
+int change_entry_fields(const change_entry *e, const char *fv[CHANGE_FIELDS_MAX]) {
     int n = 0;
-    argv[n++] = stream;
-    if (maxlen[0]) {
-        argv[n++] = RedisModule_CreateString(ctx, "MAXLEN", 6);
-        argv[n++] = RedisModule_CreateString(ctx, trim, 1);
-        argv[n++] = RedisModule_CreateString(ctx, maxlen, strlen(maxlen));
-    }
-    argv[n++] = RedisModule_CreateString(ctx, "*", 1);
-    for (int i = 0; i < nfv && n < 24; i++) argv[n++] = RedisModule_CreateString(ctx, fv[i], strlen(fv[i]));
-    RedisModuleCallReply *r = RedisModule_Call(ctx, "XADD", "!v", argv, (size_t)n);
-    if (r) RedisModule_FreeCallReply(r);
-    for (int i = 1; i < n; i++) RedisModule_FreeString(ctx, argv[i]);
-}
-
-void change_xadd_marker(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
-                        const char *version, const char *op) {
-    const char *fv[] = {"version", version, "op", op};
-    xadd(ctx, stream, maxlen, trim, fv, 4);
-}
-
-void change_xadd_entry(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
-                       const char *version, const change_entry *e) {
-    const char *fv[12] = {"version", version, "op", op_names[e->op]};
-    int n = 4;
+    fv[n++] = "op", fv[n++] = op_names[e->op];
     if (e->op == CHANGE_SCHEMA) {
         fv[n++] = "sql";
         fv[n++] = e->sql;
-    } else {
-        fv[n++] = "table", fv[n++] = e->table, fv[n++] = "key", fv[n++] = e->key;
-        if (e->newj) fv[n++] = "new", fv[n++] = e->newj;
-        if (e->oldj) fv[n++] = "old", fv[n++] = e->oldj;
+        return n;
     }
-    xadd(ctx, stream, maxlen, trim, fv, n);
+    fv[n++] = "table", fv[n++] = e->table, fv[n++] = "key", fv[n++] = e->key;
+    if (e->newj) fv[n++] = "new", fv[n++] = e->newj;
+    if (e->oldj) fv[n++] = "old", fv[n++] = e->oldj;
+    return n;
 }

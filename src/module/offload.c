@@ -1,0 +1,335 @@
+/* offload.c - a call moved off Redis's main thread (call.h, offload_call).
+ *
+ * exec.c calls offload_call() on the main thread when a call has run past
+ * kvsql.offload-after-us; nothing of it was written. The call becomes a
+ * job: copies of its key name, SQL and arguments, and a snapshot of its
+ * database (snapshot.h). The client is blocked and a worker (worker.c)
+ * runs the SQL again, from the start, on a private connection whose pages
+ * come from the snapshot (store_snapshot.c). Redis goes on serving other
+ * clients, writes to the same database included (a second writer of the
+ * same database is refused with SQLITE_BUSY: exec.c).
+ *
+ * If the snapshot breaks (the hash changed in a way kvsql could not keep:
+ * a user's HSET, a replicated write, a library commit, a library's big
+ * commit that swaps in a new hash with RENAME), the worker starts the SQL
+ * again on a new snapshot; after SNAPSHOT_TRIES such starts it runs it once
+ * more holding Redis's lock throughout, as a call on the main thread
+ * would. If the key is gone by then (deleted, expired, moved to another
+ * node, flushed), the call fails.
+ *
+ * The reply, and for a writing call the write of its pages (the same
+ * end-of-call write as on the main thread: store_keyspace.c), happen in
+ * the blocked client's reply callback, on the main thread. A write whose
+ * database changed after its snapshot fails with SQLITE_BUSY and writes
+ * nothing. A client that disconnects before its reply gets nothing
+ * written. */
+#include "budget.h"
+#include "call.h"
+#include "format.h"
+#include "kvsql.h"
+#include "protocol.h"
+#include "snapshot.h"
+#include "store_keyspace.h"
+#include "store_snapshot.h"
+#include "worker.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* The reply when the database's key went away under the call. */
+#define GONE_ERROR                                                                                             \
+    "SQLITE_ABORT kvsql: the database's key was deleted, replaced or moved while the SQL ran on a worker thread: " \
+    "nothing was written"
+
+/* Starts on a snapshot before the run that holds Redis's lock. */
+#define SNAPSHOT_TRIES 3
+
+typedef struct job {
+    worker_task task; /* first: worker.c sees the job as its task */
+    RedisModuleBlockedClient *bc;
+    int dbid, readonly, argc, nraw, nargs;
+    RedisModuleString *keyname, **argv; /* copies, made and freed on the main thread */
+    RedisModuleString *sql, **args;     /* in argv */
+    options opt;                        /* its TYPES spec in argv */
+    long long started_ms;
+    snapshot *snap;
+    /* the outcome */
+    int ok, has_rows;
+    long long changes;
+    result rows;
+    pagemap pending; /* a writing call's pages */
+    RedisModuleString **values; /* the same pages as strings, per slot: made on the worker */
+    int has_pending;
+    uint32_t npages, page_size;
+    int restarts, locked;
+    int run_here; /* it wrote TEMP objects, which must live in the key's connection: run it there */
+    char err[1024];
+} job;
+
+static offload_stats stats;
+#define COUNT(field) __atomic_fetch_add(&stats.field, 1, __ATOMIC_RELAXED)
+
+offload_stats offload_get_stats(void) {
+    return stats;
+}
+
+/* ---- on the main thread: making and freeing a job ------------------------ */
+
+static RedisModuleString *copy_string(RedisModuleString *s) {
+    size_t len;
+    const char *p = RedisModule_StringPtrLen(s, &len);
+    return RedisModule_CreateString(NULL, p, len);
+}
+
+static void job_free(RedisModuleCtx *ctx, void *data) {
+    (void)ctx;
+    job *j = data;
+    snapshot_drop(j->snap);
+    RedisModule_FreeString(NULL, j->keyname);
+    for (int i = 0; i < j->argc; i++) RedisModule_FreeString(NULL, j->argv[i]);
+    RedisModule_Free(j->argv);
+    result_free(&j->rows);
+    for (size_t i = 0; j->values && i < j->pending.cap; i++)
+        if (j->values[i]) RedisModule_FreeString(NULL, j->values[i]);
+    RedisModule_Free(j->values);
+    pagemap_clear(&j->pending);
+    RedisModule_Free(j);
+}
+
+static job *job_new(call *k, RedisModuleString *keyname) {
+    job *j = RedisModule_Alloc(sizeof(*j));
+    memset(j, 0, sizeof(*j));
+    j->dbid = RedisModule_GetSelectedDb(k->ctx);
+    j->readonly = k->readonly;
+    j->keyname = copy_string(keyname);
+    j->argc = k->argc;
+    j->argv = RedisModule_Alloc(sizeof(*j->argv) * (size_t)(k->argc + 1));
+    for (int i = 0; i < k->argc; i++) j->argv[i] = copy_string(k->argv[i]);
+    int nopt = (int)(k->args - k->argv) - 1; /* the options before the SQL */
+    j->sql = j->argv[nopt];
+    j->args = j->argv + nopt + 1;
+    j->nraw = k->nraw;
+    j->nargs = k->nargs;
+    j->opt = k->opt;
+    for (int i = 0; k->opt.spec && i < nopt; i++) /* TYPES spec: the argument after the word */
+        if (RedisModule_StringPtrLen(k->argv[i], NULL) == k->opt.spec)
+            j->opt.spec = RedisModule_StringPtrLen(j->argv[i], NULL);
+
+    j->started_ms = budget_now_ms();
+    pagemap_init(&j->pending);
+    return j;
+}
+
+/* Whether change capture is on for the database: its calls stay on the
+ * main thread, where the capture runs (changes.c). */
+static int capture_on(RedisModuleCtx *ctx, RedisModuleString *keyname) {
+    RedisModuleString *cfg = aux_key_name(ctx, keyname, KVSQL_AUX_CHANGES_CONFIG);
+    RedisModuleKey *key = RedisModule_OpenKey(ctx, cfg, REDISMODULE_READ | REDISMODULE_OPEN_KEY_NOTOUCH);
+    int on = RedisModule_KeyType(key) != REDISMODULE_KEYTYPE_EMPTY;
+    if (key) RedisModule_CloseKey(key);
+    RedisModule_FreeString(ctx, cfg);
+    return on;
+}
+
+/* ---- on a worker ----------------------------------------------------------- */
+
+/* Replaces the job's snapshot with one of the hash as it is now. Holds
+ * Redis's lock unless the caller does. 0, or -1 with j->err set. */
+static int retake_snapshot(job *j, RedisModuleCtx *tsctx, int gil_held) {
+    if (!gil_held) worker_gil_lock(tsctx);
+    snapshot_drop(j->snap);
+    j->snap = NULL;
+    RedisModule_SelectDb(tsctx, j->dbid);
+    RedisModuleKey *key = RedisModule_OpenKey(tsctx, j->keyname, REDISMODULE_READ | REDISMODULE_OPEN_KEY_NOTOUCH);
+    int type = RedisModule_KeyType(key);
+    kvsql_store *ks = keyspace_store_new();
+    int rc = -1;
+    if (type == REDISMODULE_KEYTYPE_EMPTY) {
+        snprintf(j->err, sizeof(j->err), "%s", GONE_ERROR);
+    } else if (type != REDISMODULE_KEYTYPE_HASH) {
+        snprintf(j->err, sizeof(j->err), "%s", REDISMODULE_ERRORMSG_WRONGTYPE);
+    } else if (!ks) {
+        snprintf(j->err, sizeof(j->err), "SQLITE_NOMEM kvsql: out of memory");
+    } else {
+        keyspace_store_attach(ks, tsctx, key, j->keyname, 1);
+        if (keyspace_store_check(ks) != 0)
+            snprintf(j->err, sizeof(j->err), "SQLITE_NOTADB %s", kvsql_store_errmsg(ks));
+        else if (!(j->snap = snapshot_take(j->dbid, j->keyname, keyspace_store_npages(ks),
+                                           (uint32_t)keyspace_store_page_size(ks), !j->readonly)))
+            snprintf(j->err, sizeof(j->err), "SQLITE_NOMEM kvsql: out of memory");
+        else rc = 0;
+        keyspace_store_detach(ks);
+    }
+    if (ks) kvsql_store_free(ks);
+    if (key) RedisModule_CloseKey(key);
+    if (!gil_held) worker_gil_unlock(tsctx);
+    return rc;
+}
+
+/* The pending pages as strings, made here on the worker: copying tens of
+ * megabytes is what a big write would otherwise cost the main thread. */
+static void make_values(job *j) {
+    j->values = RedisModule_Alloc(sizeof(*j->values) * (j->pending.cap + 1));
+    for (size_t i = 0; i < j->pending.cap; i++) {
+        const pagemap_slot *sl = &j->pending.slots[i];
+        j->values[i] = sl->page ? RedisModule_CreateString(NULL, sl->page, j->page_size) : NULL;
+    }
+}
+
+/* One run of the SQL on the job's snapshot. Returns the snapshot's state
+ * as the run last saw it (SNAPSHOT_OK when the run never met a change). */
+static int run_once(job *j, RedisModuleCtx *tsctx, int gil_held) {
+    kvsql_store *st = snapshot_store_new(j->snap, tsctx, gil_held, !j->readonly);
+    conn *c = st ? cache_open_private(st, j->err, sizeof(j->err)) : NULL;
+    if (!c) { /* opening reads the schema: the snapshot may break then too */
+        int state = st ? snapshot_store_state(st) : SNAPSHOT_OK;
+        if (!st) snprintf(j->err, sizeof(j->err), "SQLITE_NOMEM kvsql: out of memory");
+        if (st) kvsql_store_free(st);
+        j->ok = 0;
+        return state;
+    }
+    call k;
+    memset(&k, 0, sizeof(k));
+    k.c = c;
+    k.rows = &j->rows;
+    k.args = j->args;
+    k.nraw = j->nraw;
+    k.nargs = j->nargs;
+    k.readonly = j->readonly;
+    k.opt = j->opt;
+    k.killed = &j->task.killed;
+    k.started_ms = j->started_ms;
+    unsigned char used[256];
+    if (k.opt.named && k.nargs) k.used = k.nargs <= (int)sizeof(used) ? used : RedisModule_Alloc((size_t)k.nargs);
+    if (k.used) memset(k.used, 0, (size_t)k.nargs);
+    size_t len;
+    const char *text = RedisModule_StringPtrLen(j->sql, &len);
+    result_reset(&j->rows);
+    j->ok = call_run(&k, text, len);
+    int state = snapshot_store_state(st);
+    if (j->ok && !j->readonly) j->has_pending = snapshot_store_take_pending(st, &j->pending, &j->npages, &j->page_size);
+    if (j->has_pending) make_values(j);
+    j->has_rows = k.has_rows;
+    j->changes = k.changes;
+    if (c->has_temp) j->run_here = 1; /* TEMP objects made here would be lost with this connection */
+    memcpy(j->err, k.err, sizeof(j->err));
+    if (k.used && k.used != used) RedisModule_Free(k.used);
+    cache_close_private(c);
+    kvsql_store_free(st);
+    return state;
+}
+
+static void job_run(worker_task *t, RedisModuleCtx *tsctx) {
+    job *j = (job *)t;
+    for (int attempt = 0;; attempt++) {
+        int hold = attempt >= SNAPSHOT_TRIES; /* the last resort: Redis waits, as on the main thread */
+        if (hold) worker_gil_lock(tsctx);
+        int rc = attempt == 0 && !hold ? 0 : retake_snapshot(j, tsctx, hold);
+        int state = rc == 0 ? run_once(j, tsctx, hold) : SNAPSHOT_OK;
+        if (hold) worker_gil_unlock(tsctx);
+        if (rc != 0) j->ok = 0;
+        if (hold) j->locked = 1;
+        if (state == SNAPSHOT_GONE) {
+            j->ok = 0;
+            snprintf(j->err, sizeof(j->err), "%s", GONE_ERROR);
+        }
+        if (state != SNAPSHOT_CHANGED || t->killed || j->run_here) break;
+        j->restarts++;
+    }
+}
+
+/* The job is done: its client's reply callback takes it (job_reply). */
+static void job_done(worker_task *t) {
+    job *j = (job *)t;
+    RedisModule_UnblockClient(j->bc, j);
+}
+
+/* ---- back on the main thread ---------------------------------------------- */
+
+/* Writes a writing job's pages to the hash, as the end of a call on the
+ * main thread does. Returns non-zero when written. */
+static int write_job(RedisModuleCtx *ctx, job *j) {
+    if (snapshot_state(j->snap) != SNAPSHOT_OK || snapshot_overwritten(j->snap)) {
+        COUNT(conflicts);
+        snprintf(j->err, sizeof(j->err),
+                 "SQLITE_BUSY kvsql: the database changed while the write ran on a worker thread: nothing was "
+                 "written (retry)");
+        return 0;
+    }
+    if (capture_on(ctx, j->keyname)) { /* turned on meanwhile: the write has no entries to go with it */
+        snprintf(j->err, sizeof(j->err),
+                 "SQLITE_BUSY kvsql: change capture was turned on while the write ran on a worker thread: "
+                 "nothing was written (retry)");
+        return 0;
+    }
+    snapshot_drop(j->snap); /* its pages need not be kept through our own write */
+    j->snap = NULL;
+    RedisModuleKey *key = RedisModule_OpenKey(ctx, j->keyname, REDISMODULE_READ | REDISMODULE_WRITE);
+    kvsql_store *ks = keyspace_store_new();
+    int ok = 0;
+    if (!ks) {
+        snprintf(j->err, sizeof(j->err), "SQLITE_NOMEM kvsql: out of memory");
+    } else {
+        keyspace_store_attach(ks, ctx, key, j->keyname, 0);
+        if (keyspace_store_check(ks) != 0) {
+            snprintf(j->err, sizeof(j->err), "SQLITE_NOTADB %s", kvsql_store_errmsg(ks));
+        } else {
+            keyspace_store_adopt(ks, &j->pending, j->values, j->npages, j->page_size);
+            j->values = NULL; /* the store's now */
+            ok = keyspace_store_flush(ks, j->err, sizeof(j->err)) == 0;
+            if (!ok) keyspace_store_discard(ks);
+        }
+        keyspace_store_detach(ks);
+        kvsql_store_free(ks);
+    }
+    if (key) RedisModule_CloseKey(key);
+    size_t len;
+    const char *name = RedisModule_StringPtrLen(j->keyname, &len);
+    if (ok) cache_key_changed(j->dbid, name, len); /* the cached connection has not seen this write */
+    return ok;
+}
+
+static int job_reply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
+    (void)argv;
+    (void)argc;
+    job *j = RedisModule_GetBlockedClientPrivateData(ctx);
+    if (j->run_here) {
+        COUNT(run_here);
+        snapshot_drop(j->snap); /* or the call would find its own writer in the way */
+        j->snap = NULL;
+        exec_run_here(ctx, j->keyname, j->argv, j->argc, j->readonly);
+        return REDISMODULE_OK;
+    }
+    if (j->ok && j->has_pending) j->ok = write_job(ctx, j);
+    if (j->restarts) __atomic_fetch_add(&stats.restarts, j->restarts, __ATOMIC_RELAXED);
+    if (j->locked) COUNT(locked_runs);
+    if (!j->ok) return call_reply_error(ctx, j->err);
+    call k;
+    memset(&k, 0, sizeof(k));
+    k.ctx = ctx;
+    k.rows = &j->rows;
+    k.has_rows = j->has_rows;
+    k.changes = j->changes;
+    k.opt = j->opt;
+    call_reply(&k, 1);
+    return REDISMODULE_OK;
+}
+
+int offload_call(call *k, RedisModuleString *keyname, uint32_t npages, uint32_t page_size) {
+    if (!k->readonly && capture_on(k->ctx, keyname)) return 0;
+    job *j = job_new(k, keyname);
+    j->task.run = job_run;
+    j->task.done = job_done;
+    j->snap = snapshot_take(j->dbid, keyname, npages, page_size, !k->readonly);
+    j->bc = j->snap ? RedisModule_BlockClient(k->ctx, job_reply, NULL, job_free, 0) : NULL;
+    if (!j->bc) {
+        job_free(NULL, j);
+        return 0;
+    }
+    COUNT(calls);
+    if (workers_submit(k->ctx, &j->task) != 0) {
+        snprintf(j->err, sizeof(j->err), "ERR kvsql: no worker thread could be started for a long call");
+        RedisModule_UnblockClient(j->bc, j);
+    }
+    return 1;
+}
