@@ -2,6 +2,8 @@
  * See pagemap.h; callers are vfs.c, store_memory.c and store_keyspace.c. */
 #include "pagemap.h"
 
+#include "store.h"
+
 #include <sqlite3.h>
 #include <string.h>
 
@@ -143,4 +145,12 @@ void pagemap_drop_from(pagemap *m, uint32_t first) {
         }
         i++;
     }
+}
+
+int pagemap_apply_batch(pagemap *m, const kvsql_batch *b) {
+    if (pagemap_reserve(m, b->count) != 0) return -1;
+    for (uint32_t i = 0; i < b->count; i++)
+        if (pagemap_put(m, b->pages[i].index, b->pages[i].data, b->page_size) != 0) return -1;
+    pagemap_drop_from(m, b->npages);
+    return 0;
 }

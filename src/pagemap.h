@@ -49,6 +49,11 @@ int pagemap_remove_at(pagemap *m, size_t i);
 int pagemap_remove(pagemap *m, uint32_t index);
 /* Frees and removes every page whose index is >= first. */
 void pagemap_drop_from(pagemap *m, uint32_t first);
+/* Puts a commit's pages (store.h's kvsql_batch) over the pages held, and
+ * drops those past its length: what a store that holds commits until it
+ * writes them does at each commit. Returns 0, or -1 when out of memory. */
+struct kvsql_batch;
+int pagemap_apply_batch(pagemap *m, const struct kvsql_batch *b);
 /* Iteration: for (i = 0; i < m->cap; i++) if (m->slots[i].page) ... */
 
 #endif

@@ -182,7 +182,9 @@ static int read_page(file *f, uint32_t idx, unsigned char *out) {
     }
     int rc = f->store->m->read(f->store, &f->txn, idx, 1, out);
     if (rc == SQLITE_OK && idx == 0) show_counter(f, out);
-    return rc;
+    /* SQLite takes SHORT_READ from xRead as "zeros past the end" and goes
+     * on: a store's "snapshot too old" must reach it as an error. */
+    return rc == SQLITE_IOERR_SHORT_READ ? SQLITE_IOERR_READ : rc;
 }
 
 static int db_read(sqlite3_file *pf, void *dst, int amt, sqlite3_int64 off) {

@@ -3,7 +3,8 @@
  *
  * Called by client/store_redis.c only. Connects (to the slot's owner in a
  * Redis Cluster, with client/cluster.c), does the handshake (AUTH, SELECT,
- * SCRIPT LOAD, CLUSTER SLOTS in one round trip), sends script calls and
+ * SCRIPT LOAD, CLUSTER SLOTS in one round trip), sends script calls
+ * (formatted here, not by hiredis: append_command) and
  * reads their replies, following MOVED, ASK and TRYAGAIN, and reads the
  * replies of end scripts sent without waiting before the next command's.
  * Every wait for a reply counts in stats->round_trips. */
@@ -114,11 +115,49 @@ static int drain_pending(kvsql_conn *cn) {
     return 0;
 }
 
+/* Writes n in decimal at p; returns the end. */
+static char *put_size(char *p, size_t n) {
+    char d[24];
+    int k = 0;
+    do d[k++] = (char)('0' + n % 10);
+    while ((n /= 10) > 0);
+    while (k > 0) *p++ = d[--k];
+    return p;
+}
+
+/* Queues a command (lengths from lens, or strlen when lens is NULL) in
+ * RESP, formatted here: hiredis 0.14 formats with sdscatfmt, which was a
+ * third of the client's instructions of a warm point select
+ * (bench/PROFILE.md, "Warm point select through the library"). REDIS_OK,
+ * or REDIS_ERR when out of memory. */
+#define APPEND_STACK 1024
+static int append_command(redisContext *c, int argc, const char **argv, const size_t *lens) {
+    size_t total = 24;
+    for (int i = 0; i < argc; i++) total += 24 + 4 + (lens ? lens[i] : strlen(argv[i]));
+    char stack[APPEND_STACK], *buf = total <= sizeof(stack) ? stack : malloc(total), *p = buf;
+    if (!buf) return REDIS_ERR;
+    *p++ = '*';
+    p = put_size(p, (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        size_t n = lens ? lens[i] : strlen(argv[i]);
+        memcpy(p, "\r\n$", 3);
+        p = put_size(p + 3, n);
+        memcpy(p, "\r\n", 2);
+        memcpy(p + 2, argv[i], n);
+        p += 2 + n;
+    }
+    memcpy(p, "\r\n", 2);
+    p += 2;
+    int rc = redisAppendFormattedCommand(c, buf, (size_t)(p - buf));
+    if (buf != stack) free(buf);
+    return rc;
+}
+
 /* Sends one command and reads its reply, after the pending ones: one
  * round trip, no redirection followed. NULL when the connection broke. */
 static redisReply *exchange(kvsql_conn *cn, int argc, const char **argv, const size_t *lens) {
     redisReply *r = NULL;
-    if (redisAppendCommandArgv(cn->c, argc, argv, lens) != REDIS_OK) return NULL;
+    if (append_command(cn->c, argc, argv, lens) != REDIS_OK) return NULL;
     cn->stats->round_trips++;
     if (drain_pending(cn) != 0 || redisGetReply(cn->c, (void **)&r) != REDIS_OK) return NULL;
     return r;
@@ -215,8 +254,9 @@ void kvsql_call_str(kvsql_call *k, const char *p) {
 void kvsql_call_script(kvsql_call *k, int nkeys, char *nbuf) {
     kvsql_call_add(k, "", 0);
     kvsql_call_add(k, "", 0);
-    snprintf(nbuf, 8, "%d", nkeys);
-    kvsql_call_str(k, nbuf);
+    char *end = put_size(nbuf, (size_t)nkeys); /* nkeys < 10^7 */
+    *end = 0;
+    kvsql_call_add(k, nbuf, (size_t)(end - nbuf));
 }
 
 redisReply *kvsql_conn_run_script(kvsql_conn *cn, int id, kvsql_call *k) {
@@ -240,7 +280,7 @@ redisReply *kvsql_conn_run_script(kvsql_conn *cn, int id, kvsql_call *k) {
 
 void kvsql_conn_send(kvsql_conn *cn, int argc, const char **argv) {
     if (!cn->c) return;
-    if (redisAppendCommandArgv(cn->c, argc, argv, NULL) != REDIS_OK || flush_output(cn) != 0) {
+    if (append_command(cn->c, argc, argv, NULL) != REDIS_OK || flush_output(cn) != 0) {
         kvsql_conn_drop(cn);
         return;
     }

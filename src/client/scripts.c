@@ -42,55 +42,65 @@
  * '+lease' after that first word: the lock then needs no round trip. A
  * held lease is left alone (the lock script waits for it as usual). Or
  * {'type', T} for a key of another type. */
+/* Begin's text in two parts that both begin scripts share, on the
+ * locals token, lease, prev, cached, log_ttl and intent (ARGV[1..6] of
+ * the begin script, as said above). The head reads the snapshot; the tail
+ * registers the reader and answers. */
+#define BEGIN_HEAD                                                             \
+    "local n = redis.pcall('HLEN', KEYS[1])\n"                                  \
+    "if type(n) == 'table' then return {'type', redis.call('TYPE', KEYS[1])['ok']} end\n" \
+    "local v = redis.call('GET', KEYS[2]) or '0'\n"                             \
+    "local out = {redis.call('EXISTS', KEYS[5]) == 1 and 'capture' or 'ok', v, n}\n"
+#define BEGIN_TAIL                                                             \
+    NOW_MS                                                                     \
+    "redis.set_repl(redis.REPL_NONE)\n"                                         \
+    "if intent == '1' then\n"                                                   \
+    "  local holder = redis.call('GET', KEYS[6])\n"                             \
+    "  if not holder or holder == token then\n"                                 \
+    "    redis.call('SET', KEYS[6], token, 'PX', lease)\n"                      \
+    "    out[1] = out[1] .. '+lease'\n"                                         \
+    "  end\n"                                                                   \
+    "end\n"                                                                     \
+    "local member = v .. ':' .. token\n"                                        \
+    "if prev ~= '' and prev ~= member then redis.call('ZREM', KEYS[3], prev) end\n" \
+    "redis.call('ZADD', KEYS[3], ms + tonumber(lease), member)\n"               \
+    "if log_ttl ~= '' and redis.call('PEXPIRE', KEYS[4], log_ttl) == 0 then\n"  \
+    "  redis.call('LPUSH', KEYS[4], 'from:' .. v)\n"                            \
+    "  redis.call('PEXPIRE', KEYS[4], log_ttl)\n"                               \
+    "end\n"                                                                     \
+    "if n == 0 or v .. ':' .. n == cached then return out end\n"                \
+    "out[4] = redis.call('HGET', KEYS[1], '0')\n"                               \
+    "out[5] = redis.call('HEXISTS', KEYS[1], tostring(n - 1))\n"                \
+    "out[6] = redis.call('HEXISTS', KEYS[1], tostring(n))\n"                    \
+    "local cv = tonumber(string.match(cached, '^(%d+):') or '')\n"              \
+    "local d = cv and tonumber(v) - cv or 0\n"                                  \
+    "if d < 1 or d > " STR(KVSQL_LOG_ENTRIES) " then return out end\n"         \
+    "local log = redis.call('LRANGE', KEYS[4], 0, d - 1)\n"                     \
+    "if #log < d then return out end\n"                                         \
+    "local seen, pages = {}, {}\n"                                              \
+    "for j = 1, d do\n"                                                         \
+    "  local sep = string.find(log[j], ':', 1, true)\n"                         \
+    "  if not sep or string.sub(log[j], 1, sep - 1) ~= string.format('%d', tonumber(v) - j + 1) then return out end\n" \
+    "  local list = string.sub(log[j], sep + 1)\n"                              \
+    "  if list == '*' then return out end\n"                                    \
+    "  for p in string.gmatch(list, '%d+') do\n"                                \
+    "    if not seen[p] then\n"                                                 \
+    "      seen[p] = true\n"                                                    \
+    "      pages[#pages + 1] = p\n"                                             \
+    "      if #pages > " STR(CHANGED_PAGES_MAX) " then return out end\n"       \
+    "    end\n"                                                                 \
+    "  end\n"                                                                   \
+    "end\n"                                                                     \
+    "out[7] = #pages\n"                                                         \
+    "for j, p in ipairs(pages) do\n"                                            \
+    "  out[#out + 1] = p\n"                                                     \
+    "  out[#out + 1] = j <= " STR(INLINE_PAGES) " and p ~= '0' and redis.call('HGET', KEYS[1], p) or false\n" \
+    "end\n"                                                                     \
+    "return out\n"
+
 static const char begin_lua[] =
-    "local n = redis.pcall('HLEN', KEYS[1])\n"
-    "if type(n) == 'table' then return {'type', redis.call('TYPE', KEYS[1])['ok']} end\n"
-    "local v = redis.call('GET', KEYS[2]) or '0'\n"
-    "local out = {redis.call('EXISTS', KEYS[5]) == 1 and 'capture' or 'ok', v, n}\n" NOW_MS
-    "redis.set_repl(redis.REPL_NONE)\n"
-    "if ARGV[6] == '1' then\n"
-    "  local holder = redis.call('GET', KEYS[6])\n"
-    "  if not holder or holder == ARGV[1] then\n"
-    "    redis.call('SET', KEYS[6], ARGV[1], 'PX', ARGV[2])\n"
-    "    out[1] = out[1] .. '+lease'\n"
-    "  end\n"
-    "end\n"
-    "local member = v .. ':' .. ARGV[1]\n"
-    "if ARGV[3] ~= '' and ARGV[3] ~= member then redis.call('ZREM', KEYS[3], ARGV[3]) end\n"
-    "redis.call('ZADD', KEYS[3], ms + tonumber(ARGV[2]), member)\n"
-    "if ARGV[5] ~= '' and redis.call('PEXPIRE', KEYS[4], ARGV[5]) == 0 then\n"
-    "  redis.call('LPUSH', KEYS[4], 'from:' .. v)\n"
-    "  redis.call('PEXPIRE', KEYS[4], ARGV[5])\n"
-    "end\n"
-    "if n == 0 or v .. ':' .. n == ARGV[4] then return out end\n"
-    "out[4] = redis.call('HGET', KEYS[1], '0')\n"
-    "out[5] = redis.call('HEXISTS', KEYS[1], tostring(n - 1))\n"
-    "out[6] = redis.call('HEXISTS', KEYS[1], tostring(n))\n"
-    "local cv = tonumber(string.match(ARGV[4], '^(%d+):') or '')\n"
-    "local d = cv and tonumber(v) - cv or 0\n"
-    "if d < 1 or d > " STR(KVSQL_LOG_ENTRIES) " then return out end\n"
-    "local log = redis.call('LRANGE', KEYS[4], 0, d - 1)\n"
-    "if #log < d then return out end\n"
-    "local seen, pages = {}, {}\n"
-    "for j = 1, d do\n"
-    "  local sep = string.find(log[j], ':', 1, true)\n"
-    "  if not sep or string.sub(log[j], 1, sep - 1) ~= string.format('%d', tonumber(v) - j + 1) then return out end\n"
-    "  local list = string.sub(log[j], sep + 1)\n"
-    "  if list == '*' then return out end\n"
-    "  for p in string.gmatch(list, '%d+') do\n"
-    "    if not seen[p] then\n"
-    "      seen[p] = true\n"
-    "      pages[#pages + 1] = p\n"
-    "      if #pages > " STR(CHANGED_PAGES_MAX) " then return out end\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "out[7] = #pages\n"
-    "for j, p in ipairs(pages) do\n"
-    "  out[#out + 1] = p\n"
-    "  out[#out + 1] = j <= " STR(INLINE_PAGES) " and p ~= '0' and redis.call('HGET', KEYS[1], p) or false\n"
-    "end\n"
-    "return out\n";
+    "local token, lease, prev, cached, log_ttl, intent = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]\n"
+    BEGIN_HEAD BEGIN_TAIL;
 
 /* The pages ARGV[4..] (indices, any order) as of the snapshot: from K
  * while no commit came since, else each from its first undo record after
@@ -349,5 +359,23 @@ static const char stage_publish_lua[] =
     "redis.call('PEXPIRE', KEYS[5], lease)\n"
     "return {'ok', nvs}\n";
 
+/* The warm begin: begin's work with fewer arguments, and none of its
+ * writes when nothing changed. The client sends it only while its reader
+ * registration <cached v>:<token> is fresh (renewed less than lease_ms/4
+ * ago on this connection, so it outlives a transaction that reads no more
+ * than that long) and it needs neither the changelog's renewal nor the
+ * write-intent lease. Then, when T:v and HLEN are still ARGV[3]
+ * ("<v>:<HLEN>"), that registration already protects the snapshot: the
+ * reply is begin's {'ok', v, HLEN} (or 'capture'), and Redis ran three
+ * reads and no write. Else it goes on as begin, with previous member
+ * "<cached v>:<token>", no changelog renewal, no write intent. */
+static const char begin_warm_lua[] =
+    "local token, lease, cached, log_ttl, intent = ARGV[1], ARGV[2], ARGV[3], '', ''\n"
+    "local prev = (string.match(cached, '^(%d+):') or '') .. ':' .. token\n"
+    BEGIN_HEAD
+    "if v .. ':' .. n == cached then return out end\n"
+    BEGIN_TAIL;
+
 const char *const kvsql_scripts[SCRIPT_COUNT] = {begin_lua,     read_lua,       lock_lua,         commit_lua,
-                                                 end_lua,       stage_put_lua,  stage_copy_lua,   stage_publish_lua};
+                                                 end_lua,       stage_put_lua,  stage_copy_lua,   stage_publish_lua,
+                                                 begin_warm_lua};

@@ -36,6 +36,8 @@ enum {
     SCRIPT_STAGE_PUBLISH, /* KEYS: K T:stage T:stage:old T:v T:lease T:readers T:undo T:undo:idx
                                    T:undo:ver T:log T:changes:cfg
                              ARGV: token snapshot lease_ms npages */
+    SCRIPT_BEGIN_WARM, /* KEYS: as SCRIPT_BEGIN's (T:lease unused)
+                          ARGV: token lease_ms cached-"v:HLEN" (store_redis.c, "warm begins") */
     SCRIPT_COUNT
 };
 

@@ -5,9 +5,11 @@
  * (client/conn.c) with the Lua scripts of client/scripts.c (docs/FORMAT.md,
  * "The protocol of the redis VFS"), and keeps the page cache:
  *   begin  one round trip: snapshot version, length, page 0; registers
- *          the reader; also takes the writer's lease when it is free and
- *          client/hooks.c hinted that the transaction will write; says
- *          whether change capture is on (T:changes:cfg);
+ *          the reader (a warm begin, when nothing changed and the
+ *          registration is fresh, writes nothing: "warm begins"); also
+ *          takes the writer's lease when it is free and client/hooks.c
+ *          hinted that the transaction will write; says whether change
+ *          capture is on (T:changes:cfg);
  *   read   one round trip per miss, whatever its count; page 0 comes
  *          with begin, and a miss reads ahead while SQLite scans (the
  *          leaves an interior b-tree page names, or the next pages): the
@@ -97,6 +99,7 @@ typedef struct redis_store {
     uint32_t pre_conn;         /* conn.connections then */
     int pre_fast;              /* it was sent as HMGET + GET (read_fast) */
     double renewed_ms;         /* when a read script last renewed the registration and lease */
+    double begun_ms;           /* when a begin script last registered the reader (sent) */
     kvsql_redis_stats stats;
 } redis_store;
 
@@ -210,6 +213,31 @@ static int apply_changes(redis_store *s, const redisReply *r, uint32_t psz) {
     return 0;
 }
 
+/* Writes n in decimal at p; returns the end (no NUL). Begin's strings
+ * are made by hand: snprintf was a sixth of the client's instructions of a
+ * warm point select (bench/PROFILE.md). */
+static char *put_decimal(char *p, unsigned long long n) {
+    char d[24];
+    int k = 0;
+    do d[k++] = (char)('0' + n % 10);
+    while ((n /= 10) > 0);
+    while (k > 0) *p++ = d[--k];
+    return p;
+}
+
+/* Takes v (len bytes, as begin answered it) as the snapshot, and
+ * "<v>:<token>" as the reader's member. -1 when v is too long. */
+static int set_snapshot(redis_store *s, const char *v, size_t len) {
+    size_t tl = strlen(s->conn.token);
+    if (len >= sizeof(s->snapshot) || len + 2 + tl > sizeof(s->member)) return -1;
+    memcpy(s->snapshot, v, len);
+    s->snapshot[len] = 0;
+    memcpy(s->member, v, len);
+    s->member[len] = ':';
+    memcpy(s->member + len + 1, s->conn.token, tl + 1);
+    return 0;
+}
+
 /* Fills t from begin's reply: {'ok', v, n} when page 0 as of v is
  * cached, else {'ok', v, n, page0, field n-1 exists, field n exists}
  * followed by the changelog since the cached version when there is one;
@@ -230,8 +258,7 @@ static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
     if (s->capture) kvsql_capture_begin(s->capture, capture);
     long long n = reply_int(r->element[2]);
     if (n < 0 || n >= 0x7fffffff) return bad_reply(s, "begin");
-    snprintf(s->snapshot, sizeof(s->snapshot), "%s", r->element[1]->str);
-    snprintf(s->member, sizeof(s->member), "%s:%s", s->snapshot, s->conn.token);
+    if (set_snapshot(s, r->element[1]->str, r->element[1]->len) != 0) return bad_reply(s, "begin");
     t->version = strtoull(s->snapshot, NULL, 10);
     t->npages = (uint32_t)n;
     t->page_size = 0;
@@ -273,6 +300,45 @@ static void log_ttl_arg(redis_store *s, char *buf, size_t n) {
     s->log_renewed_ms = now;
 }
 
+/* ---- warm begins ----
+ * A begin that finds nothing changed needs none of begin's writes when
+ * the reader's registration <v>:<token> at the cached version v is fresh:
+ * a begin or read script of this connection renewed it less than
+ * lease_ms/4 ago, so it outlives a transaction that reads no longer than
+ * that (later reads renew it, store_redis.c "reads without a script"). Then
+ * begin sends the warm script (client/scripts.c), which reads T:v, HLEN
+ * and T:changes:cfg and, when they say nothing changed, writes nothing:
+ * the registration's TIME and ZADD and a third of the arguments were 40% of
+ * the server's instructions of a warm read transaction (bench/PROFILE.md,
+ * "Warm point select through the library"). When the version moved, the
+ * warm script goes on as begin: still one round trip. A registration that
+ * lapses anyway (a paused client) is as safe as with the read path: a read
+ * after another commit then answers 'old' (SQLITE_IOERR_SHORT_READ, which
+ * the VFS passes as SQLITE_IOERR_READ), never pages of another snapshot.
+ * Not used when the write-intent hint or the changelog's renewal is due:
+ * the begin script does those. */
+static int warm_begin_ok(const redis_store *s, const char *cached, const char *log_ttl, double now) {
+    if (s->intent || log_ttl[0] || !s->member[0] || !cached[0]) return 0;
+    double last = s->begun_ms > s->renewed_ms ? s->begun_ms : s->renewed_ms;
+    size_t v = strcspn(cached, ":"); /* the member is "<cached version>:<token>" */
+    return strncmp(s->member, cached, v + 1) == 0 && strcmp(s->member + v + 1, s->conn.token) == 0 &&
+           now - last < s->cfg.lease_ms / 4.0;
+}
+
+/* Sends the begin or the warm begin script (cached: "v:HLEN" of the
+ * cache, or ""); its reply, NULL when the connection broke. */
+static redisReply *send_begin(redis_store *s, int warm, const char *cached, const char *log_ttl) {
+    if (warm) {
+        const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
+                              /* KEYS */ s->conn.token, s->lease, cached};
+        return run_script(s, SCRIPT_BEGIN_WARM, "begin", 5, NARGS(args), args);
+    }
+    const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
+                          s->aux[AUX_LEASE], /* KEYS */
+                          s->conn.token, s->lease, s->member, cached, log_ttl, s->intent ? "1" : ""};
+    return run_script(s, SCRIPT_BEGIN, "begin", 6, NARGS(args), args);
+}
+
 static int begin_once(kvsql_store *st, kvsql_txn *t) {
     redis_store *s = (redis_store *)st;
     if (s->active && s->active != t)
@@ -281,14 +347,17 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
     if (rc != SQLITE_OK) return rc;
     char cached[40] = "", log_ttl[16];
     log_ttl_arg(s, log_ttl, sizeof(log_ttl));
-    if (pagecache_has(&s->cache, 0))
-        snprintf(cached, sizeof(cached), "%llu:%u", (unsigned long long)s->cache_version, s->cache_hlen);
-    const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
-                          s->aux[AUX_LEASE], /* KEYS */
-                          s->conn.token, s->lease, s->member, cached, log_ttl, s->intent ? "1" : ""};
+    if (pagecache_has(&s->cache, 0)) {
+        char *p = put_decimal(cached, s->cache_version);
+        *p++ = ':';
+        *put_decimal(p, s->cache_hlen) = 0;
+    }
+    double now = monotonic_ms();
+    int warm = warm_begin_ok(s, cached, log_ttl, now);
+    redisReply *r = send_begin(s, warm, cached, log_ttl);
     s->intent = 0;
-    redisReply *r = run_script(s, SCRIPT_BEGIN, "begin", 6, NARGS(args), args);
     if (!r) return SQLITE_IOERR;
+    if (!warm) s->begun_ms = now; /* the begin script renewed the registration */
     s->stats.begins++;
     s->member[0] = 0;
     t->generation = s->conn.connections;

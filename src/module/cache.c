@@ -54,26 +54,53 @@ static const char *const connection_pragmas =
     "PRAGMA temp_store=MEMORY;";
 
 /* Lets SQLite see the new snapshot of a changed hash. In exclusive locking
- * mode the pager keeps its lock and never looks at the file again, so for
- * one read transaction it goes back to normal mode: at its end the pager
- * unlocks, and at the next lock it reads the header (the VFS shows a new
- * change counter: src/vfs.c), drops its page cache and reads the length
- * anew. The parsed schema stays unless the schema cookie moved. The
- * locking_mode pragmas act when they are prepared; reading schema_version
- * only opens and ends a transaction on the old snapshot (its page 1 is in
- * the page cache). These three statements are the cheapest SQLite compiles
- * that do this (a SELECT costs twice as much to prepare): bench/PROFILE.md. */
+ * mode the pager keeps its lock and its idea of the file's length, and
+ * never looks at the file again. When the hash still has the length the
+ * file had, dropping the page cache is enough (SQLITE_FCNTL_RESET_CACHE,
+ * no SQL): the next transaction reads page 1 anew, and if the schema
+ * cookie moved its statements read the schema again. Otherwise, for one
+ * read transaction the connection goes back to normal mode: at its end
+ * the pager unlocks, and at the next lock it reads the header (the VFS
+ * shows a new change counter: src/vfs.c), drops its page cache and reads
+ * the length anew. The locking_mode pragmas act when they are prepared;
+ * reading schema_version only opens and ends a transaction on the old
+ * snapshot. bench/PROFILE.md has what each way costs. */
 static const char *const new_snapshot_sql =
     "PRAGMA locking_mode=NORMAL;"
     "PRAGMA schema_version;"
     "PRAGMA locking_mode=EXCLUSIVE;";
 
+/* Whether a statement of db is running (it would hold a transaction). */
+static int has_busy_stmt(sqlite3 *db) {
+    for (sqlite3_stmt *st = sqlite3_next_stmt(db, NULL); st; st = sqlite3_next_stmt(db, st))
+        if (sqlite3_stmt_busy(st)) return 1;
+    return 0;
+}
+
+/* Whether the pager's length of the file still holds: no transaction is
+ * open and the file (as the VFS shows it to SQLite) has as many pages of
+ * the same size as the hash now. */
+static int same_length(conn *c) {
+    sqlite3_file *f = NULL;
+    sqlite3_int64 bytes = 0;
+    int psz = keyspace_store_page_size(c->store);
+    if (!sqlite3_get_autocommit(c->db) || has_busy_stmt(c->db) || psz <= 0) return 0;
+    if (sqlite3_file_control(c->db, "main", SQLITE_FCNTL_FILE_POINTER, &f) != SQLITE_OK || !f || !f->pMethods ||
+        f->pMethods->xFileSize(f, &bytes) != SQLITE_OK)
+        return 0;
+    return bytes > 0 && bytes == (sqlite3_int64)keyspace_store_npages(c->store) * psz;
+}
+
 static int take_new_snapshot(conn *c) {
     if (!c->changed) return SQLITE_OK;
-    int rc = guard_exec_trusted(c->db, &c->g, new_snapshot_sql);
-    if (rc != SQLITE_OK) c->stale = 1; /* start afresh after this call */
     c->changed = 0;
     COUNT(snapshots_renewed, 1);
+    if (same_length(c) && sqlite3_file_control(c->db, "main", SQLITE_FCNTL_RESET_CACHE, NULL) == SQLITE_OK) {
+        COUNT(snapshots_reset_cache, 1);
+        return SQLITE_OK;
+    }
+    int rc = guard_exec_trusted(c->db, &c->g, new_snapshot_sql);
+    if (rc != SQLITE_OK) c->stale = 1; /* start afresh after this call */
     return rc;
 }
 
@@ -116,7 +143,22 @@ static void lru_push_front(conn *c) {
     if (!lru_tail) lru_tail = c;
 }
 
+static void close_stmts(conn *c) {
+    for (int i = 0; i < STMT_CACHE_SIZE; i++) {
+        COUNT(statement_cache_bytes, -(long long)c->stmts[i].bytes);
+        sqlite3_finalize(c->stmts[i].stmt);
+        sqlite3_free(c->stmts[i].sql);
+        memset(&c->stmts[i], 0, sizeof(c->stmts[i]));
+    }
+}
+
 /* ---- warm connections: the most recently used keep their page cache ---- */
+
+/* Idle connections past the WARM_CONNECTIONS most recently used free their
+ * page cache (about 5 KB a page): their next call reads its pages from the
+ * hash again. The rest of the connection (schema, statements) stays, so a
+ * cold connection costs about 22 KB (docs/COMMANDS.md). */
+#define WARM_CONNECTIONS 1000
 
 static conn *warm_head, *warm_tail;
 static long long warm_count;
@@ -143,23 +185,15 @@ static void warm_push_front(conn *c) {
 }
 
 /* The connection just released is warm; the least recently used past
- * CACHE_WARM_CONNECTIONS free their page cache. */
+ * WARM_CONNECTIONS cool down. */
 static void warm_up(conn *c) {
     warm_unlink(c);
     warm_push_front(c);
-    while (warm_count > CACHE_WARM_CONNECTIONS) {
+    while (warm_count > WARM_CONNECTIONS) {
         conn *cold = warm_tail;
         warm_unlink(cold);
-        if (!cold->in_use) sqlite3_db_release_memory(cold->db); /* in use: warm again at its release */
-    }
-}
-
-static void close_stmts(conn *c) {
-    for (int i = 0; i < STMT_CACHE_SIZE; i++) {
-        COUNT(statement_cache_bytes, -(long long)c->stmts[i].bytes);
-        sqlite3_finalize(c->stmts[i].stmt);
-        sqlite3_free(c->stmts[i].sql);
-        memset(&c->stmts[i], 0, sizeof(c->stmts[i]));
+        if (cold->in_use) continue; /* warm again at its release */
+        sqlite3_db_release_memory(cold->db);
     }
 }
 

@@ -5,8 +5,9 @@
  * statements, until the key is replaced or removed behind its back (a
  * keyspace or server event: module.c calls cache_forget_*), it is evicted
  * as least recently used, or the module is asked to drop it. A change to
- * the hash's fields only marks it changed (cache_key_changed). Used by
- * exec.c and module.c. */
+ * the hash's fields only marks it changed (cache_key_changed). Only the
+ * most recently used connections keep their page cache between commands
+ * (cache.c, WARM_CONNECTIONS). Used by exec.c and module.c. */
 #ifndef KVSQL_CACHE_H
 #define KVSQL_CACHE_H
 
@@ -88,12 +89,6 @@ void cache_sweep(RedisModuleCtx *ctx);
 
 void cache_set_max(long long max);
 
-/* Idle connections past the CACHE_WARM_CONNECTIONS most recently used
- * free their page cache (about 5 KB a page): their next call reads its
- * pages from the hash again. The rest of the connection (schema,
- * statements) stays. */
-#define CACHE_WARM_CONNECTIONS 1000
-
 /* Connection settings from the configs (module.c registers them):
  * kvsql.page-cache-kb and kvsql.max-sql-kb; the longest string or BLOB
  * follows kvsql.call-memory-kb (budget.h). After a change, call
@@ -113,6 +108,7 @@ typedef struct cache_stats {
     long long statement_cache_hits;
     long long statement_cache_bytes; /* held by every connection's statement cache */
     long long snapshots_renewed; /* calls that found their hash changed in place (cache_key_changed) */
+    long long snapshots_reset_cache; /* of those, renewed by dropping the page cache alone */
 } cache_stats;
 cache_stats cache_get_stats(void);
 

@@ -210,6 +210,7 @@ static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {
     RedisModule_InfoAddFieldLongLong(ctx, "statement_cache_hits", st.statement_cache_hits);
     RedisModule_InfoAddFieldLongLong(ctx, "statement_cache_bytes", st.statement_cache_bytes);
     RedisModule_InfoAddFieldLongLong(ctx, "snapshots_renewed", st.snapshots_renewed);
+    RedisModule_InfoAddFieldLongLong(ctx, "snapshots_reset_cache", st.snapshots_reset_cache);
     RedisModule_InfoAddFieldLongLong(ctx, "sqlite_memory", budget_memory_used());
     RedisModule_InfoAddFieldLongLong(ctx, "timeouts", es.timeouts);
     RedisModule_InfoAddFieldLongLong(ctx, "kills", es.kills);

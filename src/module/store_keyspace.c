@@ -162,11 +162,7 @@ static int ks_commit(kvsql_store *s, kvsql_txn *t, const kvsql_batch *b) {
     keyspace_store *k = (keyspace_store *)s;
     if (!k->ctx) return fail(k, SQLITE_IOERR_WRITE, "kvsql: store used outside a command", 0);
     if (k->readonly) return fail(k, SQLITE_READONLY, "kvsql: this command is read-only", 0);
-    if (pagemap_reserve(&k->pending, b->count) != 0) return SQLITE_NOMEM;
-    for (uint32_t i = 0; i < b->count; i++)
-        if (pagemap_put(&k->pending, b->pages[i].index, b->pages[i].data, b->page_size) != 0)
-            return SQLITE_NOMEM; /* the command fails and discards everything pending */
-    pagemap_drop_from(&k->pending, b->npages);
+    if (pagemap_apply_batch(&k->pending, b) != 0) return SQLITE_NOMEM; /* the call fails and discards it all */
     k->has_pending = 1;
     k->pending_npages = b->npages;
     k->pending_page_size = b->page_size;

@@ -110,10 +110,7 @@ static int ss_read(kvsql_store *st, kvsql_txn *t, uint32_t first, uint32_t count
 static int ss_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     snapshot_store *s = (snapshot_store *)st;
     if (!s->writable) return fail(s, SQLITE_READONLY, "kvsql: this command is read-only");
-    if (pagemap_reserve(&s->pending, b->count) != 0) return SQLITE_NOMEM;
-    for (uint32_t i = 0; i < b->count; i++)
-        if (pagemap_put(&s->pending, b->pages[i].index, b->pages[i].data, b->page_size) != 0) return SQLITE_NOMEM;
-    pagemap_drop_from(&s->pending, b->npages);
+    if (pagemap_apply_batch(&s->pending, b) != 0) return SQLITE_NOMEM;
     s->has_pending = 1;
     s->pending_npages = b->npages;
     s->pending_page_size = b->page_size;
