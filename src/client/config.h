@@ -28,7 +28,7 @@ typedef struct kvsql_redis_config {
     int wait_replicas;  /* wait=: after each commit, WAIT for this many replicas (0: no WAIT) */
     int wait_timeout_ms; /* wait_timeout_ms=: WAIT's timeout */
     int cache_kb;       /* cache_kb=: the page cache's bound, KiB (client/pagecache.h) */
-    int stage_kb;       /* stage_kb=: a commit of more KiB of pages is staged (store_redis.c); 0: never */
+    int stage_kb;       /* stage_kb=: a commit of more KiB of pages is staged (store_stage.c); 0: never */
 } kvsql_redis_config;
 
 /* Built-in defaults: 127.0.0.1:6379, db 0, no password. */

@@ -2,7 +2,7 @@
  * serves its key (a single server, or the slot's owner in a Redis
  * Cluster), over hiredis.
  *
- * Used by client/store_redis.c only: each store embeds one kvsql_conn,
+ * Used by the redis store only (client/redis_store.h): each store embeds one kvsql_conn,
  * connects it at a begin (kvsql_conn_connect) and runs its scripts
  * through it. Failures are said in cn->err (and to the VFS); counters go
  * to the store's stats. */

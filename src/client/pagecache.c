@@ -1,5 +1,5 @@
 /* pagecache.c - the bounded page cache of a `redis` VFS store
- * (pagecache.h); called by client/store_redis.c.
+ * (pagecache.h); called by client/store_redis.c and store_read.c.
  *
  * Pages sit in an array of entries (their order is CLOCK's circle); an
  * open-addressing hash of entry numbers finds them by index. Both tables

@@ -1,5 +1,5 @@
 /* readahead.c - which pages a `redis` VFS store reads ahead of SQLite
- * (readahead.h); called by client/store_redis.c. */
+ * (readahead.h); called by client/store_read.c. */
 #include "client/readahead.h"
 
 #include <stdlib.h>

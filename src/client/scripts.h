@@ -28,7 +28,7 @@ enum {
                       [index page]... */
     SCRIPT_END,    /* KEYS: T:lease T:readers T:undo T:undo:idx T:undo:ver
                       ARGV: token member-or-"" */
-    /* A big commit, staged (store_redis.c, "big commits"): */
+    /* A big commit, staged (client/store_stage.c): */
     SCRIPT_STAGE_PUT,     /* KEYS: T:stage T:lease T:v K T:undo T:undo:idx T:undo:ver
                              ARGV: token snapshot lease_ms first-"1"-or-"0" old-npages stage_ttl_ms
                              [index page]... */

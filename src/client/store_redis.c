@@ -11,15 +11,14 @@
  *          hinted that the transaction will write; says whether change
  *          capture is on (T:changes:cfg);
  *   read   one round trip per miss, whatever its count; page 0 comes
- *          with begin, and a miss reads ahead while SQLite scans (the
- *          leaves an interior b-tree page names, or the next pages): the
- *          window doubles up to AHEAD_MAX pages. Pages read stay cached
- *          while the version does not change, up to cache_kb=
- *          (client/pagecache.c);
+ *          with begin, and a miss reads ahead while SQLite scans
+ *          (client/store_read.c). Pages read stay cached while the
+ *          version does not change, up to cache_kb= (client/pagecache.c);
  *   lock   one round trip: the writer's lease (none when begin took it);
  *   commit one round trip: the whole batch, and the row changes
  *          client/hooks.c captured while capture is on; a batch above
- *          stage_kb= is staged instead, in short steps ("big commits");
+ *          stage_kb= is staged instead, in short steps
+ *          (client/store_stage.c);
  *   unlock no round trip: the end script is sent at once and its reply is
  *          read with the next command's.
  * Every wait for a reply counts in stats.round_trips.
@@ -27,12 +26,8 @@
  * A connection error makes the call fail with SQLITE_IOERR and drops the
  * connection; the next begin connects again with a new token, so a late
  * reply or lease of the old connection can never be taken for the new. */
-#include "client/store_redis.h"
+#include "client/redis_store.h"
 
-#include "client/conn.h"
-#include "client/hooks.h"
-#include "client/pagecache.h"
-#include "client/readahead.h"
 #include "format.h"
 
 #include <stdarg.h>
@@ -41,74 +36,23 @@
 #include <string.h>
 #include <time.h>
 
-/* Pages one read brings at most (1 MiB of 4 KiB pages): store_redis.c's
- * "read-ahead". */
-#define AHEAD_MAX 256
-
 /* How long T:log lives after the last begin: a library client keeps it
  * alive; with none around, it lapses and commits stop writing it. */
 #define LOG_TTL_MS 600000
 /* A begin renews it when the last renewal on this connection is older. */
 #define LOG_RENEW_MS 60000
 
-/* In the order the commit script takes them as KEYS[2..] (scripts.h). */
-enum {
-    AUX_V, AUX_LEASE, AUX_READERS, AUX_UNDO, AUX_UNDO_IDX, AUX_UNDO_VER, AUX_LOG, AUX_CHANGES, AUX_CHANGES_CFG,
-    AUX_COUNT
-};
 static const char *const aux_suffix[AUX_COUNT] = {KVSQL_AUX_VERSION,  KVSQL_AUX_LEASE,    KVSQL_AUX_READERS,
                                                    KVSQL_AUX_UNDO,     KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER,
                                                    KVSQL_AUX_LOG,      KVSQL_AUX_CHANGES,  KVSQL_AUX_CHANGES_CONFIG};
 
-typedef struct redis_store {
-    kvsql_store base;
-    kvsql_redis_config cfg;
-    char lease[16];            /* cfg.lease_ms in decimal, for the scripts */
-    char *key;
-    char *aux[AUX_COUNT];      /* T:v, T:lease, ... */
-    char *stage, *stage_old;   /* T:stage, T:stage:old: a big commit's (store_redis.c, "big commits") */
-    kvsql_conn conn;           /* to the node that serves key (client/conn.c) */
-    kvsql_txn *active;         /* the transaction at READ or WRITE */
-    char snapshot[24];         /* decimal version of the snapshot */
-    char member[64];           /* our reader registration, "" when none; kept
-                                * after a read-only transaction, for the next
-                                * begin to replace (or redis_destroy to end) */
-    int holds_lease;
-    kvsql_capture *capture;    /* the connection's row change capture
-                                * (client/hooks.c), NULL when none; ours */
-    int capture_on;            /* begin found T:changes:cfg */
-    int committed;             /* a commit landed since the lock */
-    int intent;                /* write-intent hint (client/hooks.c): the next
-                                * begin also tries to take the lease */
-    /* Pages as of version cache_version, read ahead or kept from begin
-     * and from our own commits. A begin that finds another version keeps
-     * them but for the pages T:log says changed since (all of them when
-     * the log does not reach back), and at every reconnection. */
-    pagecache cache;           /* bounded by cfg.cache_kb (client/pagecache.h) */
-    uint64_t cache_version;
-    uint32_t cache_hlen;       /* HLEN of the hash at cache_version */
-    int gap;                   /* the hash at cache_version lacks its lock-byte
-                                * field (an older module's; format.h) */
-    uint32_t log_connection;   /* the connection that last renewed T:log */
-    double log_renewed_ms;     /* when (monotonic clock) */
-    readahead ra;              /* what a miss reads ahead (client/readahead.c) */
-    uint32_t pre[AHEAD_MAX];   /* a scan's next read, sent before SQLite asked */
-    uint32_t npre;             /* its pages; 0 when none is on the way */
-    sqlite3_int64 pre_mark;    /* stats.round_trips after it was sent: another exchange since
-                                * read its reply with the pending ones (client/conn.c) */
-    uint32_t pre_conn;         /* conn.connections then */
-    int pre_fast;              /* it was sent as HMGET + GET (read_fast) */
-    double renewed_ms;         /* when a read script last renewed the registration and lease */
-    double begun_ms;           /* when a begin script last registered the reader (sent) */
-    kvsql_redis_stats stats;
-} redis_store;
 
 static const kvsql_store_methods redis_methods;
 
 /* ---- errors and the connection ------------------------------------------ */
 
 /* Records why rc happened for errmsg() and the VFS, then returns rc. */
-static int fail(redis_store *s, int rc, const char *fmt, ...) {
+int rs_fail(redis_store *s, int rc, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     rc = kvsql_conn_vfail(&s->conn, rc, fmt, ap);
@@ -126,8 +70,8 @@ static void forget_connection(void *owner) {
 }
 
 /* A call within a transaction whose connection was dropped. */
-static int connection_gone(redis_store *s) {
-    return fail(s, SQLITE_IOERR, "redis at %s: the connection was lost in this transaction", s->conn.where);
+int rs_connection_gone(redis_store *s) {
+    return rs_fail(s, SQLITE_IOERR, "redis at %s: the connection was lost in this transaction", s->conn.where);
 }
 
 /* Sends the end script without waiting: its reply is read before the
@@ -144,8 +88,7 @@ static void send_end(redis_store *s, const char *member) {
  * strings in all (at most RUN_ARGS_MAX), for begin and lock: no allocation.
  * NULL, the connection dropped and why recorded, when it broke. */
 #define RUN_ARGS_MAX 12
-#define NARGS(a) ((int)(sizeof(a) / sizeof((a)[0])))
-static redisReply *run_script(redis_store *s, int id, const char *what, int nkeys, int nargs, const char **args) {
+redisReply *rs_run_script(redis_store *s, int id, const char *what, int nkeys, int nargs, const char **args) {
     const char *argv[3 + RUN_ARGS_MAX];
     size_t lens[3 + RUN_ARGS_MAX];
     char nbuf[8];
@@ -173,25 +116,25 @@ static int accept_page0(redis_store *s, kvsql_txn *t, uint32_t hlen, const redis
         s->gap = t->npages > hlen;
         if (!(s->gap ? at_hlen == 1 : before_hlen == 1)) snprintf(why, sizeof(why), "its last page is missing");
     }
-    if (why[0]) return fail(s, SQLITE_NOTADB, "key %s is not a kvsql database: %s", s->key, why);
+    if (why[0]) return rs_fail(s, SQLITE_NOTADB, "key %s is not a kvsql database: %s", s->key, why);
     t->page_size = (uint32_t)p0->len;
-    if (pagecache_put(&s->cache, 0, h, (uint32_t)p0->len) < 0) return fail(s, SQLITE_NOMEM, "out of memory");
+    if (pagecache_put(&s->cache, 0, h, (uint32_t)p0->len) < 0) return rs_fail(s, SQLITE_NOMEM, "out of memory");
     return SQLITE_OK;
 }
 
-static int reply_is(const redisReply *r, size_t i, const char *word) {
+int rs_reply_is(const redisReply *r, size_t i, const char *word) {
     return r->type == REDIS_REPLY_ARRAY && r->elements > i && r->element[i]->type == REDIS_REPLY_STRING &&
            strcmp(r->element[i]->str, word) == 0;
 }
 
-static long long reply_int(const redisReply *r) {
+long long rs_reply_int(const redisReply *r) {
     if (r->type == REDIS_REPLY_INTEGER) return r->integer;
     if (r->type == REDIS_REPLY_STRING) return strtoll(r->str, NULL, 10);
     return -1;
 }
 
-static int bad_reply(redis_store *s, const char *what) {
-    return fail(s, SQLITE_IOERR, "redis at %s: unexpected reply to %s of key %s", s->conn.where, what, s->key);
+int rs_bad_reply(redis_store *s, const char *what) {
+    return rs_fail(s, SQLITE_IOERR, "redis at %s: unexpected reply to %s of key %s", s->conn.where, what, s->key);
 }
 
 /* Brings the cache from cache_version to the snapshot with begin's
@@ -199,7 +142,7 @@ static int bad_reply(redis_store *s, const char *what) {
  * changed pages are dropped, or replaced by the value sent. Returns 0, or
  * -1 when the answer does not fit (then the caller drops the cache). */
 static int apply_changes(redis_store *s, const redisReply *r, uint32_t psz) {
-    long long k = reply_int(r->element[6]);
+    long long k = rs_reply_int(r->element[6]);
     if (k < 0 || r->elements != 7 + 2 * (size_t)k || s->cache.page_len != psz) return -1;
     for (size_t j = 0; j < (size_t)k; j++) {
         const redisReply *ix = r->element[7 + 2 * j], *val = r->element[8 + 2 * j];
@@ -244,21 +187,21 @@ static int set_snapshot(redis_store *s, const char *v, size_t len) {
  * 'capture' in place of 'ok' when capture is on (T:changes:cfg exists),
  * either followed by '+lease' when the begin took the writer's lease. */
 static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
-    if (reply_is(r, 0, "type"))
-        return fail(s, SQLITE_NOTADB, "key %s holds a %s, not a kvsql database", s->key,
+    if (rs_reply_is(r, 0, "type"))
+        return rs_fail(s, SQLITE_NOTADB, "key %s holds a %s, not a kvsql database", s->key,
                     r->elements > 1 && r->element[1]->str ? r->element[1]->str : "value of another type");
     const char *head = r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING
                            ? r->element[0]->str
                            : "";
     int capture = strncmp(head, "capture", 7) == 0, leased = strstr(head, "+lease") != NULL;
     if ((strncmp(head, "ok", 2) != 0 && !capture) || r->elements < 3 || r->element[1]->type != REDIS_REPLY_STRING)
-        return bad_reply(s, "begin");
+        return rs_bad_reply(s, "begin");
     if (leased) s->holds_lease = 1; /* the write-intent hint took the lease with the snapshot */
     s->capture_on = capture;
     if (s->capture) kvsql_capture_begin(s->capture, capture);
-    long long n = reply_int(r->element[2]);
-    if (n < 0 || n >= 0x7fffffff) return bad_reply(s, "begin");
-    if (set_snapshot(s, r->element[1]->str, r->element[1]->len) != 0) return bad_reply(s, "begin");
+    long long n = rs_reply_int(r->element[2]);
+    if (n < 0 || n >= 0x7fffffff) return rs_bad_reply(s, "begin");
+    if (set_snapshot(s, r->element[1]->str, r->element[1]->len) != 0) return rs_bad_reply(s, "begin");
     t->version = strtoull(s->snapshot, NULL, 10);
     t->npages = (uint32_t)n;
     t->page_size = 0;
@@ -272,18 +215,18 @@ static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
     s->cache_hlen = (uint32_t)n;
     if (n == 0) return SQLITE_OK;
     if (r->elements < 6) {
-        if (!warm) return bad_reply(s, "begin");
+        if (!warm) return rs_bad_reply(s, "begin");
         const unsigned char *p0 = pagecache_get(&s->cache, 0);
         t->page_size = kvsql_header_page_size(p0);
         t->npages = kvsql_hash_npages((uint32_t)n, t->page_size, s->gap);
         return SQLITE_OK;
     }
-    int rc = accept_page0(s, t, (uint32_t)n, r->element[3], reply_int(r->element[4]), reply_int(r->element[5]));
+    int rc = accept_page0(s, t, (uint32_t)n, r->element[3], rs_reply_int(r->element[4]), rs_reply_int(r->element[5]));
     if (rc == SQLITE_OK) pagecache_drop_from(&s->cache, t->npages);
     return rc;
 }
 
-static double monotonic_ms(void) {
+double rs_monotonic_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
@@ -292,7 +235,7 @@ static double monotonic_ms(void) {
 /* Begin's ARGV[5]: the changelog's time to live when it is due for
  * renewal on this connection, else "" (the server skips the PEXPIRE). */
 static void log_ttl_arg(redis_store *s, char *buf, size_t n) {
-    double now = monotonic_ms();
+    double now = rs_monotonic_ms();
     buf[0] = 0;
     if (s->log_connection == s->conn.connections && now - s->log_renewed_ms < LOG_RENEW_MS) return;
     snprintf(buf, n, "%d", LOG_TTL_MS);
@@ -331,18 +274,18 @@ static redisReply *send_begin(redis_store *s, int warm, const char *cached, cons
     if (warm) {
         const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
                               /* KEYS */ s->conn.token, s->lease, cached};
-        return run_script(s, SCRIPT_BEGIN_WARM, "begin", 5, NARGS(args), args);
+        return rs_run_script(s, SCRIPT_BEGIN_WARM, "begin", 5, NARGS(args), args);
     }
     const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
                           s->aux[AUX_LEASE], /* KEYS */
                           s->conn.token, s->lease, s->member, cached, log_ttl, s->intent ? "1" : ""};
-    return run_script(s, SCRIPT_BEGIN, "begin", 6, NARGS(args), args);
+    return rs_run_script(s, SCRIPT_BEGIN, "begin", 6, NARGS(args), args);
 }
 
 static int begin_once(kvsql_store *st, kvsql_txn *t) {
     redis_store *s = (redis_store *)st;
     if (s->active && s->active != t)
-        return fail(s, SQLITE_MISUSE, "a redis store serves one connection; open the database again instead");
+        return rs_fail(s, SQLITE_MISUSE, "a redis store serves one connection; open the database again instead");
     int rc = kvsql_conn_connect(&s->conn);
     if (rc != SQLITE_OK) return rc;
     char cached[40] = "", log_ttl[16];
@@ -352,7 +295,7 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
         *p++ = ':';
         *put_decimal(p, s->cache_hlen) = 0;
     }
-    double now = monotonic_ms();
+    double now = rs_monotonic_ms();
     int warm = warm_begin_ok(s, cached, log_ttl, now);
     redisReply *r = send_begin(s, warm, cached, log_ttl);
     s->intent = 0;
@@ -389,301 +332,36 @@ static int redis_begin(kvsql_store *st, kvsql_txn *t) {
     return rc;
 }
 
-/* ---- read ---------------------------------------------------------------- */
-
-/* Copies the first `wanted` pages of a read's answer (el[i] is page
- * idx[i], n of them) into out and caches all n (the rest were read ahead). */
-static int take_pages(redis_store *s, redisReply *const *el, const uint32_t *idx, uint32_t n, uint32_t wanted,
-                      uint32_t psz, unsigned char *out) {
-    uint32_t gap = s->gap ? kvsql_lock_byte_index(psz) : UINT32_MAX;
-    for (uint32_t i = 0; i < n; i++) {
-        const redisReply *p = el[i];
-        if (idx[i] == gap && p->type == REDIS_REPLY_NIL) {
-            if (i < wanted) memset(out + (size_t)i * psz, 0, psz);
-            continue;
-        }
-        if (p->type != REDIS_REPLY_STRING || p->len != psz)
-            return fail(s, SQLITE_CORRUPT, "key %s: page %u is %s", s->key, idx[i] + 1,
-                        p->type == REDIS_REPLY_STRING ? "of the wrong length" : "missing");
-        if (i < wanted) memcpy(out + (size_t)i * psz, p->str, psz);
-        pagecache_put(&s->cache, idx[i], p->str, psz); /* not kept when out of memory: read again */
-    }
-    s->stats.pages_read += n;
-    return SQLITE_OK;
-}
-
-static int read_outcome(redis_store *s, const redisReply *r, const uint32_t *idx, uint32_t n, uint32_t wanted,
-                        uint32_t psz, unsigned char *out) {
-    if (r->type == REDIS_REPLY_ERROR) return kvsql_conn_reply_error(&s->conn, r, "read");
-    if (reply_is(r, 0, "old"))
-        return fail(s, SQLITE_IOERR_SHORT_READ,
-                    "key %s: snapshot too old: the transaction's snapshot (version %s) lapsed after lease_ms=%d "
-                    "while others committed; begin it again",
-                    s->key, s->snapshot, s->cfg.lease_ms);
-    if (!reply_is(r, 0, "ok") || r->elements != (size_t)n + 1) return bad_reply(s, "read");
-    s->renewed_ms = monotonic_ms();
-    return take_pages(s, r->element + 1, idx, n, wanted, psz, out);
-}
-
-/* ---- reads without a script ----
- * For lease_ms/4 after a read script renewed the reader's registration
- * (and the lease when ours), a read needs no script: HMGET of the pages,
- * then GET T:v, sent together (one round trip). The pages are those of the
- * snapshot exactly when T:v is still the snapshot after the HMGET: versions
- * only grow, and a commit changes the pages and T:v in one step. Else (a
- * commit came, an error, a redirection) the script reads them. Redis runs
- * HMGET without Lua's copies: half the server's work of a scan. */
-#define FAST_NO (-1) /* read_fast: use the script (no SQLite code) */
-
-static int fast_ok(const redis_store *s) {
-    return s->conn.c && s->conn.pending == 0 && monotonic_ms() - s->renewed_ms < s->cfg.lease_ms / 4.0;
-}
-
-/* Queues HMGET K idx... and GET T:v. 0, or -1 when out of memory (then
- * the connection is dropped: half of it may have been queued). */
-static int append_fast(redis_store *s, const uint32_t *idx, uint32_t n) {
-    char *names = malloc((size_t)n * 11);
-    kvsql_call k = {0, NULL, NULL};
-    int rc = -1;
-    if (names && kvsql_call_init(&k, 2 + (int)n) == 0) {
-        kvsql_call_str(&k, "HMGET");
-        kvsql_call_str(&k, s->key);
-        for (uint32_t i = 0; i < n; i++) {
-            char *f = names + (size_t)i * 11;
-            kvsql_call_add(&k, f, (size_t)snprintf(f, 11, "%u", idx[i]));
-        }
-        const char *get[] = {"GET", s->aux[AUX_V]};
-        rc = redisAppendCommandArgv(s->conn.c, k.argc, k.argv, k.lens) == REDIS_OK &&
-                     redisAppendCommandArgv(s->conn.c, 2, get, NULL) == REDIS_OK
-                 ? 0
-                 : -1;
-    }
-    kvsql_call_free(&k);
-    free(names);
-    if (rc != 0) kvsql_conn_drop(&s->conn);
-    return rc;
-}
-
-/* Reads the two replies of append_fast and takes the pages when they are
- * the snapshot's: SQLITE_OK, FAST_NO, or SQLITE_IOERR (connection lost). */
-static int take_fast(redis_store *s, const uint32_t *idx, uint32_t n, uint32_t wanted, uint32_t psz,
-                     unsigned char *out) {
-    redisReply *pages = NULL, *v = NULL;
-    if (redisGetReply(s->conn.c, (void **)&pages) != REDIS_OK || redisGetReply(s->conn.c, (void **)&v) != REDIS_OK) {
-        freeReplyObject(pages);
-        return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "read");
-    }
-    const char *now = v->type == REDIS_REPLY_STRING ? v->str : v->type == REDIS_REPLY_NIL ? "0" : NULL;
-    int rc = FAST_NO;
-    if (now && strcmp(now, s->snapshot) == 0 && pages->type == REDIS_REPLY_ARRAY && pages->elements == n) {
-        char keep[sizeof(s->conn.err)];
-        memcpy(keep, s->conn.err, sizeof(keep));
-        rc = take_pages(s, pages->element, idx, n, wanted, psz, out);
-        if (rc != SQLITE_OK) { /* a corrupt page: the script says it */
-            memcpy(s->conn.err, keep, sizeof(keep));
-            rc = FAST_NO;
-        }
-    }
-    freeReplyObject(pages);
-    freeReplyObject(v);
-    return rc;
-}
-
-/* One round trip: SQLITE_OK, FAST_NO, or an error code. */
-static int read_fast(redis_store *s, const uint32_t *idx, uint32_t n, uint32_t wanted, uint32_t psz,
-                     unsigned char *out) {
-    if (append_fast(s, idx, n) != 0) return fail(s, SQLITE_NOMEM, "out of memory");
-    s->stats.round_trips++;
-    s->stats.reads++;
-    return take_fast(s, idx, n, wanted, psz, out);
-}
-
-/* The read script's call for pages idx[0..n-1]; names holds their
- * decimal text (n * 11 bytes). 0, or -1 when out of memory. */
-#define READ_KEYS 6
-static int read_call(redis_store *s, const uint32_t *idx, uint32_t n, kvsql_call *k, char *names, char *nkeys) {
-    if (kvsql_call_init(k, 6 + READ_KEYS + (int)n) != 0) return -1;
-    const char *head[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_UNDO], s->aux[AUX_UNDO_IDX],
-                          s->aux[AUX_LEASE], /* KEYS */
-                          s->conn.token, s->snapshot, s->lease};
-    kvsql_call_script(k, READ_KEYS, nkeys);
-    for (int i = 0; i < NARGS(head); i++) kvsql_call_str(k, head[i]);
-    for (uint32_t i = 0; i < n; i++) {
-        char *f = names + (size_t)i * 11;
-        kvsql_call_add(k, f, (size_t)snprintf(f, 11, "%u", idx[i]));
-    }
-    return 0;
-}
-
-/* Reads pages idx[0..n-1] from Redis in one script call; copies the
- * first `wanted` of them into out. */
-static int read_remote(redis_store *s, kvsql_txn *t, const uint32_t *idx, uint32_t n, uint32_t wanted,
-                       unsigned char *out) {
-    char nkeys[8], *names = malloc((size_t)n * 11);
-    kvsql_call k = {0, NULL, NULL};
-    if (!names || read_call(s, idx, n, &k, names, nkeys) != 0) {
-        kvsql_call_free(&k);
-        free(names);
-        return fail(s, SQLITE_NOMEM, "out of memory");
-    }
-    redisReply *r = kvsql_conn_run_script(&s->conn, SCRIPT_READ, &k);
-    kvsql_call_free(&k);
-    free(names);
-    if (!r) return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "read");
-    s->stats.reads++;
-    int rc = read_outcome(s, r, idx, n, wanted, t->page_size, out);
-    freeReplyObject(r);
-    return rc;
-}
-
-/* Read-ahead (client/readahead.c): a miss that follows a scan reads up
- * to AHEAD_MAX pages, or a quarter of the cache. Once the window is full,
- * the scan's next read is sent before SQLite asks for it (prefetch_next),
- * so that Redis reads while SQLite works. */
-static uint32_t ahead_max(const redis_store *s, const kvsql_txn *t) {
-    uint32_t q = pagecache_capacity(&s->cache, t->page_size) / 4;
-    return q < 1 ? 1 : q < AHEAD_MAX ? q : AHEAD_MAX;
-}
-
-/* Sends the scan's next read (after page `at` SQLite just got, noted)
- * without waiting for it, when the window is full. */
-static void prefetch_next(redis_store *s, const kvsql_txn *t, uint32_t at) {
-    if (s->npre || !s->conn.c || s->conn.pending > 0) return;
-    s->pre_fast = fast_ok(s);
-    if (!s->pre_fast && !s->conn.sha[SCRIPT_READ][0]) return;
-    uint32_t n = readahead_next(&s->ra, &s->cache, t->npages, ahead_max(s, t), at, s->pre);
-    if (n == 0) return;
-    if (s->pre_fast) {
-        if (append_fast(s, s->pre, n) != 0) return;
-        int done = 0;
-        while (!done)
-            if (redisBufferWrite(s->conn.c, &done) != REDIS_OK) {
-                kvsql_conn_drop(&s->conn);
-                return;
-            }
-        s->conn.pending += 2; /* read here (take_prefetch) or dropped by the next exchange (client/conn.c) */
-    } else {
-        char nkeys[8], *names = malloc((size_t)n * 11);
-        kvsql_call k = {0, NULL, NULL};
-        if (names && read_call(s, s->pre, n, &k, names, nkeys) == 0) {
-            k.argv[0] = "EVALSHA";
-            k.argv[1] = s->conn.sha[SCRIPT_READ];
-            kvsql_conn_send(&s->conn, k.argc, k.argv);
-        }
-        kvsql_call_free(&k);
-        free(names);
-    }
-    if (s->conn.c && s->conn.pending > 0) {
-        s->npre = n;
-        s->stats.reads++;
-        s->pre_mark = ++s->stats.round_trips;
-        s->pre_conn = s->conn.connections;
-    }
-}
-
-/* Takes the reply of the read prefetch_next sent, when nothing else read
- * it since: its pages join the cache. A refusal (a snapshot too old, an
- * error) is left for the read SQLite's next miss makes. SQLITE_IOERR when
- * the connection broke. */
-static int take_prefetch(redis_store *s, const kvsql_txn *t) {
-    uint32_t n = s->npre;
-    s->npre = 0;
-    if (!s->conn.c || s->conn.connections != s->pre_conn || s->stats.round_trips != s->pre_mark ||
-        s->conn.pending < (s->pre_fast ? 2 : 1))
-        return SQLITE_OK; /* another exchange read and dropped it */
-    if (s->pre_fast) {
-        s->conn.pending -= 2;
-        int rc = take_fast(s, s->pre, n, 0, t->page_size, NULL);
-        return rc == FAST_NO ? SQLITE_OK : rc;
-    }
-    redisReply *r = NULL;
-    if (redisGetReply(s->conn.c, (void **)&r) != REDIS_OK) return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "read");
-    s->conn.pending--;
-    if (r && reply_is(r, 0, "ok") && r->elements == (size_t)n + 1) {
-        char keep[sizeof(s->conn.err)];
-        memcpy(keep, s->conn.err, sizeof(keep));
-        s->renewed_ms = monotonic_ms();
-        if (take_pages(s, r->element + 1, s->pre, n, 0, t->page_size, NULL) != SQLITE_OK) /* the next read says it */
-            memcpy(s->conn.err, keep, sizeof(keep));
-    }
-    freeReplyObject(r);
-    return SQLITE_OK;
-}
-
-/* Page `at` and the `run` - 1 after it, none cached, into out. */
-static int fetch(redis_store *s, kvsql_txn *t, uint32_t at, uint32_t run, unsigned char *out) {
-    uint32_t idx[1 + AHEAD_MAX], *plan = run > 1 ? malloc((size_t)(run + AHEAD_MAX) * sizeof(*plan)) : idx;
-    if (!plan) return fail(s, SQLITE_NOMEM, "out of memory");
-    uint32_t n = readahead_plan(&s->ra, &s->cache, t->npages, ahead_max(s, t), at, run, plan);
-    int rc = fast_ok(s) ? read_fast(s, plan, n, run, t->page_size, out) : FAST_NO;
-    if (rc == FAST_NO) rc = read_remote(s, t, plan, n, run, out);
-    if (plan != idx) free(plan);
-    return rc;
-}
-
-static int redis_read(kvsql_store *st, kvsql_txn *t, uint32_t first, uint32_t count, void *buf) {
-    redis_store *s = (redis_store *)st;
-    unsigned char *out = buf;
-    if (t != s->active || t->level == KVSQL_LOCK_NONE)
-        return fail(s, SQLITE_MISUSE, "read outside a transaction");
-    if (!s->conn.c) return connection_gone(s);
-    if (count && (first >= t->npages || count > t->npages - first))
-        return fail(s, SQLITE_IOERR_SHORT_READ, "key %s: read past the end of the snapshot", s->key);
-    uint32_t psz = t->page_size;
-    int rc = SQLITE_OK;
-    for (uint32_t i = 0; i < count && rc == SQLITE_OK;) {
-        const void *p = pagecache_get(&s->cache, first + i);
-        if (!p && s->npre) {
-            rc = take_prefetch(s, t);
-            p = pagecache_get(&s->cache, first + i);
-        }
-        if (p) {
-            memcpy(out + (size_t)i * psz, p, psz);
-            i++;
-            continue;
-        }
-        if (rc != SQLITE_OK) break;
-        uint32_t at = first + i, run = 1;
-        while (i + run < count && !pagecache_has(&s->cache, at + run)) run++;
-        rc = fetch(s, t, at, run, out + (size_t)i * psz);
-        i += run;
-    }
-    for (uint32_t i = 0; i < count && rc == SQLITE_OK; i++)
-        readahead_note(&s->ra, first + i, out + (size_t)i * psz, psz);
-    if (rc == SQLITE_OK && count) prefetch_next(s, t, first + count - 1);
-    return rc;
-}
-
 /* ---- lock ---------------------------------------------------------------- */
 
 static int redis_lock(kvsql_store *st, kvsql_txn *t) {
     redis_store *s = (redis_store *)st;
     if (t != s->active || t->level == KVSQL_LOCK_NONE)
-        return fail(s, SQLITE_MISUSE, "lock outside a transaction");
+        return rs_fail(s, SQLITE_MISUSE, "lock outside a transaction");
     if (t->level == KVSQL_LOCK_WRITE) return SQLITE_OK;
-    if (!s->conn.c) return connection_gone(s);
+    if (!s->conn.c) return rs_connection_gone(s);
     s->intent = 0;
     if (s->holds_lease) { /* the begin took it (write-intent hint), on this very snapshot */
         t->level = KVSQL_LOCK_WRITE;
         return SQLITE_OK;
     }
     const char *args[] = {s->aux[AUX_V], s->aux[AUX_LEASE], /* KEYS */ s->conn.token, s->snapshot, s->lease};
-    redisReply *r = run_script(s, SCRIPT_LOCK, "lock", 2, NARGS(args), args);
+    redisReply *r = rs_run_script(s, SCRIPT_LOCK, "lock", 2, NARGS(args), args);
     if (!r) return SQLITE_IOERR;
     s->stats.locks++;
     int rc;
     if (r->type == REDIS_REPLY_ERROR) rc = kvsql_conn_reply_error(&s->conn, r, "lock");
-    else if (reply_is(r, 0, "ok")) {
+    else if (rs_reply_is(r, 0, "ok")) {
         rc = SQLITE_OK;
         s->holds_lease = 1;
         t->level = KVSQL_LOCK_WRITE;
-    } else if (reply_is(r, 0, "busy")) {
+    } else if (rs_reply_is(r, 0, "busy")) {
         s->stats.busy++;
-        rc = fail(s, SQLITE_BUSY, "key %s: another connection is writing", s->key);
-    } else if (reply_is(r, 0, "stale")) {
+        rc = rs_fail(s, SQLITE_BUSY, "key %s: another connection is writing", s->key);
+    } else if (rs_reply_is(r, 0, "stale")) {
         s->stats.stale++;
-        rc = fail(s, SQLITE_BUSY_SNAPSHOT, "key %s: a commit landed after this transaction's snapshot", s->key);
-    } else rc = bad_reply(s, "lock");
+        rc = rs_fail(s, SQLITE_BUSY_SNAPSHOT, "key %s: a commit landed after this transaction's snapshot", s->key);
+    } else rc = rs_bad_reply(s, "lock");
     freeReplyObject(r);
     return rc;
 }
@@ -711,34 +389,34 @@ static void adopt_commit(redis_store *s, kvsql_txn *t, const kvsql_batch *b, con
 
 static int commit_outcome(redis_store *s, kvsql_txn *t, const kvsql_batch *b, const redisReply *r) {
     if (r->type == REDIS_REPLY_ERROR) return kvsql_conn_reply_error(&s->conn, r, "commit");
-    if (reply_is(r, 0, "ok") && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
+    if (rs_reply_is(r, 0, "ok") && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
         s->stats.commits++;
         s->stats.pages_written += b->count;
         adopt_commit(s, t, b, r->element[1]->str);
         return SQLITE_OK;
     }
-    if (reply_is(r, 0, "lease")) {
+    if (rs_reply_is(r, 0, "lease")) {
         s->holds_lease = 0;
-        return fail(s, SQLITE_IOERR_LOCK,
+        return rs_fail(s, SQLITE_IOERR_LOCK,
                     "key %s: the write lease was lost (it lapsed after lease_ms=%d and maybe another writer took "
                     "it); nothing was written",
                     s->key, s->cfg.lease_ms);
     }
-    if (reply_is(r, 0, "stale")) {
+    if (rs_reply_is(r, 0, "stale")) {
         s->stats.stale++;
-        return fail(s, SQLITE_BUSY_SNAPSHOT, "key %s: a commit landed after this transaction's snapshot", s->key);
+        return rs_fail(s, SQLITE_BUSY_SNAPSHOT, "key %s: a commit landed after this transaction's snapshot", s->key);
     }
-    if (reply_is(r, 0, "capture")) {
+    if (rs_reply_is(r, 0, "capture")) {
         s->stats.stale++;
-        return fail(s, SQLITE_BUSY_SNAPSHOT,
+        return rs_fail(s, SQLITE_BUSY_SNAPSHOT,
                     "key %s: change capture was turned on after this transaction began, so its changes were not "
                     "captured; nothing was written, run it again",
                     s->key);
     }
-    if (reply_is(r, 0, "changes"))
-        return fail(s, SQLITE_ERROR, "key %s: kvsql changes: T:changes holds another type than a stream: nothing "
+    if (rs_reply_is(r, 0, "changes"))
+        return rs_fail(s, SQLITE_ERROR, "key %s: kvsql changes: T:changes holds another type than a stream: nothing "
                                      "was written", s->key);
-    return bad_reply(s, "commit");
+    return rs_bad_reply(s, "commit");
 }
 
 /* Whether the commit must store the lock-byte page the hash lacks (an
@@ -768,11 +446,11 @@ static void wait_for_replicas(redis_store *s) {
     if (got >= s->cfg.wait_replicas) return;
     s->stats.wait_short++;
     if (got < 0)
-        fail(s, SQLITE_OK, "key %s: the commit landed on the master at %s, but WAIT %s failed: not known to be on "
+        rs_fail(s, SQLITE_OK, "key %s: the commit landed on the master at %s, but WAIT %s failed: not known to be on "
                            "any replica",
              s->key, s->conn.where, n);
     else
-        fail(s, SQLITE_OK, "key %s: the commit landed on the master at %s, but only %lld of wait=%s replicas "
+        rs_fail(s, SQLITE_OK, "key %s: the commit landed on the master at %s, but only %lld of wait=%s replicas "
                            "acknowledged it within wait_timeout_ms=%s",
              s->key, s->conn.where, got, n, ms);
 }
@@ -785,11 +463,11 @@ static int changes_of_commit(redis_store *s, const change_log **log) {
     *log = NULL;
     if (!s->capture_on) return SQLITE_OK;
     if (!s->capture)
-        return fail(s, SQLITE_ERROR, "key %s: change capture is on (T:changes:cfg) and this connection cannot "
+        return rs_fail(s, SQLITE_ERROR, "key %s: change capture is on (T:changes:cfg) and this connection cannot "
                                      "capture: open the database as the main database of its connection, not "
                                      "with ATTACH; nothing was written", s->key);
     if (!(*log = kvsql_capture_commit(s->capture, s->committed, why, sizeof(why))))
-        return fail(s, SQLITE_ERROR, "key %s: %s", s->key, why);
+        return rs_fail(s, SQLITE_ERROR, "key %s: %s", s->key, why);
     return SQLITE_OK;
 }
 
@@ -814,115 +492,11 @@ static void add_changes(kvsql_call *k, const change_log *log, char (*counts)[4])
     }
 }
 
-/* ---- big commits: staged ------------------------------------------------- */
-
-/* A commit of more than stage_kb= of pages in one script would hold Redis
- * for as long as the script runs (about 0.2 s for 40 MB on loopback) while
- * every other client waits. Such a commit is staged instead
- * (docs/FORMAT.md, "Big commits"), in short scripts (client/scripts.c):
- *   upload  its pages into T:stage, STAGE_CHUNK per script, each saving the
- *           undo of the pages it overwrites;
- *   copy    the pages of K it does not write into T:stage, STAGE_COPY per
- *           script;
- *   publish T:stage becomes K (two RENAMEs), T:v grows: the commit, atomic.
- * Every script checks the lease (and renews it), so a writer that lost it
- * never publishes, and the next staged writer drops a T:stage left
- * behind (which also lapses by itself after STAGE_TTL_LEASES leases). Not
- * used while capture is on (the commit script publishes the changes), on
- * a hash with the lock-byte gap, or when the commit shortens the
- * database: those commit in one script. */
-#define STAGE_CHUNK 256
-#define STAGE_COPY 1024
-#define STAGE_TTL_LEASES 6
-
-static int stage_wanted(const redis_store *s, const kvsql_txn *t, const kvsql_batch *b, const void *log) {
-    return s->cfg.stage_kb > 0 && !log && !s->gap && b->npages >= t->npages &&
-           (uint64_t)b->count * b->page_size > (uint64_t)s->cfg.stage_kb * 1024;
-}
-
-/* Runs a staging script. 1 when it answered 'ok' (freed); else 0 with
- * its reply in *r (NULL: the connection broke). */
-static int stage_step(redis_store *s, int id, kvsql_call *k, redisReply **r) {
-    *r = kvsql_conn_run_script(&s->conn, id, k);
-    if (!*r || !reply_is(*r, 0, "ok")) return 0;
-    freeReplyObject(*r);
-    *r = NULL;
-    return 1;
-}
-
-/* Uploads the pages of b from `from`, STAGE_CHUNK of them. */
-static int stage_put(redis_store *s, const kvsql_txn *t, const kvsql_batch *b, uint32_t from, const char *ttl,
-                     redisReply **r) {
-    uint32_t n = b->count - from < STAGE_CHUNK ? b->count - from : STAGE_CHUNK;
-    char nkeys[8], old[16], names[STAGE_CHUNK][KVSQL_FIELD_MAX];
-    const char *argv[3 + 13 + 2 * STAGE_CHUNK];
-    size_t lens[3 + 13 + 2 * STAGE_CHUNK];
-    kvsql_call k = {0, argv, lens};
-    snprintf(old, sizeof(old), "%u", t->npages);
-    const char *head[] = {s->stage, s->aux[AUX_LEASE], s->aux[AUX_V], s->key, s->aux[AUX_UNDO], s->aux[AUX_UNDO_IDX],
-                          s->aux[AUX_UNDO_VER], /* KEYS */
-                          s->conn.token, s->snapshot, s->lease, from == 0 ? "1" : "0", old, ttl};
-    kvsql_call_script(&k, 7, nkeys);
-    for (int i = 0; i < NARGS(head); i++) kvsql_call_str(&k, head[i]);
-    for (uint32_t i = 0; i < n; i++) {
-        kvsql_call_add(&k, names[i], kvsql_field_name(names[i], b->pages[from + i].index));
-        kvsql_call_add(&k, b->pages[from + i].data, b->page_size);
-    }
-    return stage_step(s, SCRIPT_STAGE_PUT, &k, r);
-}
-
-/* Copies pages from..from+STAGE_COPY-1 (below `to`) of K it lacks. */
-static int stage_copy(redis_store *s, uint32_t from, uint32_t to, const char *ttl, redisReply **r) {
-    char nkeys[8], a[16], z[16];
-    snprintf(a, sizeof(a), "%u", from);
-    snprintf(z, sizeof(z), "%u", to - from < STAGE_COPY ? to : from + STAGE_COPY);
-    const char *argv[3 + 8];
-    size_t lens[3 + 8];
-    kvsql_call k = {0, argv, lens};
-    const char *args[] = {s->stage, s->key, s->aux[AUX_LEASE], /* KEYS */ s->conn.token, s->lease, a, z, ttl};
-    kvsql_call_script(&k, 3, nkeys);
-    for (int i = 0; i < NARGS(args); i++) kvsql_call_str(&k, args[i]);
-    return stage_step(s, SCRIPT_STAGE_COPY, &k, r);
-}
-
-/* The publish script's reply (NULL: the connection broke). */
-static redisReply *stage_publish(redis_store *s, const kvsql_batch *b) {
-    char nkeys[8], npages[16];
-    snprintf(npages, sizeof(npages), "%u", b->npages);
-    const char *argv[3 + 15];
-    size_t lens[3 + 15];
-    kvsql_call k = {0, argv, lens};
-    const char *args[] = {s->key,           s->stage,       s->stage_old,  s->aux[AUX_V], s->aux[AUX_LEASE],
-                          s->aux[AUX_READERS], s->aux[AUX_UNDO], s->aux[AUX_UNDO_IDX], s->aux[AUX_UNDO_VER],
-                          s->aux[AUX_LOG],  s->aux[AUX_CHANGES_CFG], /* KEYS */
-                          s->conn.token,    s->snapshot,    s->lease,      npages};
-    kvsql_call_script(&k, 11, nkeys);
-    for (int i = 0; i < NARGS(args); i++) kvsql_call_str(&k, args[i]);
-    return kvsql_conn_run_script(&s->conn, SCRIPT_STAGE_PUBLISH, &k);
-}
-
-/* Commits b in steps. The reply for commit_outcome: the publish's, or the
- * step's that refused ({'lease'}, {'stale', v}, an error); NULL when the
- * connection broke (nothing was published if it broke before the publish:
- * the next transaction shows which). */
-static redisReply *commit_staged(redis_store *s, const kvsql_txn *t, const kvsql_batch *b) {
-    char ttl[24];
-    redisReply *r = NULL;
-    int ok = 1;
-    snprintf(ttl, sizeof(ttl), "%lld", (long long)s->cfg.lease_ms * STAGE_TTL_LEASES);
-    for (uint32_t i = 0; ok && i < b->count; i += STAGE_CHUNK) ok = stage_put(s, t, b, i, ttl, &r);
-    for (uint32_t i = 0; ok && i < t->npages; i += STAGE_COPY) ok = stage_copy(s, i, t->npages, ttl, &r);
-    if (!ok) return r;
-    r = stage_publish(s, b);
-    if (r && reply_is(r, 0, "ok")) s->stats.staged_commits++;
-    return r;
-}
-
 static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     redis_store *s = (redis_store *)st;
     if (t != s->active || t->level != KVSQL_LOCK_WRITE)
-        return fail(s, SQLITE_IOERR_LOCK, "key %s: this connection is not the writer", s->key);
-    if (!s->conn.c) return connection_gone(s);
+        return rs_fail(s, SQLITE_IOERR_LOCK, "key %s: this connection is not the writer", s->key);
+    if (!s->conn.c) return rs_connection_gone(s);
     const change_log *log;
     int rc = changes_of_commit(s, &log);
     if (rc != SQLITE_OK) return rc;
@@ -941,7 +515,7 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
         free(idx);
         free(counts);
         free(zeros);
-        return fail(s, SQLITE_NOMEM, "out of memory");
+        return rs_fail(s, SQLITE_NOMEM, "out of memory");
     }
     snprintf(npages, sizeof(npages), "%u", b->npages);
     if (s->gap) kvsql_field_name(gap, lb);
@@ -961,7 +535,7 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
         kvsql_call_add(&k, p, kvsql_field_name(p, i < b->count ? b->pages[i].index : lb));
         kvsql_call_add(&k, i < b->count ? b->pages[i].data : zeros, b->page_size);
     }
-    redisReply *r = stage_wanted(s, t, b, log) ? commit_staged(s, t, b)
+    redisReply *r = rs_stage_wanted(s, t, b, log) ? rs_commit_staged(s, t, b)
                                                 : kvsql_conn_run_script(&s->conn, SCRIPT_COMMIT, &k);
     kvsql_call_free(&k);
     free(idx);
@@ -1026,7 +600,7 @@ static void redis_destroy(kvsql_store *st) {
 }
 
 static const kvsql_store_methods redis_methods = {
-    redis_begin, redis_read, redis_lock, redis_commit, redis_unlock, redis_errmsg, redis_destroy,
+    redis_begin, rs_read, redis_lock, redis_commit, redis_unlock, redis_errmsg, redis_destroy,
 };
 
 /* ---- making a store ------------------------------------------------------ */

@@ -1,0 +1,90 @@
+/* redis_store.h - the inside of a `redis` VFS store (store_redis.h), shared
+ * by the files that implement it: store_redis.c (begin, lock, commit,
+ * unlock, making a store), store_read.c (reads, the page cache, read-ahead)
+ * and store_stage.c (big commits, staged). Nothing else includes it. */
+#ifndef KVSQL_CLIENT_REDIS_STORE_H
+#define KVSQL_CLIENT_REDIS_STORE_H
+
+#include "client/conn.h"
+#include "client/hooks.h"
+#include "client/pagecache.h"
+#include "client/readahead.h"
+#include "client/store_redis.h"
+
+#include <hiredis/hiredis.h>
+
+/* Pages one read brings at most (1 MiB of 4 KiB pages): store_read.c's
+ * "read-ahead". */
+#define AHEAD_MAX 256
+
+/* In the order the commit script takes them as KEYS[2..] (scripts.h). */
+enum {
+    AUX_V, AUX_LEASE, AUX_READERS, AUX_UNDO, AUX_UNDO_IDX, AUX_UNDO_VER, AUX_LOG, AUX_CHANGES, AUX_CHANGES_CFG,
+    AUX_COUNT
+};
+typedef struct redis_store {
+    kvsql_store base;
+    kvsql_redis_config cfg;
+    char lease[16];            /* cfg.lease_ms in decimal, for the scripts */
+    char *key;
+    char *aux[AUX_COUNT];      /* T:v, T:lease, ... */
+    char *stage, *stage_old;   /* T:stage, T:stage:old: a big commit's (store_stage.c) */
+    kvsql_conn conn;           /* to the node that serves key (client/conn.c) */
+    kvsql_txn *active;         /* the transaction at READ or WRITE */
+    char snapshot[24];         /* decimal version of the snapshot */
+    char member[64];           /* our reader registration, "" when none; kept
+                                * after a read-only transaction, for the next
+                                * begin to replace (or redis_destroy to end) */
+    int holds_lease;
+    kvsql_capture *capture;    /* the connection's row change capture
+                                * (client/hooks.c), NULL when none; ours */
+    int capture_on;            /* begin found T:changes:cfg */
+    int committed;             /* a commit landed since the lock */
+    int intent;                /* write-intent hint (client/hooks.c): the next
+                                * begin also tries to take the lease */
+    /* Pages as of version cache_version, read ahead or kept from begin
+     * and from our own commits. A begin that finds another version keeps
+     * them but for the pages T:log says changed since (all of them when
+     * the log does not reach back), and at every reconnection. */
+    pagecache cache;           /* bounded by cfg.cache_kb (client/pagecache.h) */
+    uint64_t cache_version;
+    uint32_t cache_hlen;       /* HLEN of the hash at cache_version */
+    int gap;                   /* the hash at cache_version lacks its lock-byte
+                                * field (an older module's; format.h) */
+    uint32_t log_connection;   /* the connection that last renewed T:log */
+    double log_renewed_ms;     /* when (monotonic clock) */
+    readahead ra;              /* what a miss reads ahead (client/readahead.c) */
+    uint32_t pre[AHEAD_MAX];   /* a scan's next read, sent before SQLite asked */
+    uint32_t npre;             /* its pages; 0 when none is on the way */
+    sqlite3_int64 pre_mark;    /* stats.round_trips after it was sent: another exchange since
+                                * read its reply with the pending ones (client/conn.c) */
+    uint32_t pre_conn;         /* conn.connections then */
+    int pre_fast;              /* it was sent as HMGET + GET (read_fast) */
+    double renewed_ms;         /* when a read script last renewed the registration and lease */
+    double begun_ms;           /* when a begin script last registered the reader (sent) */
+    kvsql_redis_stats stats;
+} redis_store;
+
+/* Records why rc happened for errmsg() and the VFS, then returns rc. */
+int rs_fail(redis_store *s, int rc, const char *fmt, ...);
+/* A call within a transaction whose connection was dropped. */
+int rs_connection_gone(redis_store *s);
+/* Whether element i of r is the status or string `word`. */
+int rs_reply_is(const redisReply *r, size_t i, const char *word);
+long long rs_reply_int(const redisReply *r);
+/* An answer of the wrong shape from the script `what`. */
+int rs_bad_reply(redis_store *s, const char *what);
+double rs_monotonic_ms(void);
+
+#define NARGS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* store_read.c: the store's read method. */
+int rs_read(kvsql_store *st, kvsql_txn *t, uint32_t first, uint32_t count, void *buf);
+
+/* store_stage.c: whether batch b is committed in steps, and the commit
+ * in steps (the reply for the commit's outcome; NULL when the connection
+ * broke). */
+int rs_stage_wanted(const redis_store *s, const kvsql_txn *t, const kvsql_batch *b, const void *log);
+redisReply *rs_commit_staged(redis_store *s, const kvsql_txn *t, const kvsql_batch *b);
+
+#endif
