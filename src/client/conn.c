@@ -115,8 +115,7 @@ static int drain_pending(kvsql_conn *cn) {
     return 0;
 }
 
-/* Writes n in decimal at p; returns the end. */
-static char *put_size(char *p, size_t n) {
+char *kvsql_put_decimal(char *p, unsigned long long n) {
     char d[24];
     int k = 0;
     do d[k++] = (char)('0' + n % 10);
@@ -137,11 +136,11 @@ static int append_command(redisContext *c, int argc, const char **argv, const si
     char stack[APPEND_STACK], *buf = total <= sizeof(stack) ? stack : malloc(total), *p = buf;
     if (!buf) return REDIS_ERR;
     *p++ = '*';
-    p = put_size(p, (size_t)argc);
+    p = kvsql_put_decimal(p, (unsigned long long)argc);
     for (int i = 0; i < argc; i++) {
         size_t n = lens ? lens[i] : strlen(argv[i]);
         memcpy(p, "\r\n$", 3);
-        p = put_size(p + 3, n);
+        p = kvsql_put_decimal(p + 3, n);
         memcpy(p, "\r\n", 2);
         memcpy(p + 2, argv[i], n);
         p += 2 + n;
@@ -254,7 +253,7 @@ void kvsql_call_str(kvsql_call *k, const char *p) {
 void kvsql_call_script(kvsql_call *k, int nkeys, char *nbuf) {
     kvsql_call_add(k, "", 0);
     kvsql_call_add(k, "", 0);
-    char *end = put_size(nbuf, (size_t)nkeys); /* nkeys < 10^7 */
+    char *end = kvsql_put_decimal(nbuf, (unsigned long long)nkeys); /* nkeys < 10^7 */
     *end = 0;
     kvsql_call_add(k, nbuf, (size_t)(end - nbuf));
 }

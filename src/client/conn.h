@@ -97,4 +97,9 @@ void kvsql_call_script(kvsql_call *k, int nkeys, char *nbuf);
  * FLUSH). */
 redisReply *kvsql_conn_run_script(kvsql_conn *cn, int id, kvsql_call *k);
 
+/* Writes n in decimal at p, no NUL; returns the end. Commands and
+ * begin's arguments are made by hand: snprintf was a sixth of the client's
+ * instructions of a warm point select (bench/PROFILE.md). */
+char *kvsql_put_decimal(char *p, unsigned long long n);
+
 #endif

@@ -156,18 +156,6 @@ static int apply_changes(redis_store *s, const redisReply *r, uint32_t psz) {
     return 0;
 }
 
-/* Writes n in decimal at p; returns the end (no NUL). Begin's strings
- * are made by hand: snprintf was a sixth of the client's instructions of a
- * warm point select (bench/PROFILE.md). */
-static char *put_decimal(char *p, unsigned long long n) {
-    char d[24];
-    int k = 0;
-    do d[k++] = (char)('0' + n % 10);
-    while ((n /= 10) > 0);
-    while (k > 0) *p++ = d[--k];
-    return p;
-}
-
 /* Takes v (len bytes, as begin answered it) as the snapshot, and
  * "<v>:<token>" as the reader's member. -1 when v is too long. */
 static int set_snapshot(redis_store *s, const char *v, size_t len) {
@@ -291,9 +279,9 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
     char cached[40] = "", log_ttl[16];
     log_ttl_arg(s, log_ttl, sizeof(log_ttl));
     if (pagecache_has(&s->cache, 0)) {
-        char *p = put_decimal(cached, s->cache_version);
+        char *p = kvsql_put_decimal(cached, s->cache_version);
         *p++ = ':';
-        *put_decimal(p, s->cache_hlen) = 0;
+        *kvsql_put_decimal(p, s->cache_hlen) = 0;
     }
     double now = rs_monotonic_ms();
     int warm = warm_begin_ok(s, cached, log_ttl, now);

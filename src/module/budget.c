@@ -73,10 +73,18 @@ static long long precise_us(void) {
     return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Whether a main-thread call that may move has run long enough to move. */
+/* Whether a main-thread call that may move has run long enough to move.
+ * Asked only then (off the hot path): never inside MULTI or a script,
+ * which must stay atomic and synchronous, nor for a client that cannot
+ * block; such a call runs on here to its end. */
 static int time_to_offload(void) {
-    if (!call.offload_at_us || ++call.ticks % OFFLOAD_CHECK_TICKS) return 0;
-    return precise_us() >= call.offload_at_us;
+    if (!call.offload_at_us || ++call.ticks % OFFLOAD_CHECK_TICKS || precise_us() < call.offload_at_us) return 0;
+    const int stay = REDISMODULE_CTX_FLAGS_LUA | REDISMODULE_CTX_FLAGS_MULTI | REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
+    if (RedisModule_GetContextFlags(call.ctx) & stay) {
+        call.offload_at_us = 0;
+        return 0;
+    }
+    return 1;
 }
 
 int budget_tick(void) {

@@ -21,7 +21,9 @@ extern long long budget_call_memory_kb;
 
 /* Opens the budget of a call on db, on Redis's main thread; pair with
  * budget_end(db). With offload_after_us > 0 the call stops (STOP_OFFLOAD)
- * once it has run that long, so that exec.c moves it to a worker thread. */
+ * once it has run that long, so that exec.c moves it to a worker thread,
+ * unless it runs inside MULTI or a script, or for a client that cannot
+ * block. */
 void budget_begin(RedisModuleCtx *ctx, sqlite3 *db, long long offload_after_us);
 /* The same on a worker thread (worker.c): the call also stops when
  * *killed becomes non-zero (SQL.KILL), and its time limit counts from

@@ -424,12 +424,9 @@ static int refuse_args(const options *o, int nargs, int *nvalues, char *err, siz
 }
 
 /* How long a call may run on the main thread before it moves to a worker
- * (0: it never moves): never inside MULTI or a script, which must stay
- * atomic and synchronous, nor for a client that cannot block. */
-static long long offload_after(RedisModuleCtx *ctx) {
-    if (exec_offload_after_us <= 0 || worker_threads <= 0) return 0;
-    const int stay = REDISMODULE_CTX_FLAGS_LUA | REDISMODULE_CTX_FLAGS_MULTI | REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
-    return RedisModule_GetContextFlags(ctx) & stay ? 0 : exec_offload_after_us;
+ * (0: it never moves). budget.c keeps calls inside MULTI and scripts here. */
+static long long offload_after(void) {
+    return worker_threads > 0 && exec_offload_after_us > 0 ? exec_offload_after_us : 0;
 }
 
 static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key, const char *text, size_t len);
@@ -507,7 +504,7 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
     k.args = argv + nopt + 1;
     k.nraw = argc - nopt - 1;
     k.readonly = readonly;
-    k.offload_us = may_move ? offload_after(ctx) : 0;
+    k.offload_us = may_move ? offload_after() : 0;
     if (refuse_text(text, len, k.err, sizeof(k.err)) || refuse_args(&k.opt, k.nraw, &k.nargs, k.err, sizeof(k.err)) ||
         (!readonly && refuse_second_writer(ctx, keyname, k.err, sizeof(k.err))))
         return call_reply_error(ctx, k.err);
