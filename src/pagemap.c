@@ -147,10 +147,24 @@ void pagemap_drop_from(pagemap *m, uint32_t first) {
     }
 }
 
-int pagemap_apply_batch(pagemap *m, const kvsql_batch *b) {
-    if (pagemap_reserve(m, b->count) != 0) return -1;
+int pending_add(pending_pages *p, kvsql_txn *t, const kvsql_batch *b) {
+    if (pagemap_reserve(&p->map, b->count) != 0) return -1;
     for (uint32_t i = 0; i < b->count; i++)
-        if (pagemap_put(m, b->pages[i].index, b->pages[i].data, b->page_size) != 0) return -1;
-    pagemap_drop_from(m, b->npages);
+        if (pagemap_put(&p->map, b->pages[i].index, b->pages[i].data, b->page_size) != 0) return -1;
+    pagemap_drop_from(&p->map, b->npages);
+    p->any = 1;
+    p->npages = b->npages;
+    p->page_size = b->page_size;
+    t->version++;
+    t->npages = b->npages;
+    t->page_size = b->page_size;
     return 0;
+}
+
+int pending_move(pending_pages *p, pending_pages *out) {
+    if (!p->any) return 0;
+    *out = *p;
+    memset(p, 0, sizeof(*p));
+    pagemap_init(&p->map);
+    return 1;
 }

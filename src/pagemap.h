@@ -49,11 +49,25 @@ int pagemap_remove_at(pagemap *m, size_t i);
 int pagemap_remove(pagemap *m, uint32_t index);
 /* Frees and removes every page whose index is >= first. */
 void pagemap_drop_from(pagemap *m, uint32_t first);
-/* Puts a commit's pages (store.h's kvsql_batch) over the pages held, and
- * drops those past its length: what a store that holds commits until it
- * writes them does at each commit. Returns 0, or -1 when out of memory. */
+/* The commits a store holds until it writes them elsewhere: the module's
+ * keyspace store until the end of a call, a worker's snapshot store until
+ * the main thread writes them (src/module/). */
+typedef struct pending_pages {
+    pagemap map;        /* the pages committed, by index */
+    int any;            /* something was committed */
+    uint32_t npages;    /* the database's length after the commits */
+    uint32_t page_size; /* and its page size */
+} pending_pages;
+
+struct kvsql_txn;
 struct kvsql_batch;
-int pagemap_apply_batch(pagemap *m, const struct kvsql_batch *b);
+/* One more commit: its pages over those held, the pages past its length
+ * dropped, and the transaction's snapshot moved to it (version + 1, the
+ * batch's length). Returns 0, or -1 when out of memory (the caller then
+ * discards everything pending). */
+int pending_add(pending_pages *p, struct kvsql_txn *t, const struct kvsql_batch *b);
+/* Moves p's content to *out (p is left empty); 0 when nothing was pending. */
+int pending_move(pending_pages *p, pending_pages *out);
 /* Iteration: for (i = 0; i < m->cap; i++) if (m->slots[i].page) ... */
 
 #endif

@@ -36,6 +36,9 @@ typedef struct call {
 int call_run(call *k, const char *text, size_t len);
 /* Main thread: replies the call's result, or its error when !ok. */
 void call_reply(call *k, int ok);
+/* Main thread: replies a successful call's result: the last statement's
+ * rows when it has result columns, else the count of rows it changed. */
+void call_reply_result(RedisModuleCtx *ctx, result *rows, int has_rows, long long changes, int format);
 /* Main thread: replies an error and counts it by its first word. */
 int call_reply_error(RedisModuleCtx *ctx, const char *err);
 

@@ -133,6 +133,11 @@ static int read_config(RedisModuleCtx *ctx, RedisModuleString *keyname, char *ma
     return on;
 }
 
+int changes_on(RedisModuleCtx *ctx, RedisModuleString *keyname) {
+    char maxlen[24], trim[2];
+    return read_config(ctx, keyname, maxlen, trim);
+}
+
 void changes_call_begin(RedisModuleCtx *ctx, RedisModuleString *keyname, sqlite3 *db, guard *g) {
     if (!read_config(ctx, keyname, cur.maxlen, cur.trim)) return;
     cur.active = 1;

@@ -18,6 +18,10 @@
 
 #include <sqlite3.h>
 
+/* Whether capture is on for the database at keyname (offload.c keeps
+ * such writes on the main thread, where the capture runs). */
+int changes_on(RedisModuleCtx *ctx, RedisModuleString *keyname);
+
 /* exec.c: at the start of a write call on keyname's connection db (guard
  * g lets capture's own queries past the authorizer). Installs the
  * preupdate hook when capture is on for the key. */

@@ -21,11 +21,9 @@
 #include "cache.h"
 #include "changes.h"
 #include "kvsql.h"
-#include "protocol.h"
 #include "result.h"
 #include "snapshot.h"
 #include "store_keyspace.h"
-#include "store_snapshot.h"
 #include "utf8.h"
 #include "worker.h"
 
@@ -36,8 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-
 
 /* The rows of the last statement of a call on the main thread; reused by
  * every call. */
@@ -364,10 +360,14 @@ static int close_transaction(call *k, int ok) {
     return 0;
 }
 
+void call_reply_result(RedisModuleCtx *ctx, result *rows, int has_rows, long long changes, int format) {
+    if (has_rows) result_reply(rows, ctx, format);
+    else RedisModule_ReplyWithLongLong(ctx, changes);
+}
+
 void call_reply(call *k, int ok) {
     if (!ok) call_reply_error(k->ctx, k->err);
-    else if (k->has_rows) result_reply(k->rows, k->ctx, k->opt.format);
-    else RedisModule_ReplyWithLongLong(k->ctx, k->changes);
+    else call_reply_result(k->ctx, k->rows, k->has_rows, k->changes, k->opt.format);
 }
 
 /* ---- commands ---------------------------------------------------------- */

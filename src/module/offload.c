@@ -25,9 +25,8 @@
  * written. */
 #include "budget.h"
 #include "call.h"
-#include "format.h"
+#include "changes.h"
 #include "kvsql.h"
-#include "protocol.h"
 #include "snapshot.h"
 #include "store_keyspace.h"
 #include "store_snapshot.h"
@@ -57,10 +56,8 @@ typedef struct job {
     int ok, has_rows;
     long long changes;
     result rows;
-    pagemap pending; /* a writing call's pages */
+    pending_pages pending; /* a writing call's pages */
     RedisModuleString **values; /* the same pages as strings, per slot: made on the worker */
-    int has_pending;
-    uint32_t npages, page_size;
     int restarts, locked;
     int run_here; /* it wrote TEMP objects, which must live in the key's connection: run it there */
     char err[1024];
@@ -89,10 +86,10 @@ static void job_free(RedisModuleCtx *ctx, void *data) {
     for (int i = 0; i < j->argc; i++) RedisModule_FreeString(NULL, j->argv[i]);
     RedisModule_Free(j->argv);
     result_free(&j->rows);
-    for (size_t i = 0; j->values && i < j->pending.cap; i++)
+    for (size_t i = 0; j->values && i < j->pending.map.cap; i++)
         if (j->values[i]) RedisModule_FreeString(NULL, j->values[i]);
     RedisModule_Free(j->values);
-    pagemap_clear(&j->pending);
+    pagemap_clear(&j->pending.map);
     RedisModule_Free(j);
 }
 
@@ -116,19 +113,8 @@ static job *job_new(call *k, RedisModuleString *keyname) {
             j->opt.spec = RedisModule_StringPtrLen(j->argv[i], NULL);
 
     j->started_ms = budget_now_ms();
-    pagemap_init(&j->pending);
+    pagemap_init(&j->pending.map);
     return j;
-}
-
-/* Whether change capture is on for the database: its calls stay on the
- * main thread, where the capture runs (changes.c). */
-static int capture_on(RedisModuleCtx *ctx, RedisModuleString *keyname) {
-    RedisModuleString *cfg = aux_key_name(ctx, keyname, KVSQL_AUX_CHANGES_CONFIG);
-    RedisModuleKey *key = RedisModule_OpenKey(ctx, cfg, REDISMODULE_READ | REDISMODULE_OPEN_KEY_NOTOUCH);
-    int on = RedisModule_KeyType(key) != REDISMODULE_KEYTYPE_EMPTY;
-    if (key) RedisModule_CloseKey(key);
-    RedisModule_FreeString(ctx, cfg);
-    return on;
 }
 
 /* ---- on a worker ----------------------------------------------------------- */
@@ -169,10 +155,10 @@ static int retake_snapshot(job *j, RedisModuleCtx *tsctx, int gil_held) {
 /* The pending pages as strings, made here on the worker: copying tens of
  * megabytes is what a big write would otherwise cost the main thread. */
 static void make_values(job *j) {
-    j->values = RedisModule_Alloc(sizeof(*j->values) * (j->pending.cap + 1));
-    for (size_t i = 0; i < j->pending.cap; i++) {
-        const pagemap_slot *sl = &j->pending.slots[i];
-        j->values[i] = sl->page ? RedisModule_CreateString(NULL, sl->page, j->page_size) : NULL;
+    j->values = RedisModule_Alloc(sizeof(*j->values) * (j->pending.map.cap + 1));
+    for (size_t i = 0; i < j->pending.map.cap; i++) {
+        const pagemap_slot *sl = &j->pending.map.slots[i];
+        j->values[i] = sl->page ? RedisModule_CreateString(NULL, sl->page, j->pending.page_size) : NULL;
     }
 }
 
@@ -207,8 +193,7 @@ static int run_once(job *j, RedisModuleCtx *tsctx, int gil_held) {
     result_reset(&j->rows);
     j->ok = call_run(&k, text, len);
     int state = snapshot_store_state(st);
-    if (j->ok && !j->readonly) j->has_pending = snapshot_store_take_pending(st, &j->pending, &j->npages, &j->page_size);
-    if (j->has_pending) make_values(j);
+    if (j->ok && !j->readonly && snapshot_store_take_pending(st, &j->pending)) make_values(j);
     j->has_rows = k.has_rows;
     j->changes = k.changes;
     if (c->has_temp) j->run_here = 1; /* TEMP objects made here would be lost with this connection */
@@ -256,7 +241,7 @@ static int write_job(RedisModuleCtx *ctx, job *j) {
                  "written (retry)");
         return 0;
     }
-    if (capture_on(ctx, j->keyname)) { /* turned on meanwhile: the write has no entries to go with it */
+    if (changes_on(ctx, j->keyname)) { /* turned on meanwhile: the write has no entries to go with it */
         snprintf(j->err, sizeof(j->err),
                  "SQLITE_BUSY kvsql: change capture was turned on while the write ran on a worker thread: "
                  "nothing was written (retry)");
@@ -274,7 +259,7 @@ static int write_job(RedisModuleCtx *ctx, job *j) {
         if (keyspace_store_check(ks) != 0) {
             snprintf(j->err, sizeof(j->err), "SQLITE_NOTADB %s", kvsql_store_errmsg(ks));
         } else {
-            keyspace_store_adopt(ks, &j->pending, j->values, j->npages, j->page_size);
+            keyspace_store_adopt(ks, &j->pending, j->values);
             j->values = NULL; /* the store's now */
             ok = keyspace_store_flush(ks, j->err, sizeof(j->err)) == 0;
             if (!ok) keyspace_store_discard(ks);
@@ -300,23 +285,16 @@ static int job_reply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
         exec_run_here(ctx, j->keyname, j->argv, j->argc, j->readonly);
         return REDISMODULE_OK;
     }
-    if (j->ok && j->has_pending) j->ok = write_job(ctx, j);
+    if (j->ok && j->pending.any) j->ok = write_job(ctx, j);
     if (j->restarts) __atomic_fetch_add(&stats.restarts, j->restarts, __ATOMIC_RELAXED);
     if (j->locked) COUNT(locked_runs);
     if (!j->ok) return call_reply_error(ctx, j->err);
-    call k;
-    memset(&k, 0, sizeof(k));
-    k.ctx = ctx;
-    k.rows = &j->rows;
-    k.has_rows = j->has_rows;
-    k.changes = j->changes;
-    k.opt = j->opt;
-    call_reply(&k, 1);
+    call_reply_result(ctx, &j->rows, j->has_rows, j->changes, j->opt.format);
     return REDISMODULE_OK;
 }
 
 int offload_call(call *k, RedisModuleString *keyname, uint32_t npages, uint32_t page_size) {
-    if (!k->readonly && capture_on(k->ctx, keyname)) return 0;
+    if (!k->readonly && changes_on(k->ctx, keyname)) return 0;
     job *j = job_new(k, keyname);
     j->task.run = job_run;
     j->task.done = job_done;

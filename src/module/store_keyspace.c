@@ -32,12 +32,9 @@ typedef struct keyspace_store {
     uint32_t page_size;        /* of the hash: set by keyspace_store_check and flushes */
     uint32_t known_hlen;       /* HLEN of the hash when this store last saw it */
     uint32_t generation;       /* moves when the hash changed behind the store */
-    pagemap pending;           /* pages committed by SQLite in this command */
+    pending_pages pending;     /* what SQLite committed in this command */
     RedisModuleString **values; /* or NULL: per slot of `pending`, its page as a string made
                                  * beforehand (keyspace_store_adopt), so the write does not copy it */
-    int has_pending;
-    uint32_t pending_npages;
-    uint32_t pending_page_size;
     aux_keys aux;              /* names of the database's auxiliary keys: made at the first write */
     char err[256];
 } keyspace_store;
@@ -99,9 +96,9 @@ static uint32_t stored_npages(keyspace_store *k) {
 static int ks_begin(kvsql_store *s, kvsql_txn *t) {
     keyspace_store *k = (keyspace_store *)s;
     if (!k->ctx) return fail(k, SQLITE_IOERR_LOCK, "kvsql: store used outside a command", 0);
-    if (k->has_pending) {
-        t->npages = k->pending_npages;
-        t->page_size = k->pending_page_size;
+    if (k->pending.any) {
+        t->npages = k->pending.npages;
+        t->page_size = k->pending.page_size;
     } else {
         /* A hash with pages was checked (keyspace_store_check) or written
          * by this store, so its page size is known. */
@@ -127,7 +124,7 @@ static void ks_unlock(kvsql_store *s, kvsql_txn *t, int level) {
 }
 
 static int read_one(keyspace_store *k, uint32_t index, void *buf, uint32_t page_size) {
-    void *p = pagemap_get(&k->pending, index);
+    void *p = pagemap_get(&k->pending.map, index);
     if (p) {
         memcpy(buf, p, page_size);
         return SQLITE_OK;
@@ -162,14 +159,7 @@ static int ks_commit(kvsql_store *s, kvsql_txn *t, const kvsql_batch *b) {
     keyspace_store *k = (keyspace_store *)s;
     if (!k->ctx) return fail(k, SQLITE_IOERR_WRITE, "kvsql: store used outside a command", 0);
     if (k->readonly) return fail(k, SQLITE_READONLY, "kvsql: this command is read-only", 0);
-    if (pagemap_apply_batch(&k->pending, b) != 0) return SQLITE_NOMEM; /* the call fails and discards it all */
-    k->has_pending = 1;
-    k->pending_npages = b->npages;
-    k->pending_page_size = b->page_size;
-    t->version++;
-    t->npages = b->npages;
-    t->page_size = b->page_size;
-    return SQLITE_OK;
+    return pending_add(&k->pending, t, b) == 0 ? SQLITE_OK : SQLITE_NOMEM; /* the call fails and discards it all */
 }
 
 static const char *ks_errmsg(kvsql_store *s) {
@@ -181,7 +171,7 @@ static void free_values(keyspace_store *k);
 static void ks_destroy(kvsql_store *s) {
     keyspace_store *k = (keyspace_store *)s;
     free_values(k);
-    pagemap_clear(&k->pending);
+    pagemap_clear(&k->pending.map);
     aux_keys_free(&k->aux);
     sqlite3_free(k);
 }
@@ -195,7 +185,7 @@ kvsql_store *keyspace_store_new(void) {
     if (!k) return NULL;
     memset(k, 0, sizeof(*k));
     k->base.m = &keyspace_methods;
-    pagemap_init(&k->pending);
+    pagemap_init(&k->pending.map);
     return &k->base;
 }
 
@@ -211,7 +201,7 @@ void keyspace_store_attach(kvsql_store *s, RedisModuleCtx *ctx, RedisModuleKey *
 
 void keyspace_store_detach(kvsql_store *s) {
     keyspace_store *k = (keyspace_store *)s;
-    if (!k->has_pending) pagemap_clear(&k->pending); /* an idle connection keeps no page buffers */
+    if (!k->pending.any) pagemap_clear(&k->pending.map); /* an idle connection keeps no page buffers */
     k->ctx = NULL;
     k->key = NULL;
     k->keyname = NULL;
@@ -258,34 +248,29 @@ uint32_t keyspace_store_npages(kvsql_store *s) {
 
 static void free_values(keyspace_store *k) {
     if (!k->values) return;
-    for (size_t i = 0; i < k->pending.cap; i++)
+    for (size_t i = 0; i < k->pending.map.cap; i++)
         if (k->values[i]) RedisModule_FreeString(NULL, k->values[i]);
     RedisModule_Free(k->values);
     k->values = NULL;
 }
 
-void keyspace_store_adopt(kvsql_store *s, pagemap *pages, RedisModuleString **values, uint32_t npages,
-                          uint32_t page_size) {
+void keyspace_store_adopt(kvsql_store *s, pending_pages *pages, RedisModuleString **values) {
     keyspace_store *k = (keyspace_store *)s;
     free_values(k);
-    pagemap_clear(&k->pending);
-    k->pending = *pages;
+    pagemap_clear(&k->pending.map);
+    pending_move(pages, &k->pending);
     k->values = values;
-    pagemap_init(pages);
-    k->has_pending = 1;
-    k->pending_npages = npages;
-    k->pending_page_size = page_size;
 }
 
 int keyspace_store_has_pending(kvsql_store *s) {
-    return ((keyspace_store *)s)->has_pending;
+    return ((keyspace_store *)s)->pending.any;
 }
 
 void keyspace_store_discard(kvsql_store *s) {
     keyspace_store *k = (keyspace_store *)s;
     free_values(k);
-    pagemap_reset(&k->pending);
-    k->has_pending = 0;
+    pagemap_reset(&k->pending.map);
+    k->pending.any = 0;
 }
 
 /* Whether page 1 in the hash equals `page` but for the file change counter
@@ -317,10 +302,10 @@ typedef struct change {
  * HGET copy of each, a third of an insert (bench/PROFILE.md). */
 static size_t changed_pages(keyspace_store *k, change *out) {
     size_t n = 0;
-    for (size_t i = 0; i < k->pending.cap; i++) {
-        pagemap_slot *sl = &k->pending.slots[i];
+    for (size_t i = 0; i < k->pending.map.cap; i++) {
+        pagemap_slot *sl = &k->pending.map.slots[i];
         if (!sl->page) continue;
-        if (sl->index == 0 && page1_unchanged(k, sl->page, k->pending_page_size)) continue;
+        if (sl->index == 0 && page1_unchanged(k, sl->page, k->pending.page_size)) continue;
         out[n++] = (change){sl->index, sl->page, k->values && k->values[i] ? &k->values[i] : NULL};
     }
     return n;
@@ -333,7 +318,7 @@ static size_t overwritten_pages(keyspace_store *k, const change *c, size_t nc, u
     size_t n = 0;
     for (size_t i = 0; i < nc; i++)
         if (c[i].index < old_npages) out[n++] = c[i].index;
-    for (uint32_t i = k->pending_npages; i < old_npages; i++) out[n++] = i;
+    for (uint32_t i = k->pending.npages; i < old_npages; i++) out[n++] = i;
     return n;
 }
 
@@ -343,7 +328,7 @@ static size_t write_pages(keyspace_store *k, const change *c, size_t nc, RedisMo
     for (size_t i = 0; i < nc; i++) {
         char field[KVSQL_FIELD_MAX];
         RedisModuleString *f = RedisModule_CreateString(k->ctx, field, kvsql_field_name(field, c[i].index));
-        RedisModuleString *v = c[i].value ? *c[i].value : RedisModule_CreateString(k->ctx, c[i].page, k->pending_page_size);
+        RedisModuleString *v = c[i].value ? *c[i].value : RedisModule_CreateString(k->ctx, c[i].page, k->pending.page_size);
         if (c[i].value) *c[i].value = NULL; /* now argv's, freed with it */
         RedisModule_HashSet(k->key, REDISMODULE_HASH_NONE, f, v, NULL);
         argv[n++] = f;
@@ -355,7 +340,7 @@ static size_t write_pages(keyspace_store *k, const change *c, size_t nc, RedisMo
 /* Deletes fields from npages to old_npages-1; fills argv for HDEL. */
 static size_t delete_pages(keyspace_store *k, uint32_t old_npages, RedisModuleString **argv) {
     size_t n = 0;
-    for (uint32_t i = k->pending_npages; i < old_npages; i++) {
+    for (uint32_t i = k->pending.npages; i < old_npages; i++) {
         char field[KVSQL_FIELD_MAX];
         RedisModuleString *f = RedisModule_CreateString(k->ctx, field, kvsql_field_name(field, i));
         RedisModule_HashSet(k->key, REDISMODULE_HASH_NONE, f, REDISMODULE_HASH_DELETE, NULL);
@@ -373,7 +358,7 @@ static void free_strings(keyspace_store *k, RedisModuleString **argv, size_t n) 
  * again on a new snapshot; the write goes on). */
 static void preserve_for_snapshots(keyspace_store *k, const change *c, size_t nc, uint32_t old_npages) {
     if (!snapshots_live()) return;
-    size_t ndel = old_npages > k->pending_npages ? old_npages - k->pending_npages : 0;
+    size_t ndel = old_npages > k->pending.npages ? old_npages - k->pending.npages : 0;
     uint32_t *old = RedisModule_Alloc(sizeof(*old) * (nc + ndel + 1));
     size_t nold = overwritten_pages(k, c, nc, old_npages, old);
     snapshots_preserve(RedisModule_GetSelectedDb(k->ctx), k->keyname, k->key, old, nold);
@@ -383,7 +368,7 @@ static void preserve_for_snapshots(keyspace_store *k, const change *c, size_t nc
 /* Writes the changes to the hash and propagates them with the version's
  * INCR: HSET, HDEL, INCR T:v, wrapped by Redis in MULTI/EXEC. */
 static void write_changes(keyspace_store *k, const change *c, size_t nc, uint32_t old_npages, const aux_keys *a) {
-    size_t ndel = old_npages > k->pending_npages ? old_npages - k->pending_npages : 0;
+    size_t ndel = old_npages > k->pending.npages ? old_npages - k->pending.npages : 0;
     RedisModuleString **set = RedisModule_Alloc(sizeof(*set) * (2 * nc + 1));
     RedisModuleString **del = RedisModule_Alloc(sizeof(*del) * (ndel + 1));
     size_t nset = write_pages(k, c, nc, set);
@@ -408,7 +393,7 @@ static int prepare_write(keyspace_store *k, const change *c, size_t nc, uint32_t
         snprintf(err, errlen, "SQLITE_BUSY database is locked: a library client holds the write lease (retry)");
         return -1;
     }
-    size_t ndel = old_npages > k->pending_npages ? old_npages - k->pending_npages : 0;
+    size_t ndel = old_npages > k->pending.npages ? old_npages - k->pending.npages : 0;
     uint32_t *old = RedisModule_Alloc(sizeof(*old) * (nc + ndel + 1));
     size_t nold = overwritten_pages(k, c, nc, old_npages, old);
     int rc = protocol_save_undo(k->ctx, a, k->key, old, nold, err, errlen);
@@ -426,7 +411,7 @@ static int prepare_write(keyspace_store *k, const change *c, size_t nc, uint32_t
 /* About how many bytes the write of nc pages and ndel deletions adds to
  * the replication stream: each field and page with RESP framing. */
 static size_t propagated_bytes(keyspace_store *k, size_t nc, size_t ndel) {
-    return nc * ((size_t)k->pending_page_size + 40) + ndel * 24 + 256 + changes_bytes(); /* the row changes too */
+    return nc * ((size_t)k->pending.page_size + 40) + ndel * 24 + 256 + changes_bytes(); /* the row changes too */
 }
 
 /* How many replicas this server feeds, in any state (INFO's
@@ -485,29 +470,29 @@ static int check_replication_room(keyspace_store *k, size_t nc, size_t ndel, cha
 
 /* Forgets the pending pages after they were written (or found unchanged). */
 static void finish_flush(keyspace_store *k) {
-    k->page_size = k->pending_page_size;
-    k->known_hlen = k->pending_npages;
+    k->page_size = k->pending.page_size;
+    k->known_hlen = k->pending.npages;
     keyspace_store_discard(&k->base);
 }
 
 int keyspace_store_flush(kvsql_store *s, char *err, size_t errlen) {
     keyspace_store *k = (keyspace_store *)s;
-    if (!k->has_pending) return 0;
+    if (!k->pending.any) return 0;
     uint32_t old_npages = stored_npages(k);
-    uint32_t lb = k->pending_page_size ? kvsql_lock_byte_index(k->pending_page_size) : UINT32_MAX;
-    int fill_gap = k->pending_npages > lb && has_lock_byte_gap(k) && !pagemap_get(&k->pending, lb);
-    change *c = RedisModule_Alloc(sizeof(*c) * (k->pending.count + 2));
-    void *zeros = fill_gap ? RedisModule_Alloc(k->pending_page_size) : NULL;
+    uint32_t lb = k->pending.page_size ? kvsql_lock_byte_index(k->pending.page_size) : UINT32_MAX;
+    int fill_gap = k->pending.npages > lb && has_lock_byte_gap(k) && !pagemap_get(&k->pending.map, lb);
+    change *c = RedisModule_Alloc(sizeof(*c) * (k->pending.map.count + 2));
+    void *zeros = fill_gap ? RedisModule_Alloc(k->pending.page_size) : NULL;
     size_t nc = changed_pages(k, c);
     if (fill_gap) {
-        memset(zeros, 0, k->pending_page_size);
+        memset(zeros, 0, k->pending.page_size);
         c[nc++] = (change){lb, zeros, NULL};
     }
     int rc = 0;
-    if (nc || old_npages > k->pending_npages) {
+    if (nc || old_npages > k->pending.npages) {
         if (!k->aux.version) aux_keys_make(k->keyname, &k->aux); /* the store's key never changes */
         const aux_keys *a = &k->aux;
-        size_t ndel = old_npages > k->pending_npages ? old_npages - k->pending_npages : 0;
+        size_t ndel = old_npages > k->pending.npages ? old_npages - k->pending.npages : 0;
         flushing = 1; /* keyspace events of our own writes */
         rc = check_replication_room(k, nc, ndel, err, errlen);
         if (rc == 0) rc = changes_check_write(k->ctx, err, errlen); /* capture's stream can take the entries */

@@ -48,11 +48,10 @@ uint32_t keyspace_store_npages(kvsql_store *s);
 /* Makes pages (moved out of *pages) the store's pending write, as if
  * SQLite had committed them here: a worker's call (offload.c) is written
  * by keyspace_store_flush like any other. values, if not NULL, holds per
- * slot of the map the same page as a string (NULL for empty slots), made
- * on the worker so that the main thread does not copy it; the store takes
- * it and frees what the write does not use. */
-void keyspace_store_adopt(kvsql_store *s, pagemap *pages, RedisModuleString **values, uint32_t npages,
-                          uint32_t page_size);
+ * slot of the page map the same page as a string (NULL for empty slots),
+ * made on the worker so that the main thread does not copy it; the store
+ * takes it and frees what the write does not use. */
+void keyspace_store_adopt(kvsql_store *s, pending_pages *pages, RedisModuleString **values);
 
 int keyspace_store_has_pending(kvsql_store *s);
 /* Writes the pending pages to the hash and propagates them, following the

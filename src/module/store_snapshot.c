@@ -25,11 +25,8 @@ typedef struct snapshot_store {
     /* the last run of pages fetched: pages win_first .. win_first+win_count-1 */
     unsigned char *win;
     uint32_t win_first, win_count, run;
-    long long fetches;
     int state_seen; /* SNAPSHOT_*: as the last failed fetch found it */
-    pagemap pending; /* pages SQLite committed */
-    int has_pending;
-    uint32_t pending_npages, pending_page_size;
+    pending_pages pending; /* what SQLite committed */
     char err[160];
 } snapshot_store;
 
@@ -40,8 +37,8 @@ static int fail(snapshot_store *s, int rc, const char *msg) {
 
 static int ss_begin(kvsql_store *st, kvsql_txn *t) {
     snapshot_store *s = (snapshot_store *)st;
-    t->npages = s->has_pending ? s->pending_npages : snapshot_npages(s->snap);
-    t->page_size = s->has_pending ? s->pending_page_size : snapshot_page_size(s->snap);
+    t->npages = s->pending.any ? s->pending.npages : snapshot_npages(s->snap);
+    t->page_size = s->pending.any ? s->pending.page_size : snapshot_page_size(s->snap);
     if (!t->npages) t->page_size = 0;
     t->level = KVSQL_LOCK_READ;
     return SQLITE_OK;
@@ -75,7 +72,6 @@ static int fetch(snapshot_store *s, uint32_t index, uint32_t npages, uint32_t ps
     int rc = snapshot_read(s->snap, s->tsctx, index, n, s->win);
     if (rc == SQLITE_ABORT) s->state_seen = snapshot_state(s->snap);
     if (!s->gil_held) worker_gil_unlock(s->tsctx);
-    s->fetches++;
     s->win_first = index;
     s->win_count = rc == SQLITE_OK ? n : 0;
     if (rc == SQLITE_ABORT) return fail(s, SQLITE_ABORT, "kvsql: the database changed while the SQL ran");
@@ -84,7 +80,7 @@ static int fetch(snapshot_store *s, uint32_t index, uint32_t npages, uint32_t ps
 }
 
 static int read_one(snapshot_store *s, kvsql_txn *t, uint32_t index, unsigned char *out) {
-    const void *p = pagemap_get(&s->pending, index);
+    const void *p = pagemap_get(&s->pending.map, index);
     if (p) {
         memcpy(out, p, t->page_size);
         return SQLITE_OK;
@@ -110,14 +106,7 @@ static int ss_read(kvsql_store *st, kvsql_txn *t, uint32_t first, uint32_t count
 static int ss_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     snapshot_store *s = (snapshot_store *)st;
     if (!s->writable) return fail(s, SQLITE_READONLY, "kvsql: this command is read-only");
-    if (pagemap_apply_batch(&s->pending, b) != 0) return SQLITE_NOMEM;
-    s->has_pending = 1;
-    s->pending_npages = b->npages;
-    s->pending_page_size = b->page_size;
-    t->version++;
-    t->npages = b->npages;
-    t->page_size = b->page_size;
-    return SQLITE_OK;
+    return pending_add(&s->pending, t, b) == 0 ? SQLITE_OK : SQLITE_NOMEM;
 }
 
 static const char *ss_errmsg(kvsql_store *st) {
@@ -126,7 +115,7 @@ static const char *ss_errmsg(kvsql_store *st) {
 
 static void ss_destroy(kvsql_store *st) {
     snapshot_store *s = (snapshot_store *)st;
-    pagemap_clear(&s->pending);
+    pagemap_clear(&s->pending.map);
     sqlite3_free(s->win);
     sqlite3_free(s);
 }
@@ -145,25 +134,14 @@ kvsql_store *snapshot_store_new(snapshot *snap, RedisModuleCtx *tsctx, int gil_h
     s->gil_held = gil_held;
     s->writable = writable;
     s->run = RUN_MIN;
-    pagemap_init(&s->pending);
+    pagemap_init(&s->pending.map);
     return &s->base;
 }
 
-int snapshot_store_take_pending(kvsql_store *st, pagemap *out, uint32_t *npages, uint32_t *page_size) {
-    snapshot_store *s = (snapshot_store *)st;
-    if (!s->has_pending) return 0;
-    *out = s->pending;
-    pagemap_init(&s->pending);
-    *npages = s->pending_npages;
-    *page_size = s->pending_page_size;
-    s->has_pending = 0;
-    return 1;
+int snapshot_store_take_pending(kvsql_store *st, pending_pages *out) {
+    return pending_move(&((snapshot_store *)st)->pending, out);
 }
 
 int snapshot_store_state(kvsql_store *st) {
     return ((snapshot_store *)st)->state_seen;
-}
-
-long long snapshot_store_fetches(kvsql_store *st) {
-    return ((snapshot_store *)st)->fetches;
 }

@@ -20,12 +20,9 @@ kvsql_store *snapshot_store_new(snapshot *snap, RedisModuleCtx *tsctx, int gil_h
 /* What SQLite committed: the pending pages (moved out: the store keeps
  * none), the database length and page size. Returns 0 when nothing was
  * committed. */
-int snapshot_store_take_pending(kvsql_store *s, pagemap *out, uint32_t *npages, uint32_t *page_size);
+int snapshot_store_take_pending(kvsql_store *s, pending_pages *out);
 
 /* SNAPSHOT_OK, or the snapshot's state when a read found it broken. */
 int snapshot_store_state(kvsql_store *s);
-
-/* How many runs of pages the store fetched while holding the lock. */
-long long snapshot_store_fetches(kvsql_store *s);
 
 #endif

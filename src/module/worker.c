@@ -19,7 +19,7 @@ static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static worker_task *queue_head, *queue_tail;
 static worker_task *running[MAX_THREADS]; /* by thread number: the task it runs */
 static int started[MAX_THREADS];
-static long long nthreads, nqueued, nrunning, ncompleted;
+static long long nthreads, nqueued, nrunning;
 static long long active; /* tasks running and not waiting for the GIL */
 static int stopping;
 
@@ -55,7 +55,6 @@ static void *thread_main(void *p) {
         running[arg->id] = NULL; /* before done(): SQL.KILL must not reach a task that is gone */
         nrunning--;
         active--;
-        ncompleted++;
         pthread_mutex_unlock(&mu);
         t->done(t);
         pthread_mutex_lock(&mu);
@@ -153,7 +152,7 @@ void worker_gil_unlock(RedisModuleCtx *tsctx) {
 
 worker_stats workers_get_stats(void) {
     pthread_mutex_lock(&mu);
-    worker_stats s = {nthreads, nqueued, nrunning, ncompleted};
+    worker_stats s = {nthreads, nqueued, nrunning};
     pthread_mutex_unlock(&mu);
     return s;
 }

@@ -46,7 +46,6 @@ typedef struct worker_stats {
     long long threads;   /* running now */
     long long queued;    /* tasks waiting for a thread */
     long long running;   /* tasks on a thread */
-    long long completed; /* since the module loaded */
 } worker_stats;
 worker_stats workers_get_stats(void);
 
