@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from harness import query, sql
+from harness import attach_replica, query, sql
 
 
 def make(r, key, value):
@@ -203,3 +203,39 @@ def test_damaged_header_page_is_not_a_database(r):
     r.hset("db", "0", os.urandom(4096))
     with pytest.raises(redis.ResponseError, match="not a kvsql database"):
         query(r, "db", "select 1")
+
+
+def test_the_version_counts_as_incr_does_on_master_and_replica(servers):
+    """Each write adds 1 to {K}:v as INCR would (the module writes it in place
+    and sends INCR to the replicas): a carry to a new digit, a missing key,
+    values a plain counter never holds (left to INCR itself), the overflow
+    refused with nothing written. The replica's copy agrees at every step."""
+    master = servers()
+    m = master.client()
+    rep = attach_replica(servers, master)
+    rc = rep.client()
+    sql(m, "vk", "create table t(a)")
+    cases = [("9", b"10"), ("99", b"100"), ("0", b"1"), ("-5", b"-4"), ("007", None),
+             ("999999999999999999", b"1000000000000000000"), ("9223372036854775806", b"9223372036854775807")]
+    for start, want in cases:
+        m.set("{vk}:v", start)
+        if want is None:  # INCR refuses a leading zero: so does the module
+            with pytest.raises(redis.ResponseError, match="increment the version"):
+                sql(m, "vk", "insert into t values(1)")
+            assert m.get("{vk}:v") == start.encode()
+            continue
+        assert sql(m, "vk", "insert into t values(1)") == 1
+        assert m.get("{vk}:v") == want
+        m.execute_command("WAIT", 1, 5000)
+        assert rc.get("{vk}:v") == want
+    rows = query(m, "vk", "select count(*) from t")
+    m.set("{vk}:v", "9223372036854775807")
+    with pytest.raises(redis.ResponseError, match="overflow"):
+        sql(m, "vk", "insert into t values(1)")
+    assert query(m, "vk", "select count(*) from t") == rows  # nothing written
+    m.delete("{vk}:v")
+    assert sql(m, "vk", "insert into t values(1)") == 1
+    assert m.get("{vk}:v") == b"1"
+    m.execute_command("WAIT", 1, 5000)
+    assert rc.get("{vk}:v") == b"1"
+    assert query(rc, "vk", "select count(*) from t") == query(m, "vk", "select count(*) from t")

@@ -38,7 +38,8 @@ static _Thread_local struct {
     long long started_ms, next_yield_ms;
     long long timeout_ms, memory_kb; /* the configs when it started */
     int may_yield;                   /* not inside MULTI or a script; -1 until asked */
-    long long offload_at_us;         /* stop to move to a worker from this time on (0: never) */
+    long long offload_after_us;      /* run this long, it moves to a worker (0: never) */
+    long long offload_at_us;         /* ... from this time on (0: not known yet) */
     unsigned ticks;
     const volatile int *killed;      /* a worker's call: set by SQL.KILL from the main thread */
     enum budget_stop stop;
@@ -78,10 +79,14 @@ static long long precise_us(void) {
  * which must stay atomic and synchronous, nor for a client that cannot
  * block; such a call runs on here to its end. */
 static int time_to_offload(void) {
-    if (!call.offload_at_us || ++call.ticks % OFFLOAD_CHECK_TICKS || precise_us() < call.offload_at_us) return 0;
+    if (!call.offload_after_us || ++call.ticks % OFFLOAD_CHECK_TICKS) return 0;
+    long long now = precise_us();
+    if (!call.offload_at_us) /* the first look, a few microseconds in: short calls never read the clock */
+        call.offload_at_us = now + call.offload_after_us;
+    if (now < call.offload_at_us) return 0;
     const int stay = REDISMODULE_CTX_FLAGS_LUA | REDISMODULE_CTX_FLAGS_MULTI | REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
     if (RedisModule_GetContextFlags(call.ctx) & stay) {
-        call.offload_at_us = 0;
+        call.offload_after_us = 0;
         return 0;
     }
     return 1;
@@ -219,14 +224,15 @@ static void begin_call(sqlite3 *db) {
 void budget_begin(RedisModuleCtx *ctx, sqlite3 *db, long long offload_after_us) {
     call.ctx = ctx;
     call.killed = NULL;
-    call.offload_at_us = offload_after_us > 0 ? precise_us() + offload_after_us : 0;
+    call.offload_after_us = offload_after_us > 0 ? offload_after_us : 0;
+    call.offload_at_us = 0;
     begin_call(db);
 }
 
 void budget_begin_worker(sqlite3 *db, const volatile int *killed, long long started_ms) {
     call.ctx = NULL;
     call.killed = killed;
-    call.offload_at_us = 0;
+    call.offload_after_us = 0;
     begin_call(db);
     call.started_ms = started_ms; /* the time limit counts from the command's start */
 }

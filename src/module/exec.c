@@ -56,6 +56,14 @@ static int is_word(RedisModuleString *s, const char *word) {
     return len == strlen(word) && strncasecmp(p, word, len) == 0;
 }
 
+/* Whether s could be one of the option words (3 to 5 letters, starting
+ * with T, M or N): SQL text seldom is. */
+static int may_be_option(RedisModuleString *s) {
+    size_t len;
+    const char *p = RedisModule_StringPtrLen(s, &len);
+    return len >= 3 && len <= 5 && strchr("TtMmNn", p[0]);
+}
+
 /* The letters a TYPES spec may hold: auto, integer, real, text, blob, null. */
 static int valid_spec(const char *spec, size_t len) {
     for (size_t i = 0; i < len; i++)
@@ -70,6 +78,7 @@ static int parse_options(RedisModuleString **argv, int argc, options *o, char *e
     memset(o, 0, sizeof(*o));
     int i = 0;
     for (; i < argc - 1; i++) { /* the last argument left is the SQL */
+        if (!may_be_option(argv[i])) break; /* the SQL of nearly every call: one look */
         if (is_word(argv[i], "TYPED")) o->format |= RESULT_TYPED;
         else if (is_word(argv[i], "MAP")) o->format |= RESULT_MAP;
         else if (is_word(argv[i], "NAMED")) o->named = 1;

@@ -20,6 +20,7 @@
 #define REDISMODULE_OPEN_KEY_NOTOUCH (1 << 16)
 
 #define REDISMODULE_KEYTYPE_EMPTY 0
+#define REDISMODULE_KEYTYPE_STRING 1
 #define REDISMODULE_KEYTYPE_HASH 3
 
 
@@ -32,6 +33,7 @@
 #define REDISMODULE_CTX_FLAGS_CLUSTER (1 << 5)
 
 #define REDISMODULE_NOTIFY_GENERIC (1 << 2)
+#define REDISMODULE_NOTIFY_STRING (1 << 3)
 #define REDISMODULE_NOTIFY_HASH (1 << 6)
 #define REDISMODULE_NOTIFY_EXPIRED (1 << 8)
 #define REDISMODULE_NOTIFY_EVICTED (1 << 9)
@@ -240,7 +242,9 @@ typedef struct RedisModuleCallReply RedisModuleCallReply;
     X(size_t, CallReplyLength, (RedisModuleCallReply * reply))                                       \
     X(RedisModuleCallReply *, CallReplyArrayElement, (RedisModuleCallReply * reply, size_t idx))     \
     X(const char *, CallReplyStringPtr, (RedisModuleCallReply * reply, size_t *len))                 \
-    X(long long, Milliseconds, (void))
+    X(long long, Milliseconds, (void))                                                               \
+    X(char *, StringDMA, (RedisModuleKey * key, size_t *len, int mode))                              \
+    X(int, StringTruncate, (RedisModuleKey * key, size_t newlen))
 
 /* Entries of later Redis versions, used when present (NULL on 7.0). */
 #define REDIS_API_OPTIONAL_ENTRIES(X) \

@@ -179,13 +179,15 @@ static value next_value(const result *r, size_t *at) {
 
 /* The default reply of a value: integer, nil, bulk string; a REAL as a
  * RESP3 double for RESP3 clients, else as its shortest decimal. */
-static void reply_value(RedisModuleCtx *ctx, const value *v, int resp3) {
+static void reply_value(RedisModuleCtx *ctx, const value *v, int *resp3) {
     char text[40];
     switch (v->type) {
     case SQLITE_NULL: RedisModule_ReplyWithNull(ctx); break;
     case SQLITE_INTEGER: RedisModule_ReplyWithLongLong(ctx, v->i); break;
     case SQLITE_FLOAT:
-        if (resp3) {
+        if (*resp3 < 0) /* asked once per reply, and only when a REAL is in it */
+            *resp3 = (RedisModule_GetContextFlags(ctx) & REDISMODULE_CTX_FLAGS_RESP3) != 0;
+        if (*resp3) {
             RedisModule_ReplyWithDouble(ctx, v->d);
             break;
         }
@@ -220,7 +222,7 @@ static const char *next_name(const char **at) {
     return name;
 }
 
-static void reply_row(result *r, RedisModuleCtx *ctx, size_t *at, int format, int resp3) {
+static void reply_row(result *r, RedisModuleCtx *ctx, size_t *at, int format, int *resp3) {
     const char *names = (const char *)r->head.p;
     if (format & RESULT_MAP) RedisModule_ReplyWithMap(ctx, r->ncols);
     else RedisModule_ReplyWithArray(ctx, r->ncols);
@@ -236,9 +238,9 @@ static void reply_row(result *r, RedisModuleCtx *ctx, size_t *at, int format, in
 }
 
 void result_reply(result *r, RedisModuleCtx *ctx, int format) {
-    int resp3 = (RedisModule_GetContextFlags(ctx) & REDISMODULE_CTX_FLAGS_RESP3) != 0;
+    int resp3 = -1; /* not known yet */
     RedisModule_ReplyWithArray(ctx, 1 + r->nrows);
     reply_header(r, ctx);
     size_t at = 0;
-    for (long long row = 0; row < r->nrows; row++) reply_row(r, ctx, &at, format, resp3);
+    for (long long row = 0; row < r->nrows; row++) reply_row(r, ctx, &at, format, &resp3);
 }
