@@ -102,15 +102,19 @@ typedef struct file {
     int lock;            /* SQLITE_LOCK_* held */
     uint32_t page_size;  /* 0 until known */
     uint32_t npages;     /* length as SQLite sees it (snapshot + dirty) */
-    pagemap dirty;       /* pages written since the last sync */
     int size_changed;    /* npages differs from the snapshot's */
+    /* Pages written since the last sync, or NULL: made at the first write,
+     * freed by KVSQL_FCNTL_TRIM when empty. SQLite holds three files of
+     * this size per connection (the database and two journals), so every
+     * 8 bytes here are 24 per connection. */
+    pagemap *dirty;
     unsigned char *scratch; /* one page, for reads smaller than a page; made on
                              * demand and freed by KVSQL_FCNTL_TRIM */
+    uint64_t seen_version;
     /* The file change counter SQLite is shown (page 1, bytes 24-27): it
      * moves whenever the snapshot is not the version seen last, so that
      * SQLite keeps its page cache exactly while nothing changed. */
     uint32_t counter;
-    uint64_t seen_version;
     uint32_t seen_generation;
     int seen_any;
 } file;
@@ -132,11 +136,38 @@ static unsigned char *scratch(file *f) {
     return f->scratch;
 }
 
+/* ---- dirty pages ---- */
+
+static size_t dirty_count(const file *f) {
+    return f->dirty ? f->dirty->count : 0;
+}
+
+static void *dirty_get(const file *f, uint32_t idx) {
+    return f->dirty ? pagemap_get(f->dirty, idx) : NULL;
+}
+
+/* The map of dirty pages, made if needed; NULL when out of memory. */
+static pagemap *dirty_map(file *f) {
+    if (!f->dirty && (f->dirty = sqlite3_malloc(sizeof(*f->dirty)))) pagemap_init(f->dirty);
+    return f->dirty;
+}
+
+static void dirty_drop_from(file *f, uint32_t first) {
+    if (f->dirty) pagemap_drop_from(f->dirty, first);
+}
+
+static void free_dirty(file *f) {
+    if (!f->dirty) return;
+    pagemap_clear(f->dirty);
+    sqlite3_free(f->dirty);
+    f->dirty = NULL;
+}
+
 /* Frees what an idle file keeps for speed (KVSQL_FCNTL_TRIM). */
 static void trim(file *f) {
     sqlite3_free(f->scratch);
     f->scratch = NULL;
-    if (f->dirty.count == 0) pagemap_clear(&f->dirty);
+    if (dirty_count(f) == 0) free_dirty(f);
 }
 
 /* Brings page_size and npages in line with the transaction's snapshot. */
@@ -147,7 +178,7 @@ static int load_snapshot(file *f) {
 }
 
 static void drop_dirty(file *f) {
-    pagemap_reset(&f->dirty);
+    if (f->dirty) pagemap_reset(f->dirty);
     f->size_changed = 0;
 }
 
@@ -171,7 +202,7 @@ static void show_counter(file *f, unsigned char *page1) {
 
 /* Copies page idx into out (a whole page): dirty first, then the store. */
 static int read_page(file *f, uint32_t idx, unsigned char *out) {
-    void *d = pagemap_get(&f->dirty, idx);
+    void *d = dirty_get(f, idx);
     if (d) {
         memcpy(out, d, f->page_size);
         return SQLITE_OK;
@@ -216,12 +247,13 @@ static int db_read(sqlite3_file *pf, void *dst, int amt, sqlite3_int64 off) {
 
 static int db_write(sqlite3_file *pf, const void *src, int amt, sqlite3_int64 off) {
     file *f = (file *)pf;
-    if (f->page_size == 0 || (f->npages == 0 && f->dirty.count == 0)) {
+    if (f->page_size == 0 || (f->npages == 0 && dirty_count(f) == 0)) {
         /* The first write of an empty database fixes the page size. */
         if (!kvsql_page_size_valid((uint64_t)amt) || off % amt) return SQLITE_IOERR_WRITE;
         if (set_page_size(f, (uint32_t)amt) != SQLITE_OK) return SQLITE_NOMEM;
     }
     const unsigned char *in = src;
+    if (!dirty_map(f)) return SQLITE_NOMEM;
     while (amt > 0) {
         uint32_t idx = (uint32_t)(off / f->page_size);
         uint32_t at = (uint32_t)(off % f->page_size);
@@ -238,7 +270,7 @@ static int db_write(sqlite3_file *pf, const void *src, int amt, sqlite3_int64 of
             memcpy(f->scratch + at, in, n);
         }
         const void *page = n == (int)f->page_size ? (const void *)in : f->scratch;
-        if (pagemap_put(&f->dirty, idx, page, f->page_size) != 0) return SQLITE_NOMEM;
+        if (pagemap_put(f->dirty, idx, page, f->page_size) != 0) return SQLITE_NOMEM;
         if (idx >= f->npages) {
             f->npages = idx + 1;
             f->size_changed = 1;
@@ -257,7 +289,7 @@ static int db_truncate(sqlite3_file *pf, sqlite3_int64 size) {
     if (n < f->npages) {
         f->npages = n;
         f->size_changed = 1;
-        pagemap_drop_from(&f->dirty, n);
+        dirty_drop_from(f, n);
     }
     return SQLITE_OK;
 }
@@ -267,7 +299,7 @@ static int db_truncate(sqlite3_file *pf, sqlite3_int64 size) {
  * another page size (VACUUM after PRAGMA page_size) is refused: the page
  * size of a stored database never changes (docs/FORMAT.md). */
 static int apply_header_length(file *f) {
-    const unsigned char *h = pagemap_get(&f->dirty, 0);
+    const unsigned char *h = dirty_get(f, 0);
     if (!h) return SQLITE_OK; /* header unchanged: so is the length it records */
     if (kvsql_header_page_size(h) != f->page_size)
         return SQLITE_IOERR_WRITE; /* a new page size (VACUUM): the format fixes it */
@@ -276,7 +308,7 @@ static int apply_header_length(file *f) {
     if (valid && n > 0 && n < f->npages) {
         f->npages = n;
         f->size_changed = 1;
-        pagemap_drop_from(&f->dirty, n);
+        dirty_drop_from(f, n);
     }
     return SQLITE_OK;
 }
@@ -284,7 +316,7 @@ static int apply_header_length(file *f) {
 /* After our own commit SQLite's cache is current: remember the counter it
  * wrote and the version the commit made. */
 static void note_own_commit(file *f) {
-    const unsigned char *h = pagemap_get(&f->dirty, 0);
+    const unsigned char *h = dirty_get(f, 0);
     if (h) f->counter = get32(h + 24);
     f->seen_version = f->txn.version;
 }
@@ -295,16 +327,16 @@ static void note_own_commit(file *f) {
  * and SQLite did not write it. Returns 1 when needed. */
 static int needs_lock_byte_page(const file *f) {
     uint32_t lb = kvsql_lock_byte_index(f->page_size);
-    return lb < f->npages && lb >= f->txn.npages && !pagemap_get(&f->dirty, lb);
+    return lb < f->npages && lb >= f->txn.npages && !dirty_get(f, lb);
 }
 
 /* Hands the dirty pages to the store as one batch. */
 static int commit_dirty(file *f) {
     int rc = apply_header_length(f);
     if (rc != SQLITE_OK) return rc;
-    if (f->dirty.count == 0 && !f->size_changed) return SQLITE_OK;
+    if (dirty_count(f) == 0 && !f->size_changed) return SQLITE_OK;
     int add_lock_byte = needs_lock_byte_page(f);
-    kvsql_page_ref *refs = sqlite3_malloc64(sizeof(*refs) * (f->dirty.count + 2));
+    kvsql_page_ref *refs = sqlite3_malloc64(sizeof(*refs) * (dirty_count(f) + 2));
     void *zeros = add_lock_byte ? sqlite3_malloc64(f->page_size) : NULL;
     if (!refs || (add_lock_byte && !zeros)) {
         sqlite3_free(refs);
@@ -312,8 +344,8 @@ static int commit_dirty(file *f) {
         return SQLITE_NOMEM;
     }
     uint32_t n = 0;
-    for (size_t i = 0; i < f->dirty.cap; i++) {
-        pagemap_slot *s = &f->dirty.slots[i];
+    for (size_t i = 0; f->dirty && i < f->dirty->cap; i++) {
+        pagemap_slot *s = &f->dirty->slots[i];
         if (s->page && s->index < f->npages) refs[n++] = (kvsql_page_ref){s->index, s->page};
     }
     if (add_lock_byte) {
@@ -376,7 +408,7 @@ static int db_unlock(sqlite3_file *pf, int level) {
     if (f->lock >= SQLITE_LOCK_RESERVED && level < SQLITE_LOCK_RESERVED) {
         /* Dirty pages left: the transaction ended without a sync, it was
          * rolled back. */
-        if (f->dirty.count + f->size_changed > 0) drop_dirty(f);
+        if (dirty_count(f) + f->size_changed > 0) drop_dirty(f);
         f->store->m->unlock(f->store, &f->txn, KVSQL_LOCK_READ);
         load_snapshot(f);
     }
@@ -423,7 +455,7 @@ static int device_characteristics(sqlite3_file *pf) {
 
 static int db_close(sqlite3_file *pf) {
     file *f = (file *)pf;
-    pagemap_clear(&f->dirty);
+    free_dirty(f);
     sqlite3_free(f->scratch);
     if (f->txn.level != KVSQL_LOCK_NONE) f->store->m->unlock(f->store, &f->txn, KVSQL_LOCK_NONE);
     if (!f->entry) {
@@ -485,7 +517,6 @@ static int open_db(sqlite3_vfs *vfs, const char *name, file *f) {
     }
     if (rc != SQLITE_OK) return rc;
     f->vfs_name = vfs->zName;
-    pagemap_init(&f->dirty);
     f->base.pMethods = &db_methods;
     return SQLITE_OK;
 }

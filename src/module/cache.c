@@ -411,7 +411,8 @@ static void remember(conn *c, const char *sql, size_t len, sqlite3_stmt *stmt) {
     sqlite3_finalize(slot->stmt);
     sqlite3_free(slot->sql);
     COUNT(statement_cache_bytes, (long long)bytes - (long long)slot->bytes);
-    *slot = (cached_stmt){copy, len, stmt, ++c->stmt_clock, bytes};
+    *slot = (cached_stmt){.sql = copy, .stmt = stmt, .used = ++c->stmt_clock, .len = (uint32_t)len,
+                          .bytes = (uint32_t)bytes};
 }
 
 int cache_prepare(conn *c, const char *sql, size_t len, sqlite3_stmt **stmt, const char **tail) {

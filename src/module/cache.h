@@ -16,6 +16,7 @@
 #include "store.h"
 
 #include <sqlite3.h>
+#include <stdint.h>
 
 #define STMT_CACHE_SIZE 16
 /* A statement is kept only if its SQL text and compiled form together take
@@ -25,10 +26,10 @@
 
 typedef struct cached_stmt {
     char *sql; /* NULL: free slot */
-    size_t len;
     sqlite3_stmt *stmt;
     unsigned long long used; /* for least-recently-used replacement */
-    size_t bytes;            /* SQL text and compiled statement */
+    uint32_t len;            /* of sql (at most kvsql.max-sql-kb) */
+    uint32_t bytes;          /* SQL text and compiled statement (at most STMT_CACHE_MAX_BYTES) */
 } cached_stmt;
 
 typedef struct conn {

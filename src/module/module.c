@@ -13,6 +13,7 @@
 #include "exec.h"
 #include "guard.h"
 #include "kvsql.h"
+#include "pcache.h"
 #include "snapshot.h"
 #include "store_keyspace.h"
 #include "worker.h"
@@ -38,6 +39,8 @@ static int setup_sqlite(void) {
     if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
     /* No URI file names: "file:...?vfs=unix" must not reach the host. */
     if (rc == SQLITE_OK) rc = sqlite3_config(SQLITE_CONFIG_URI, 0);
+    /* A page cache that an idle connection can empty whole (src/pcache.h). */
+    if (rc == SQLITE_OK) rc = kvsql_pcache_install();
     if (rc == SQLITE_OK) rc = kvsql_register();
     if (rc == SQLITE_OK) rc = guard_init();
     return rc;

@@ -1,0 +1,23 @@
+/* pcache.h - a page cache for SQLite (SQLITE_CONFIG_PCACHE2) that costs
+ * about its pages.
+ *
+ * SQLite's own cache (pcache1) gives every cache a 2 KiB hash table from
+ * its first page on, kept until the connection closes; this one starts
+ * with 8 slots inside the cache (about 110 bytes in all) and frees a
+ * larger table with its last page (sqlite3_db_release_memory). Each page
+ * is one block, as in pcache1. Caches share nothing but a few spare page
+ * blocks (pcache.c, under a lock): the module runs SQLite in
+ * SQLITE_CONFIG_MULTITHREAD, where a connection, and so each of its
+ * caches, is used by one thread at a time, the main thread or a worker.
+ * Memory comes from sqlite3_malloc.
+ *
+ * Installed by the module (module.c setup_sqlite) before SQLite starts;
+ * the library (libkvsql.so) leaves the host program's page cache alone. */
+#ifndef KVSQL_PCACHE_H
+#define KVSQL_PCACHE_H
+
+/* Makes this page cache SQLite's, for the whole process. Must run before
+ * sqlite3_initialize(). Returns an SQLite code. */
+int kvsql_pcache_install(void);
+
+#endif
