@@ -76,11 +76,13 @@ const char *kvsql_hashed_part(const char *key, size_t len, size_t *part_len);
 #define KVSQL_AUX_CHANGES_CONFIG ":changes:cfg" /* whether capture is on, and its MAXLEN */
 #define KVSQL_AUX_STAGE ":stage"         /* a big library commit's new hash, while it is built */
 #define KVSQL_AUX_STAGE_OLD ":stage:old" /* the hash it replaces, for a moment inside the publish */
+#define KVSQL_AUX_WSTAGE ":wstage" /* a big write of the module's worker: its new hash while it is built */
 /* Every suffix above, for code that must name all of a database's keys
  * (deleting a database: tools/slt_sqlite.c). */
 #define KVSQL_AUX_ALL                                                                                          \
     KVSQL_AUX_VERSION, KVSQL_AUX_LEASE, KVSQL_AUX_READERS, KVSQL_AUX_UNDO, KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER, \
-        KVSQL_AUX_LOG, KVSQL_AUX_CHANGES, KVSQL_AUX_CHANGES_CONFIG, KVSQL_AUX_STAGE, KVSQL_AUX_STAGE_OLD
+        KVSQL_AUX_LOG, KVSQL_AUX_CHANGES, KVSQL_AUX_CHANGES_CONFIG, KVSQL_AUX_STAGE, KVSQL_AUX_STAGE_OLD, \
+        KVSQL_AUX_WSTAGE
 
 /* The changelog T:log (docs/FORMAT.md): a list, newest first, of entries
  * "<version>:<page>,<page>,..." (the pages below the old length that

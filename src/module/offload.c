@@ -22,12 +22,17 @@
  * the blocked client's reply callback, on the main thread. A write whose
  * database changed after its snapshot fails with SQLITE_BUSY and writes
  * nothing. A client that disconnects before its reply gets nothing
- * written. */
+ * written.
+ *
+ * A write of more than STAGE_MIN_BYTES of pages is not written in one
+ * step: the worker stages the new hash in steps and the reply callback
+ * only swaps it in (stage.h). */
 #include "budget.h"
 #include "call.h"
 #include "changes.h"
 #include "kvsql.h"
 #include "snapshot.h"
+#include "stage.h"
 #include "store_keyspace.h"
 #include "store_snapshot.h"
 #include "worker.h"
@@ -58,6 +63,7 @@ typedef struct job {
     result rows;
     pending_pages pending; /* a writing call's pages */
     RedisModuleString **values; /* the same pages as strings, per slot: made on the worker */
+    stage_write stage;          /* a big write: staged by the worker (stage.h) */
     int restarts, locked;
     int run_here; /* it wrote TEMP objects, which must live in the key's connection: run it there */
     char err[1024];
@@ -79,8 +85,9 @@ static RedisModuleString *copy_string(RedisModuleString *s) {
 }
 
 static void job_free(RedisModuleCtx *ctx, void *data) {
-    (void)ctx;
     job *j = data;
+    stage_abandon(ctx, &j->stage); /* not published: its client went away */
+    stage_free(&j->stage);
     snapshot_drop(j->snap);
     RedisModule_FreeString(NULL, j->keyname);
     for (int i = 0; i < j->argc; i++) RedisModule_FreeString(NULL, j->argv[i]);
@@ -204,6 +211,21 @@ static int run_once(job *j, RedisModuleCtx *tsctx, int gil_held) {
     return state;
 }
 
+/* A big write: its new hash built in the staging key, in steps. */
+static void stage_job(job *j, RedisModuleCtx *tsctx) {
+    stage_write *w = &j->stage;
+    w->dbid = j->dbid;
+    w->keyname = j->keyname;
+    w->snap = j->snap;
+    w->pages = &j->pending;
+    w->values = j->values;
+    w->killed = &j->task.killed;
+    w->started_ms = j->started_ms;
+    int rc = stage_build(w, tsctx, j->err, sizeof(j->err));
+    if (rc == STAGE_CONFLICT) COUNT(conflicts);
+    if (rc != 0) j->ok = 0;
+}
+
 static void job_run(worker_task *t, RedisModuleCtx *tsctx) {
     job *j = (job *)t;
     for (int attempt = 0;; attempt++) {
@@ -221,6 +243,8 @@ static void job_run(worker_task *t, RedisModuleCtx *tsctx) {
         if (state != SNAPSHOT_CHANGED || t->killed || j->run_here) break;
         j->restarts++;
     }
+    if (j->ok && j->pending.any && !j->run_here && stage_wanted(&j->pending, snapshot_npages(j->snap)))
+        stage_job(j, tsctx);
 }
 
 /* The job is done: its client's reply callback takes it (job_reply). */
@@ -231,22 +255,38 @@ static void job_done(worker_task *t) {
 
 /* ---- back on the main thread ---------------------------------------------- */
 
-/* Writes a writing job's pages to the hash, as the end of a call on the
- * main thread does. Returns non-zero when written. */
-static int write_job(RedisModuleCtx *ctx, job *j) {
+/* Whether the database is still as the job's snapshot saw it; else sets
+ * the error. */
+static int unchanged(RedisModuleCtx *ctx, job *j) {
     if (snapshot_state(j->snap) != SNAPSHOT_OK || snapshot_overwritten(j->snap)) {
         COUNT(conflicts);
-        snprintf(j->err, sizeof(j->err),
-                 "SQLITE_BUSY kvsql: the database changed while the write ran on a worker thread: nothing was "
-                 "written (retry)");
+        snprintf(j->err, sizeof(j->err), "%s", STAGE_CONFLICT_ERROR);
         return 0;
     }
     if (changes_on(ctx, j->keyname)) { /* turned on meanwhile: the write has no entries to go with it */
-        snprintf(j->err, sizeof(j->err),
-                 "SQLITE_BUSY kvsql: change capture was turned on while the write ran on a worker thread: "
-                 "nothing was written (retry)");
+        snprintf(j->err, sizeof(j->err), "%s", STAGE_CAPTURE_ERROR);
         return 0;
     }
+    return 1;
+}
+
+/* Swaps in a staged write's new hash (stage.h). Returns non-zero when
+ * published; else the staging key is gone. */
+static int publish_job(RedisModuleCtx *ctx, job *j) {
+    int ok = unchanged(ctx, j) && stage_publish(ctx, &j->stage, j->err, sizeof(j->err)) == 0;
+    stage_abandon(ctx, &j->stage);
+    snapshot_drop(j->snap);
+    j->snap = j->stage.snap = NULL;
+    size_t len;
+    const char *name = RedisModule_StringPtrLen(j->keyname, &len);
+    if (ok) cache_key_changed(j->dbid, name, len);
+    return ok;
+}
+
+/* Writes a writing job's pages to the hash, as the end of a call on the
+ * main thread does. Returns non-zero when written. */
+static int write_job(RedisModuleCtx *ctx, job *j) {
+    if (!unchanged(ctx, j)) return 0;
     snapshot_drop(j->snap); /* its pages need not be kept through our own write */
     j->snap = NULL;
     RedisModuleKey *key = RedisModule_OpenKey(ctx, j->keyname, REDISMODULE_READ | REDISMODULE_WRITE);
@@ -285,7 +325,7 @@ static int job_reply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
         exec_run_here(ctx, j->keyname, j->argv, j->argc, j->readonly);
         return REDISMODULE_OK;
     }
-    if (j->ok && j->pending.any) j->ok = write_job(ctx, j);
+    if (j->ok && j->pending.any) j->ok = j->stage.built ? publish_job(ctx, j) : write_job(ctx, j);
     if (j->restarts) __atomic_fetch_add(&stats.restarts, j->restarts, __ATOMIC_RELAXED);
     if (j->locked) COUNT(locked_runs);
     if (!j->ok) return call_reply_error(ctx, j->err);
