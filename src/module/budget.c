@@ -258,20 +258,23 @@ int budget_stop_kind(void) {
     return call.stop;
 }
 
-const char *budget_stop_reason(void) {
-    static _Thread_local char msg[160];
-    switch (call.stop) {
+const char *budget_stop_words(int kind, long long limit, char *buf, size_t len) {
+    switch (kind) {
     case STOP_KILL: return "SQL stopped by SQL.KILL: nothing was written";
     case STOP_TIME:
-        snprintf(msg, sizeof(msg), "SQL stopped after %lld ms (kvsql.query-timeout-ms): nothing was written",
-                 call.timeout_ms);
-        return msg;
+        snprintf(buf, len, "SQL stopped after %lld ms (kvsql.query-timeout-ms): nothing was written", limit);
+        return buf;
     case STOP_MEMORY:
-        snprintf(msg, sizeof(msg),
-                 "SQL needed more than %lld KiB of memory (kvsql.call-memory-kb): nothing was written",
-                 call.memory_kb);
-        return msg;
+        snprintf(buf, len, "SQL needed more than %lld KiB of memory (kvsql.call-memory-kb): nothing was written",
+                 limit);
+        return buf;
     case STOP_OFFLOAD: return "SQL moved to a worker thread";
     default: return NULL;
     }
+}
+
+const char *budget_stop_reason(void) {
+    static _Thread_local char msg[160];
+    return budget_stop_words(call.stop, call.stop == STOP_MEMORY ? call.memory_kb : call.timeout_ms, msg,
+                             sizeof(msg));
 }

@@ -44,6 +44,9 @@ int budget_stop_kind(void);
 /* Why the call was stopped, in words for the user ("SQL stopped ..."), or
  * NULL when it was not. */
 const char *budget_stop_reason(void);
+/* The same words for a stop of this kind, with its limit (ms for
+ * STOP_TIME, KiB for STOP_MEMORY) written into buf when they name it. */
+const char *budget_stop_words(int kind, long long limit, char *buf, size_t len);
 
 /* SQL.KILL: stops the call running on the main thread. 0 when none runs. */
 int budget_kill(void);

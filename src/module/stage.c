@@ -88,14 +88,11 @@ static long long test_pause(void) {
 /* Why the write must stop now, as an error reply text in err; 0 when it
  * may go on (ctx holds Redis's lock). Returns -1, or STAGE_CONFLICT. */
 static int must_stop(stage_write *w, RedisModuleCtx *ctx, const aux_keys *a, char *err, size_t errlen) {
-    if (*w->killed) {
-        snprintf(err, errlen, "SQLITE_INTERRUPT SQL stopped by SQL.KILL: nothing was written");
-        return -1;
-    }
     long long limit = budget_timeout_ms;
-    if (limit > 0 && budget_now_ms() - w->started_ms > limit) {
-        snprintf(err, errlen,
-                 "SQLITE_INTERRUPT SQL stopped after %lld ms (kvsql.query-timeout-ms): nothing was written", limit);
+    int stop = *w->killed ? STOP_KILL : limit > 0 && budget_now_ms() - w->started_ms > limit ? STOP_TIME : RUNS;
+    if (stop != RUNS) {
+        char words[160];
+        snprintf(err, errlen, "SQLITE_INTERRUPT %s", budget_stop_words(stop, limit, words, sizeof(words)));
         return -1;
     }
     if (snapshot_state(w->snap) != SNAPSHOT_OK || snapshot_overwritten(w->snap)) {
