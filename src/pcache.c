@@ -36,6 +36,7 @@ typedef struct pc_cache {
     unsigned npages;    /* pinned or not */
     unsigned nslots;    /* a power of two, or 0 (no table) */
     pc_page **table;    /* inline_table, or a larger one of its own */
+    void **owner;       /* where kvsql_pcache_watch() reported it, or NULL */
     pc_page *lru_head, *lru_tail;
     pc_page *inline_table[INLINE_SLOTS];
 } pc_cache;
@@ -182,6 +183,32 @@ static void pc_shutdown(void *arg) {
     (void)arg;
 }
 
+/* ---- one cache reported to its owner ----
+ * The module's connection cache drops single pages that changed behind a
+ * connection (cache.c): it asks to be told of its database's cache. */
+
+static _Thread_local void **watch_slot;
+
+void kvsql_pcache_watch(void **slot) {
+    watch_slot = slot;
+}
+
+static void report_to_watcher(pc_cache *c) {
+    if (!watch_slot || !c->purgeable) return;
+    c->owner = watch_slot;
+    *watch_slot = c;
+    watch_slot = NULL;
+}
+
+int kvsql_pcache_forget(void *cache, unsigned key) {
+    pc_cache *c = cache;
+    pc_page *p = find(c, key);
+    if (!p) return 0;
+    if (p->pinned) return -1;
+    free_page(c, p);
+    return 0;
+}
+
 static sqlite3_pcache *pc_create(int page_size, int extra_size, int purgeable) {
     pc_cache *c = sqlite3_malloc(sizeof(*c));
     if (!c) return NULL;
@@ -190,6 +217,7 @@ static sqlite3_pcache *pc_create(int page_size, int extra_size, int purgeable) {
     c->extra_size = extra_size;
     c->purgeable = purgeable;
     c->max_pages = 100; /* until xCachesize */
+    report_to_watcher(c);
     return (sqlite3_pcache *)c;
 }
 
@@ -290,6 +318,7 @@ static void pc_truncate(sqlite3_pcache *pc, unsigned limit) {
 
 static void pc_destroy(sqlite3_pcache *pc) {
     pc_cache *c = (pc_cache *)pc;
+    if (c->owner && *c->owner == c) *c->owner = NULL; /* its owner falls back to dropping every page */
     pc_truncate(pc, 0);
     drop_table_if_empty(c);
     sqlite3_free(c);

@@ -20,4 +20,15 @@
  * sqlite3_initialize(). Returns an SQLite code. */
 int kvsql_pcache_install(void);
 
+/* The next purgeable cache this thread creates (while it opens a
+ * connection: its database's) is stored in *slot, and *slot is set to
+ * NULL when that cache is destroyed (the connection closes, or SQLite
+ * replaces the cache for another page size). NULL stops watching. */
+void kvsql_pcache_watch(void **slot);
+
+/* Drops page `key` (SQLite's page number) from cache, which SQLite then
+ * reads anew when it needs it. Returns 0 (also when it was not cached),
+ * or -1 when SQLite holds the page now. The cache's thread only. */
+int kvsql_pcache_forget(void *cache, unsigned key);
+
 #endif

@@ -66,13 +66,50 @@ def test_replica_keeps_its_connection_through_replicated_writes(servers):
     assert query(rep, "db", "pragma integrity_check")[1] == [b"ok"]
 
 
+def test_replica_drops_only_the_pages_a_replicated_write_changed(servers):
+    """The master's HSET names the pages a write changed; the replica's
+    command filter sees it before it runs, so the replica's connection
+    drops just those pages from SQLite's cache and keeps the rest. Every
+    change must still show: new rows, an UPDATE of a row the replica read
+    (and so cached) just before, a schema change of the same length."""
+    master = servers()
+    m = master.client()
+    rep = attach_replica(servers, master).client()
+    sql(m, "db", "create table t(id integer primary key, v); create table w(x)")
+    sql(m, "db", "with recursive s(x) as (select 1 union all select x+1 from s where x < 2000)"
+                 " insert into t select x, printf('%0100d', x) from s")
+    m.execute_command("WAIT", 1, 5000)
+    assert query(rep, "db", "select count(*) from t")[1] == [2000]
+    hlen, before = m.hlen("db"), kvsql_info(rep)
+    n = 30
+    for i in range(n):
+        row = 1 + 61 * i
+        assert query(rep, "db", "select v from t where id = ?", row)[1] == [b"%0100d" % row]  # cached
+        sql(m, "db", "update t set v = ? where id = ?", "u%d" % i, row)
+        sql(m, "db", "insert into w values (?)", i)
+        m.execute_command("WAIT", 1, 5000)
+        assert query(rep, "db", "select v from t where id = ?", row)[1] == [b"u%d" % i]
+        assert query(rep, "db", "select count(*), sum(x) from w")[1] == [i + 1, i * (i + 1) // 2]
+    sql(m, "db", "alter table w add column y default 5")  # page 1 only
+    m.execute_command("WAIT", 1, 5000)
+    assert query(rep, "db", "select sum(y) from w")[1] == [5 * n]
+    assert m.hlen("db") == hlen  # every write kept the length: each renewal could drop pages alone
+    after = kvsql_info(rep)
+    renewed = after["kvsql_snapshots_renewed"] - before["kvsql_snapshots_renewed"]
+    assert renewed >= n
+    assert after["kvsql_snapshots_pages_dropped"] - before["kvsql_snapshots_pages_dropped"] == renewed
+    assert after["kvsql_connections_opened"] == before["kvsql_connections_opened"]
+    assert query(rep, "db", "pragma integrity_check")[1] == [b"ok"]
+
+
 def test_change_of_the_same_length_drops_only_the_page_cache(r):
     sql(r, "a", "create table t(v); create table u(w); insert into t values ('old')")
     sql(r, "b", "create table t(v); create table x(w); alter table x add column y;"  # schema cookie 3, not 2
                 " insert into t values ('new'); insert into x values (7, 0)")
     assert r.hlen("a") == r.hlen("b")  # same length: no SQL needed to renew
     assert query(r, "a", "select v from t")[1] == [b"old"]
-    before, resets = opened(r), kvsql_info(r)["kvsql_snapshots_reset_cache"]
+    info = kvsql_info(r)
+    before, resets = opened(r), info["kvsql_snapshots_reset_cache"] + info["kvsql_snapshots_pages_dropped"]
     r.hset("a", mapping=r.hgetall("b"))  # other rows and another schema, same pages count
     assert query(r, "a", "select v from t")[1] == [b"new"]
     assert query(r, "a", "select w from x")[1] == [7]  # the schema is read again
@@ -82,7 +119,8 @@ def test_change_of_the_same_length_drops_only_the_page_cache(r):
     assert query(r, "a", "select count(*) from x")[1] == [2]
     assert query(r, "a", "pragma integrity_check")[1] == [b"ok"]
     assert opened(r) == before
-    assert kvsql_info(r)["kvsql_snapshots_reset_cache"] == resets + 1
+    info = kvsql_info(r)  # the HSET named every page it wrote: the connection dropped those
+    assert info["kvsql_snapshots_reset_cache"] + info["kvsql_snapshots_pages_dropped"] == resets + 1
 
 
 def test_change_that_grows_the_hash_renews_the_length_too(r):

@@ -6,6 +6,8 @@
  * and touches only the counters here, atomically. */
 #include "cache.h"
 
+#include "pcache.h"
+
 #include "budget.h"
 #include "guard.h"
 #include "kvsql.h"
@@ -91,11 +93,60 @@ static int same_length(conn *c) {
     return bytes > 0 && bytes == (sqlite3_int64)keyspace_store_npages(c->store) * psz;
 }
 
+/* ---- what others wrote: the pages a new snapshot drops -------------------- */
+
+/* More pages named than this since a snapshot: drop every page. */
+#define WRITTEN_MAX 64
+
+static void add16(uint16_t *n) {
+    if (*n < UINT16_MAX) (*n)++;
+}
+
+static void note_written(conn *c, const uint32_t *pages, int n) {
+    add16(&c->writes);
+    if (c->unknown) return;
+    if (n < 0 || c->nwritten + n > WRITTEN_MAX) {
+        c->unknown = 1;
+        return;
+    }
+    if (!c->written && !(c->written = sqlite3_malloc(sizeof(*c->written) * WRITTEN_MAX))) {
+        c->unknown = 1;
+        return;
+    }
+    memcpy(c->written + c->nwritten, pages, sizeof(*pages) * (size_t)n);
+    c->nwritten = (uint16_t)(c->nwritten + n);
+}
+
+/* Forgets what was written (a new snapshot was taken). */
+static void clear_written(conn *c) {
+    sqlite3_free(c->written);
+    c->written = NULL;
+    c->nwritten = c->writes = c->hset_events = c->unknown = 0;
+}
+
+/* Drops from SQLite's cache the pages the writes since the last snapshot
+ * named, when they are known to be all that changed: every "hset" event
+ * came after a filtered write of this key, and no write is pending
+ * without its event. Returns 0 when done, -1 when every page must go. */
+static int drop_written_pages(conn *c) {
+    if (c->unknown || !c->pcache || c->writes != c->hset_events || c->writes == UINT16_MAX) return -1;
+    for (uint16_t i = 0; i < c->nwritten; i++)
+        if (kvsql_pcache_forget(c->pcache, c->written[i] + 1) != 0) return -1; /* field i is page i+1 */
+    return 0;
+}
+
 static int take_new_snapshot(conn *c) {
     if (!c->changed) return SQLITE_OK;
     c->changed = 0;
     COUNT(snapshots_renewed, 1);
-    if (same_length(c) && sqlite3_file_control(c->db, "main", SQLITE_FCNTL_RESET_CACHE, NULL) == SQLITE_OK) {
+    int same = same_length(c);
+    if (same && drop_written_pages(c) == 0) {
+        COUNT(snapshots_pages_dropped, 1);
+        clear_written(c);
+        return SQLITE_OK;
+    }
+    clear_written(c);
+    if (same && sqlite3_file_control(c->db, "main", SQLITE_FCNTL_RESET_CACHE, NULL) == SQLITE_OK) {
         COUNT(snapshots_reset_cache, 1);
         return SQLITE_OK;
     }
@@ -204,6 +255,7 @@ static void conn_close(conn *c) {
     close_stmts(c);
     sqlite3_close(c->db);
     kvsql_store_free(c->store);
+    sqlite3_free(c->written);
     sqlite3_free(c->id);
     sqlite3_free(c);
     count--;
@@ -270,7 +322,9 @@ static conn *conn_new(kvsql_store *st, char *err, size_t errlen) {
     memset(c, 0, sizeof(*c));
     c->g.tick = budget_tick; /* the authorizer bounds statement preparation */
     c->store = st;
+    kvsql_pcache_watch(&c->pcache); /* its database's page cache, made as it opens */
     int rc = kvsql_open(st, &c->db);
+    kvsql_pcache_watch(NULL);
     if (rc == SQLITE_OK) rc = shrink_lookaside(c->db);
     if (rc == SQLITE_OK) rc = guard_install(c->db, &c->g); /* settings: cache_apply_settings() */
     if (rc != SQLITE_OK) {
@@ -296,6 +350,15 @@ void cache_close_private(conn *c) {
     sqlite3_free(c);
 }
 
+/* Bit d: a connection of db d was opened (db 63: of db 63 or above). */
+static uint64_t dbs_used;
+static int highest_db;
+
+static void note_db(int dbid) {
+    dbs_used |= 1ull << (dbid < 63 ? dbid : 63);
+    if (dbid > highest_db) highest_db = dbid;
+}
+
 /* A new connection on the attached store, cached; NULL with err set on
  * failure. */
 static conn *conn_open(kvsql_store *st, int dbid, const char *key, size_t len, char *err, size_t errlen) {
@@ -309,6 +372,7 @@ static conn *conn_open(kvsql_store *st, int dbid, const char *key, size_t len, c
     c->id = id;
     c->idlen = make_id(id, len + 4, dbid, key, len);
     c->dbid = dbid;
+    note_db(dbid);
     RedisModule_DictSetC(by_id, c->id, c->idlen, c);
     lru_push_front(c);
     count++;
@@ -452,11 +516,21 @@ void cache_forget_key(int dbid, const char *key, size_t len) {
     if (c) conn_forget(c);
 }
 
-void cache_key_changed(int dbid, const char *key, size_t len) {
+void cache_key_changed(int dbid, const char *key, size_t len, int hset_event) {
     conn *c = lookup(dbid, key, len);
     if (!c) return;
     keyspace_store_changed(c->store);
     c->changed = 1;
+    if (hset_event) add16(&c->hset_events);
+    else c->unknown = 1;
+}
+
+void cache_fields_written(const char *key, size_t len, const uint32_t *pages, int n) {
+    for (int db = 0; db <= highest_db; db++) {
+        if (!(dbs_used & (1ull << (db < 63 ? db : 63)))) continue;
+        conn *c = lookup(db, key, len);
+        if (c) note_written(c, pages, n);
+    }
 }
 
 void cache_forget_db(int dbid) {

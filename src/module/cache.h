@@ -50,6 +50,15 @@ typedef struct conn {
     struct conn *prev, *next; /* most recently used first */
     int warm;                           /* in the warm list: keeps its page cache while idle */
     struct conn *warm_prev, *warm_next; /* most recently released first */
+    /* Since its last snapshot: what others wrote to its hash (see
+     * cache_fields_written), so that the next snapshot drops only those
+     * pages of SQLite's cache. */
+    void *pcache;         /* SQLite's page cache of its database (src/pcache.h), or NULL */
+    uint32_t *written;    /* page indexes the filtered writes named, nwritten of them */
+    uint16_t nwritten;
+    uint16_t writes;      /* filtered writes (HSET ... of the key) */
+    uint16_t hset_events; /* "hset" events of the key */
+    uint16_t unknown;     /* some change it cannot name pages for: drop every page */
 } conn;
 
 void cache_init(RedisModuleCtx *ctx);
@@ -78,9 +87,20 @@ void cache_forget_key(int dbid, const char *key, size_t len);
 /* The hash at key changed in place (a hash-class event: HSET, HDEL, ...
  * by a user, a replicated write, a library client's commit): its
  * connection stays open, with its parsed schema and statements, and takes
- * a new snapshot at its next call, where SQLite drops its page cache and
- * re-reads the schema only if the schema cookie moved. */
-void cache_key_changed(int dbid, const char *key, size_t len);
+ * a new snapshot at its next call, where SQLite drops the pages that
+ * changed (or, when it cannot know which, every page: any event but
+ * "hset", hset_event 0) and re-reads the schema only if the schema cookie
+ * moved. */
+void cache_key_changed(int dbid, const char *key, size_t len, int hset_event);
+/* A command about to write fields of the hash at key, in any db (module.c's
+ * command filter sees HSET, HMSET, HSETNX before they run, whoever sends
+ * them: a client, the master's link, a script, a module): the page indexes
+ * they name, n of them, or n < 0 when they name something else or too
+ * many. A later "hset" event of each such command lets the connection drop
+ * just these pages; an event without a filtered command before it, or a
+ * command without its event (refused, queued in MULTI, ...), makes it drop
+ * every page: never fewer than changed. */
+void cache_fields_written(const char *key, size_t len, const uint32_t *pages, int n);
 void cache_forget_db(int dbid); /* -1: every db */
 void cache_forget_all(void);
 int cache_is_empty(void);
@@ -110,6 +130,7 @@ typedef struct cache_stats {
     long long statement_cache_bytes; /* held by every connection's statement cache */
     long long snapshots_renewed; /* calls that found their hash changed in place (cache_key_changed) */
     long long snapshots_reset_cache; /* of those, renewed by dropping the page cache alone */
+    long long snapshots_pages_dropped; /* of those, renewed by dropping just the pages written */
 } cache_stats;
 cache_stats cache_get_stats(void);
 

@@ -11,6 +11,7 @@
 #include "cache.h"
 #include "changes.h"
 #include "exec.h"
+#include "format.h"
 #include "guard.h"
 #include "kvsql.h"
 #include "pcache.h"
@@ -22,6 +23,7 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define MODULE_NAME "kvsql"
 /* The version as Redis wants it, MMmmpp (MODULE LIST), and in words (INFO). */
@@ -64,9 +66,40 @@ static int on_key_event(RedisModuleCtx *ctx, int type, const char *event, RedisM
     const char *k = RedisModule_StringPtrLen(key, &len);
     int db = RedisModule_GetSelectedDb(ctx);
     if (live) snapshots_key_changed(db, k, len, SNAPSHOT_CHANGED);
-    if (hash) cache_key_changed(db, k, len);
+    if (hash) cache_key_changed(db, k, len, strcmp(event, "hset") == 0);
     else cache_forget_key(db, k, len);
     return REDISMODULE_OK;
+}
+
+/* Whether name is HSET, HMSET or HSETNX: the commands whose "hset" event
+ * says a hash's fields were set, and which name them. */
+static int sets_hash_fields(const char *name, size_t len) {
+    return (len == 4 && strncasecmp(name, "hset", 4) == 0) || (len == 5 && strncasecmp(name, "hmset", 5) == 0) ||
+           (len == 6 && strncasecmp(name, "hsetnx", 6) == 0);
+}
+
+/* Every command passes here before it runs, whoever sends it (a client,
+ * the master's link on a replica, a script's redis.call, a module's
+ * RedisModule_Call). Of HSET, HMSET and HSETNX to a key with a cached
+ * connection, cache.c learns the pages they name, so that the
+ * connection's next snapshot drops only those (cache_fields_written). */
+static void on_command(RedisModuleCommandFilterCtx *f) {
+    if (cache_is_empty()) return;
+    int argc = RedisModule_CommandFilterArgsCount(f);
+    if (argc < 4) return;
+    size_t len;
+    const char *name = RedisModule_StringPtrLen(RedisModule_CommandFilterArgGet(f, 0), &len);
+    if (!sets_hash_fields(name, len)) return;
+    uint32_t pages[32];
+    int n = 0;
+    for (int i = 2; i + 1 < argc && n >= 0; i += 2) {
+        size_t flen;
+        const char *field = RedisModule_StringPtrLen(RedisModule_CommandFilterArgGet(f, i), &flen);
+        if (n == (int)(sizeof(pages) / sizeof(pages[0])) || kvsql_field_parse(field, flen, &pages[n]) != 0) n = -1;
+        else n++;
+    }
+    const char *key = RedisModule_StringPtrLen(RedisModule_CommandFilterArgGet(f, 1), &len);
+    cache_fields_written(key, len, pages, n);
 }
 
 static void on_flush(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, void *data) {
@@ -128,7 +161,8 @@ static int subscribe(RedisModuleCtx *ctx) {
         RedisModule_SubscribeToServerEvent(ctx, swapdb, on_swapdb) != REDISMODULE_OK ||
         RedisModule_SubscribeToServerEvent(ctx, loading, on_dataset_change) != REDISMODULE_OK ||
         RedisModule_SubscribeToServerEvent(ctx, role, on_dataset_change) != REDISMODULE_OK ||
-        RedisModule_SubscribeToServerEvent(ctx, shutdown, on_shutdown) != REDISMODULE_OK)
+        RedisModule_SubscribeToServerEvent(ctx, shutdown, on_shutdown) != REDISMODULE_OK ||
+        !RedisModule_RegisterCommandFilter(ctx, on_command, 0))
         return REDISMODULE_ERR;
     RedisModule_CreateTimer(ctx, 1000, on_sweep_timer, NULL);
     return REDISMODULE_OK;
@@ -216,6 +250,7 @@ static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {
     RedisModule_InfoAddFieldLongLong(ctx, "statement_cache_bytes", st.statement_cache_bytes);
     RedisModule_InfoAddFieldLongLong(ctx, "snapshots_renewed", st.snapshots_renewed);
     RedisModule_InfoAddFieldLongLong(ctx, "snapshots_reset_cache", st.snapshots_reset_cache);
+    RedisModule_InfoAddFieldLongLong(ctx, "snapshots_pages_dropped", st.snapshots_pages_dropped);
     RedisModule_InfoAddFieldLongLong(ctx, "sqlite_memory", budget_memory_used());
     RedisModule_InfoAddFieldLongLong(ctx, "timeouts", es.timeouts);
     RedisModule_InfoAddFieldLongLong(ctx, "kills", es.kills);

@@ -279,7 +279,7 @@ static int publish_job(RedisModuleCtx *ctx, job *j) {
     j->snap = j->stage.snap = NULL;
     size_t len;
     const char *name = RedisModule_StringPtrLen(j->keyname, &len);
-    if (ok) cache_key_changed(j->dbid, name, len);
+    if (ok) cache_key_changed(j->dbid, name, len, 0);
     return ok;
 }
 
@@ -310,7 +310,7 @@ static int write_job(RedisModuleCtx *ctx, job *j) {
     if (key) RedisModule_CloseKey(key);
     size_t len;
     const char *name = RedisModule_StringPtrLen(j->keyname, &len);
-    if (ok) cache_key_changed(j->dbid, name, len); /* the cached connection has not seen this write */
+    if (ok) cache_key_changed(j->dbid, name, len, 0); /* the cached connection has not seen this write */
     return ok;
 }
 

@@ -131,6 +131,8 @@ typedef struct RedisModuleString RedisModuleString;
 typedef struct RedisModuleDict RedisModuleDict;
 typedef struct RedisModuleCommand RedisModuleCommand;
 typedef struct RedisModuleInfoCtx RedisModuleInfoCtx;
+typedef struct RedisModuleCommandFilterCtx RedisModuleCommandFilterCtx;
+typedef struct RedisModuleCommandFilter RedisModuleCommandFilter;
 
 typedef struct RedisModuleEvent {
     uint64_t id;
@@ -155,6 +157,7 @@ typedef int (*RedisModuleNotificationFunc)(RedisModuleCtx *ctx, int type, const 
 typedef void (*RedisModuleEventCallback)(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent,
                                          void *data);
 typedef void (*RedisModuleInfoFunc)(RedisModuleInfoCtx *ctx, int for_crash_report);
+typedef void (*RedisModuleCommandFilterFunc)(RedisModuleCommandFilterCtx *filter);
 typedef void (*RedisModuleTimerProc)(RedisModuleCtx *ctx, void *data);
 typedef uint64_t RedisModuleTimerID;
 typedef long long (*RedisModuleConfigGetNumericFunc)(const char *name, void *privdata);
@@ -244,7 +247,11 @@ typedef struct RedisModuleCallReply RedisModuleCallReply;
     X(const char *, CallReplyStringPtr, (RedisModuleCallReply * reply, size_t *len))                 \
     X(long long, Milliseconds, (void))                                                               \
     X(char *, StringDMA, (RedisModuleKey * key, size_t *len, int mode))                              \
-    X(int, StringTruncate, (RedisModuleKey * key, size_t newlen))
+    X(int, StringTruncate, (RedisModuleKey * key, size_t newlen))                                    \
+    X(RedisModuleCommandFilter *, RegisterCommandFilter,                                             \
+      (RedisModuleCtx * ctx, RedisModuleCommandFilterFunc cb, int flags))                            \
+    X(int, CommandFilterArgsCount, (RedisModuleCommandFilterCtx * fctx))                            \
+    X(RedisModuleString *, CommandFilterArgGet, (RedisModuleCommandFilterCtx * fctx, int pos))
 
 /* Entries of later Redis versions, used when present (NULL on 7.0). */
 #define REDIS_API_OPTIONAL_ENTRIES(X) \
