@@ -2,7 +2,8 @@
 
 A change to a database's hash made elsewhere (a user's HSET, a replicated
 write) keeps the module's cached connection and only makes it take a new
-snapshot (by dropping its page cache alone when the hash kept its length);
+snapshot (by dropping just the pages the writes named, or its whole page
+cache when it cannot name them, when the hash kept its length);
 a commit too big for a replica's output buffer is refused before anything
 is written; idle connections keep no page buffers, and those past the
 1000 most recently used no page cache either; the module's own page cache
