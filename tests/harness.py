@@ -73,6 +73,21 @@ def kill_when_busy(server, call, busy_within, join_within, poll=0.02, what="the 
     return other, outcome.get("error", "")
 
 
+def run_in_thread(fn):
+    """Runs fn() in a thread; returns (thread, outcome dict: value or error)."""
+    out = {}
+
+    def body():
+        try:
+            out["value"] = fn()
+        except (redis.ResponseError, redis.ConnectionError) as e:
+            out["error"] = str(e)
+
+    t = threading.Thread(target=body)
+    t.start()
+    return t, out
+
+
 def attach_replica(servers, master, **kw):
     """A new server (servers(**kw)) replicating master, once its link is up."""
     rep = servers(**kw)

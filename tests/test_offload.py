@@ -15,7 +15,7 @@ import time
 import pytest
 import redis
 
-from harness import attach_replica, query, sql, wait_for
+from harness import attach_replica, query, run_in_thread, sql, wait_for
 
 ROWS = 200000
 FILL = ("with recursive c(x) as (select 1 union all select x+1 from c where x<%d) "
@@ -35,21 +35,6 @@ def info(r):
 
 def worker_running(r):
     return info(r)["kvsql_worker_calls_running"] > 0
-
-
-def run_in_thread(fn):
-    """Runs fn() in a thread; returns (thread, outcome dict: value or error)."""
-    out = {}
-
-    def body():
-        try:
-            out["value"] = fn()
-        except (redis.ResponseError, redis.ConnectionError) as e:
-            out["error"] = str(e)
-
-    t = threading.Thread(target=body)
-    t.start()
-    return t, out
 
 
 @pytest.fixture

@@ -12,11 +12,10 @@ KVSQL_TEST_STAGE_PAUSE_MS makes the worker wait between steps, so that a
 test can act while a write is staged; no timing is asserted."""
 import glob
 import os
-import threading
 
 import redis
 
-from harness import attach_replica, query, sql, wait_for
+from harness import attach_replica, query, run_in_thread, sql, wait_for
 
 ROWS = 20000  # rows of about 300 bytes: about 6 MiB of pages, more than the 4 MiB that stage
 BIG_WRITE = ("with recursive c(x) as (select ? union all select x+1 from c where x < ? + %d - 1) "
@@ -77,21 +76,6 @@ def aof_commands(server):
     return out
 
 
-def start_in_thread(fn):
-    """Runs fn() in a thread; returns (thread, outcome dict: value or error)."""
-    out = {}
-
-    def body():
-        try:
-            out["value"] = fn()
-        except (redis.ResponseError, redis.ConnectionError) as e:
-            out["error"] = str(e)
-
-    t = threading.Thread(target=body)
-    t.start()
-    return t, out
-
-
 def staged_server(servers, monkeypatch, **kw):
     """A server whose workers pause PAUSE_MS between staging steps."""
     monkeypatch.setenv("KVSQL_TEST_STAGE_PAUSE_MS", str(PAUSE_MS))
@@ -102,7 +86,7 @@ def while_staged(server, action):
     """Starts the big write on a client of its own, runs action() once its
     staging key exists, and returns the write's outcome."""
     r = server.client()
-    t, out = start_in_thread(lambda: big_write(server.client()))
+    t, out = run_in_thread(lambda: big_write(server.client()))
     wait_for(lambda: r.exists(STAGE), what="the write to be staged")
     action()
     t.join(60)
@@ -217,6 +201,14 @@ def test_a_new_database_made_by_one_big_call(servers):
     assert intact(m)
 
 
+def assert_nothing_written(r, v0):
+    """The staged write left nothing: no staging key, the version as it was,
+    only the first row."""
+    assert not r.exists(STAGE)
+    assert version(r) == v0
+    assert count(r) == [1, 0]
+
+
 def test_a_users_hset_while_staged_fails_the_write(servers, monkeypatch):
     server = staged_server(servers, monkeypatch)
     r = server.client()
@@ -227,9 +219,8 @@ def test_a_users_hset_while_staged_fails_the_write(servers, monkeypatch):
     after = info(r)
     assert after["kvsql_offload_conflicts"] == before["kvsql_offload_conflicts"] + 1
     assert after["kvsql_offload_staged_writes"] == before["kvsql_offload_staged_writes"]
-    assert not r.exists(STAGE)
-    assert version(r) == v0 and r.hlen("db") == hlen
-    assert count(r) == [1, 0]
+    assert_nothing_written(r, v0)
+    assert r.hlen("db") == hlen
     assert intact(r)
 
 
@@ -240,9 +231,7 @@ def test_sql_kill_while_staged_stops_the_write(servers, monkeypatch):
     v0 = version(r)
     out = while_staged(server, lambda: r.execute_command("SQL.KILL"))
     assert "SQL.KILL" in out.get("error", "") and "nothing was written" in out["error"]
-    assert not r.exists(STAGE)
-    assert version(r) == v0
-    assert count(r) == [1, 0]
+    assert_nothing_written(r, v0)
 
 
 def test_the_time_limit_stops_a_staged_write(servers, monkeypatch):
@@ -253,9 +242,7 @@ def test_the_time_limit_stops_a_staged_write(servers, monkeypatch):
     r.config_set("kvsql.query-timeout-ms", 1500)  # the SQL takes less; its 7 steps with pauses over 2 s
     out = while_staged(server, lambda: None)
     assert "query-timeout-ms" in out.get("error", "") and "nothing was written" in out["error"]
-    assert not r.exists(STAGE)
-    assert version(r) == v0
-    assert count(r) == [1, 0]
+    assert_nothing_written(r, v0)
 
 
 def test_a_client_gone_while_staged_gets_nothing_written(servers, monkeypatch):
@@ -265,7 +252,7 @@ def test_a_client_gone_while_staged_gets_nothing_written(servers, monkeypatch):
     v0 = version(r)
     writer = server.client()
     wid = writer.client_id()
-    t, out = start_in_thread(lambda: big_write(writer))
+    t, out = run_in_thread(lambda: big_write(writer))
     wait_for(lambda: r.exists(STAGE), what="the write to be staged")
     r.client_kill_filter(_id=wid)
     t.join(60)
@@ -311,7 +298,7 @@ def test_a_shutdown_while_staged_leaves_nothing_for_ever(servers, monkeypatch):
     r = server.client()
     make_db(r)
     v0 = version(r)
-    t, out = start_in_thread(lambda: big_write(server.client()))
+    t, out = run_in_thread(lambda: big_write(server.client()))
     wait_for(lambda: r.exists(STAGE), what="the write to be staged")
     server.stop()  # SHUTDOWN NOSAVE: AOF on, so the AOF is what a restart loads
     t.join(60)
