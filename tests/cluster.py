@@ -59,9 +59,9 @@ class Cluster:
 
     def start_node(self):
         s = Server(args=self.args)
-        s.addr = "127.0.0.1:%d" % s.port
         self.nodes.append(s)
         s.start()
+        s.addr = "127.0.0.1:%d" % s.port  # after start: a taken port is replaced there
         return s
 
     def alive(self):

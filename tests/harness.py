@@ -141,10 +141,25 @@ def kill_9_while_writing(server, key, count, what, wait_replicas=0):
     return acked
 
 
+def port_range():
+    """Where free_port() looks: below the kernel's range of ephemeral ports
+    (the local ports of outgoing connections, which could take a chosen
+    port before redis-server binds it), the cluster bus (port + 10000)
+    too, when that leaves room enough; else 20000-50000."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            first = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768
+    top = min(50000, first - 10000)
+    return (20000, top) if top - 20000 >= 1000 else (20000, 50000)
+
+
 def free_port():
     """A free loopback port below 55535 (cluster bus ports are port + 10000)."""
+    lo, hi = port_range()
     for _ in range(1000):
-        port = random.randrange(20000, 50000)
+        port = random.randrange(lo, hi)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -176,7 +191,25 @@ class Server:
             cmd += ["--loadmodule", MODULE]
         return cmd + self.args
 
-    def start(self, timeout=10):
+    def start(self, timeout=10, tries=5):
+        """Starts redis-server. If its port was taken meanwhile (another
+        process bound it after free_port() looked), a first start moves to
+        another port; a restart, which others may know by its port (a
+        replica, a cluster), tries the same port again a little later."""
+        first = self.proc is None
+        for attempt in range(tries):
+            try:
+                return self.start_once(timeout)
+            except RuntimeError as e:
+                if "Address already in use" not in str(e) or attempt == tries - 1:
+                    raise
+                if first:
+                    self.port = free_port()
+                else:
+                    time.sleep(0.5)
+        raise AssertionError("not reached")
+
+    def start_once(self, timeout):
         env = dict(os.environ)
         if os.environ.get("KVSQL_PRELOAD"):  # a sanitized module: runtime first, reports to files
             env["LD_PRELOAD"] = os.environ["KVSQL_PRELOAD"]
