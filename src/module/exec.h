@@ -34,6 +34,7 @@ typedef struct offload_stats {
     long long locked_runs; /* runs that held Redis's lock throughout (after SNAPSHOT_TRIES restarts) */
     long long conflicts;   /* writes refused: the database changed under them */
     long long run_here;    /* calls sent back to the main thread: they wrote TEMP objects */
+    long long staged;      /* big writes published by staging (stage.h) */
 } offload_stats;
 offload_stats offload_get_stats(void);
 

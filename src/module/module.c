@@ -16,7 +16,6 @@
 #include "kvsql.h"
 #include "pcache.h"
 #include "snapshot.h"
-#include "stage.h"
 #include "store_keyspace.h"
 #include "worker.h"
 
@@ -233,7 +232,7 @@ static void info_workers(RedisModuleInfoCtx *ctx) {
     RedisModule_InfoAddFieldLongLong(ctx, "offload_locked_runs", os.locked_runs);
     RedisModule_InfoAddFieldLongLong(ctx, "offload_conflicts", os.conflicts);
     RedisModule_InfoAddFieldLongLong(ctx, "offload_run_here", os.run_here);
-    RedisModule_InfoAddFieldLongLong(ctx, "offload_staged_writes", stage_published());
+    RedisModule_InfoAddFieldLongLong(ctx, "offload_staged_writes", os.staged);
 }
 
 static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {

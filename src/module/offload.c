@@ -279,7 +279,10 @@ static int publish_job(RedisModuleCtx *ctx, job *j) {
     j->snap = j->stage.snap = NULL;
     size_t len;
     const char *name = RedisModule_StringPtrLen(j->keyname, &len);
-    if (ok) cache_key_changed(j->dbid, name, len, 0);
+    if (ok) {
+        COUNT(staged);
+        cache_key_changed(j->dbid, name, len, 0);
+    }
     return ok;
 }
 

@@ -27,12 +27,6 @@
  * test can act while a write is staged (tests/test_offload_stage.py). */
 #define PAUSE_ENV "KVSQL_TEST_STAGE_PAUSE_MS"
 
-static long long published;
-
-long long stage_published(void) {
-    return __atomic_load_n(&published, __ATOMIC_RELAXED);
-}
-
 int stage_wanted(const pending_pages *pages, uint32_t old_npages) {
     if (!pages->any || (unsigned long long)pages->map.count * pages->page_size <= STAGE_MIN_BYTES) return 0;
     uint32_t below = old_npages < pages->npages ? old_npages : pages->npages;
@@ -331,7 +325,6 @@ int stage_publish(RedisModuleCtx *ctx, stage_write *w, char *err, size_t errlen)
     if (rc == 0) {
         protocol_propagate_version(ctx, &a);
         w->dirty = 0;
-        __atomic_fetch_add(&published, 1, __ATOMIC_RELAXED);
     }
     RedisModule_FreeString(NULL, name);
     aux_keys_free(&a);

@@ -81,7 +81,4 @@ void stage_abandon(RedisModuleCtx *ctx, stage_write *w);
 /* Frees what stage_build kept (the job's end). */
 void stage_free(stage_write *w);
 
-/* Staged writes published since the module loaded (INFO kvsql). */
-long long stage_published(void);
-
 #endif
