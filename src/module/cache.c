@@ -95,32 +95,31 @@ static int same_length(conn *c) {
 
 /* ---- what others wrote: the pages a new snapshot drops -------------------- */
 
-/* More pages named than this since a snapshot: drop every page. */
-#define WRITTEN_MAX 64
+/* More distinct pages named than this since a snapshot: drop every page. */
+#define WRITTEN_MAX ((int)(sizeof(((conn *)0)->written) / sizeof(uint32_t)))
 
 static void add16(uint16_t *n) {
     if (*n < UINT16_MAX) (*n)++;
 }
 
+static int was_written(const conn *c, uint32_t page) {
+    for (int i = 0; i < c->nwritten; i++)
+        if (c->written[i] == page) return 1;
+    return 0;
+}
+
 static void note_written(conn *c, const uint32_t *pages, int n) {
     add16(&c->writes);
-    if (c->unknown) return;
-    if (n < 0 || c->nwritten + n > WRITTEN_MAX) {
-        c->unknown = 1;
-        return;
+    for (int i = 0; i < n && !c->unknown; i++) {
+        if (was_written(c, pages[i])) continue;
+        if (c->nwritten == WRITTEN_MAX) c->unknown = 1;
+        else c->written[c->nwritten++] = pages[i];
     }
-    if (!c->written && !(c->written = sqlite3_malloc(sizeof(*c->written) * WRITTEN_MAX))) {
-        c->unknown = 1;
-        return;
-    }
-    memcpy(c->written + c->nwritten, pages, sizeof(*pages) * (size_t)n);
-    c->nwritten = (uint16_t)(c->nwritten + n);
+    if (n < 0) c->unknown = 1;
 }
 
 /* Forgets what was written (a new snapshot was taken). */
 static void clear_written(conn *c) {
-    sqlite3_free(c->written);
-    c->written = NULL;
     c->nwritten = c->writes = c->hset_events = c->unknown = 0;
 }
 
@@ -129,7 +128,8 @@ static void clear_written(conn *c) {
  * came after a filtered write of this key, and no write is pending
  * without its event. Returns 0 when done, -1 when every page must go. */
 static int drop_written_pages(conn *c) {
-    if (c->unknown || !c->pcache || c->writes != c->hset_events || c->writes == UINT16_MAX) return -1;
+    if (c->unknown || !c->pcache || c->writes != c->hset_events || c->writes == UINT16_MAX /* saturated */)
+        return -1;
     for (uint16_t i = 0; i < c->nwritten; i++)
         if (kvsql_pcache_forget(c->pcache, c->written[i] + 1) != 0) return -1; /* field i is page i+1 */
     return 0;
@@ -255,7 +255,6 @@ static void conn_close(conn *c) {
     close_stmts(c);
     sqlite3_close(c->db);
     kvsql_store_free(c->store);
-    sqlite3_free(c->written);
     sqlite3_free(c->id);
     sqlite3_free(c);
     count--;

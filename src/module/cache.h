@@ -54,7 +54,7 @@ typedef struct conn {
      * cache_fields_written), so that the next snapshot drops only those
      * pages of SQLite's cache. */
     void *pcache;         /* SQLite's page cache of its database (src/pcache.h), or NULL */
-    uint32_t *written;    /* page indexes the filtered writes named, nwritten of them */
+    uint32_t written[8];  /* the distinct page indexes the filtered writes named, nwritten of them */
     uint16_t nwritten;
     uint16_t writes;      /* filtered writes (HSET ... of the key) */
     uint16_t hset_events; /* "hset" events of the key */
