@@ -123,13 +123,18 @@ static void clear_written(conn *c) {
     c->nwritten = c->writes = c->hset_events = c->unknown = 0;
 }
 
+/* Whether the pages the writes since the last snapshot named are known to
+ * be all that changed: every "hset" event came after a filtered write of
+ * this key, no write is pending without its event, and no other event
+ * came. */
+static int written_known(const conn *c) {
+    return !c->unknown && c->pcache && c->writes == c->hset_events && c->writes != UINT16_MAX /* saturated */;
+}
+
 /* Drops from SQLite's cache the pages the writes since the last snapshot
- * named, when they are known to be all that changed: every "hset" event
- * came after a filtered write of this key, and no write is pending
- * without its event. Returns 0 when done, -1 when every page must go. */
+ * named, when they are known to be all that changed. Returns 0 when done, -1 when every page must go. */
 static int drop_written_pages(conn *c) {
-    if (c->unknown || !c->pcache || c->writes != c->hset_events || c->writes == UINT16_MAX /* saturated */)
-        return -1;
+    if (!written_known(c)) return -1;
     for (uint16_t i = 0; i < c->nwritten; i++)
         if (kvsql_pcache_forget(c->pcache, c->written[i] + 1) != 0) return -1; /* field i is page i+1 */
     return 0;
@@ -381,14 +386,21 @@ static conn *conn_open(kvsql_store *st, int dbid, const char *key, size_t len, c
 
 /* Whether a connection whose hash changed in place can go on: the hash is
  * still a kvsql database with the same page size. Otherwise it is closed
- * and false returned (the caller opens a new one). */
+ * and false returned (the caller opens a new one). After a check that
+ * passed, the store stays attached: the copy of page 1 the check read
+ * serves SQLite's read of it in this call. */
 static int still_usable(conn *c, RedisModuleCtx *ctx, RedisModuleKey *key, RedisModuleString *keyname) {
     int psz = keyspace_store_page_size(c->store);
     int hash = key && RedisModule_KeyType(key) == REDISMODULE_KEYTYPE_HASH;
+    /* Only HSETs of known page fields, none of page 1, and the same length:
+     * the same fields, and page 1 as checked before. */
+    if (hash && written_known(c) && !was_written(c, 0) && keyspace_store_matches(c->store, key)) return 1;
     keyspace_store_attach(c->store, ctx, key, keyname, 1);
     int ok = hash && keyspace_store_check(c->store) == 0 && keyspace_store_page_size(c->store) == psz;
-    keyspace_store_detach(c->store);
-    if (!ok) conn_close(c);
+    if (!ok) {
+        keyspace_store_detach(c->store);
+        conn_close(c);
+    }
     return ok;
 }
 

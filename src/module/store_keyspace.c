@@ -36,6 +36,9 @@ typedef struct keyspace_store {
     RedisModuleString **values; /* or NULL: per slot of `pending`, its page as a string made
                                  * beforehand (keyspace_store_adopt), so the write does not copy it */
     aux_keys aux;              /* names of the database's auxiliary keys: made at the first write */
+    RedisModuleString *page1;  /* or NULL: page 1 as the hash holds it now, read once per command
+                                * (keyspace_store_check, then SQLite's read of it, then the flush's
+                                * comparison share one copy); dropped at detach and before a write */
     char err[256];
 } keyspace_store;
 
@@ -71,6 +74,18 @@ static int field_exists(keyspace_store *k, uint32_t index) {
     kvsql_field_name(field, index);
     RedisModule_HashGet(k->key, REDISMODULE_HASH_CFIELDS | REDISMODULE_HASH_EXISTS, field, &exists, NULL);
     return exists;
+}
+
+/* Page 1's value as the hash holds it now, or NULL; the store keeps it
+ * (see page1 above): do not free it. */
+static RedisModuleString *page1_value(keyspace_store *k) {
+    if (!k->page1) k->page1 = get_field(k, 0);
+    return k->page1;
+}
+
+static void drop_page1(keyspace_store *k) {
+    if (k->page1) RedisModule_FreeString(k->ctx, k->page1);
+    k->page1 = NULL;
 }
 
 static uint32_t hash_length(keyspace_store *k) {
@@ -129,7 +144,7 @@ static int read_one(keyspace_store *k, uint32_t index, void *buf, uint32_t page_
         memcpy(buf, p, page_size);
         return SQLITE_OK;
     }
-    RedisModuleString *v = get_field(k, index);
+    RedisModuleString *v = index == 0 ? page1_value(k) : get_field(k, index);
     if (!v && index == kvsql_lock_byte_index(page_size)) { /* the gap an older module left */
         memset(buf, 0, page_size);
         return SQLITE_OK;
@@ -140,7 +155,7 @@ static int read_one(keyspace_store *k, uint32_t index, void *buf, uint32_t page_
     int rc = SQLITE_OK;
     if (len == page_size) memcpy(buf, data, len);
     else rc = fail(k, SQLITE_CORRUPT, "kvsql: field %lld of the hash is not one page long", index);
-    RedisModule_FreeString(k->ctx, v);
+    if (index != 0) RedisModule_FreeString(k->ctx, v);
     return rc;
 }
 
@@ -170,6 +185,7 @@ static void free_values(keyspace_store *k);
 
 static void ks_destroy(kvsql_store *s) {
     keyspace_store *k = (keyspace_store *)s;
+    drop_page1(k);
     free_values(k);
     pagemap_clear(&k->pending.map);
     aux_keys_free(&k->aux);
@@ -202,6 +218,7 @@ void keyspace_store_attach(kvsql_store *s, RedisModuleCtx *ctx, RedisModuleKey *
 void keyspace_store_detach(kvsql_store *s) {
     keyspace_store *k = (keyspace_store *)s;
     if (!k->pending.any) pagemap_clear(&k->pending.map); /* an idle connection keeps no page buffers */
+    drop_page1(k);
     k->ctx = NULL;
     k->key = NULL;
     k->keyname = NULL;
@@ -212,10 +229,9 @@ int keyspace_store_check(kvsql_store *s) {
     if (!has_hash(k)) return 0;
     size_t len = 0;
     char why[128];
-    RedisModuleString *v = get_field(k, 0);
+    RedisModuleString *v = page1_value(k);
     const unsigned char *h = v ? (const unsigned char *)RedisModule_StringPtrLen(v, &len) : NULL;
     int rc = kvsql_check_page1(h, len, why, sizeof(why));
-    if (v) RedisModule_FreeString(k->ctx, v);
     if (rc != 0) {
         snprintf(k->err, sizeof(k->err), "the hash is not a kvsql database (%s)", why);
         return -1;
@@ -278,13 +294,12 @@ void keyspace_store_discard(kvsql_store *s) {
  * first commit after it takes its lock, and the VFS shows each connection
  * its own counter anyway (src/vfs.c), so such a page 1 is left out. */
 static int page1_unchanged(keyspace_store *k, const unsigned char *page, uint32_t len) {
-    RedisModuleString *v = get_field(k, 0);
+    RedisModuleString *v = page1_value(k);
     if (!v) return 0;
     size_t vlen;
     const unsigned char *old = (const unsigned char *)RedisModule_StringPtrLen(v, &vlen);
     int same = vlen == len && len >= 100 && memcmp(old, page, 24) == 0 && memcmp(old + 28, page + 28, 64) == 0 &&
                memcmp(old + 96, page + 96, len - 96) == 0;
-    RedisModule_FreeString(k->ctx, v);
     return same;
 }
 
@@ -369,6 +384,7 @@ static void preserve_for_snapshots(keyspace_store *k, const change *c, size_t nc
  * INCR: HSET, HDEL, INCR T:v, wrapped by Redis in MULTI/EXEC. */
 static void write_changes(keyspace_store *k, const change *c, size_t nc, uint32_t old_npages, const aux_keys *a) {
     size_t ndel = old_npages > k->pending.npages ? old_npages - k->pending.npages : 0;
+    drop_page1(k); /* the hash's page 1 is about to change */
     RedisModuleString **set = RedisModule_Alloc(sizeof(*set) * (2 * nc + 1));
     RedisModuleString **del = RedisModule_Alloc(sizeof(*del) * (ndel + 1));
     size_t nset = write_pages(k, c, nc, set);

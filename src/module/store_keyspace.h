@@ -20,7 +20,11 @@
 kvsql_store *keyspace_store_new(void);
 
 /* Binds the store to the command's context and key; `readonly` refuses
- * every write. Until detached, reads come from the key. */
+ * every write. Until detached, reads come from the key. Attached, the store
+ * reads page 1 from the hash at most once until its own write: the check,
+ * SQLite's read and the flush's comparison share that copy, which the
+ * detach frees. Nothing else may change the hash while it is attached
+ * (Redis runs one command at a time). */
 void keyspace_store_attach(kvsql_store *s, RedisModuleCtx *ctx, RedisModuleKey *key,
                            RedisModuleString *keyname, int readonly);
 void keyspace_store_detach(kvsql_store *s);
