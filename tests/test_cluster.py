@@ -170,11 +170,10 @@ def test_ask_during_a_migration_and_no_stale_connection_on_either_side(shared):
 def test_database_migrated_away_and_back_is_read_afresh(shared):
     key = "{roundtrip}db"
     slot = slot_of(key)
-    rc = shared.client()
-    sql(rc, key, "create table t(v text); insert into t values ('first home')")
     home = shared.owner(key)
     away = shared.not_owner(key)
-    h = home.client()
+    h = one_connection(home)  # WAIT counts the writes of its own connection
+    sql(h, key, "create table t(v text); insert into t values ('first home')")
     assert h.execute_command("WAIT", 1, 5000) == 1
     home_replica = one_connection(shared.replicas_of(home)[0])
     home_replica.execute_command("READONLY")
@@ -332,11 +331,11 @@ def test_a_thousand_databases_spread_over_three_masters(shared):
 
 def test_a_replica_answers_sql_query_after_readonly(shared):
     keys = ["tenant:%d" % i for i in range(1000, 1060)]
-    rc = shared.client()
+    writers = {m.port: one_connection(m) for m in shared.masters()}  # WAIT counts its own connection's writes
     for k in keys:
-        sql(rc, k, "create table t(k text); insert into t values (?)", k)
+        sql(writers[shared.owner(k).port], k, "create table t(k text); insert into t values (?)", k)
     for m in shared.masters():
-        assert m.client().execute_command("WAIT", 1, 5000) == 1
+        assert writers[m.port].execute_command("WAIT", 1, 5000) == 1
         mine = [k for k in keys if shared.owner(k) is m]
         theirs = [k for k in keys if shared.owner(k) is not m]
         replicas = shared.replicas_of(m)
@@ -348,6 +347,7 @@ def test_a_replica_answers_sql_query_after_readonly(shared):
             assert query(rep, k, "select k from t")[1:] == [[k.encode()]]
         assert error_of(sql, rep, mine[0], "insert into t values ('no')") == moved_to(shared, m, mine[0])
         assert error_of(query, rep, theirs[0], "select 1") == moved_to(shared, shared.owner(theirs[0]), theirs[0])
+    rc = shared.client()
     for k in keys:  # nothing written by a replica
         assert query(rc, k, "select count(*) from t")[1:] == [[1]]
 
@@ -552,11 +552,11 @@ def test_reshard_and_rebalance_under_load_lose_no_acknowledged_row(clusters):
 def test_failover_keeps_every_write_that_wait_confirmed(clusters):
     c = clusters(masters=3, replicas=1)
     keys = ["fo:%d" % i for i in range(90)]
+    writers = {m.port: one_connection(m) for m in c.masters()}  # WAIT counts its own connection's writes
     for k in keys:
-        owner = c.owner(k).client()
-        sql(owner, k, "create table t(id integer primary key, pad blob)")
+        sql(writers[c.owner(k).port], k, "create table t(id integer primary key, pad blob)")
     for m in c.masters():
-        assert m.client().execute_command("WAIT", 1, 5000) == 1
+        assert writers[m.port].execute_command("WAIT", 1, 5000) == 1
     victim = c.owner(keys[0])
     heir = c.replicas_of(victim)[0]
     victim_keys = [k for k in keys if c.owner(k) is victim]
