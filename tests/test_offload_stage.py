@@ -12,7 +12,9 @@ KVSQL_TEST_STAGE_PAUSE_MS makes the worker wait between steps, so that a
 test can act while a write is staged; no timing is asserted."""
 import glob
 import os
+import signal
 
+import pytest
 import redis
 
 from harness import attach_replica, query, run_in_thread, sql, wait_for
@@ -311,3 +313,59 @@ def test_a_shutdown_while_staged_leaves_nothing_for_ever(servers, monkeypatch):
     assert big_write(r) == ROWS
     assert count(r) == expected(1)
     assert not r.exists(STAGE)
+
+
+def test_a_stopped_replica_delays_a_staged_write_instead_of_a_full_resync(servers):
+    """A replica that reads slower than the worker stages (here: stopped
+    with SIGSTOP) would see its output buffer pass client-output-buffer-limit,
+    and Redis would drop it and resync it in full. The worker waits before a
+    step while the fullest replica buffer could not take it under half the
+    limit, so the write finishes once the replica reads again, and the
+    replica keeps its link."""
+    rows = 80000  # about 24 MiB of pages: more than the limit and the sockets' buffers together
+    master = servers()
+    m = master.client()
+    m.config_set("client-output-buffer-limit", "replica 8mb 4mb 60")
+    replica = attach_replica(servers, master)
+    rc = replica.client()
+    make_db(m)
+    wait_for(lambda: rc.exists("db") and count(rc) == [1, 0], what="the replica to have the table")
+    full_syncs, waits = m.info("stats")["sync_full"], info(m)["kvsql_offload_staged_replica_waits"]
+    os.kill(replica.proc.pid, signal.SIGSTOP)
+    try:
+        t, out = run_in_thread(lambda: sql(master.client(), "db", "with recursive c(x) as (select 1 union all "
+                                           "select x+1 from c where x < ?) insert into t select x, "
+                                           "printf('%0300d', x) from c", rows))
+        wait_for(lambda: info(m)["kvsql_offload_staged_replica_waits"] > waits, what="the write to wait")
+        assert t.is_alive() and m.exists(STAGE)  # staged in part: it waits for the replica
+        assert m.info("replication")["connected_slaves"] == 1
+    finally:
+        os.kill(replica.proc.pid, signal.SIGCONT)
+    t.join(60)
+    assert out == {"value": rows}
+    assert count(m) == [rows + 1, rows * (rows + 1) // 2]
+    wait_for(lambda: count(rc) == [rows + 1, rows * (rows + 1) // 2], what="the replica to have the rows")
+    assert m.info("stats")["sync_full"] == full_syncs  # never dropped, so never resynced
+    assert info(m)["kvsql_offload_staged_writes"] >= 1
+
+
+def test_a_replica_that_never_reads_again_stops_the_write_at_the_time_limit(servers):
+    """The wait for a replica's buffer counts toward kvsql.query-timeout-ms:
+    the write then fails with nothing written, as any call stopped there."""
+    master = servers()
+    m = master.client()
+    m.config_set("client-output-buffer-limit", "replica 8mb 4mb 60")
+    m.config_set("kvsql.query-timeout-ms", 1500)
+    replica = attach_replica(servers, master)
+    make_db(m)
+    v0 = version(m)
+    os.kill(replica.proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(redis.ResponseError, match="SQLITE_INTERRUPT.*kvsql.query-timeout-ms"):
+            sql(m, "db", "with recursive c(x) as (select 1 union all select x+1 from c where x < 80000) "
+                         "insert into t select x, printf('%0300d', x) from c")
+        assert info(m)["kvsql_offload_staged_replica_waits"] > 0
+        assert version(m) == v0 and count(m) == [1, 0] and not m.exists(STAGE)
+        assert m.info("replication")["connected_slaves"] == 1
+    finally:
+        os.kill(replica.proc.pid, signal.SIGCONT)

@@ -233,6 +233,7 @@ static void info_workers(RedisModuleInfoCtx *ctx) {
     RedisModule_InfoAddFieldLongLong(ctx, "offload_conflicts", os.conflicts);
     RedisModule_InfoAddFieldLongLong(ctx, "offload_run_here", os.run_here);
     RedisModule_InfoAddFieldLongLong(ctx, "offload_staged_writes", os.staged);
+    RedisModule_InfoAddFieldLongLong(ctx, "offload_staged_replica_waits", os.staged_waits);
 }
 
 static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {

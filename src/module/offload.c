@@ -221,6 +221,7 @@ static void stage_job(job *j, RedisModuleCtx *tsctx) {
     w->values = j->values;
     w->killed = &j->task.killed;
     w->started_ms = j->started_ms;
+    w->replica_waits = &stats.staged_waits;
     int rc = stage_build(w, tsctx, j->err, sizeof(j->err));
     if (rc == STAGE_CONFLICT) COUNT(conflicts);
     if (rc != 0) j->ok = 0;

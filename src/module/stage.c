@@ -9,13 +9,15 @@
  * the snapshot is unchanged, which every step checks first under the same
  * lock. Staging keys and their TTLs are propagated explicitly (a thread-safe
  * context's propagation is sent when the lock is let go, one MULTI/EXEC
- * per step), so replicas and the AOF build the same staging key. */
+ * per step), so replicas and the AOF build the same staging key. A step
+ * waits while a replica's output buffer is too full for it (replicas.h). */
 #include "stage.h"
 
 #include "budget.h"
 #include "changes.h"
 #include "format.h"
 #include "protocol.h"
+#include "replicas.h"
 #include "worker.h"
 
 #include <stdio.h>
@@ -207,6 +209,41 @@ static int step(stage_write *w, RedisModuleCtx *ctx, const aux_keys *a, RedisMod
     return rc;
 }
 
+/* ---- on the worker: pacing by the replicas -------------------------------- */
+
+/* A replica's output buffer below this counts as drained (CLIENT LIST's
+ * omem counts the whole 16 KiB block a replica is reading). */
+#define DRAINED_BYTES (64 * 1024)
+
+/* The most a replica's output buffer may hold after a step: half of
+ * client-output-buffer-limit's replica hard limit, and of its soft limit
+ * when that is set and lower; 0 when there is no limit. */
+static long long buffer_ceiling(RedisModuleCtx *ctx) {
+    long long hard, soft;
+    replicas_buffer_limits(ctx, &hard, &soft);
+    long long limit = soft > 0 && (hard <= 0 || soft < hard) ? soft : hard;
+    return limit > 0 ? limit / 2 : 0;
+}
+
+/* Whether the replicas can take one more step now (ctx holds the lock):
+ * the fullest output buffer plus the step stays under the ceiling, or the
+ * buffer is drained (a step bigger than the ceiling then goes alone). So a
+ * replica that reads slower than the worker stages delays the write
+ * instead of being dropped by Redis and resynced in full. */
+static int replicas_have_room(RedisModuleCtx *ctx, long long ceiling, const stage_write *w) {
+    if (ceiling <= 0) return 1;
+    long long step_bytes = (long long)STAGE_STEP_PAGES * (w->pages->page_size + 40);
+    long long fullest = replicas_fullest_buffer(ctx);
+    return fullest < DRAINED_BYTES || fullest + step_bytes <= ceiling;
+}
+
+/* While the replicas have no room: whether the write must stop instead of
+ * waiting on (must_stop's answer; ctx holds the lock). */
+static int stop_waiting(stage_write *w, RedisModuleCtx *ctx, const aux_keys *a, char *err, size_t errlen) {
+    RedisModule_SelectDb(ctx, w->dbid);
+    return must_stop(w, ctx, a, err, errlen);
+}
+
 /* The page indexes of the live hash the write overwrites or cuts off (for
  * undo records and the changelog), n of them. Free it. */
 static uint32_t *overwritten_pages(stage_write *w, uint32_t old_npages, size_t *n) {
@@ -228,15 +265,23 @@ int stage_build(stage_write *w, RedisModuleCtx *tsctx, char *err, size_t errlen)
     long long pause = test_pause();
     cursor cur = {0, 0};
     int rc = 0, done = 0;
+    long long ceiling = -1;
     while (rc == 0 && !done) {
         worker_gil_lock(tsctx);
-        rc = step(w, tsctx, &a, name, &cur, &done, err, errlen);
+        if (ceiling < 0) ceiling = buffer_ceiling(tsctx);
+        int room = replicas_have_room(tsctx, ceiling, w);
+        rc = room ? step(w, tsctx, &a, name, &cur, &done, err, errlen) : stop_waiting(w, tsctx, &a, err, errlen);
         if (rc != 0 && w->dirty) {
             unlink_stage(tsctx, name);
             w->dirty = 0;
         }
         worker_gil_unlock(tsctx);
-        if (rc == 0 && !done && pause) pause_ms(pause);
+        if (rc == 0 && !room) {
+            __atomic_fetch_add(w->replica_waits, 1, __ATOMIC_RELAXED);
+            pause_ms(1); /* Redis's event loop sends the buffers meanwhile */
+        } else if (rc == 0 && !done && pause) {
+            pause_ms(pause);
+        }
     }
     w->built = rc == 0;
     if (w->built) { /* what the publish needs of the pages; they are freed here, not on the main thread */

@@ -16,6 +16,7 @@
 #include "format.h"
 #include "pagemap.h"
 #include "protocol.h"
+#include "replicas.h"
 #include "snapshot.h"
 
 #include <sqlite3.h>
@@ -430,42 +431,6 @@ static size_t propagated_bytes(keyspace_store *k, size_t nc, size_t ndel) {
     return nc * ((size_t)k->pending.page_size + 40) + ndel * 24 + 256 + changes_bytes(); /* the row changes too */
 }
 
-/* How many replicas this server feeds, in any state (INFO's
- * connected_slaves: a replica still syncing has an output buffer too). */
-static long long replica_count(RedisModuleCtx *ctx) {
-    RedisModuleCallReply *r = RedisModule_Call(ctx, "INFO", "c", "replication");
-    long long n = 0;
-    size_t len = 0;
-    const char *text = r ? RedisModule_CallReplyStringPtr(r, &len) : NULL;
-    const char *field = "connected_slaves:";
-    for (size_t i = 0; text && i + strlen(field) < len; i++) {
-        if ((i == 0 || text[i - 1] == '\n') && strncmp(text + i, field, strlen(field)) == 0) {
-            n = strtoll(text + i + strlen(field), NULL, 10);
-            break;
-        }
-    }
-    if (r) RedisModule_FreeCallReply(r);
-    return n;
-}
-
-/* The hard limit of client-output-buffer-limit for replicas, in bytes
- * (0: none): the value reads "normal 0 0 0 slave 268435456 67108864 60 ...". */
-static long long replica_hard_limit(RedisModuleCtx *ctx) {
-    RedisModuleCallReply *r = RedisModule_Call(ctx, "CONFIG", "cc", "GET", "client-output-buffer-limit");
-    long long hard = 0;
-    if (r && RedisModule_CallReplyType(r) == REDISMODULE_REPLY_ARRAY && RedisModule_CallReplyLength(r) >= 2) {
-        size_t len;
-        const char *v = RedisModule_CallReplyStringPtr(RedisModule_CallReplyArrayElement(r, 1), &len);
-        char buf[512];
-        snprintf(buf, sizeof(buf), "%.*s", v ? (int)(len < sizeof(buf) ? len : sizeof(buf) - 1) : 0, v ? v : "");
-        const char *p = strstr(buf, "slave ");
-        if (!p) p = strstr(buf, "replica ");
-        if (p) hard = strtoll(strchr(p, ' ') + 1, NULL, 10);
-    }
-    if (r) RedisModule_FreeCallReply(r);
-    return hard;
-}
-
 /* Refuses, before anything is written, a commit that would overflow the
  * output buffer Redis keeps for each replica: Redis would drop the replica
  * and force a full resync (docs/COMMANDS.md, "Big writes and replicas").
@@ -473,8 +438,9 @@ static long long replica_hard_limit(RedisModuleCtx *ctx) {
 static int check_replication_room(keyspace_store *k, size_t nc, size_t ndel, char *err, size_t errlen) {
     size_t bytes = propagated_bytes(k, nc, ndel);
     if (bytes < REPL_CHECK_MIN_BYTES) return 0;
-    long long hard = replica_hard_limit(k->ctx);
-    if (hard <= 0 || (long long)bytes <= hard || replica_count(k->ctx) == 0) return 0;
+    long long hard, soft;
+    replicas_buffer_limits(k->ctx, &hard, &soft);
+    if (hard <= 0 || (long long)bytes <= hard || replicas_count(k->ctx) == 0) return 0;
     snprintf(err, errlen,
              "SQLITE_TOOBIG kvsql: this write would send about %zu bytes to the replicas at once, more than "
              "client-output-buffer-limit allows a replica (hard limit %lld bytes): Redis would drop the "
