@@ -62,6 +62,19 @@ static void *spare[SPARE_BLOCKS];
 static size_t spare_size; /* of every spare block */
 static int nspare;
 
+/* Bytes of the blocks of every purgeable cache's pages (database pages,
+ * not TEMP tables or sorters): cache.c bounds the module's total with it.
+ * Worker threads' caches change it too, hence atomically. */
+static long long purgeable_bytes;
+
+long long kvsql_pcache_bytes(void) {
+    return __atomic_load_n(&purgeable_bytes, __ATOMIC_RELAXED);
+}
+
+static void count_page(const pc_cache *c, long long sign) {
+    if (c->purgeable) __atomic_fetch_add(&purgeable_bytes, sign * (long long)block_size(c), __ATOMIC_RELAXED);
+}
+
 static void *block_alloc(size_t n) {
     void *b = NULL;
     pthread_mutex_lock(&spare_lock);
@@ -155,6 +168,7 @@ static void free_page(pc_cache *c, pc_page *p) {
     table_remove(c, p);
     if (!p->pinned) lru_unlink(c, p);
     c->npages--;
+    count_page(c, -1);
     block_free(p->base.pBuf, block_size(c));
 }
 
@@ -249,6 +263,7 @@ static pc_page *new_page(pc_cache *c, int create) {
     if (make_room(c) != 0) return NULL;
     void *block = block_alloc(block_size(c));
     if (!block) return NULL;
+    count_page(c, 1);
     pc_page *p = header_of(c, block);
     memset(p, 0, sizeof(*p));
     p->base.pBuf = block;

@@ -31,4 +31,8 @@ void kvsql_pcache_watch(void **slot);
  * or -1 when SQLite holds the page now. The cache's thread only. */
 int kvsql_pcache_forget(void *cache, unsigned key);
 
+/* The bytes the pages of every database's cache take now (the blocks of
+ * purgeable caches, pinned or not), all threads together. */
+long long kvsql_pcache_bytes(void);
+
 #endif

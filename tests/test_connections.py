@@ -282,8 +282,8 @@ def test_pages_moved_and_cut_off_read_back_right(r):
 
 def test_temp_tables_outlive_the_release_of_the_page_cache(r):
     """A TEMP table's page cache is its only copy: a connection cooling
-    down may not drop its pages. (Past kvsql.page-cache-kb of TEMP data the
-    connection closes at the end of the call: guard.c.)"""
+    down may not drop its pages. (Past 2 MiB of TEMP data the connection
+    closes at the end of the call: guard.c.)"""
     sql(r, "db", "create table t(id integer primary key, v text)")
     sql(r, "db", "create temp table tt(id integer primary key, v text)")
     fill(r, "db", "tt", 4000)  # 1.2 MB, about 330 pages
@@ -308,6 +308,29 @@ def test_a_cooling_connection_gives_back_its_page_cache(r):
     print("SQLite memory freed as db cooled, net of one new small connection: %d bytes" % freed)
     assert freed > 900 * 1024  # its pages (1.2 MB of data) less the new connection (about 32 KB)
     assert table_sums(r, "db", "t") == expected_sums(range(1, 3001))
+
+
+def test_the_pages_of_all_databases_stay_within_the_total(r):
+    """kvsql.page-cache-total-mb bounds the pages every connection caches,
+    together: at the end of a call, the least recently used connections
+    free theirs while the total is passed (the call's own connection keeps
+    its pages, bounded by kvsql.page-cache-kb); 0 sets no total."""
+    r.config_set("kvsql.offload-after-us", 0)  # every call on its cached connection
+    r.config_set("kvsql.page-cache-total-mb", 1)
+    for key in ("a", "b", "c"):
+        sql(r, key, "create table t(id integer primary key, v text)")
+        fill(r, key, "t", 3000)  # about 230 pages
+    sums = expected_sums(range(1, 3001))
+    assert table_sums(r, "a", "t") == sums
+    one = kvsql_info(r)["kvsql_page_cache_bytes"]
+    assert one > 900 * 1024  # a's pages: more than the total, and kept
+    for key in ("b", "c", "a"):
+        assert table_sums(r, key, "t") == sums  # read again from the hash once cooled
+        assert kvsql_info(r)["kvsql_page_cache_bytes"] < 1.5 * one  # the others cooled down
+    r.config_set("kvsql.page-cache-total-mb", 0)
+    for key in ("b", "c", "a"):
+        assert table_sums(r, key, "t") == sums
+    assert kvsql_info(r)["kvsql_page_cache_bytes"] > 2.8 * one  # no total: all three keep theirs
 
 
 def test_offloaded_writes_beside_main_thread_calls_keep_every_database_whole(server):

@@ -25,7 +25,8 @@ static cache_stats stats;
 #define COUNT(field, n) __atomic_fetch_add(&stats.field, (n), __ATOMIC_RELAXED)
 static unsigned long long settings_generation = 1;
 
-long long cache_page_cache_kb = 2048;
+long long cache_page_cache_kb = 8192;
+long long cache_page_cache_total_mb = 256;
 long long cache_max_sql_kb = 1024;
 
 void cache_init(RedisModuleCtx *ctx) {
@@ -240,12 +241,20 @@ static void warm_push_front(conn *c) {
     warm_count++;
 }
 
-/* The connection just released is warm; the least recently used past
- * WARM_CONNECTIONS cool down. */
+/* Whether every database's cached pages together take more than
+ * kvsql.page-cache-total-mb (0: no total). */
+static int over_total(void) {
+    return cache_page_cache_total_mb > 0 && kvsql_pcache_bytes() > cache_page_cache_total_mb * 1024 * 1024;
+}
+
+/* The connection just released is warm; the least recently used cool
+ * down while more than WARM_CONNECTIONS are warm or the pages cached pass
+ * the total (c itself keeps its pages: it is bounded by
+ * kvsql.page-cache-kb). */
 static void warm_up(conn *c) {
     warm_unlink(c);
     warm_push_front(c);
-    while (warm_count > WARM_CONNECTIONS) {
+    while (warm_count > WARM_CONNECTIONS || (warm_tail != c && over_total())) {
         conn *cold = warm_tail;
         warm_unlink(cold);
         if (cold->in_use) continue; /* warm again at its release */

@@ -117,6 +117,12 @@ void cache_set_max(long long max);
  * start of its next call, so no SQL ever runs outside a call. */
 extern long long cache_page_cache_kb;
 extern long long cache_max_sql_kb;
+/* kvsql.page-cache-total-mb: at each release, the least recently used
+ * connections free their pages while all caches together hold more. */
+extern long long cache_page_cache_total_mb;
+/* TEMP objects a connection may keep from one call to the next: a call
+ * that leaves more closes it (guard_call_end). */
+#define CACHE_TEMP_KEEP_BYTES (2 * 1024 * 1024)
 void cache_settings_changed(void);
 /* Applies the current settings to c if it lacks them. Run inside the
  * call's budget: it may read the schema. Returns an SQLite code. */

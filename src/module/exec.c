@@ -412,7 +412,7 @@ int call_run(call *k, const char *text, size_t len) {
     int ok = close_transaction(k, rc == SQLITE_OK);
     if (budget_stop_reason() && !k->offloaded) k->c->stale = 1; /* out of memory or time: start afresh */
     budget_end(db);
-    if (guard_call_end(db, &k->c->g, cache_page_cache_kb * 1024)) k->c->stale = 1;
+    if (guard_call_end(db, &k->c->g, CACHE_TEMP_KEEP_BYTES)) k->c->stale = 1;
     return ok;
 }
 

@@ -193,6 +193,7 @@ static int numeric_config(RedisModuleCtx *ctx, const char *name, long long *var,
 static int register_configs(RedisModuleCtx *ctx) {
     if (numeric_config(ctx, "max-connections", &max_connections, 1, 1000000) != REDISMODULE_OK ||
         numeric_config(ctx, "page-cache-kb", &cache_page_cache_kb, 16, 16777216) != REDISMODULE_OK ||
+        numeric_config(ctx, "page-cache-total-mb", &cache_page_cache_total_mb, 0, 16777216) != REDISMODULE_OK ||
         numeric_config(ctx, "query-timeout-ms", &budget_timeout_ms, 0, 86400000) != REDISMODULE_OK ||
         numeric_config(ctx, "call-memory-kb", &budget_call_memory_kb, 0, 1LL << 32) != REDISMODULE_OK ||
         numeric_config(ctx, "max-sql-kb", &cache_max_sql_kb, 1, 1000000) != REDISMODULE_OK ||
@@ -252,6 +253,7 @@ static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {
     RedisModule_InfoAddFieldLongLong(ctx, "snapshots_reset_cache", st.snapshots_reset_cache);
     RedisModule_InfoAddFieldLongLong(ctx, "snapshots_pages_dropped", st.snapshots_pages_dropped);
     RedisModule_InfoAddFieldLongLong(ctx, "sqlite_memory", budget_memory_used());
+    RedisModule_InfoAddFieldLongLong(ctx, "page_cache_bytes", kvsql_pcache_bytes());
     RedisModule_InfoAddFieldLongLong(ctx, "timeouts", es.timeouts);
     RedisModule_InfoAddFieldLongLong(ctx, "kills", es.kills);
     RedisModule_InfoAddFieldLongLong(ctx, "memory_stops", es.memory_stops);
