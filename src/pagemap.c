@@ -1,20 +1,64 @@
 /* pagemap.c - open-addressing hash map from page index to page buffer.
- * See pagemap.h; callers are vfs.c, store_memory.c and store_keyspace.c. */
+ * See pagemap.h; callers are vfs.c, store_memory.c and the module's
+ * stores (src/module/). */
 #include "pagemap.h"
 
 #include "store.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <string.h>
+
+/* ---- buffers every map shares ----
+ * A map emptied for good (pagemap_clear: an idle connection's maps, after
+ * each call) leaves a few page buffers and its first table here, and the
+ * next map that needs one takes it: a malloc and a free fewer each, per
+ * call. Maps of several threads share them (a worker's connection has
+ * maps too), so they have a lock. */
+#define POOL_BUFFERS 16
+#define FIRST_CAP 64 /* slots of a map's first table */
+
+typedef struct pool {
+    void *items[POOL_BUFFERS];
+    size_t len; /* of every item */
+    int n;
+} pool;
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pool page_pool, table_pool;
+
+static void pool_give(pool *p, void *item, size_t len) {
+    pthread_mutex_lock(&pool_lock);
+    if (p->n == 0) p->len = len;
+    if (p->n < POOL_BUFFERS && p->len == len) {
+        p->items[p->n++] = item;
+        item = NULL;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    sqlite3_free(item);
+}
+
+/* An item of len bytes from the pool, else a new one (NULL: no memory). */
+static void *pool_take(pool *p, size_t len) {
+    void *item = NULL;
+    pthread_mutex_lock(&pool_lock);
+    if (p->n && p->len == len) item = p->items[--p->n];
+    pthread_mutex_unlock(&pool_lock);
+    return item ? item : sqlite3_malloc64(len);
+}
+
+/* ---- a map ---- */
 
 void pagemap_init(pagemap *m) {
     memset(m, 0, sizeof(*m));
 }
 
 void pagemap_clear(pagemap *m) {
-    for (size_t i = 0; i < m->cap; i++) sqlite3_free(m->slots[i].page);
-    for (size_t i = 0; i < m->nspare; i++) sqlite3_free(m->spare[i]);
-    sqlite3_free(m->slots);
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slots[i].page) pool_give(&page_pool, m->slots[i].page, m->page_len);
+    for (size_t i = 0; i < m->nspare; i++) pool_give(&page_pool, m->spare[i], m->spare_len);
+    if (m->cap == FIRST_CAP) pool_give(&table_pool, m->slots, FIRST_CAP * sizeof(*m->slots));
+    else sqlite3_free(m->slots);
     pagemap_init(m);
 }
 
@@ -30,7 +74,7 @@ static void give_back(pagemap *m, void *page, size_t len) {
 
 static void *take(pagemap *m, size_t len) {
     if (m->nspare && m->spare_len == len) return m->spare[--m->nspare];
-    return sqlite3_malloc64(len);
+    return pool_take(&page_pool, len);
 }
 
 void pagemap_reset(pagemap *m) {
@@ -66,10 +110,11 @@ void *pagemap_get(const pagemap *m, uint32_t index) {
 }
 
 static int grow(pagemap *m) {
-    size_t cap = m->cap ? m->cap * 2 : 64;
+    size_t cap = m->cap ? m->cap * 2 : FIRST_CAP;
     pagemap_slot *old = m->slots;
     size_t oldcap = m->cap;
-    pagemap_slot *slots = sqlite3_malloc64(cap * sizeof(*slots));
+    pagemap_slot *slots = cap == FIRST_CAP ? pool_take(&table_pool, cap * sizeof(*slots))
+                                           : sqlite3_malloc64(cap * sizeof(*slots));
     if (!slots) return -1;
     memset(slots, 0, cap * sizeof(*slots));
     m->slots = slots;
@@ -80,22 +125,15 @@ static int grow(pagemap *m) {
     return 0;
 }
 
-int pagemap_reserve(pagemap *m, size_t extra) {
+static int reserve(pagemap *m, size_t extra) {
     while ((m->count + extra) * 2 > m->cap)
         if (grow(m) != 0) return -1;
     return 0;
 }
 
-void pagemap_set_owned(pagemap *m, uint32_t index, void *page) {
-    pagemap_slot *s = find(m, index);
-    if (s->page) sqlite3_free(s->page);
-    else m->count++;
-    s->index = index;
-    s->page = page;
-}
-
 int pagemap_put(pagemap *m, uint32_t index, const void *data, size_t len) {
-    if (pagemap_reserve(m, 1) != 0) return -1;
+    if (m->count && len != m->page_len) return -1; /* every page of a map has one length */
+    if (reserve(m, 1) != 0) return -1;
     pagemap_slot *s = find(m, index);
     if (!s->page) {
         m->page_len = len;
@@ -122,20 +160,6 @@ static void remove_slot(pagemap *m, size_t i) {
     }
 }
 
-int pagemap_remove_at(pagemap *m, size_t i) {
-    if (i >= m->cap || !m->slots[i].page) return 0;
-    remove_slot(m, i);
-    return 1;
-}
-
-int pagemap_remove(pagemap *m, uint32_t index) {
-    if (m->count == 0) return 0;
-    pagemap_slot *s = find(m, index);
-    if (!s->page) return 0;
-    remove_slot(m, (size_t)(s - m->slots));
-    return 1;
-}
-
 void pagemap_drop_from(pagemap *m, uint32_t first) {
     size_t i = 0;
     while (i < m->cap) {
@@ -148,7 +172,7 @@ void pagemap_drop_from(pagemap *m, uint32_t first) {
 }
 
 int pending_add(pending_pages *p, kvsql_txn *t, const kvsql_batch *b) {
-    if (pagemap_reserve(&p->map, b->count) != 0) return -1;
+    if (reserve(&p->map, b->count) != 0) return -1;
     for (uint32_t i = 0; i < b->count; i++)
         if (pagemap_put(&p->map, b->pages[i].index, b->pages[i].data, b->page_size) != 0) return -1;
     pagemap_drop_from(&p->map, b->npages);

@@ -28,25 +28,17 @@ typedef struct pagemap {
 } pagemap;
 
 void pagemap_init(pagemap *m);
-/* Frees every page and the table itself. */
+/* Frees every page and the table itself (a few page buffers go to a pool
+ * every map shares, for the next map that needs one). */
 void pagemap_clear(pagemap *m);
 /* Empties the map but keeps its table and some page buffers for the next
  * use: the VFS and the module empty their maps at every commit. */
 void pagemap_reset(pagemap *m);
 void *pagemap_get(const pagemap *m, uint32_t index);
-/* Copies len bytes into the page at index (allocating it if new).
- * Returns 0, or -1 when out of memory. */
+/* Copies len bytes into the page at index (allocating it if new). Every
+ * page a map holds has one length. Returns 0, or -1 when out of memory or
+ * when len is not the length of the pages held. */
 int pagemap_put(pagemap *m, uint32_t index, const void *data, size_t len);
-/* Makes room for `extra` more pages without growing. Returns 0 or -1. */
-int pagemap_reserve(pagemap *m, size_t extra);
-/* Stores an owned buffer at index, freeing the page it replaces. Never
- * fails after pagemap_reserve() made room for it. */
-void pagemap_set_owned(pagemap *m, uint32_t index, void *page);
-/* Frees and removes the page in slot i (for removal while iterating:
- * another entry may move into slot i). Returns 1 if a page was there. */
-int pagemap_remove_at(pagemap *m, size_t i);
-/* Frees and removes the page at index. Returns 1 if a page was there. */
-int pagemap_remove(pagemap *m, uint32_t index);
 /* Frees and removes every page whose index is >= first. */
 void pagemap_drop_from(pagemap *m, uint32_t first);
 /* The commits a store holds until it writes them elsewhere: the module's

@@ -52,10 +52,7 @@ void aux_keys_free(aux_keys *a) {
 /* ---- small helpers ----------------------------------------------------- */
 
 static int key_exists(RedisModuleCtx *ctx, RedisModuleString *name) {
-    RedisModuleKey *key = RedisModule_OpenKey(ctx, name, REDISMODULE_READ | REDISMODULE_OPEN_KEY_NOTOUCH);
-    int exists = key && RedisModule_KeyType(key) != REDISMODULE_KEYTYPE_EMPTY;
-    if (key) RedisModule_CloseKey(key);
-    return exists;
+    return RedisModule_KeyExists(ctx, name); /* as a read of it, leaving its access time */
 }
 
 /* Turns a failed RedisModule_Call into an error reply text; returns -1. */

@@ -193,6 +193,7 @@ typedef int (*RedisModuleConfigApplyFunc)(RedisModuleCtx *ctx, void *privdata, R
     X(int, GetContextFlags, (RedisModuleCtx * ctx))                                                  \
     X(RedisModuleKey *, OpenKey, (RedisModuleCtx * ctx, RedisModuleString * keyname, int mode))      \
     X(void, CloseKey, (RedisModuleKey * kp))                                                         \
+    X(int, KeyExists, (RedisModuleCtx * ctx, RedisModuleString * keyname))                           \
     X(int, KeyType, (RedisModuleKey * kp))                                                           \
     X(size_t, ValueLength, (RedisModuleKey * kp))                                                    \
     X(int, HashSet, (RedisModuleKey * key, int flags, ...))                                          \
