@@ -133,7 +133,8 @@ static int written_known(const conn *c) {
 }
 
 /* Drops from SQLite's cache the pages the writes since the last snapshot
- * named, when they are known to be all that changed. Returns 0 when done, -1 when every page must go. */
+ * named, when they are known to be all that changed. Returns 0 when done,
+ * -1 when every page must go. */
 static int drop_written_pages(conn *c) {
     if (!written_known(c)) return -1;
     for (uint16_t i = 0; i < c->nwritten; i++)

@@ -7,8 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The number after `name` (as "connected_slaves:" or " omem=") at the
- * start of a line or a word of text[0..len), or -1. From `from` on. */
+/* The number after the next `name` in text[*from..len), or -1; *from
+ * moves past it. `name` carries its own delimiter ("\nconnected_slaves:",
+ * " omem="), so that it matches a whole field. */
 static long long number_after(const char *text, size_t len, const char *name, size_t *from) {
     size_t n = strlen(name);
     for (size_t i = *from; i + n < len; i++) {

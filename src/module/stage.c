@@ -277,7 +277,7 @@ int stage_build(stage_write *w, RedisModuleCtx *tsctx, char *err, size_t errlen)
         }
         worker_gil_unlock(tsctx);
         if (rc == 0 && !room) {
-            __atomic_fetch_add(w->replica_waits, 1, __ATOMIC_RELAXED);
+            if (w->replica_waits) __atomic_fetch_add(w->replica_waits, 1, __ATOMIC_RELAXED);
             pause_ms(1); /* Redis's event loop sends the buffers meanwhile */
         } else if (rc == 0 && !done && pause) {
             pause_ms(pause);

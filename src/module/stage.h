@@ -55,8 +55,8 @@ typedef struct stage_write {
     uint32_t *overwritten;       /* then: the indexes of the hash's pages it overwrites or cuts off */
     size_t noverwritten;
     int dirty;                   /* the staging key may exist: unlink it unless published */
-    long long *replica_waits;    /* counts each 1 ms pause for a replica's full output buffer
-                                  * (atomically: INFO reads it while the worker runs) */
+    long long *replica_waits;    /* or NULL: counts each 1 ms pause for a replica's full output
+                                  * buffer (atomically: INFO reads it while the worker runs) */
 } stage_write;
 
 /* Whether a writing call's pages, over a database of old_npages pages,
