@@ -315,6 +315,17 @@ def test_a_shutdown_while_staged_leaves_nothing_for_ever(servers, monkeypatch):
     assert not r.exists(STAGE)
 
 
+def master_and_small_replica_buffer(servers):
+    """A master with table db.t whose replicas may have 8 MB waiting
+    (client-output-buffer-limit replica 8mb 4mb 60), and its replica."""
+    master = servers()
+    m = master.client()
+    m.config_set("client-output-buffer-limit", "replica 8mb 4mb 60")
+    replica = attach_replica(servers, master)
+    make_db(m)
+    return master, replica
+
+
 def test_a_stopped_replica_delays_a_staged_write_instead_of_a_full_resync(servers):
     """A replica that reads slower than the worker stages (here: stopped
     with SIGSTOP) would see its output buffer pass client-output-buffer-limit,
@@ -323,12 +334,8 @@ def test_a_stopped_replica_delays_a_staged_write_instead_of_a_full_resync(server
     limit, so the write finishes once the replica reads again, and the
     replica keeps its link."""
     rows = 80000  # about 24 MiB of pages: more than the limit and the sockets' buffers together
-    master = servers()
-    m = master.client()
-    m.config_set("client-output-buffer-limit", "replica 8mb 4mb 60")
-    replica = attach_replica(servers, master)
-    rc = replica.client()
-    make_db(m)
+    master, replica = master_and_small_replica_buffer(servers)
+    m, rc = master.client(), replica.client()
     wait_for(lambda: rc.exists("db") and count(rc) == [1, 0], what="the replica to have the table")
     full_syncs, waits = m.info("stats")["sync_full"], info(m)["kvsql_offload_staged_replica_waits"]
     os.kill(replica.proc.pid, signal.SIGSTOP)
@@ -352,12 +359,9 @@ def test_a_stopped_replica_delays_a_staged_write_instead_of_a_full_resync(server
 def test_a_replica_that_never_reads_again_stops_the_write_at_the_time_limit(servers):
     """The wait for a replica's buffer counts toward kvsql.query-timeout-ms:
     the write then fails with nothing written, as any call stopped there."""
-    master = servers()
+    master, replica = master_and_small_replica_buffer(servers)
     m = master.client()
-    m.config_set("client-output-buffer-limit", "replica 8mb 4mb 60")
     m.config_set("kvsql.query-timeout-ms", 1500)
-    replica = attach_replica(servers, master)
-    make_db(m)
     v0 = version(m)
     os.kill(replica.proc.pid, signal.SIGSTOP)
     try:
