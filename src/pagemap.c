@@ -3,49 +3,17 @@
  * stores (src/module/). */
 #include "pagemap.h"
 
+#include "blockpool.h"
 #include "store.h"
 
-#include <pthread.h>
 #include <sqlite3.h>
 #include <string.h>
 
-/* ---- buffers every map shares ----
- * A map emptied for good (pagemap_clear: an idle connection's maps, after
- * each call) leaves a few page buffers and its first table here, and the
- * next map that needs one takes it: a malloc and a free fewer each, per
- * call. Maps of several threads share them (a worker's connection has
- * maps too), so they have a lock. */
-#define POOL_BUFFERS 16
+/* A map emptied for good (pagemap_clear: an idle connection's maps, after
+ * each call) leaves a few page buffers and its first table to these
+ * pools, and the next map that needs one takes it. */
 #define FIRST_CAP 64 /* slots of a map's first table */
-
-typedef struct pool {
-    void *items[POOL_BUFFERS];
-    size_t len; /* of every item */
-    int n;
-} pool;
-
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static pool page_pool, table_pool;
-
-static void pool_give(pool *p, void *item, size_t len) {
-    pthread_mutex_lock(&pool_lock);
-    if (p->n == 0) p->len = len;
-    if (p->n < POOL_BUFFERS && p->len == len) {
-        p->items[p->n++] = item;
-        item = NULL;
-    }
-    pthread_mutex_unlock(&pool_lock);
-    sqlite3_free(item);
-}
-
-/* An item of len bytes from the pool, else a new one (NULL: no memory). */
-static void *pool_take(pool *p, size_t len) {
-    void *item = NULL;
-    pthread_mutex_lock(&pool_lock);
-    if (p->n && p->len == len) item = p->items[--p->n];
-    pthread_mutex_unlock(&pool_lock);
-    return item ? item : sqlite3_malloc64(len);
-}
+static blockpool page_pool = BLOCKPOOL(16), table_pool = BLOCKPOOL(16);
 
 /* ---- a map ---- */
 
@@ -55,9 +23,9 @@ void pagemap_init(pagemap *m) {
 
 void pagemap_clear(pagemap *m) {
     for (size_t i = 0; i < m->cap; i++)
-        if (m->slots[i].page) pool_give(&page_pool, m->slots[i].page, m->page_len);
-    for (size_t i = 0; i < m->nspare; i++) pool_give(&page_pool, m->spare[i], m->spare_len);
-    if (m->cap == FIRST_CAP) pool_give(&table_pool, m->slots, FIRST_CAP * sizeof(*m->slots));
+        if (m->slots[i].page) blockpool_give(&page_pool, m->slots[i].page, m->page_len);
+    for (size_t i = 0; i < m->nspare; i++) blockpool_give(&page_pool, m->spare[i], m->spare_len);
+    if (m->cap == FIRST_CAP) blockpool_give(&table_pool, m->slots, FIRST_CAP * sizeof(*m->slots));
     else sqlite3_free(m->slots);
     pagemap_init(m);
 }
@@ -74,7 +42,7 @@ static void give_back(pagemap *m, void *page, size_t len) {
 
 static void *take(pagemap *m, size_t len) {
     if (m->nspare && m->spare_len == len) return m->spare[--m->nspare];
-    return pool_take(&page_pool, len);
+    return blockpool_take(&page_pool, len);
 }
 
 void pagemap_reset(pagemap *m) {
@@ -113,7 +81,7 @@ static int grow(pagemap *m) {
     size_t cap = m->cap ? m->cap * 2 : FIRST_CAP;
     pagemap_slot *old = m->slots;
     size_t oldcap = m->cap;
-    pagemap_slot *slots = cap == FIRST_CAP ? pool_take(&table_pool, cap * sizeof(*slots))
+    pagemap_slot *slots = cap == FIRST_CAP ? blockpool_take(&table_pool, cap * sizeof(*slots))
                                            : sqlite3_malloc64(cap * sizeof(*slots));
     if (!slots) return -1;
     memset(slots, 0, cap * sizeof(*slots));

@@ -11,10 +11,12 @@
  * pages past its size (PRAGMA cache_size); a cache that is not purgeable
  * (an in-memory database: TEMP tables, sorters) is the database itself and
  * drops a page only when SQLite says so (xUnpin discard, xTruncate).
- * Caches share nothing but a few spare blocks (below), under a lock. */
+ * Caches share nothing but a few spare blocks (blockpool.h) and the count
+ * of their pages' bytes. */
 #include "pcache.h"
 
-#include <pthread.h>
+#include "blockpool.h"
+
 #include <sqlite3.h>
 #include <stddef.h>
 #include <string.h>
@@ -53,18 +55,13 @@ static size_t block_size(const pc_cache *c) {
 
 /* ---- spare blocks ----
  * A connection that cools down (cache.c) frees its pages, and the next
- * cold call allocates as many: a few freed blocks wait here for it, which
- * saves a malloc and a free each. The only state caches share, so it has
- * a lock (a worker thread's connection frees and allocates pages too). */
+ * cold call allocates as many: a few freed blocks wait here for it. */
+static blockpool spare = BLOCKPOOL(SPARE_BLOCKS);
 
-static pthread_mutex_t spare_lock = PTHREAD_MUTEX_INITIALIZER;
-static void *spare[SPARE_BLOCKS];
-static size_t spare_size; /* of every spare block */
-static int nspare;
-
-/* Bytes of the blocks of every purgeable cache's pages (database pages,
- * not TEMP tables or sorters): cache.c bounds the module's total with it.
- * Worker threads' caches change it too, hence atomically. */
+/* ---- the bytes of database pages ----
+ * Of every purgeable cache's pages (database pages, not TEMP tables or
+ * sorters): cache.c bounds the module's total with it. Worker threads'
+ * caches change it too, hence atomically. */
 static long long purgeable_bytes;
 
 long long kvsql_pcache_bytes(void) {
@@ -73,25 +70,6 @@ long long kvsql_pcache_bytes(void) {
 
 static void count_page(const pc_cache *c, long long sign) {
     if (c->purgeable) __atomic_fetch_add(&purgeable_bytes, sign * (long long)block_size(c), __ATOMIC_RELAXED);
-}
-
-static void *block_alloc(size_t n) {
-    void *b = NULL;
-    pthread_mutex_lock(&spare_lock);
-    if (nspare && spare_size == n) b = spare[--nspare];
-    pthread_mutex_unlock(&spare_lock);
-    return b ? b : sqlite3_malloc64(n);
-}
-
-static void block_free(void *b, size_t n) {
-    pthread_mutex_lock(&spare_lock);
-    if (nspare == 0) spare_size = n;
-    if (nspare < SPARE_BLOCKS && spare_size == n) {
-        spare[nspare++] = b;
-        b = NULL;
-    }
-    pthread_mutex_unlock(&spare_lock);
-    sqlite3_free(b);
 }
 
 /* ---- the list of unpinned pages ---- */
@@ -169,7 +147,7 @@ static void free_page(pc_cache *c, pc_page *p) {
     if (!p->pinned) lru_unlink(c, p);
     c->npages--;
     count_page(c, -1);
-    block_free(p->base.pBuf, block_size(c));
+    blockpool_give(&spare, p->base.pBuf, block_size(c));
 }
 
 /* Frees the least recently unpinned pages while the cache holds more than
@@ -261,7 +239,7 @@ static pc_page *new_page(pc_cache *c, int create) {
         if (create == 1) return NULL;
     }
     if (make_room(c) != 0) return NULL;
-    void *block = block_alloc(block_size(c));
+    void *block = blockpool_take(&spare, block_size(c));
     if (!block) return NULL;
     count_page(c, 1);
     pc_page *p = header_of(c, block);

@@ -226,24 +226,16 @@ def test_a_users_hset_while_staged_fails_the_write(servers, monkeypatch):
     assert intact(r)
 
 
-def test_sql_kill_while_staged_stops_the_write(servers, monkeypatch):
+@pytest.mark.parametrize("stop", ["SQL.KILL", "query-timeout-ms"])
+def test_sql_kill_or_the_time_limit_while_staged_stops_the_write(servers, monkeypatch, stop):
     server = staged_server(servers, monkeypatch)
     r = server.client()
     make_db(r)
     v0 = version(r)
-    out = while_staged(server, lambda: r.execute_command("SQL.KILL"))
-    assert "SQL.KILL" in out.get("error", "") and "nothing was written" in out["error"]
-    assert_nothing_written(r, v0)
-
-
-def test_the_time_limit_stops_a_staged_write(servers, monkeypatch):
-    server = staged_server(servers, monkeypatch)
-    r = server.client()
-    make_db(r)
-    v0 = version(r)
-    r.config_set("kvsql.query-timeout-ms", 1500)  # the SQL takes less; its 7 steps with pauses over 2 s
-    out = while_staged(server, lambda: None)
-    assert "query-timeout-ms" in out.get("error", "") and "nothing was written" in out["error"]
+    if stop == "query-timeout-ms":
+        r.config_set("kvsql.query-timeout-ms", 1500)  # the SQL takes less; its 7 steps with pauses over 2 s
+    out = while_staged(server, (lambda: r.execute_command("SQL.KILL")) if stop == "SQL.KILL" else (lambda: None))
+    assert stop in out.get("error", "") and "nothing was written" in out["error"]
     assert_nothing_written(r, v0)
 
 

@@ -171,13 +171,10 @@ static int stage_kept(stage_write *w, RedisModuleCtx *ctx, RedisModuleKey *stage
     return rc;
 }
 
-/* One step, holding Redis's lock. Returns 0, -1 or STAGE_CONFLICT with err
- * set; *done when every page is staged. */
-static int step(stage_write *w, RedisModuleCtx *ctx, const aux_keys *a, RedisModuleString *name, cursor *cur,
-                int *done, char *err, size_t errlen) {
-    RedisModule_SelectDb(ctx, w->dbid);
-    int rc = must_stop(w, ctx, a, err, errlen);
-    if (rc != 0) return rc;
+/* One step, holding Redis's lock, once must_stop() let it go on. Returns
+ * 0, -1 or STAGE_CONFLICT with err set; *done when every page is staged. */
+static int step(stage_write *w, RedisModuleCtx *ctx, RedisModuleString *name, cursor *cur, int *done, char *err,
+                size_t errlen) {
     if (!w->dirty) { /* the first step: a staging key a crash left goes */
         unlink_stage(ctx, name);
         w->dirty = 1;
@@ -195,7 +192,7 @@ static int step(stage_write *w, RedisModuleCtx *ctx, const aux_keys *a, RedisMod
     RedisModuleString **argv = RedisModule_Alloc(sizeof(*argv) * 2 * STAGE_STEP_PAGES);
     size_t n = 0;
     stage_written(w, stage, cur, argv, &n);
-    rc = stage_kept(w, ctx, stage, cur, argv, &n, err, errlen);
+    int rc = stage_kept(w, ctx, stage, cur, argv, &n, err, errlen);
     RedisModule_CloseKey(stage);
     if (n) {
         RedisModule_Replicate(ctx, "HSET", "sv", name, argv, n);
@@ -237,13 +234,6 @@ static int replicas_have_room(RedisModuleCtx *ctx, long long ceiling, const stag
     return fullest < DRAINED_BYTES || fullest + step_bytes <= ceiling;
 }
 
-/* While the replicas have no room: whether the write must stop instead of
- * waiting on (must_stop's answer; ctx holds the lock). */
-static int stop_waiting(stage_write *w, RedisModuleCtx *ctx, const aux_keys *a, char *err, size_t errlen) {
-    RedisModule_SelectDb(ctx, w->dbid);
-    return must_stop(w, ctx, a, err, errlen);
-}
-
 /* The page indexes of the live hash the write overwrites or cuts off (for
  * undo records and the changelog), n of them. Free it. */
 static uint32_t *overwritten_pages(stage_write *w, uint32_t old_npages, size_t *n) {
@@ -268,9 +258,11 @@ int stage_build(stage_write *w, RedisModuleCtx *tsctx, char *err, size_t errlen)
     long long ceiling = -1;
     while (rc == 0 && !done) {
         worker_gil_lock(tsctx);
+        RedisModule_SelectDb(tsctx, w->dbid);
         if (ceiling < 0) ceiling = buffer_ceiling(tsctx);
-        int room = replicas_have_room(tsctx, ceiling, w);
-        rc = room ? step(w, tsctx, &a, name, &cur, &done, err, errlen) : stop_waiting(w, tsctx, &a, err, errlen);
+        rc = must_stop(w, tsctx, &a, err, errlen); /* also while it waits for the replicas */
+        int room = rc == 0 && replicas_have_room(tsctx, ceiling, w);
+        if (room) rc = step(w, tsctx, name, &cur, &done, err, errlen);
         if (rc != 0 && w->dirty) {
             unlink_stage(tsctx, name);
             w->dirty = 0;
