@@ -111,7 +111,7 @@ $(BUILD)/kvsql-bench-lib: bench/kvsql-bench-lib.c $(LIBRARY)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -L$(BUILD) -lkvsql -Wl,-rpath,$(CURDIR)/$(BUILD) -lsqlite3 -lhiredis
 
 bench: deps $(MODULE) $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/kvsql-bench $(BUILD)/kvsql-bench-lib
-	@scripts/deps.sh gnuplot-nox
+	@scripts/deps.sh gnuplot-nox valgrind
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) QUICK=$(QUICK) CORE_OBJS="$(CORE_SRC:%.c=$(BUILD)/%.o)" $(PYTHON) bench/run
 
 # A bounded soak: SOAK_SECONDS (default 180) of mixed load with restarts.

@@ -36,6 +36,7 @@ typedef struct pc_cache {
     int page_size, extra_size, purgeable;
     unsigned max_pages; /* PRAGMA cache_size, in pages */
     unsigned npages;    /* pinned or not */
+    unsigned max_key;   /* no page's key is above it (0 when empty) */
     unsigned nslots;    /* a power of two, or 0 (no table) */
     pc_page **table;    /* inline_table, or a larger one of its own */
     void **owner;       /* where kvsql_pcache_watch() reported it, or NULL */
@@ -101,6 +102,7 @@ static pc_page *find(const pc_cache *c, unsigned key) {
 
 static void table_insert(pc_cache *c, pc_page *p) {
     pc_page **slot = &c->table[p->key & (c->nslots - 1)];
+    if (p->key > c->max_key) c->max_key = p->key;
     p->next = *slot;
     *slot = p;
 }
@@ -162,6 +164,7 @@ static void drop_table_if_empty(pc_cache *c) {
     if (c->table != c->inline_table) sqlite3_free(c->table);
     c->table = NULL;
     c->nslots = 0;
+    c->max_key = 0;
 }
 
 /* ---- the methods ---- */
@@ -295,18 +298,33 @@ static void pc_rekey(sqlite3_pcache *pc, sqlite3_pcache_page *pg, unsigned old_k
     table_insert(c, p);
 }
 
+/* Drops the page with this key, if cached, pinned or not. */
+static void drop_key(pc_cache *c, unsigned key) {
+    pc_page *p = find(c, key);
+    if (p) free_page(c, p);
+}
+
 /* Drops every page whose key is limit or more, pinned or not (SQLite no
- * longer uses them). */
+ * longer uses them). It costs what it drops, not what is cached: nothing
+ * when no key reaches limit (every commit asks), the keys from limit to
+ * max_key one by one when they are fewer than the table's slots, else one
+ * walk of the table (SQLite's pcache1 does the same). */
 static void pc_truncate(sqlite3_pcache *pc, unsigned limit) {
     pc_cache *c = (pc_cache *)pc;
-    for (unsigned i = 0; i < c->nslots; i++) {
-        pc_page *p = c->table[i];
-        while (p) {
-            pc_page *next = p->next;
-            if (p->key >= limit) free_page(c, p);
-            p = next;
+    if (!c->npages || limit > c->max_key) return;
+    if (c->max_key - limit < c->nslots) {
+        for (unsigned key = limit; key <= c->max_key && key >= limit; key++) drop_key(c, key);
+    } else {
+        for (unsigned i = 0; i < c->nslots; i++) {
+            pc_page *p = c->table[i];
+            while (p) {
+                pc_page *next = p->next;
+                if (p->key >= limit) free_page(c, p);
+                p = next;
+            }
         }
     }
+    c->max_key = limit ? limit - 1 : 0;
 }
 
 static void pc_destroy(sqlite3_pcache *pc) {
