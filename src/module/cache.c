@@ -16,6 +16,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static RedisModuleDict *by_id;
 static void evict_over_max(void);
@@ -185,7 +186,10 @@ cache_stats cache_get_stats(void) {
     return out;
 }
 
+static conn *sweep_at; /* where the sweep goes on at its next step (NULL: the head) */
+
 static void lru_unlink(conn *c) {
+    if (sweep_at == c) sweep_at = c->next; /* closed or moved to the front: the sweep goes on after it */
     if (c->prev) c->prev->next = c->next;
     else lru_head = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -275,9 +279,9 @@ static void conn_close(conn *c) {
     count--;
 }
 
-static int sweeping; /* cache_sweep() walks the list: close nothing under it */
+static int sweeping; /* cache_sweep() looks at a key (an expiry may fire events): close nothing under it */
 
-/* Closes now, or when the running command (or sweep) ends. */
+/* Closes now, or when the running command (or sweep step) ends. */
 static void conn_forget(conn *c) {
     if (c->in_use || sweeping) c->stale = 1;
     else conn_close(c);
@@ -582,15 +586,54 @@ static int key_matches(RedisModuleCtx *ctx, conn *c) {
     return same;
 }
 
+/* ---- the sweep: connections whose hash changed without an event ----------
+ * Each step checks connections in list order from where the last step
+ * stopped, for at most SWEEP_STEP_US of the main thread (the clock read
+ * every SWEEP_CLOCK_EVERY connections), and closes those whose hash
+ * changed. Every command checks its own connection anyway (key_matches'
+ * test runs at each call): the sweep only gives back the memory of
+ * connections nobody calls any more, so it may take several steps to go
+ * round. cache_sweep_max_step_us() is the longest step in the main
+ * thread's CPU time (a step the machine interrupted took longer by the
+ * clock, but did not hold Redis longer). */
+#define SWEEP_STEP_US 500
+#define SWEEP_CLOCK_EVERY 16
+
+static long long sweep_max_step_us;
+
+static long long clock_us(clockid_t which) {
+    struct timespec ts;
+    clock_gettime(which, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static long long now_us(void) {
+    return clock_us(CLOCK_MONOTONIC);
+}
+
+/* The main thread's CPU time: what a step costs Redis, without the time
+ * the machine gave other processes meanwhile. */
+static long long cpu_us(void) {
+    return clock_us(CLOCK_THREAD_CPUTIME_ID);
+}
+
+long long cache_sweep_max_step_us(void) {
+    return sweep_max_step_us;
+}
+
 void cache_sweep(RedisModuleCtx *ctx) {
-    sweeping = 1;
-    for (conn *c = lru_head; c; c = c->next)
+    long long cpu = cpu_us(), start = now_us(), now = start;
+    conn *c = sweep_at ? sweep_at : lru_head;
+    for (int n = 1; c && now - start < SWEEP_STEP_US; n++) {
+        sweeping = 1;
         if (!c->in_use && !c->stale && !c->changed && !key_matches(ctx, c)) c->stale = 1;
-    sweeping = 0;
-    conn *c = lru_head;
-    while (c) {
+        sweeping = 0;
         conn *next = c->next;
         if (c->stale && !c->in_use) conn_close(c);
         c = next;
+        if (n % SWEEP_CLOCK_EVERY == 0) now = now_us();
     }
+    sweep_at = c;
+    cpu = cpu_us() - cpu;
+    if (cpu > sweep_max_step_us) sweep_max_step_us = cpu;
 }

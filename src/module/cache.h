@@ -104,9 +104,12 @@ void cache_fields_written(const char *key, size_t len, const uint32_t *pages, in
 void cache_forget_db(int dbid); /* -1: every db */
 void cache_forget_all(void);
 int cache_is_empty(void);
-/* Closes connections whose key changed without an event; module.c runs
- * it from a timer, once a second. */
+/* One bounded step (at most about 0.5 ms) of the walk that closes
+ * connections whose key changed without an event; each step goes on where
+ * the last stopped. module.c runs it from a timer, ten times a second.
+ * cache_sweep_max_step_us: its longest step so far (INFO). */
 void cache_sweep(RedisModuleCtx *ctx);
+long long cache_sweep_max_step_us(void);
 
 void cache_set_max(long long max);
 

@@ -137,11 +137,14 @@ static void on_shutdown(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, v
     on_dataset_change(ctx, e, sub, data);
 }
 
-/* Once a second: Redis drops the keys of a cluster slot it lost without
- * any event, so look for connections whose hash changed. */
+/* Ten times a second, a bounded step: Redis drops the keys of a cluster
+ * slot it lost without any event, so look for connections whose hash
+ * changed. */
+#define SWEEP_EVERY_MS 100
+
 static void on_sweep_timer(RedisModuleCtx *ctx, void *data) {
     cache_sweep(ctx);
-    RedisModule_CreateTimer(ctx, 1000, on_sweep_timer, data);
+    RedisModule_CreateTimer(ctx, SWEEP_EVERY_MS, on_sweep_timer, data);
 }
 
 static int subscribe(RedisModuleCtx *ctx) {
@@ -163,7 +166,7 @@ static int subscribe(RedisModuleCtx *ctx) {
         RedisModule_SubscribeToServerEvent(ctx, shutdown, on_shutdown) != REDISMODULE_OK ||
         !RedisModule_RegisterCommandFilter(ctx, on_command, 0))
         return REDISMODULE_ERR;
-    RedisModule_CreateTimer(ctx, 1000, on_sweep_timer, NULL);
+    RedisModule_CreateTimer(ctx, SWEEP_EVERY_MS, on_sweep_timer, NULL);
     return REDISMODULE_OK;
 }
 
@@ -246,6 +249,7 @@ static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {
     RedisModule_InfoAddFieldCString(ctx, "sqlite_version", sqlite3_libversion());
     RedisModule_InfoAddFieldLongLong(ctx, "connections", st.connections);
     RedisModule_InfoAddFieldLongLong(ctx, "connections_opened", st.connections_opened);
+    RedisModule_InfoAddFieldLongLong(ctx, "sweep_max_step_us", cache_sweep_max_step_us());
     RedisModule_InfoAddFieldLongLong(ctx, "statements_prepared", st.statements_prepared);
     RedisModule_InfoAddFieldLongLong(ctx, "statement_cache_hits", st.statement_cache_hits);
     RedisModule_InfoAddFieldLongLong(ctx, "statement_cache_bytes", st.statement_cache_bytes);
