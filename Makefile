@@ -69,21 +69,21 @@ $(TXN): $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/txn.o
 # The library: the redis VFS as an SQLite extension and C library; only
 # sqlite3_kvsql_init and the KVSQL_EXPORT functions of kvsql.h exported.
 $(LIBRARY): $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis
+	$(CC) -shared $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis -lssl -lcrypto
 
 # The store contract: the memory store, and a redis store (KVSQL_TEST_REDIS).
 $(BUILD)/tests/contract.o: tests/check.h
 $(CONTRACT): $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/contract.o
-	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis
+	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis -lssl -lcrypto
 
 # The kvsql command (import, export, check, shell): the library's objects linked in.
 $(CLI): $(BUILD)/tools/kvsql.o $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o)
-	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis
+	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis -lssl -lcrypto
 
 # The sqllogictest runner: native SQLite, our VFS in memory, the module, the redis VFS.
 $(SLT_SRC:%.c=$(BUILD)/%.o): tools/slt.h
 $(SLT): $(SLT_SRC:%.c=$(BUILD)/%.o) $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o)
-	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis -lcrypto
+	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis -lssl -lcrypto
 
 run: deps all
 	@mkdir -p data

@@ -8,8 +8,10 @@
  *   kvsql shell URL [SQL ...]            the sqlite3 shell on the database
  *   kvsql version
  *
- * URL is redis://[user[:password]@]host[:port][/db]/KEY (KEY %XX-escaped
- * where needed; a unix socket as redis:///path/to.sock/KEY). Everything
+ * URL is redis://[user[:password]@]host[:port][/db]/KEY[?name=value&...]
+ * (KEY %XX-escaped where needed; a unix socket as redis:///path/to.sock/KEY;
+ * rediss:// for TLS; the query takes the library's parameters, e.g.
+ * tls_ca=, docs/LIBRARY.md). Everything
  * goes through the library's `redis` VFS (src/client/, linked in), so it
  * works on any Redis, with or without the module, and is safe next to
  * other clients: an import is one transaction under the writer lease. */
@@ -31,7 +33,8 @@ static void usage(FILE *out) {
             "       kvsql check URL                     check the key's format and integrity\n"
             "       kvsql shell URL [SQL ...]           the sqlite3 shell on the key (SQL: run it and exit)\n"
             "       kvsql version\n"
-            "URL: redis://[user[:password]@]host[:port][/db]/KEY, or redis:///path/to.sock/KEY\n"
+            "URL: redis://[user[:password]@]host[:port][/db]/KEY[?name=value&...], or redis:///path/to.sock/KEY\n"
+            "     (rediss:// for TLS; the query: tls_ca=, tls_cert=, tls_key=, tls_server_name=, ...)\n"
             "     (KVSQL_PASSWORD is used when the URL has no password)\n");
 }
 
@@ -45,7 +48,7 @@ static int fail(const char *fmt, const char *a, const char *b) {
 /* ---- URL: the server part goes to the library, the key stays here ---- */
 
 typedef struct target {
-    char server[1024]; /* redis://...: KVSQL_DEFAULT for the library */
+    char server[4096]; /* redis[s]://...[?query]: KVSQL_DEFAULT for the library */
     char key[4096];    /* decoded */
 } target;
 
@@ -74,20 +77,25 @@ static int percent_decode(char *dst, size_t n, const char *src) {
     return 0;
 }
 
-/* Splits URL into server and key; the server part is checked by the
- * library's own parser (client/config.c). 0, or 1 with a message. */
+/* Splits URL into server (with the query) and key; the server part is
+ * checked by the library's own parser (client/config.c). 0, or 1 with a
+ * message. */
 static int parse_url(const char *url, target *t) {
-    static const char scheme[] = "redis://";
-    const char *slash = strrchr(url, '/');
-    size_t prefix = sizeof(scheme) - 1;
-    if (strncmp(url, scheme, prefix) != 0 || slash < url + prefix || slash == url + prefix)
-        return fail("%s: expected redis://[user[:password]@]host[:port][/db]/KEY", url, NULL);
-    if (!slash[1]) return fail("%s: the URL names no key (redis://host:port/KEY)", url, NULL);
-    size_t n = (size_t)(slash - url);
-    if (n >= sizeof(t->server)) return fail("%s: the server part is too long", url, NULL);
+    size_t prefix = strncmp(url, "rediss://", 9) == 0 ? 9 : 8;
+    const char *q = strchr(url, '?'), *end = q ? q : url + strlen(url), *slash = end;
+    while (slash > url && slash[-1] != '/') slash--;
+    slash--; /* the last '/' before the query */
+    if ((strncmp(url, "redis://", 8) != 0 && prefix != 9) || slash < url + prefix || slash == url + prefix)
+        return fail("%s: expected redis[s]://[user[:password]@]host[:port][/db]/KEY[?name=value&...]", url, NULL);
+    if (slash + 1 == end) return fail("%s: the URL names no key (redis://host:port/KEY)", url, NULL);
+    size_t n = (size_t)(slash - url), nq = q ? strlen(q) : 0, nk = (size_t)(end - slash - 1);
+    char key[sizeof(t->key)];
+    if (n + nq >= sizeof(t->server) || nk >= sizeof(key)) return fail("%s: the URL is too long", url, NULL);
     memcpy(t->server, url, n);
-    t->server[n] = 0;
-    if (percent_decode(t->key, sizeof(t->key), slash + 1) != 0)
+    memcpy(t->server + n, q ? q : "", nq + 1);
+    memcpy(key, slash + 1, nk);
+    key[nk] = 0;
+    if (percent_decode(t->key, sizeof(t->key), key) != 0)
         return fail("%s: the key has a bad %%XX escape, a %%00, or is too long", url, NULL);
     kvsql_redis_config c;
     char err[512];

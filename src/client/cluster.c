@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 unsigned kvsql_crc16(const void *data, size_t len) {
     const unsigned char *p = data;
@@ -159,53 +158,43 @@ int kvsql_cluster_is_tryagain(const char *msg) {
 
 /* ---- ASK: one command on a connection of its own -------------------------- */
 
-struct timeval kvsql_ms_tv(int ms) {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    return tv;
-}
-
-int kvsql_append_auth(redisContext *c, const kvsql_redis_config *cfg) {
+int kvsql_append_auth(kvsql_link *l, const kvsql_redis_config *cfg) {
     if (!cfg->password[0]) return 0;
     const char *with_user[] = {"AUTH", cfg->user, cfg->password}, *plain[] = {"AUTH", cfg->password};
-    if (cfg->user[0]) redisAppendCommandArgv(c, 3, with_user, NULL);
-    else redisAppendCommandArgv(c, 2, plain, NULL);
+    if (cfg->user[0]) kvsql_link_append_argv(l, 3, with_user, NULL);
+    else kvsql_link_append_argv(l, 2, plain, NULL);
     return 1;
 }
 
-static redisContext *ask_connect(const kvsql_node *to, const kvsql_redis_config *cfg, char *err, size_t errlen) {
-    char where[300];
-    redisContext *rc = redisConnectWithTimeout(to->host, to->port, kvsql_ms_tv(cfg->connect_timeout_ms));
-    if (!rc || rc->err) {
-        snprintf(err, errlen, "cannot connect to %s (ASK): %s", kvsql_node_where(to, where, sizeof(where)),
-                 rc ? rc->errstr : "out of memory");
-        if (rc) redisFree(rc);
-        return NULL;
-    }
-    if (cfg->timeout_ms > 0) redisSetTimeout(rc, kvsql_ms_tv(cfg->timeout_ms));
-    return rc;
+static kvsql_link *ask_connect(const kvsql_node *to, const kvsql_redis_config *cfg, char *err, size_t errlen) {
+    char where[300], why[400];
+    kvsql_link *l = kvsql_link_open(to->host, to->port, cfg, why, sizeof(why));
+    if (!l) snprintf(err, errlen, "cannot connect to %s (ASK): %s", kvsql_node_where(to, where, sizeof(where)), why);
+    return l;
 }
 
 redisReply *kvsql_cluster_ask(const kvsql_node *to, const kvsql_redis_config *cfg, int argc, const char **argv,
                               const size_t *lens, char *err, size_t errlen) {
-    redisContext *rc = ask_connect(to, cfg, err, errlen);
-    if (!rc) return NULL;
-    int before = 1 + kvsql_append_auth(rc, cfg); /* replies to skip: ASKING, and AUTH when there is a password */
-    redisAppendCommand(rc, "ASKING");
-    redisAppendCommandArgv(rc, argc, argv, lens);
+    kvsql_link *l = ask_connect(to, cfg, err, errlen);
+    if (!l) return NULL;
+    int before = 1 + kvsql_append_auth(l, cfg); /* replies to skip: ASKING, and AUTH when there is a password */
+    const char *asking[] = {"ASKING"};
+    kvsql_link_append_argv(l, 1, asking, NULL);
+    kvsql_link_append_argv(l, argc, argv, lens);
     /* The command's reply is the answer, whatever came before it: a refused
      * AUTH shows as the command's NOAUTH, a refused ASKING as its MOVED. */
     redisReply *r = NULL;
     for (int i = 0; i <= before; i++) {
         freeReplyObject(r);
         r = NULL;
-        if (redisGetReply(rc, (void **)&r) != REDIS_OK || !r) {
+        if (kvsql_link_get_reply(l, &r) != REDIS_OK || !r) {
             char where[300];
             snprintf(err, errlen, "connection to %s lost after ASK: %s", kvsql_node_where(to, where, sizeof(where)),
-                     rc->errstr[0] ? rc->errstr : "connection closed");
-            redisFree(rc);
+                     kvsql_link_error(l));
+            kvsql_link_free(l);
             return NULL;
         }
     }
-    redisFree(rc);
+    kvsql_link_free(l);
     return r;
 }

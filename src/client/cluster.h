@@ -11,10 +11,10 @@
 #define KVSQL_CLIENT_CLUSTER_H
 
 #include "client/config.h"
+#include "client/transport.h"
 
 #include <hiredis/hiredis.h>
 #include <stddef.h>
-#include <sys/time.h>
 
 #define KVSQL_CLUSTER_SLOTS 16384
 #define KVSQL_CLUSTER_KNOWN 16  /* nodes remembered for a refresh */
@@ -76,18 +76,15 @@ void kvsql_cluster_moved(kvsql_cluster *c, const kvsql_node *to);
 int kvsql_cluster_is_tryagain(const char *msg);
 
 /* Sends ASKING and the command to node `to` on a connection of its own
- * (with AUTH from cfg), reads the command's reply and closes it: ASK is
+ * (with TLS and AUTH as cfg says), reads the command's reply and closes it: ASK is
  * for one command. NULL with why in err when the connection failed. */
 redisReply *kvsql_cluster_ask(const kvsql_node *to, const kvsql_redis_config *cfg, int argc, const char **argv,
                               const size_t *lens, char *err, size_t errlen);
 
-/* Appends AUTH (with the user when cfg names one) to c when cfg has a
+/* Appends AUTH (with the user when cfg names one) to l when cfg has a
  * password, for the handshake of client/conn.c and of an ASK connection.
  * Returns the number of commands appended, 0 or 1. */
-int kvsql_append_auth(redisContext *c, const kvsql_redis_config *cfg);
-
-/* A timeout in ms as hiredis takes it. */
-struct timeval kvsql_ms_tv(int ms);
+int kvsql_append_auth(kvsql_link *l, const kvsql_redis_config *cfg);
 
 /* "host:port" of n, for messages. */
 const char *kvsql_node_where(const kvsql_node *n, char *buf, size_t len);

@@ -21,6 +21,7 @@ void kvsql_redis_config_defaults(kvsql_redis_config *c) {
     c->wait_timeout_ms = 1000;
     c->cache_kb = KVSQL_CACHE_KB_DEFAULT;
     c->stage_kb = KVSQL_STAGE_KB_DEFAULT;
+    c->tls_verify = 1;
 }
 
 /* A decimal integer in [lo, hi], the whole string. */
@@ -91,6 +92,48 @@ static int apply_text(const char *name, const char *v, char *dst, size_t n, char
     return -1;
 }
 
+/* TLS: what to trust and show, checked as a whole (client/tls.c). */
+static const char *const tls_texts[] = {"tls_ca", "tls_cert", "tls_key", "tls_server_name"};
+
+static char *tls_text_field(kvsql_redis_config *c, int i, size_t *n) {
+    char *f[] = {c->tls_ca, c->tls_cert, c->tls_key, c->tls_server_name};
+    size_t sizes[] = {sizeof(c->tls_ca), sizeof(c->tls_cert), sizeof(c->tls_key), sizeof(c->tls_server_name)};
+    *n = sizes[i];
+    return f[i];
+}
+
+static int check_tls(const kvsql_redis_config *c, const char *given, char *err, size_t errlen) {
+    if (given && !c->tls) {
+        snprintf(err, errlen, "%s= is given but TLS is off: add tls=1 (or use rediss://)", given);
+        return -1;
+    }
+    if (c->tls && c->port == 0) {
+        snprintf(err, errlen, "tls=1: TLS needs host:port, not a unix socket");
+        return -1;
+    }
+    if (!c->tls_cert[0] != !c->tls_key[0]) {
+        snprintf(err, errlen, "tls_cert= and tls_key= go together (the client's certificate and its key)");
+        return -1;
+    }
+    return 0;
+}
+
+static int apply_tls(kvsql_redis_config *c, kvsql_param_lookup get, void *ctx, char *err, size_t errlen) {
+    const char *given = NULL;
+    if (apply_int("tls", get(ctx, "tls"), 0, 1, &c->tls, err, errlen) != 0) return -1;
+    for (int i = 0; i < (int)(sizeof(tls_texts) / sizeof(*tls_texts)); i++) {
+        size_t n;
+        char *f = tls_text_field(c, i, &n);
+        const char *v = get(ctx, tls_texts[i]);
+        if (v && !given) given = tls_texts[i];
+        if (apply_text(tls_texts[i], v, f, n, err, errlen) != 0) return -1;
+    }
+    const char *verify = get(ctx, "tls_verify");
+    if (verify && !given) given = "tls_verify";
+    if (apply_int("tls_verify", verify, 0, 1, &c->tls_verify, err, errlen) != 0) return -1;
+    return check_tls(c, given, err, errlen);
+}
+
 int kvsql_redis_config_apply(kvsql_redis_config *c, kvsql_param_lookup get, void *ctx, char *err, size_t errlen) {
     const char *addr = get(ctx, "redis");
     if (addr && kvsql_redis_config_address(c, addr, err, errlen) != 0) return -1;
@@ -110,7 +153,7 @@ int kvsql_redis_config_apply(kvsql_redis_config *c, kvsql_param_lookup get, void
     if (apply_int("cache_kb", get(ctx, "cache_kb"), 1, KVSQL_CACHE_KB_MAX, &c->cache_kb, err, errlen) != 0)
         return -1;
     if (apply_int("stage_kb", get(ctx, "stage_kb"), 0, INT_MAX, &c->stage_kb, err, errlen) != 0) return -1;
-    return 0;
+    return apply_tls(c, get, ctx, err, errlen);
 }
 
 /* Decodes %XX escapes of a URL part into dst. */
@@ -143,33 +186,105 @@ static int apply_userinfo(kvsql_redis_config *c, const char *s, size_t len) {
     return 0;
 }
 
-int kvsql_redis_config_from_url(kvsql_redis_config *c, const char *url, char *err, size_t errlen) {
-    static const char scheme[] = "redis://";
-    if (strncmp(url, scheme, sizeof(scheme) - 1) != 0) {
-        snprintf(err, errlen, "KVSQL_DEFAULT=%s: expected redis://[user[:password]@]host:port[/db]", url);
+/* The parameters of a URL's query string, decoded. */
+#define QUERY_MAX 24
+typedef struct url_query {
+    int n;
+    char name[QUERY_MAX][32];
+    char value[QUERY_MAX][512];
+} url_query;
+
+static const char *query_param(void *ctx, const char *name) {
+    url_query *q = ctx;
+    for (int i = 0; i < q->n; i++)
+        if (strcmp(q->name[i], name) == 0) return q->value[i];
+    return NULL;
+}
+
+/* The names kvsql_redis_config_apply reads: any other is refused. */
+static int known_param(const char *name) {
+    static const char *const names[] = {"redis", "user", "password", "db", "connect_timeout_ms", "timeout_ms",
+                                        "lease_ms", "wait", "wait_timeout_ms", "cache_kb", "stage_kb", "tls",
+                                        "tls_ca", "tls_cert", "tls_key", "tls_server_name", "tls_verify"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
+        if (strcmp(names[i], name) == 0) return 1;
+    return 0;
+}
+
+/* Splits "a=1&b=2" into q; -1 with why in err. */
+static int parse_query(url_query *q, const char *s, char *err, size_t errlen) {
+    q->n = 0;
+    while (*s) {
+        const char *amp = strchr(s, '&'), *end = amp ? amp : s + strlen(s), *eq = memchr(s, '=', (size_t)(end - s));
+        if (end == s) {
+            s++;
+            continue;
+        }
+        if (q->n == QUERY_MAX || !eq || url_decode(q->name[q->n], sizeof(q->name[0]), s, (size_t)(eq - s)) != 0 ||
+            url_decode(q->value[q->n], sizeof(q->value[0]), eq + 1, (size_t)(end - eq - 1)) != 0) {
+            snprintf(err, errlen, "the query \"%.*s\": expected name=value (%%XX-escaped) pairs", (int)(end - s), s);
+            return -1;
+        }
+        if (!known_param(q->name[q->n])) {
+            snprintf(err, errlen, "unknown parameter %s= in the query", q->name[q->n]);
+            return -1;
+        }
+        q->n++;
+        s = amp ? amp + 1 : end;
+    }
+    return 0;
+}
+
+/* redis:// or rediss:// (TLS): the length of the scheme, 0 for neither. */
+static size_t url_scheme(const char *url, int *tls) {
+    *tls = strncmp(url, "rediss://", 9) == 0;
+    return *tls ? 9 : strncmp(url, "redis://", 8) == 0 ? 8 : 0;
+}
+
+/* host[:port][/db], or /path/to.sock: len bytes at p. */
+static int apply_server(kvsql_redis_config *c, const char *p, size_t len, char *err, size_t errlen) {
+    char part[600];
+    if (len >= sizeof(part)) {
+        snprintf(err, errlen, "KVSQL_DEFAULT: the host part is too long");
         return -1;
     }
-    const char *p = url + sizeof(scheme) - 1;
-    if (p[0] == '/') return kvsql_redis_config_address(c, p, err, errlen); /* redis:///socket */
-    const char *at = strrchr(p, '@');
+    memcpy(part, p, len);
+    part[len] = 0;
+    if (part[0] == '/') return kvsql_redis_config_address(c, part, err, errlen); /* redis:///socket */
+    char *slash = strchr(part, '/');
+    if (slash) *slash = 0;
+    if (kvsql_redis_config_address(c, part, err, errlen) != 0) return -1;
+    if (slash && slash[1] && parse_int(slash + 1, 0, INT_MAX, &c->db) != 0) {
+        snprintf(err, errlen, "KVSQL_DEFAULT=.../%s: the database number after / must be an integer", slash + 1);
+        return -1;
+    }
+    return 0;
+}
+
+int kvsql_redis_config_from_url(kvsql_redis_config *c, const char *url, char *err, size_t errlen) {
+    int tls;
+    size_t skip = url_scheme(url, &tls);
+    if (!skip) {
+        snprintf(err, errlen, "KVSQL_DEFAULT=%s: expected redis[s]://[user[:password]@]host:port[/db][?name=value&...]",
+                 url);
+        return -1;
+    }
+    const char *p = url + skip, *q = strchr(p, '?');
+    size_t len = q ? (size_t)(q - p) : strlen(p);
+    const char *at = p[0] == '/' ? NULL : memchr(p, '@', len);
+    for (const char *a = at; a && (a = memchr(a + 1, '@', (size_t)(p + len - a - 1))) != NULL;) at = a;
     if (at && apply_userinfo(c, p, (size_t)(at - p)) != 0) {
         snprintf(err, errlen, "KVSQL_DEFAULT: bad user or password (too long, or a bad %%XX escape)");
         return -1;
     }
-    if (at) p = at + 1;
-    const char *slash = strchr(p, '/');
-    char addr[300];
-    size_t alen = slash ? (size_t)(slash - p) : strlen(p);
-    if (alen >= sizeof(addr)) {
-        snprintf(err, errlen, "KVSQL_DEFAULT: the host part is too long");
-        return -1;
+    if (at) {
+        len -= (size_t)(at + 1 - p);
+        p = at + 1;
     }
-    memcpy(addr, p, alen);
-    addr[alen] = 0;
-    if (kvsql_redis_config_address(c, addr, err, errlen) != 0) return -1;
-    if (slash && slash[1] && parse_int(slash + 1, 0, INT_MAX, &c->db) != 0) {
-        snprintf(err, errlen, "KVSQL_DEFAULT=...%s: the database number after / must be an integer", slash);
-        return -1;
-    }
-    return 0;
+    if (apply_server(c, p, len, err, errlen) != 0) return -1;
+    if (tls) c->tls = 1;
+    url_query query;
+    if (q && parse_query(&query, q + 1, err, errlen) != 0) return -1;
+    if (q) return kvsql_redis_config_apply(c, query_param, &query, err, errlen);
+    return check_tls(c, NULL, err, errlen);
 }

@@ -29,9 +29,17 @@ typedef struct kvsql_redis_config {
     int wait_timeout_ms; /* wait_timeout_ms=: WAIT's timeout */
     int cache_kb;       /* cache_kb=: the page cache's bound, KiB (client/pagecache.h) */
     int stage_kb;       /* stage_kb=: a commit of more KiB of pages is staged (store_stage.c); 0: never */
+    /* TLS (client/tls.c): tls=1 or rediss:// */
+    int tls;
+    char tls_ca[512];          /* tls_ca=: PEM file (or directory) of CAs; "" : the system's store */
+    char tls_cert[512];        /* tls_cert=, tls_key=: the client's, for mutual TLS */
+    char tls_key[512];
+    char tls_server_name[256]; /* tls_server_name=: SNI and the name checked; "" : the host */
+    int tls_verify;            /* tls_verify=0: no verification (never the default) */
 } kvsql_redis_config;
 
-/* Built-in defaults: 127.0.0.1:6379, db 0, no password. */
+/* Built-in defaults: 127.0.0.1:6379, db 0, no password, no TLS
+ * (verification on once TLS is asked for). */
 void kvsql_redis_config_defaults(kvsql_redis_config *c);
 
 /* Reads a parameter by name: its value, or NULL when absent. */
@@ -39,12 +47,13 @@ typedef const char *(*kvsql_param_lookup)(void *ctx, const char *name);
 
 /* Overlays the parameters that lookup finds (redis, user, password, db,
  * connect_timeout_ms, timeout_ms, lease_ms, wait, wait_timeout_ms, cache_kb,
- * stage_kb) on c. Returns 0, or -1 with why in err. */
+ * stage_kb, tls, tls_ca, tls_cert, tls_key, tls_server_name, tls_verify) on c. Returns 0, or -1 with why in err. */
 int kvsql_redis_config_apply(kvsql_redis_config *c, kvsql_param_lookup lookup, void *ctx, char *err,
                              size_t errlen);
 
-/* Overlays a redis://[user[:password]@]host[:port][/db] URL on c (a unix
- * socket as redis:///path/to.sock). Returns 0, or -1 with why in err. */
+/* Overlays a redis://[user[:password]@]host[:port][/db][?name=value&...]
+ * URL on c (a unix socket as redis:///path/to.sock; rediss:// for TLS;
+ * the query's parameters as kvsql_redis_config_apply takes them). Returns 0, or -1 with why in err. */
 int kvsql_redis_config_from_url(kvsql_redis_config *c, const char *url, char *err, size_t errlen);
 
 /* Sets host and port from "host:port", "host", "[v6addr]:port" or a

@@ -1,5 +1,5 @@
 /* conn.c - the connection of a `redis` VFS store to its Redis node
- * (conn.h), over hiredis.
+ * (conn.h), over a plain or TLS link (client/transport.c).
  *
  * Called by client/store_redis.c only. Connects (to the slot's owner in a
  * Redis Cluster, with client/cluster.c), does the handshake (AUTH, SELECT,
@@ -49,14 +49,14 @@ int kvsql_conn_fail(kvsql_conn *cn, int rc, const char *fmt, ...) {
 }
 
 void kvsql_conn_drop(kvsql_conn *cn) {
-    if (cn->c) redisFree(cn->c);
+    kvsql_link_free(cn->c);
     cn->c = NULL;
     cn->pending = 0;
     cn->on_drop(cn->owner);
 }
 
 int kvsql_conn_lost(kvsql_conn *cn, int rc, const char *what) {
-    const char *why = cn->c && cn->c->errstr[0] ? cn->c->errstr : "connection closed";
+    const char *why = cn->c ? kvsql_link_error(cn->c) : "connection closed";
     char buf[160];
     snprintf(buf, sizeof(buf), "%s", why);
     kvsql_conn_drop(cn);
@@ -96,10 +96,7 @@ int kvsql_conn_reply_error(kvsql_conn *cn, const redisReply *r, const char *what
 
 /* Writes the output buffer now, without waiting for replies. */
 static int flush_output(kvsql_conn *cn) {
-    int done = 0;
-    while (!done)
-        if (redisBufferWrite(cn->c, &done) != REDIS_OK) return -1;
-    return 0;
+    return kvsql_link_flush(cn->c) == REDIS_OK ? 0 : -1;
 }
 
 /* Reads the replies of end scripts sent earlier. An error there is
@@ -107,7 +104,7 @@ static int flush_output(kvsql_conn *cn) {
 static int drain_pending(kvsql_conn *cn) {
     while (cn->pending > 0) {
         redisReply *r = NULL;
-        if (redisGetReply(cn->c, (void **)&r) != REDIS_OK) return -1;
+        if (kvsql_link_get_reply(cn->c, &r) != REDIS_OK) return -1;
         if (r && r->type == REDIS_REPLY_ERROR) cn->stats->end_errors++;
         freeReplyObject(r);
         cn->pending--;
@@ -130,7 +127,7 @@ char *kvsql_put_decimal(char *p, unsigned long long n) {
  * (bench/PROFILE.md, "Warm point select through the library"). REDIS_OK,
  * or REDIS_ERR when out of memory. */
 #define APPEND_STACK 1024
-static int append_command(redisContext *c, int argc, const char **argv, const size_t *lens) {
+static int append_command(kvsql_link *c, int argc, const char **argv, const size_t *lens) {
     size_t total = 24;
     for (int i = 0; i < argc; i++) total += 24 + 4 + (lens ? lens[i] : strlen(argv[i]));
     char stack[APPEND_STACK], *buf = total <= sizeof(stack) ? stack : malloc(total), *p = buf;
@@ -147,7 +144,7 @@ static int append_command(redisContext *c, int argc, const char **argv, const si
     }
     memcpy(p, "\r\n", 2);
     p += 2;
-    int rc = redisAppendFormattedCommand(c, buf, (size_t)(p - buf));
+    int rc = kvsql_link_append(c, buf, (size_t)(p - buf));
     if (buf != stack) free(buf);
     return rc;
 }
@@ -158,7 +155,7 @@ static redisReply *exchange(kvsql_conn *cn, int argc, const char **argv, const s
     redisReply *r = NULL;
     if (append_command(cn->c, argc, argv, lens) != REDIS_OK) return NULL;
     cn->stats->round_trips++;
-    if (drain_pending(cn) != 0 || redisGetReply(cn->c, (void **)&r) != REDIS_OK) return NULL;
+    if (drain_pending(cn) != 0 || kvsql_link_get_reply(cn->c, &r) != REDIS_OK) return NULL;
     return r;
 }
 
@@ -188,10 +185,7 @@ static redisReply *send_asking(kvsql_conn *cn, const kvsql_node *to, int argc, c
     cn->stats->redirects++;
     cn->stats->round_trips++;
     redisReply *r = kvsql_cluster_ask(to, cn->cfg, argc, argv, lens, err, sizeof(err));
-    if (!r) {
-        cn->c->err = REDIS_ERR_OTHER;
-        snprintf(cn->c->errstr, sizeof(cn->c->errstr), "%.120s", err);
-    }
+    if (!r) kvsql_link_break(cn->c, err);
     return r;
 }
 
@@ -297,21 +291,15 @@ static void new_token(kvsql_conn *cn) {
     for (int i = 0; i < 16; i++) snprintf(cn->token + 2 * i, 3, "%02x", b[i]);
 }
 
-/* Connects to cn->node (the seed of redis=, or a node of the cluster). */
+/* Connects to cn->node (the seed of redis=, or a node of the cluster),
+ * over TLS when the configuration asks for it. */
 static int open_socket(kvsql_conn *cn) {
-    struct timeval tv = kvsql_ms_tv(cn->cfg->connect_timeout_ms);
-    cn->c = cn->node.port ? redisConnectWithTimeout(cn->node.host, cn->node.port, tv)
-                        : redisConnectUnixWithTimeout(cn->node.host, tv);
-    if (!cn->c) return kvsql_conn_fail(cn, SQLITE_NOMEM, "cannot connect to %s: out of memory", cn->where);
-    if (cn->c->err) {
-        char why[160];
-        snprintf(why, sizeof(why), "%s", cn->c->errstr);
+    char why[400];
+    cn->c = kvsql_link_open(cn->node.host, cn->node.port, cn->cfg, why, sizeof(why));
+    if (!cn->c) {
         kvsql_conn_drop(cn);
         return kvsql_conn_fail(cn, SQLITE_CANTOPEN, "cannot connect to %s: %s", cn->where, why);
     }
-    if (cn->cfg->timeout_ms > 0 && redisSetTimeout(cn->c, kvsql_ms_tv(cn->cfg->timeout_ms)) != REDIS_OK)
-        return kvsql_conn_lost(cn, SQLITE_CANTOPEN, "connect");
-    if (cn->node.port) redisEnableKeepAlive(cn->c);
     cn->stats->connects++;
     return SQLITE_OK;
 }
@@ -320,16 +308,24 @@ static int open_socket(kvsql_conn *cn) {
  * of its own). A server without cluster mode answers an error, ignored. */
 static int ask_slot_map(kvsql_conn *cn) {
     if (!kvsql_cluster_applies(&cn->cl)) return 0;
-    redisAppendCommand(cn->c, "CLUSTER SLOTS");
+    const char *a[] = {"CLUSTER", "SLOTS"};
+    kvsql_link_append_argv(cn->c, 2, a, NULL);
     return 1;
 }
 
 static int take_slot_map(kvsql_conn *cn) {
     redisReply *r = NULL;
-    if (redisGetReply(cn->c, (void **)&r) != REDIS_OK) return -1;
+    if (kvsql_link_get_reply(cn->c, &r) != REDIS_OK) return -1;
     kvsql_cluster_take_slots(&cn->cl, r, &cn->node);
     freeReplyObject(r);
     return 0;
+}
+
+/* The handshake's first replies never came: a server that speaks only
+ * TLS drops a plain client there. */
+static int lost_at_connect(kvsql_conn *cn) {
+    if (cn->cfg->tls) return kvsql_conn_lost(cn, SQLITE_CANTOPEN, "connect");
+    return kvsql_conn_lost(cn, SQLITE_CANTOPEN, "connect (if the server speaks only TLS: tls=1 or rediss://)");
 }
 
 /* AUTH, SELECT, SCRIPT LOAD of every script and CLUSTER SLOTS, in one
@@ -340,19 +336,19 @@ static int handshake(kvsql_conn *cn) {
     if (cn->cfg->db) {
         snprintf(db, sizeof(db), "%d", cn->cfg->db);
         const char *a[] = {"SELECT", db};
-        redisAppendCommandArgv(cn->c, 2, a, NULL);
+        kvsql_link_append_argv(cn->c, 2, a, NULL);
         n++;
     }
     for (int i = 0; i < SCRIPT_COUNT; i++) {
         const char *a[] = {"SCRIPT", "LOAD", kvsql_scripts[i]};
-        redisAppendCommandArgv(cn->c, 3, a, NULL);
+        kvsql_link_append_argv(cn->c, 3, a, NULL);
     }
     int slot_map = ask_slot_map(cn);
     cn->stats->round_trips++;
     int rc = SQLITE_OK;
     for (int i = 0; i < n + SCRIPT_COUNT; i++) {
         redisReply *r = NULL;
-        if (redisGetReply(cn->c, (void **)&r) != REDIS_OK) return kvsql_conn_lost(cn, SQLITE_CANTOPEN, "connect");
+        if (kvsql_link_get_reply(cn->c, &r) != REDIS_OK) return lost_at_connect(cn);
         int is_script = i >= n;
         if (r->type == REDIS_REPLY_ERROR && rc == SQLITE_OK) {
             rc = error_code(r->str);
@@ -407,7 +403,7 @@ static int connect_routed(kvsql_conn *cn) {
 }
 
 int kvsql_conn_connect(kvsql_conn *cn) {
-    if (cn->c && !cn->c->err) return SQLITE_OK;
+    if (cn->c && !kvsql_link_broken(cn->c)) return SQLITE_OK;
     kvsql_conn_drop(cn);
     new_token(cn);
     cn->connections++;
@@ -415,6 +411,6 @@ int kvsql_conn_connect(kvsql_conn *cn) {
 }
 
 void kvsql_conn_close(kvsql_conn *cn) {
-    if (cn->c && !cn->c->err) drain_pending(cn); /* so the end scripts surely ran */
+    if (cn->c && !kvsql_link_broken(cn->c)) drain_pending(cn); /* so the end scripts surely ran */
     kvsql_conn_drop(cn);
 }

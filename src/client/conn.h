@@ -1,6 +1,6 @@
 /* conn.h - the connection of a `redis` VFS store to the Redis node that
  * serves its key (a single server, or the slot's owner in a Redis
- * Cluster), over hiredis.
+ * Cluster), over a plain or TLS link (client/transport.h).
  *
  * Used by the redis store only (client/redis_store.h): each store embeds one kvsql_conn,
  * connects it at a begin (kvsql_conn_connect) and runs its scripts
@@ -12,6 +12,7 @@
 #include "client/cluster.h"
 #include "client/config.h"
 #include "client/scripts.h"
+#include "client/transport.h"
 #include "kvsql.h"
 
 #include <hiredis/hiredis.h>
@@ -28,7 +29,7 @@ typedef struct kvsql_conn {
     kvsql_cluster cl;           /* Redis Cluster routing (client/cluster.c) */
     kvsql_node node;            /* the node connected to, or last tried */
     int rerouted;               /* a MOVED named another node (the caller clears it) */
-    redisContext *c;            /* NULL: not connected */
+    kvsql_link *c;              /* NULL: not connected */
     int pending;                /* replies of sent end scripts not read yet */
     uint32_t connections;       /* made so far: kvsql_txn.generation */
     char token[33];             /* this connection's, hex */
@@ -66,7 +67,7 @@ int kvsql_conn_reply_error(kvsql_conn *cn, const redisReply *r, const char *what
 
 /* Sends one command and waits for its reply: one round trip (more when
  * a Redis Cluster redirects it). NULL when the connection broke
- * (cn->c->err says why). */
+ * (kvsql_link_error(cn->c) says why). */
 redisReply *kvsql_conn_round_trip(kvsql_conn *cn, int argc, const char **argv, const size_t *lens);
 
 /* Sends a command of C strings without waiting: its reply is read before

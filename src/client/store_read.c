@@ -76,8 +76,8 @@ static int append_fast(redis_store *s, const uint32_t *idx, uint32_t n) {
             kvsql_call_add(&k, f, (size_t)snprintf(f, 11, "%u", idx[i]));
         }
         const char *get[] = {"GET", s->aux[AUX_V]};
-        rc = redisAppendCommandArgv(s->conn.c, k.argc, k.argv, k.lens) == REDIS_OK &&
-                     redisAppendCommandArgv(s->conn.c, 2, get, NULL) == REDIS_OK
+        rc = kvsql_link_append_argv(s->conn.c, k.argc, k.argv, k.lens) == REDIS_OK &&
+                     kvsql_link_append_argv(s->conn.c, 2, get, NULL) == REDIS_OK
                  ? 0
                  : -1;
     }
@@ -92,7 +92,7 @@ static int append_fast(redis_store *s, const uint32_t *idx, uint32_t n) {
 static int take_fast(redis_store *s, const uint32_t *idx, uint32_t n, uint32_t wanted, uint32_t psz,
                      unsigned char *out) {
     redisReply *pages = NULL, *v = NULL;
-    if (redisGetReply(s->conn.c, (void **)&pages) != REDIS_OK || redisGetReply(s->conn.c, (void **)&v) != REDIS_OK) {
+    if (kvsql_link_get_reply(s->conn.c, &pages) != REDIS_OK || kvsql_link_get_reply(s->conn.c, &v) != REDIS_OK) {
         freeReplyObject(pages);
         return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "read");
     }
@@ -178,12 +178,10 @@ static void prefetch_next(redis_store *s, const kvsql_txn *t, uint32_t at) {
     if (n == 0) return;
     if (s->pre_fast) {
         if (append_fast(s, s->pre, n) != 0) return;
-        int done = 0;
-        while (!done)
-            if (redisBufferWrite(s->conn.c, &done) != REDIS_OK) {
-                kvsql_conn_drop(&s->conn);
-                return;
-            }
+        if (kvsql_link_flush(s->conn.c) != REDIS_OK) {
+            kvsql_conn_drop(&s->conn);
+            return;
+        }
         s->conn.pending += 2; /* read here (take_prefetch) or dropped by the next exchange (client/conn.c) */
     } else {
         char nkeys[8], *names = malloc((size_t)n * 11);
@@ -220,7 +218,7 @@ static int take_prefetch(redis_store *s, const kvsql_txn *t) {
         return rc == FAST_NO ? SQLITE_OK : rc;
     }
     redisReply *r = NULL;
-    if (redisGetReply(s->conn.c, (void **)&r) != REDIS_OK) return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "read");
+    if (kvsql_link_get_reply(s->conn.c, &r) != REDIS_OK) return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "read");
     s->conn.pending--;
     if (r && rs_reply_is(r, 0, "ok") && r->elements == (size_t)n + 1) {
         char keep[sizeof(s->conn.err)];
