@@ -27,7 +27,15 @@
  * KEY in one transaction through the VFS while another thread PINGs the
  * server over its own connection, one PING per millisecond; prints the
  * insert and commit times, the pages, and the PINGs' p99 and max wait.
- * STAGE_KB sets the URI parameter stage_kb= (0: the commit in one script). */
+ * STAGE_KB sets the URI parameter stage_kb= (0: the commit in one script).
+ *
+ *   kvsql-bench-lib tls HOST PORT TLS_PORT KEY ITERATIONS TLS_PARAMS
+ *
+ * The cost of TLS (issue 24): one server listening on PORT (plain) and on
+ * TLS_PORT (TLS); KEY filled through the plain port, then warm point
+ * selects through two connections of the VFS, one per port (TLS_PARAMS:
+ * "&tls=1&tls_ca=..."), interleaved in blocks; prints the p50 and p99 of
+ * each and the round trips of one select. */
 #include "kvsql.h"
 
 #include <hiredis/hiredis.h>
@@ -295,8 +303,54 @@ static int bigcommit_main(int argc, char **argv) {
     return 0;
 }
 
+/* Warm point selects on a (plain) and b (TLS), interleaved in blocks:
+ * p50 and p99 of each, as `NAME_p50_us` lines. */
+static void compare_selects(sqlite3 *a, sqlite3 *b, int iters) {
+    sqlite3_stmt *sa, *sb;
+    if (sqlite3_prepare_v2(a, "select v from t where id = ?", -1, &sa, 0) != SQLITE_OK ||
+        sqlite3_prepare_v2(b, "select v from t where id = ?", -1, &sb, 0) != SQLITE_OK)
+        die("prepare", kvsql_errmsg(b));
+    for (int i = 0; i < ROWS; i++) { /* warm: every page cached */
+        select_once(sa, 1 + i);
+        select_once(sb, 1 + i);
+    }
+    double *ta = malloc(sizeof(double) * iters), *tb = malloc(sizeof(double) * iters);
+    if (!ta || !tb) die("malloc", "out of memory");
+    unsigned seed = 12345;
+    for (int done = 0; done < iters; done += BLOCK) {
+        for (int i = done; i < done + BLOCK && i < iters; i++) ta[i] = select_once(sa, 1 + (int)(rand_r(&seed) % ROWS));
+        for (int i = done; i < done + BLOCK && i < iters; i++) tb[i] = select_once(sb, 1 + (int)(rand_r(&seed) % ROWS));
+    }
+    printf("plain_select_p50_us %.2f\nplain_select_p99_us %.2f\n", percentile(ta, iters, 0.50),
+           percentile(ta, iters, 0.99));
+    printf("tls_select_p50_us %.2f\ntls_select_p99_us %.2f\n", percentile(tb, iters, 0.50),
+           percentile(tb, iters, 0.99));
+    printf("tls_rt_select %.3f\n", trips_per_run(b, sb, 1000, SQLITE_ROW, 1));
+    sqlite3_finalize(sa);
+    sqlite3_finalize(sb);
+    free(ta);
+    free(tb);
+}
+
+static int tls_main(int argc, char **argv) {
+    if (argc != 8) die("usage", "kvsql-bench-lib tls HOST PORT TLS_PORT KEY ITERATIONS TLS_PARAMS");
+    const char *host = argv[2], *key = argv[5];
+    int port = atoi(argv[3]), tls_port = atoi(argv[4]), iters = atoi(argv[6]);
+    if (iters < BLOCK) iters = BLOCK;
+    if (kvsql_register_redis(0) != SQLITE_OK) die("kvsql_register_redis", kvsql_errmsg(NULL));
+    sqlite3 *plain = open_db(host, port, key), *tls = open_db_with(host, tls_port, key, argv[7]);
+    exec_or_die(plain, "drop table if exists t; create table t(id integer primary key, v text);"
+                       "with recursive c(x) as (select 1 union all select x + 1 from c where x < 10000)"
+                       " insert into t select x, printf('%032d', x) from c");
+    compare_selects(plain, tls, iters);
+    sqlite3_close(plain);
+    sqlite3_close(tls);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "scan") == 0) return scan_main(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "tls") == 0) return tls_main(argc, argv);
     if (argc > 1 && strcmp(argv[1], "bigcommit") == 0) return bigcommit_main(argc, argv);
     if (argc != 5) die("usage", "kvsql-bench-lib HOST PORT KEY ITERATIONS");
     const char *host = argv[1], *key = argv[3];

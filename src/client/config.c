@@ -265,7 +265,9 @@ int kvsql_redis_config_from_url(kvsql_redis_config *c, const char *url, char *er
     int tls;
     size_t skip = url_scheme(url, &tls);
     if (!skip) {
-        snprintf(err, errlen, "KVSQL_DEFAULT=%s: expected redis[s]://[user[:password]@]host:port[/db][?name=value&...]",
+        snprintf(err, errlen,
+                 "KVSQL_DEFAULT=%s: expected redis://[user[:password]@]host:port[/db][?name=value&...] (rediss:// for "
+                 "TLS)",
                  url);
         return -1;
     }

@@ -87,6 +87,7 @@ static SSL_CTX *new_context(const kvsql_redis_config *cfg, char *err, size_t err
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY);
+    SSL_CTX_set_read_ahead(ctx, 1); /* a record in one read(), not its header then its body */
     SSL_CTX_set_client_cert_cb(ctx, note_cert_request);
     if ((cfg->tls_verify && load_trust(ctx, cfg, err, errlen) != 0) || load_identity(ctx, cfg, err, errlen) != 0) {
         SSL_CTX_free(ctx);
