@@ -208,6 +208,18 @@ def test_tls_verify_0_connects_to_what_verification_refuses(tls_servers, certs):
     assert shell_ok(addr_of(s), "db", TXN, tls="1", tls_verify="0").strip() == "a,bb,c"
 
 
+def test_timeout_ms_holds_over_tls(tls_servers, certs):
+    s = tls_servers()
+    shell_ok(addr_of(s), "db", "create table t(a);\n", **trusted(certs))
+    r = s.client()
+    r.execute_command("CLIENT", "PAUSE", "60000", "WRITE")  # scripts wait; the handshake and UNPAUSE do not
+    try:
+        out, err = refusal(addr_of(s), **trusted(certs, timeout_ms="300"))
+    finally:
+        r.execute_command("CLIENT", "UNPAUSE")
+    assert "connection lost during begin" in out and "Resource temporarily unavailable" in out, out
+
+
 @pytest.mark.parametrize("params,words", [
     ({"tls_ca": "/nonexistent/ca.crt"}, "tls_ca=/nonexistent/ca.crt: No such file"),
     ({"tls": "1", "tls_cert": "/x.crt"}, "tls_cert= and tls_key= go together"),
