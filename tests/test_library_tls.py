@@ -203,6 +203,21 @@ def test_a_wrong_host_name_is_refused(tls_servers, certs):
     assert shell_ok(addr_of(s), "db", "select 1;\n", **trusted(certs, tls_server_name="localhost")).strip() == "1"
 
 
+def test_a_renewed_ca_file_is_read_again(tls_servers, certs, tmp_path):
+    """Contexts are shared within a process: one whose file changed is not."""
+    s = tls_servers()
+    ca = str(tmp_path / "ca.pem")
+    with open(certs.path("other-ca.crt")) as f, open(ca, "w") as g:
+        g.write(f.read())
+    u = uri(addr_of(s), "db", tls="1", tls_ca=ca)
+    sql = ("create table t(a);\nselect 'first: ' || kvsql_error();\n"
+           ".shell cp %s %s\n.open %s\ncreate table t(a);\ninsert into t values ('ok');\nselect 'second: ' || a from t;\n" % (certs.path("ca.crt"), ca, u))
+    p = subprocess.run(["sqlite3", "-cmd", ".load " + LIB, "-cmd", ".open " + u], input=sql, capture_output=True,
+                       text=True, timeout=120, env=env())
+    assert "first: cannot connect" in p.stdout and "no CA of tls_ca= signed it" in p.stdout, p.stdout
+    assert "second: ok" in p.stdout, p.stdout + p.stderr
+
+
 def test_tls_verify_0_connects_to_what_verification_refuses(tls_servers, certs):
     s = tls_servers(cert="expired")
     assert shell_ok(addr_of(s), "db", TXN, tls="1", tls_verify="0").strip() == "a,bb,c"

@@ -1,9 +1,10 @@
 /* tls.c - a TLS session (OpenSSL) over a connected socket (tls.h).
  *
- * Called by client/transport.c when it opens a link with cfg->tls. Each
- * session gets a context of its own: the trusted CAs (tls_ca= file or
- * directory, else the system's store), the client certificate and key
- * (tls_cert=, tls_key=), TLS 1.2 at least. Unless tls_verify=0 the peer's
+ * Called by client/transport.c when it opens a link with cfg->tls. A
+ * context holds the trusted CAs (tls_ca= file or directory, else the
+ * system's store), the client certificate and key (tls_cert=, tls_key=),
+ * TLS 1.2 at least; sessions of the same files share one ("contexts,
+ * shared"). Unless tls_verify=0 the peer's
  * chain is verified and its certificate must name the server: a DNS name
  * is sent as SNI and checked (X509_VERIFY_PARAM_set1_host), an IP address
  * is checked against the certificate's IP addresses. Failures are worded
@@ -14,6 +15,7 @@
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -97,6 +99,75 @@ static SSL_CTX *new_context(const kvsql_redis_config *cfg, char *err, size_t err
     return ctx;
 }
 
+/* ---- contexts, shared ----
+ * Loading the system's CA store takes 30-40 ms: a context is made once per
+ * set of files (and their sizes and times of change, so that a renewed
+ * certificate is read again) and shared by the sessions that use them.
+ * SSL_CTX is reference-counted; a configured one may start sessions in
+ * any thread. */
+#define CTX_SHARED 8
+
+typedef struct shared_ctx {
+    char id[1700];
+    SSL_CTX *ctx; /* one reference, the table's */
+} shared_ctx;
+
+static shared_ctx shared[CTX_SHARED];
+static int nshared, next_evicted;
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void append_file_id(char *id, size_t n, const char *path) {
+    struct stat st;
+    size_t o = strlen(id);
+    if (path[0] && stat(path, &st) == 0)
+        snprintf(id + o, n - o, "|%s:%lld:%lld.%ld", path, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+                 st.st_mtim.tv_nsec);
+    else snprintf(id + o, n - o, "|%s", path);
+}
+
+/* What makes two contexts the same. */
+static void context_id(const kvsql_redis_config *cfg, char *id, size_t n) {
+    snprintf(id, n, "%d", cfg->tls_verify);
+    append_file_id(id, n, cfg->tls_verify ? cfg->tls_ca : "");
+    append_file_id(id, n, cfg->tls_cert);
+    append_file_id(id, n, cfg->tls_key);
+}
+
+/* The shared context of id with a reference for the caller, or NULL. */
+static SSL_CTX *find_context(const char *id) {
+    SSL_CTX *ctx = NULL;
+    pthread_mutex_lock(&shared_lock);
+    for (int i = 0; i < nshared && !ctx; i++)
+        if (strcmp(shared[i].id, id) == 0 && SSL_CTX_up_ref(shared[i].ctx) == 1) ctx = shared[i].ctx;
+    pthread_mutex_unlock(&shared_lock);
+    return ctx;
+}
+
+/* Shares ctx under id (the table takes a reference of its own). */
+static void share_context(const char *id, SSL_CTX *ctx) {
+    if (SSL_CTX_up_ref(ctx) != 1) return;
+    pthread_mutex_lock(&shared_lock);
+    int at = nshared < CTX_SHARED ? nshared++ : next_evicted++ % CTX_SHARED;
+    SSL_CTX *old = shared[at].ctx; /* NULL in a new slot */
+    snprintf(shared[at].id, sizeof(shared[at].id), "%s", id);
+    shared[at].ctx = ctx;
+    pthread_mutex_unlock(&shared_lock);
+    if (old) SSL_CTX_free(old);
+}
+
+/* The context for cfg, shared or new: a reference for the caller. */
+static SSL_CTX *get_context(const kvsql_redis_config *cfg, char *err, size_t errlen) {
+    char id[sizeof(shared[0].id)];
+    context_id(cfg, id, sizeof(id));
+    SSL_CTX *ctx = find_context(id);
+    if (ctx) return ctx;
+    ctx = new_context(cfg, err, errlen);
+    if (ctx) share_context(id, ctx);
+    return ctx;
+}
+
+/* ---- sessions ---- */
+
 static int is_ip_address(const char *s) {
     unsigned char buf[16];
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
@@ -147,7 +218,7 @@ SSL *kvsql_tls_start(int fd, const char *host, const kvsql_redis_config *cfg, in
                      size_t errlen) {
     const char *name = cfg->tls_server_name[0] ? cfg->tls_server_name : host;
     ERR_clear_error();
-    SSL_CTX *ctx = new_context(cfg, err, errlen);
+    SSL_CTX *ctx = get_context(cfg, err, errlen);
     if (!ctx) return NULL;
     SSL *ssl = SSL_new(ctx);
     SSL_CTX_free(ctx); /* the session holds it */
