@@ -164,6 +164,19 @@ def test_a_good_certificate_carries_transactions_and_reads(tls_servers, certs):
     assert s.client().hlen("db") > 0  # pages live in Redis, as without TLS
 
 
+def test_big_commits_and_scans_over_tls(tls_servers, certs):
+    """A commit of 6 MB (staged, in steps) and a cold scan (read-ahead,
+    replies of many TLS records) carry every byte."""
+    s = tls_servers()
+    check = "select count(*), sum(length(v)), sum(cast(v as integer)) from b;\n"
+    sql = ("create table b(id integer primary key, v text);\n"
+           "with recursive c(x) as (select 1 union all select x + 1 from c where x < 1500)"
+           " insert into b select x, printf('%04000d', x) from c;\n" + check)
+    assert shell_ok(addr_of(s), "big", sql, **trusted(certs)).strip() == "1500|6000000|1125750"
+    assert shell_ok(addr_of(s), "big", check, **trusted(certs)).strip() == "1500|6000000|1125750"
+    assert s.client().hlen("big") > 1400
+
+
 def test_a_plain_connection_to_a_tls_port_fails(tls_servers, certs):
     s = tls_servers()
     out, err = refusal(addr_of(s))
