@@ -186,28 +186,35 @@ static int apply_userinfo(kvsql_redis_config *c, const char *s, size_t len) {
     return 0;
 }
 
-/* The parameters of a URL's query string, decoded. */
+/* The parameters of a URL's query string, decoded; each marked when
+ * kvsql_redis_config_apply asks for it. */
 #define QUERY_MAX 24
 typedef struct url_query {
     int n;
     char name[QUERY_MAX][32];
     char value[QUERY_MAX][512];
+    int asked[QUERY_MAX];
 } url_query;
 
 static const char *query_param(void *ctx, const char *name) {
     url_query *q = ctx;
     for (int i = 0; i < q->n; i++)
-        if (strcmp(q->name[i], name) == 0) return q->value[i];
+        if (strcmp(q->name[i], name) == 0) {
+            q->asked[i] = 1;
+            return q->value[i];
+        }
     return NULL;
 }
 
-/* The names kvsql_redis_config_apply reads: any other is refused. */
-static int known_param(const char *name) {
-    static const char *const names[] = {"redis", "user", "password", "db", "connect_timeout_ms", "timeout_ms",
-                                        "lease_ms", "wait", "wait_timeout_ms", "cache_kb", "stage_kb", "tls",
-                                        "tls_ca", "tls_cert", "tls_key", "tls_server_name", "tls_verify"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
-        if (strcmp(names[i], name) == 0) return 1;
+/* The query's parameters over c; a name that kvsql_redis_config_apply
+ * never asked for is refused. */
+static int apply_query(kvsql_redis_config *c, url_query *q, char *err, size_t errlen) {
+    if (kvsql_redis_config_apply(c, query_param, q, err, errlen) != 0) return -1;
+    for (int i = 0; i < q->n; i++)
+        if (!q->asked[i]) {
+            snprintf(err, errlen, "unknown parameter %s= in the query", q->name[i]);
+            return -1;
+        }
     return 0;
 }
 
@@ -225,11 +232,7 @@ static int parse_query(url_query *q, const char *s, char *err, size_t errlen) {
             snprintf(err, errlen, "the query \"%.*s\": expected name=value (%%XX-escaped) pairs", (int)(end - s), s);
             return -1;
         }
-        if (!known_param(q->name[q->n])) {
-            snprintf(err, errlen, "unknown parameter %s= in the query", q->name[q->n]);
-            return -1;
-        }
-        q->n++;
+        q->asked[q->n++] = 0;
         s = amp ? amp + 1 : end;
     }
     return 0;
@@ -287,6 +290,6 @@ int kvsql_redis_config_from_url(kvsql_redis_config *c, const char *url, char *er
     if (tls) c->tls = 1;
     url_query query;
     if (q && parse_query(&query, q + 1, err, errlen) != 0) return -1;
-    if (q) return kvsql_redis_config_apply(c, query_param, &query, err, errlen);
+    if (q) return apply_query(c, &query, err, errlen);
     return check_tls(c, NULL, err, errlen);
 }
