@@ -318,8 +318,10 @@ static void compare_selects(sqlite3 *a, sqlite3 *b, int iters) {
     if (!ta || !tb) die("malloc", "out of memory");
     unsigned seed = 12345;
     for (int done = 0; done < iters; done += BLOCK) {
-        for (int i = done; i < done + BLOCK && i < iters; i++) ta[i] = select_once(sa, 1 + (int)(rand_r(&seed) % ROWS));
-        for (int i = done; i < done + BLOCK && i < iters; i++) tb[i] = select_once(sb, 1 + (int)(rand_r(&seed) % ROWS));
+        for (int i = done; i < done + BLOCK && i < iters; i++)
+            ta[i] = select_once(sa, 1 + (int)(rand_r(&seed) % ROWS));
+        for (int i = done; i < done + BLOCK && i < iters; i++)
+            tb[i] = select_once(sb, 1 + (int)(rand_r(&seed) % ROWS));
     }
     printf("plain_select_p50_us %.2f\nplain_select_p99_us %.2f\n", percentile(ta, iters, 0.50),
            percentile(ta, iters, 0.99));

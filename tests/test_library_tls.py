@@ -224,7 +224,8 @@ def test_a_renewed_ca_file_is_read_again(tls_servers, certs, tmp_path):
         g.write(f.read())
     u = uri(addr_of(s), "db", tls="1", tls_ca=ca)
     sql = ("create table t(a);\nselect 'first: ' || kvsql_error();\n"
-           ".shell cp %s %s\n.open %s\ncreate table t(a);\ninsert into t values ('ok');\nselect 'second: ' || a from t;\n" % (certs.path("ca.crt"), ca, u))
+           ".shell cp %s %s\n.open %s\n" % (certs.path("ca.crt"), ca, u) +
+           "create table t(a);\ninsert into t values ('ok');\nselect 'second: ' || a from t;\n")
     p = subprocess.run(["sqlite3", "-cmd", ".load " + LIB, "-cmd", ".open " + u], input=sql, capture_output=True,
                        text=True, timeout=120, env=env())
     assert "first: cannot connect" in p.stdout and "no CA of tls_ca= signed it" in p.stdout, p.stdout

@@ -86,7 +86,8 @@ static int parse_url(const char *url, target *t) {
     while (slash > url && slash[-1] != '/') slash--;
     slash--; /* the last '/' before the query */
     if ((strncmp(url, "redis://", 8) != 0 && prefix != 9) || slash < url + prefix || slash == url + prefix)
-        return fail("%s: expected redis://[user[:password]@]host[:port][/db]/KEY[?name=value&...] (rediss:// for TLS)", url, NULL);
+        return fail("%s: expected redis://[user[:password]@]host[:port][/db]/KEY[?name=value&...] (rediss:// for TLS)",
+                    url, NULL);
     if (slash + 1 == end) return fail("%s: the URL names no key (redis://host:port/KEY)", url, NULL);
     size_t n = (size_t)(slash - url), nq = q ? strlen(q) : 0, nk = (size_t)(end - slash - 1);
     char key[sizeof(t->key)];

@@ -244,7 +244,8 @@ void kvsql_tls_io_error(SSL *ssl, int ret, int asked_cert, char *buf, size_t len
     unsigned long code = 0, last;
     while ((last = ERR_get_error()) != 0) code = last;
     const char *why = "Server closed the connection";
-    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) why = strerror(EAGAIN); /* a timeout, as hiredis says it */
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) /* a timeout, said as hiredis says it */
+        why = strerror(EAGAIN);
     else if (e == SSL_ERROR_SYSCALL && saved) why = strerror(saved);
     else if (e == SSL_ERROR_SSL && code && ERR_GET_REASON(code) != SSL_R_UNEXPECTED_EOF_WHILE_READING)
         why = ERR_reason_error_string(code) ? ERR_reason_error_string(code) : "protocol error";
