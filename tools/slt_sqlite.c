@@ -11,7 +11,7 @@
  * Both run statements with sqlite3_exec and a query's first statement with
  * sqlite3_prepare_v2, as the original sqllogictest does for SQLite. */
 #include "format.h"
-#include "kvsql.h"
+#include "kvsql_core.h"
 #include "slt.h"
 
 #include <hiredis/hiredis.h>
