@@ -1,7 +1,7 @@
 /* kvsql.h - the public C API of libkvsql.so: the `redis` VFS, which keeps
  * the pages of SQLite databases in Redis (docs/LIBRARY.md).
  *
- * It declares exactly what libkvsql.so exports (tests/test_public_api.py
+ * It declares exactly what libkvsql.so exports (tests/test_abi.py
  * links a program that calls every function here against the library).
  * The core's own API (memory stores, kvsql_open, the "kvsql" VFS), used by
  * the module, the tools and the tests, is src/kvsql_core.h. */
@@ -22,6 +22,12 @@ extern "C" {
  * and the pages of KEY live in a Redis hash (docs/LIBRARY.md). */
 
 #define KVSQL_EXPORT __attribute__((visibility("default")))
+
+/* The loadable-extension entry point, which SQLite finds by name when a
+ * program loads the library (`.load libkvsql`, load_extension()): it
+ * registers what kvsql_register_redis(0) does, and the SQL functions on
+ * db. Programs call it only through SQLite's extension loading. */
+KVSQL_EXPORT int sqlite3_kvsql_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *api);
 
 /* Registers the VFS "redis", and SQL functions kvsql_error() and
  * kvsql_stats() on every connection opened after it. With make_default,
