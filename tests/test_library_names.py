@@ -130,3 +130,21 @@ def test_one_strict_url_decoder(servers):
     p = subprocess.run([os.path.join(os.path.dirname(LIB), "kvsql"), "check", "redis://127.0.0.1:%d/k%%4z" % s.port],
                        capture_output=True, text=True, timeout=30, env=env())
     assert p.returncode == 1 and "bad %XX" in p.stderr
+
+
+def test_attach_and_vacuum_into_a_plain_name_go_to_the_main_databases_server(servers):
+    x, y = servers(module=False), servers(module=False)  # y: the process's default, x: the main database's
+    p = subprocess.run(["sqlite3", "-bail", "-cmd", ".load " + LIB,
+                        "-cmd", ".open file:main?vfs=redis&redis=127.0.0.1:%d" % x.port],
+                       input="CREATE TABLE t(a); INSERT INTO t VALUES (1);\n"
+                             "ATTACH 'other.db' AS o; CREATE TABLE o.u(b); INSERT INTO o.u VALUES (2);\n"
+                             "VACUUM INTO 'backup.db';\n",
+                       capture_output=True, text=True, timeout=60,
+                       env=env(KVSQL_DEFAULT="redis://127.0.0.1:%d" % y.port))
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert sorted(k for k in x.client().keys("*") if not k.startswith(b"{")) == [b"backup.db", b"main", b"other.db"]
+    assert y.client().keys("*") == []
+    out = subprocess.run(["sqlite3", "-cmd", ".load " + LIB, "-cmd",
+                          ".open file:backup.db?vfs=redis&redis=127.0.0.1:%d" % x.port],
+                         input="SELECT a FROM t;\n", capture_output=True, text=True, timeout=60, env=env())
+    assert out.stdout.strip() == "1", out.stderr

@@ -41,6 +41,22 @@ static int refuse_unknown_params(const char *name, char *err, size_t errlen) {
     return 0;
 }
 
+/* When name names no server (no redis=) and is opened by an ATTACH or a
+ * VACUUM INTO that a redis connection runs on this thread: that
+ * connection's main database name, whose parameters (its server, user,
+ * password, db, ...) come first. A name without a server goes to the
+ * server of the database it is attached to, never elsewhere. */
+static const char *attaching_from(const char *name) {
+    sqlite3 *db;
+    sqlite3_stmt *stmt;
+    if (sqlite3_uri_parameter(name, "redis") || !kvsql_hooks_running(&db, &stmt)) return NULL;
+    const char *sql = sqlite3_sql(stmt);
+    while (sql && (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')) sql++;
+    if (!sql || (sqlite3_strnicmp(sql, "ATTACH", 6) != 0 && sqlite3_strnicmp(sql, "VACUUM", 6) != 0)) return NULL;
+    const char *main_name = sqlite3_db_filename(db, "main");
+    return main_name && *main_name ? main_name : NULL;
+}
+
 /* The VFS opener: a store for the main database file `name` (the key). */
 static int open_redis_store(const char *name, kvsql_store **out) {
     sqlite3_mutex *mx = sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_VFS2);
@@ -51,7 +67,9 @@ static int open_redis_store(const char *name, kvsql_store **out) {
     *out = NULL;
     if (!cfg.password[0] && getenv("KVSQL_PASSWORD"))
         snprintf(cfg.password, sizeof(cfg.password), "%s", getenv("KVSQL_PASSWORD"));
+    const char *main_name = attaching_from(name);
     if (refuse_unknown_params(name, err, sizeof(err)) != 0 ||
+        (main_name && kvsql_redis_config_apply(&cfg, uri_param, (void *)main_name, err, sizeof(err)) != 0) ||
         kvsql_redis_config_apply(&cfg, uri_param, (void *)name, err, sizeof(err)) != 0) {
         char msg[512];
         snprintf(msg, sizeof(msg), "%s: %s", name, err);
