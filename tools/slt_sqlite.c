@@ -187,12 +187,11 @@ slt_engine *slt_memory_engine(void) {
 
 /* Deletes the file's key and its auxiliary keys (format.h, docs/FORMAT.md). */
 static int delete_vfs_key(sqlite_state *s, char *err, size_t errlen) {
-    static const char *const suffixes[] = {KVSQL_AUX_ALL};
-    enum { NAUX = sizeof(suffixes) / sizeof(suffixes[0]) };
+    enum { NAUX = KVSQL_AUX_COUNT };
     char names[NAUX][sizeof(s->key) + 16];
     const char *argv[NAUX + 2] = {"DEL", s->key};
     for (int i = 0; i < NAUX; i++) {
-        kvsql_aux_key(names[i], sizeof(names[i]), s->key, strlen(s->key), suffixes[i]);
+        kvsql_aux_key(names[i], sizeof(names[i]), s->key, strlen(s->key), kvsql_aux_all[i]);
         argv[i + 2] = names[i];
     }
     struct timeval tv = {10, 0};

@@ -7,9 +7,13 @@
  * Either registers the VFS "redis" (src/vfs.c on client/store_redis.c):
  * each database file it opens gets its own store, configured from the
  * file's URI parameters over the defaults (KVSQL_DEFAULT, KVSQL_PASSWORD;
- * client/config.c). Every connection opened afterwards gets the SQL
- * functions kvsql_error() and kvsql_stats(), and, when its main database
- * is on the redis VFS, the hooks of client/hooks.c. */
+ * client/config.c; a parameter neither kvsql nor SQLite knows is refused,
+ * and a name without redis= opened by an ATTACH or VACUUM INTO takes the
+ * parameters of the database it is attached to first). Every connection
+ * opened afterwards gets the SQL functions kvsql_error() and kvsql_stats(),
+ * and, when its main database is on the redis VFS, the hooks of
+ * client/hooks.c; one with an empty name on the redis VFS (SQLite's
+ * private temporary database) is refused. */
 #include "client/config.h"
 #include "client/hooks.h"
 #include "client/store_redis.h"
@@ -50,6 +54,9 @@ static const char *attaching_from(const char *name) {
     sqlite3 *db;
     sqlite3_stmt *stmt;
     if (sqlite3_uri_parameter(name, "redis") || !kvsql_hooks_running(&db, &stmt)) return NULL;
+    sqlite3_stmt *s = sqlite3_next_stmt(db, NULL);
+    while (s && s != stmt) s = sqlite3_next_stmt(db, s);
+    if (!s || !sqlite3_stmt_busy(s)) return NULL; /* ended unseen (the trace was replaced): not running */
     const char *sql = sqlite3_sql(stmt);
     while (sql && (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')) sql++;
     if (!sql || (sqlite3_strnicmp(sql, "ATTACH", 6) != 0 && sqlite3_strnicmp(sql, "VACUUM", 6) != 0)) return NULL;

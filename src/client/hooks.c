@@ -17,7 +17,8 @@
  * its end is traced: its DDL entry is added at the commit. With capture
  * off the hook returns at once and the trace reads one word of each
  * statement's text. The trace also gives the store its write-intent
- * hint (hooks.h). */
+ * hint (hooks.h), and the VFS opener the statement running on this
+ * thread (kvsql_hooks_running). */
 /* Debian's libsqlite3 is built with it; the declarations need the macro. */
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include "client/hooks.h"
