@@ -196,9 +196,12 @@ static int copy_database(sqlite3 *src, sqlite3 *dst, const char *dst_name) {
     if (b) {
         progress p;
         progress_start(&p, dst_name);
-        while ((rc = sqlite3_backup_step(b, COPY_STEP_PAGES)) == SQLITE_OK)
-            progress_show(&p, sqlite3_backup_pagecount(b) - sqlite3_backup_remaining(b),
-                          sqlite3_backup_pagecount(b), 0);
+        while ((rc = sqlite3_backup_step(b, COPY_STEP_PAGES)) == SQLITE_OK) {
+            int remaining = sqlite3_backup_remaining(b), total = sqlite3_backup_pagecount(b);
+            progress_show(&p, total - remaining, total, 0);
+            if (p.on && remaining <= COPY_STEP_PAGES) /* the next step ends with the commit */
+                fprintf(stderr, "\r%s: %d/%d pages, committing...            ", dst_name, total - remaining, total);
+        }
         if (rc == SQLITE_DONE) progress_show(&p, sqlite3_backup_pagecount(b), sqlite3_backup_pagecount(b), 1);
         else if (p.on && p.shown > 0) fputc('\n', stderr);
         sqlite3_backup_finish(b);
