@@ -76,8 +76,8 @@ $(BUILD)/tests/contract.o: tests/check.h
 $(CONTRACT): $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/contract.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis -lssl -lcrypto
 
-# The kvsql command (import, export, check, shell): the library's objects linked in.
-$(CLI): $(BUILD)/tools/kvsql.o $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o)
+# The kvsql command (import, export, check, shell, ls, rm, cp, mv): the library's objects linked in.
+$(CLI): $(BUILD)/tools/kvsql.o $(BUILD)/tools/kvsql_keys.o $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o)
 	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis -lssl -lcrypto
 
 # The sqllogictest runner: native SQLite, our VFS in memory, the module, the redis VFS.

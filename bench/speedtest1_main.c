@@ -16,7 +16,7 @@
  * default whatever KVSQL_DEFAULT says) prints, at each of those readings, the round trips
  * of the redis database open then to stderr, `kvsql_round_trips N`;
  * bench/run pairs them with the tests. */
-#include "kvsql.h"
+#include "kvsql_core.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,19 +1,10 @@
-/* kvsql.h - public C API of kvsql: SQLite databases whose pages live in a
- * page store (process memory now; a Redis server next).
+/* kvsql.h - the public C API of libkvsql.so: the `redis` VFS, which keeps
+ * the pages of SQLite databases in Redis (docs/LIBRARY.md).
  *
- * Used by the Redis module (src/module/), the conformance runner
- * (tools/slt.c), the benchmarks and the unit tests. A store is opened
- * first, then any number of SQLite connections on it; the store must
- * outlive them.
- *
- *   kvsql_store *st;
- *   sqlite3 *db;
- *   kvsql_memory_store_new(&st);
- *   kvsql_open(st, &db);
- *   ... sqlite3_exec(db, ...) ...
- *   sqlite3_close(db);
- *   kvsql_store_free(st);
- */
+ * It declares exactly what libkvsql.so exports (tests/test_abi.py
+ * links a program that calls every function here against the library).
+ * The core's own API (memory stores, kvsql_open, the "kvsql" VFS), used by
+ * the module, the tools and the tests, is src/kvsql_core.h. */
 #ifndef KVSQL_H
 #define KVSQL_H
 
@@ -23,27 +14,6 @@
 extern "C" {
 #endif
 
-typedef struct kvsql_store kvsql_store;
-
-/* Registers the VFSes "kvsql" (connections opened by kvsql_open) and
- * "kvsql-memory" (any file name opens a memory database of that name that
- * lives while a connection has it open; for programs that take --vfs NAME,
- * such as speedtest1). Idempotent. Returns an SQLite result code. */
-int kvsql_register(void);
-
-/* A new empty database in process memory. */
-int kvsql_memory_store_new(kvsql_store **out);
-
-/* Destroys a store. Close its connections first. */
-void kvsql_store_free(kvsql_store *store);
-
-/* Opens an SQLite connection on the store, with its journal kept in
- * memory. On failure *db is NULL and the result code says why. */
-int kvsql_open(kvsql_store *store, sqlite3 **db);
-
-/* The store's last error in words, or "" when none. */
-const char *kvsql_store_errmsg(kvsql_store *store);
-
 /* ---- the `redis` VFS: libkvsql.so (src/client/) ------------------------
  *
  * A SQLite program that loads libkvsql.so (`.load libkvsql` in the sqlite3
@@ -52,6 +22,12 @@ const char *kvsql_store_errmsg(kvsql_store *store);
  * and the pages of KEY live in a Redis hash (docs/LIBRARY.md). */
 
 #define KVSQL_EXPORT __attribute__((visibility("default")))
+
+/* The loadable-extension entry point, which SQLite finds by name when a
+ * program loads the library (`.load libkvsql`, load_extension()): it
+ * registers what kvsql_register_redis(0) does, and the SQL functions on
+ * db. Programs call it only through SQLite's extension loading. */
+KVSQL_EXPORT int sqlite3_kvsql_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *api);
 
 /* Registers the VFS "redis", and SQL functions kvsql_error() and
  * kvsql_stats() on every connection opened after it. With make_default,

@@ -91,6 +91,21 @@ size_t kvsql_aux_key(char *out, size_t cap, const char *key, size_t len, const c
     return n;
 }
 
+const char *const kvsql_aux_all[KVSQL_AUX_COUNT] = {KVSQL_AUX_ALL};
+_Static_assert(sizeof((const char *[]){KVSQL_AUX_ALL}) / sizeof(const char *) == KVSQL_AUX_COUNT,
+               "KVSQL_AUX_COUNT counts KVSQL_AUX_ALL");
+
+int kvsql_is_aux_key(const char *name, size_t len, size_t *db_len) {
+    for (int i = 0; i < KVSQL_AUX_COUNT; i++) {
+        size_t slen = strlen(kvsql_aux_all[i]);
+        if (len <= slen || memcmp(name + len - slen, kvsql_aux_all[i], slen) != 0) continue;
+        if (!kvsql_has_hash_tag(name, len - slen)) continue;
+        *db_len = len - slen;
+        return 1;
+    }
+    return 0;
+}
+
 void kvsql_undo_field(char out[KVSQL_UNDO_FIELD_LEN + 1], uint32_t index, uint64_t version) {
     snprintf(out, KVSQL_UNDO_FIELD_LEN + 1, "%08x:%016llx", (unsigned)index, (unsigned long long)version);
 }

@@ -78,11 +78,23 @@ const char *kvsql_hashed_part(const char *key, size_t len, size_t *part_len);
 #define KVSQL_AUX_STAGE_OLD ":stage:old" /* the hash it replaces, for a moment inside the publish */
 #define KVSQL_AUX_WSTAGE ":wstage" /* a big write of the module's worker: its new hash while it is built */
 /* Every suffix above, for code that must name all of a database's keys
- * (deleting a database: tools/slt_sqlite.c). */
+ * (deleting, copying or listing databases: kvsql_aux_all below). */
 #define KVSQL_AUX_ALL                                                                                          \
     KVSQL_AUX_VERSION, KVSQL_AUX_LEASE, KVSQL_AUX_READERS, KVSQL_AUX_UNDO, KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER, \
         KVSQL_AUX_LOG, KVSQL_AUX_CHANGES, KVSQL_AUX_CHANGES_CONFIG, KVSQL_AUX_STAGE, KVSQL_AUX_STAGE_OLD, \
         KVSQL_AUX_WSTAGE
+
+/* The list above as an array, its one owner for code that handles a
+ * database as a whole: `kvsql rm/cp/mv/ls` (tools/kvsql_keys.c), SQL.DROP
+ * (src/module/drop.c), tools/slt_sqlite.c. */
+#define KVSQL_AUX_COUNT 12
+extern const char *const kvsql_aux_all[KVSQL_AUX_COUNT];
+
+/* Whether name (len bytes) is the name of an auxiliary key of some
+ * database: T + one of the suffixes, with T a key that has a hash tag
+ * ({K} or a tagged K). Sets *db_len to the length of T (so that the
+ * database's key is T, or T without its braces when it was "{K}"). */
+int kvsql_is_aux_key(const char *name, size_t len, size_t *db_len);
 
 /* The changelog T:log (docs/FORMAT.md): a list, newest first, of entries
  * "<version>:<page>,<page>,..." (the pages below the old length that

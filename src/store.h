@@ -46,6 +46,8 @@
 #ifndef KVSQL_STORE_H
 #define KVSQL_STORE_H
 
+#include "kvsql_core.h"
+
 #include <stdint.h>
 
 typedef struct kvsql_store kvsql_store;

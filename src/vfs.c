@@ -27,8 +27,12 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The longest file name, so the longest key the redis VFS can open. */
-#define MAX_PATHNAME 4096
+/* SQLite's mxPathname: the longest file name SQLite lets a VFS open is
+ * MAX_PATHNAME - 8 bytes (the pager keeps room for "-journal"), so this is
+ * what bounds the key of a redis database. SQLite allocates twice this,
+ * for a moment, at each open; 64 KiB keeps that small. */
+#define MAX_PATHNAME 65536
+#define MAX_NAME (MAX_PATHNAME - 8)
 
 /* ---- registry: file name -> shared store -------------------------------- */
 
@@ -386,6 +390,7 @@ static int begin_snapshot(file *f) {
     }
     rc = load_snapshot(f);
     if (rc != SQLITE_OK) f->store->m->unlock(f->store, &f->txn, KVSQL_LOCK_NONE);
+    else kvsql_vfs_set_errmsg(""); /* a transaction began: an older failure is not the last error */
     return rc;
 }
 
@@ -453,19 +458,24 @@ static int device_characteristics(sqlite3_file *pf) {
     return SQLITE_IOCAP_POWERSAFE_OVERWRITE;
 }
 
-static int db_close(sqlite3_file *pf) {
-    file *f = (file *)pf;
-    free_dirty(f);
-    sqlite3_free(f->scratch);
-    if (f->txn.level != KVSQL_LOCK_NONE) f->store->m->unlock(f->store, &f->txn, KVSQL_LOCK_NONE);
+/* Lets go of f's store: destroyed, or one reference fewer when shared. */
+static void release_store(file *f) {
     if (!f->entry) {
         f->store->m->destroy(f->store);
-        return SQLITE_OK;
+        return;
     }
     sqlite3_mutex *mx = registry_mutex();
     sqlite3_mutex_enter(mx);
     if (--f->entry->refs == 0) registry_remove(f->entry);
     sqlite3_mutex_leave(mx);
+}
+
+static int db_close(sqlite3_file *pf) {
+    file *f = (file *)pf;
+    free_dirty(f);
+    sqlite3_free(f->scratch);
+    if (f->txn.level != KVSQL_LOCK_NONE) f->store->m->unlock(f->store, &f->txn, KVSQL_LOCK_NONE);
+    release_store(f);
     return SQLITE_OK;
 }
 
@@ -504,7 +514,20 @@ static entry *acquire_shared(const vfs_info *vi, const char *name, int *rc) {
     return e;
 }
 
-static int open_db(sqlite3_vfs *vfs, const char *name, file *f) {
+/* A read-only open needs a database, as SQLite's own VFS needs the file:
+ * SQLITE_CANTOPEN when the store holds none. */
+static int require_database(file *f, const char *name) {
+    int rc = f->store->m->begin(f->store, &f->txn);
+    uint32_t npages = f->txn.npages;
+    if (rc == SQLITE_OK) f->store->m->unlock(f->store, &f->txn, KVSQL_LOCK_NONE);
+    if (rc != SQLITE_OK || npages > 0) return rc;
+    char msg[300];
+    snprintf(msg, sizeof(msg), "%.200s holds no database (a read-only open needs one)", name);
+    kvsql_vfs_set_errmsg(msg);
+    return SQLITE_CANTOPEN;
+}
+
+static int open_db(sqlite3_vfs *vfs, const char *name, file *f, int flags) {
     const vfs_info *vi = vfs->pAppData;
     memset(f, 0, sizeof(*f));
     if (!name) return SQLITE_CANTOPEN;
@@ -516,6 +539,10 @@ static int open_db(sqlite3_vfs *vfs, const char *name, file *f) {
         rc = vi->open(name, &f->store);
     }
     if (rc != SQLITE_OK) return rc;
+    if (vi->open && (flags & SQLITE_OPEN_READONLY) && (rc = require_database(f, name)) != SQLITE_OK) {
+        release_store(f);
+        return rc;
+    }
     f->vfs_name = vfs->zName;
     f->base.pMethods = &db_methods;
     return SQLITE_OK;
@@ -525,7 +552,7 @@ static int vfs_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *pf, int fl
     file *f = (file *)pf;
     if (flags & SQLITE_OPEN_WAL) return SQLITE_CANTOPEN; /* no WAL: no shared memory here */
     if (out_flags) *out_flags = flags;
-    if (flags & SQLITE_OPEN_MAIN_DB) return open_db(vfs, name, f);
+    if (flags & SQLITE_OPEN_MAIN_DB) return open_db(vfs, name, f, flags);
     memfile_open(pf); /* journals and temp files: process memory */
     return SQLITE_OK;
 }
@@ -547,7 +574,14 @@ static int vfs_access(sqlite3_vfs *vfs, const char *name, int flags, int *out) {
 
 static int vfs_full_pathname(sqlite3_vfs *vfs, const char *name, int n, char *out) {
     (void)vfs;
-    if ((int)strlen(name) >= n) return SQLITE_CANTOPEN;
+    size_t len = strlen(name);
+    if (len > MAX_NAME || (int)len >= n) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "the name is %zu bytes: a %s database's name (its key) may have at most %d",
+                 len, vfs->zName, MAX_NAME);
+        kvsql_vfs_set_errmsg(msg);
+        return SQLITE_CANTOPEN;
+    }
     memcpy(out, name, strlen(name) + 1);
     return SQLITE_OK;
 }

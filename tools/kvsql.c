@@ -3,9 +3,13 @@
  * Run by users (`make` builds build/kvsql); tested by tests/test_cli.py.
  *
  *   kvsql import [--replace] FILE URL    an SQLite file (WAL mode included) into a key
- *   kvsql export [--replace] URL FILE    a key into an SQLite file
+ *   kvsql export [--replace] URL FILE    a key into an SQLite file (FILE is replaced whole or kept)
  *   kvsql check URL                      the format and PRAGMA integrity_check
  *   kvsql shell URL [SQL ...]            the sqlite3 shell on the database
+ *   kvsql ls SERVER                      the databases of a server or cluster
+ *   kvsql rm [--force] URL               a database and all its keys
+ *   kvsql cp [--replace] URL URL         a database to another key or server
+ *   kvsql mv [--replace] URL URL         the same, then the source removed
  *   kvsql version
  *
  * URL is redis://[user[:password]@]host[:port][/db]/KEY[?name=value&...]
@@ -14,14 +18,22 @@
  * tls_ca=, docs/LIBRARY.md). Everything
  * goes through the library's `redis` VFS (src/client/, linked in), so it
  * works on any Redis, with or without the module, and is safe next to
- * other clients: an import is one transaction under the writer lease. */
+ * other clients: an import is one transaction under the writer lease.
+ * Imports, exports and copies show their progress on a terminal (stderr a
+ * tty) and say nothing else while they work. */
 #include "client/config.h"
 #include "kvsql.h"
+#include "kvsql_keys.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define KVSQL_CLI_VERSION "1.1.0"
@@ -32,9 +44,15 @@ static void usage(FILE *out) {
             "       kvsql export [--replace] URL FILE   copy a key into an SQLite file\n"
             "       kvsql check URL                     check the key's format and integrity\n"
             "       kvsql shell URL [SQL ...]           the sqlite3 shell on the key (SQL: run it and exit)\n"
+            "       kvsql ls SERVER                     list the databases: key, layout, pages, size, version\n"
+            "       kvsql rm [--force] URL              remove a database and all its keys (--force: even while\n"
+            "                                           a writer holds its lease)\n"
+            "       kvsql cp [--replace] URL URL        copy a database (to another key, db or server)\n"
+            "       kvsql mv [--replace] URL URL        copy it, then remove the source\n"
             "       kvsql version\n"
             "URL: redis://[user[:password]@]host[:port][/db]/KEY[?name=value&...], or redis:///path/to.sock/KEY\n"
             "     (rediss:// for TLS; the query: tls_ca=, tls_cert=, tls_key=, tls_server_name=, ...)\n"
+            "SERVER: redis://[user[:password]@]host[:port][/db][?name=value&...] (any node of a cluster)\n"
             "     (KVSQL_PASSWORD is used when the URL has no password)\n");
 }
 
@@ -48,37 +66,24 @@ static int fail(const char *fmt, const char *a, const char *b) {
 /* ---- URL: the server part goes to the library, the key stays here ---- */
 
 typedef struct target {
-    char server[4096]; /* redis[s]://...[?query]: KVSQL_DEFAULT for the library */
-    char key[4096];    /* decoded */
+    char server[4096];      /* redis[s]://...[?query]: KVSQL_DEFAULT for the library */
+    kvsql_redis_config cfg; /* the same, parsed (with KVSQL_PASSWORD) */
+    char key[65536];        /* decoded: the redis VFS opens keys this long, less 8 (src/vfs.c) */
 } target;
 
-static int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* Decodes %XX escapes; -1 on a bad escape or when it does not fit. */
-static int percent_decode(char *dst, size_t n, const char *src) {
-    size_t o = 0;
-    for (const char *p = src; *p; p++) {
-        int c = (unsigned char)*p;
-        if (c == '%') {
-            int hi = hex_value(p[1]), lo = hi < 0 ? -1 : hex_value(p[2]);
-            if (lo < 0) return -1;
-            c = hi * 16 + lo;
-            p += 2;
-        }
-        if (c == 0 || o + 1 >= n) return -1;
-        dst[o++] = (char)c;
-    }
-    dst[o] = 0;
+/* Parses a server URL (redis://[user[:password]@]host[:port][/db]) into
+ * c, with KVSQL_PASSWORD when it has no password. 0, or 1 with a message. */
+static int parse_server(const char *url, kvsql_redis_config *c) {
+    char err[512];
+    kvsql_redis_config_defaults(c);
+    if (kvsql_redis_config_from_url(c, url, err, sizeof(err)) != 0) return fail("%s: %s", url, err);
+    if (!c->password[0] && getenv("KVSQL_PASSWORD"))
+        snprintf(c->password, sizeof(c->password), "%s", getenv("KVSQL_PASSWORD"));
     return 0;
 }
 
 /* Splits URL into server (with the query) and key; the server part is
- * checked by the library's own parser (client/config.c). 0, or 1 with a
+ * checked by the library's own parser (client/config.c) into t->cfg. 0, or 1 with a
  * message. */
 static int parse_url(const char *url, target *t) {
     size_t prefix = strncmp(url, "rediss://", 9) == 0 ? 9 : 8;
@@ -90,22 +95,16 @@ static int parse_url(const char *url, target *t) {
                     url, NULL);
     if (slash + 1 == end) return fail("%s: the URL names no key (redis://host:port/KEY)", url, NULL);
     size_t n = (size_t)(slash - url), nq = q ? strlen(q) : 0, nk = (size_t)(end - slash - 1);
-    char key[sizeof(t->key)];
-    if (n + nq >= sizeof(t->server) || nk >= sizeof(key)) return fail("%s: the URL is too long", url, NULL);
+    if (n + nq >= sizeof(t->server) || nk >= sizeof(t->key)) return fail("%s: the URL is too long", url, NULL);
     memcpy(t->server, url, n);
     memcpy(t->server + n, q ? q : "", nq + 1);
-    memcpy(key, slash + 1, nk);
-    key[nk] = 0;
-    if (percent_decode(t->key, sizeof(t->key), key) != 0)
+    if (kvsql_url_decode(t->key, sizeof(t->key), slash + 1, nk) != 0)
         return fail("%s: the key has a bad %%XX escape, a %%00, or is too long", url, NULL);
-    kvsql_redis_config c;
-    char err[512];
-    kvsql_redis_config_defaults(&c);
-    if (kvsql_redis_config_from_url(&c, t->server, err, sizeof(err)) != 0) return fail("%s: %s", url, err);
-    return 0;
+    return parse_server(t->server, &t->cfg);
 }
 
-/* Registers the redis VFS with URL's server as its default. */
+/* Registers the redis VFS with t's server as its default: the databases
+ * opened next are on that server. */
 static int use_server(const target *t) {
     if (setenv("KVSQL_DEFAULT", t->server, 1) != 0) return fail("cannot set KVSQL_DEFAULT: %s", strerror(errno), 0);
     if (kvsql_register_redis(0) != SQLITE_OK) return fail("cannot register the redis VFS: %s", kvsql_errmsg(NULL), 0);
@@ -120,16 +119,20 @@ static const char *db_error(sqlite3 *db) {
     return why[0] ? why : sqlite3_errmsg(db);
 }
 
-/* Opens the key through the redis VFS (its name is the key, verbatim). */
+/* Opens the key through the redis VFS (its name is the key, verbatim),
+ * on t's server. */
 static int open_key(const target *t, int flags, sqlite3 **db) {
+    if (use_server(t)) return 1;
     if (sqlite3_open_v2(t->key, db, flags, "redis") == SQLITE_OK) return 0;
-    fail("key %s: %s", t->key, db_error(*db));
+    const char *why = db_error(*db);
+    if (strncmp(why, t->key, strlen(t->key)) == 0) fail("key %s", why, NULL); /* it names the key already */
+    else fail("key %s: %s", t->key, why);
     sqlite3_close(*db);
     *db = NULL;
     return 1;
 }
 
-/* One integer from a PRAGMA; -1 with a message on error. */
+/* One integer from a PRAGMA; -1 with a message naming `what` on error. */
 static sqlite3_int64 pragma_int(sqlite3 *db, const char *sql, const char *what) {
     sqlite3_stmt *st = NULL;
     sqlite3_int64 v = -1;
@@ -146,46 +149,108 @@ static sqlite3_int64 pragma_int(sqlite3 *db, const char *sql, const char *what) 
 
 /* The pages of a key's database: 0 when the key is missing or empty. */
 static sqlite3_int64 key_pages(sqlite3 *db, const target *t) {
-    char what[4200];
-    snprintf(what, sizeof(what), "key %s", t->key);
+    char what[200];
+    snprintf(what, sizeof(what), "key %.150s", t->key);
     return pragma_int(db, "PRAGMA page_count", what);
 }
 
+/* ---- progress: on a terminal only --------------------------------------- */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+typedef struct progress {
+    int on;          /* stderr is a terminal */
+    double start, shown;
+    const char *what;
+} progress;
+
+static void progress_start(progress *p, const char *what) {
+    p->on = isatty(STDERR_FILENO);
+    p->start = now_s();
+    p->shown = 0;
+    p->what = what;
+}
+
+/* "done/total pages, rate, time left", at most 5 times a second. */
+static void progress_show(progress *p, long long done, long long total, int last) {
+    double t = now_s();
+    if (!p->on || (!last && t - p->shown < 0.2)) return;
+    p->shown = t;
+    double rate = done / (t - p->start > 1e-3 ? t - p->start : 1e-3);
+    long long left = rate > 0 ? (long long)((total - done) / rate + 0.5) : 0;
+    fprintf(stderr, "\r%s: %lld/%lld pages, %.0f pages/s, %llds left   ", p->what, done, total, rate, left);
+    if (last) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* Pages copied per step: small enough for a lively progress line. */
+#define COPY_STEP_PAGES 256
+
 /* Copies every page of src into dst (replacing what dst held) as one
- * transaction. */
+ * transaction of dst, from one snapshot of src (a read transaction held
+ * across the steps). */
 static int copy_database(sqlite3 *src, sqlite3 *dst, const char *dst_name) {
+    if (sqlite3_exec(src, "BEGIN; SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) != SQLITE_OK)
+        return fail("%s: copy failed: %s", dst_name, db_error(src));
     sqlite3_backup *b = sqlite3_backup_init(dst, "main", src, "main");
-    if (!b) return fail("%s: %s", dst_name, db_error(dst));
-    int rc = sqlite3_backup_step(b, -1);
-    sqlite3_backup_finish(b);
+    int rc = SQLITE_ERROR;
+    if (b) {
+        progress p;
+        progress_start(&p, dst_name);
+        while ((rc = sqlite3_backup_step(b, COPY_STEP_PAGES)) == SQLITE_OK) {
+            int remaining = sqlite3_backup_remaining(b), total = sqlite3_backup_pagecount(b);
+            progress_show(&p, total - remaining, total, 0);
+            if (p.on && remaining <= COPY_STEP_PAGES) /* the next step ends with the commit */
+                fprintf(stderr, "\r%s: %d/%d pages, committing...            ", dst_name, total - remaining, total);
+        }
+        if (rc == SQLITE_DONE) progress_show(&p, sqlite3_backup_pagecount(b), sqlite3_backup_pagecount(b), 1);
+        else if (p.on && p.shown > 0) fputc('\n', stderr);
+        sqlite3_backup_finish(b);
+    }
+    sqlite3_exec(src, "COMMIT", NULL, NULL, NULL);
     if (rc == SQLITE_DONE) return 0;
     const char *why = db_error(dst);
     if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) why = "another client is writing it; try again";
+    else if (!kvsql_errmsg(dst)[0] && kvsql_errmsg(src)[0]) why = kvsql_errmsg(src); /* the source failed */
     return fail("%s: copy failed: %s", dst_name, why);
 }
 
-/* Bytes 18-19 of the header: 2 when the file is in WAL mode. */
-static int file_is_wal(const char *path) {
+/* ---- files --------------------------------------------------------------- */
+
+/* Checks that path starts with an SQLite header; *wal: it is in WAL mode.
+ * 0, or 1 with one message. */
+static int check_source_header(const char *path, int *wal) {
+    static const char magic[16] = "SQLite format 3";
     unsigned char h[100];
     FILE *f = fopen(path, "rb");
-    if (!f) return 0;
+    if (!f) return fail("%s: %s", path, strerror(errno));
     size_t n = fread(h, 1, sizeof(h), f);
     fclose(f);
-    return n == sizeof(h) && (h[18] == 2 || h[19] == 2);
+    if (n == 0) return fail("%s is empty (0 bytes): not an SQLite database; nothing was imported", path, NULL);
+    if (n < sizeof(h) || memcmp(h, magic, sizeof(magic)) != 0)
+        return fail("%s is not an SQLite database (no SQLite header); nothing was imported", path, NULL);
+    *wal = h[18] == 2 || h[19] == 2;
+    return 0;
 }
 
 /* The source file, read-only with SQLite's own VFS; a WAL-mode file comes
  * back as an in-memory copy marked rollback-journal (the kvsql format has
  * no WAL), with what its -wal file held. */
 static int open_source(const char *path, sqlite3 **db) {
-    if (access(path, R_OK) != 0) return fail("%s: %s", path, strerror(errno));
+    int wal = 0;
+    if (check_source_header(path, &wal)) return 1;
     if (sqlite3_open_v2(path, db, SQLITE_OPEN_READONLY, "unix") != SQLITE_OK ||
-        pragma_int(*db, "PRAGMA schema_version", path) < 0) {
-        if (*db) fail("%s: not a readable SQLite database (%s)", path, sqlite3_errmsg(*db));
+        sqlite3_exec(*db, "PRAGMA schema_version", NULL, NULL, NULL) != SQLITE_OK) {
+        fail("%s: not a readable SQLite database (%s)", path, sqlite3_errmsg(*db));
         sqlite3_close(*db);
+        *db = NULL;
         return 1;
     }
-    if (!file_is_wal(path)) return 0;
+    if (!wal) return 0;
     sqlite3_int64 n = 0;
     unsigned char *bytes = sqlite3_serialize(*db, "main", &n, 0);
     sqlite3_close(*db);
@@ -204,54 +269,173 @@ static int open_source(const char *path, sqlite3 **db) {
     return 0;
 }
 
+/* A file beside an SQLite file that belongs to it: a hot journal or a WAL
+ * with content means FILE is in use or was not closed cleanly, and a
+ * new FILE would be mixed with it. */
+static int has_companion(const char *file) {
+    static const char *const suffixes[] = {"-journal", "-wal"};
+    char path[PATH_MAX];
+    struct stat st;
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s%s", file, suffixes[i]);
+        if (stat(path, &st) == 0 && st.st_size > 0) return 1;
+    }
+    return 0;
+}
+
+/* fsync of a file or directory by path; -1 with errno. */
+static int sync_path(const char *path, int flags) {
+    int fd = open(path, flags);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+/* Moves the finished temporary file tmp to file (over it with replace,
+ * else only if file still does not exist), then syncs the directory. */
+static int publish_file(const char *tmp, const char *file, int replace) {
+    if (sync_path(tmp, O_RDONLY) != 0) return fail("%s: fsync: %s", tmp, strerror(errno));
+    if (replace ? rename(tmp, file) != 0 : link(tmp, file) != 0)
+        return fail("%s: %s", file, strerror(errno));
+    if (!replace) unlink(tmp);
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", file);
+    if (sync_path(dirname(dir), O_RDONLY | O_DIRECTORY) != 0)
+        return fail("%s: fsync of its directory: %s", file, strerror(errno));
+    return 0;
+}
+
+/* Writes the database of src into file: into a temporary file beside it,
+ * synced, then renamed over it. A failure at any point leaves file as it
+ * was (the old copy, or none) and no temporary file. */
+static int export_file(sqlite3 *src, const char *file, int replace) {
+    char tmp[PATH_MAX], journal[PATH_MAX + 8];
+    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.kvsql-XXXXXX", file) >= sizeof(tmp))
+        return fail("%s: the path is too long", file, NULL);
+    int fd = mkstemp(tmp);
+    if (fd < 0) return fail("%s: cannot make a temporary file beside it: %s", file, strerror(errno));
+    close(fd);
+    snprintf(journal, sizeof(journal), "%s-journal", tmp);
+    sqlite3 *dst = NULL;
+    int rc = 1;
+    if (sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE, "unix") != SQLITE_OK)
+        fail("%s: %s", tmp, sqlite3_errmsg(dst));
+    else rc = copy_database(src, dst, file);
+    if (sqlite3_close(dst) != SQLITE_OK && rc == 0) rc = fail("%s: closing: %s", tmp, sqlite3_errmsg(dst));
+    if (rc == 0) rc = publish_file(tmp, file, replace);
+    if (rc != 0) {
+        unlink(tmp);
+        unlink(journal);
+    }
+    return rc;
+}
+
 /* ---- commands ----------------------------------------------------------- */
 
 static int cmd_import(const char *file, const char *url, int replace) {
-    target t;
+    target *t = malloc(sizeof(target));
     sqlite3 *src = NULL, *dst = NULL;
-    if (parse_url(url, &t) || use_server(&t) || open_source(file, &src)) return 1;
-    int rc = open_key(&t, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &dst);
-    sqlite3_int64 pages = rc ? -1 : key_pages(dst, &t);
+    int rc = !t || parse_url(url, t) || open_source(file, &src);
+    if (!rc) rc = open_key(t, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &dst);
+    sqlite3_int64 pages = rc ? -1 : key_pages(dst, t);
     if (pages < 0) rc = 1;
     else if (pages > 0 && !replace)
-        rc = fail("key %s already holds a database: add --replace to overwrite it", t.key, NULL);
-    else rc = copy_database(src, dst, t.key);
-    if (rc == 0) printf("imported %s into %s\n", file, t.key);
+        rc = fail("key %s already holds a database: add --replace to overwrite it", t->key, NULL);
+    else rc = copy_database(src, dst, t->key);
+    if (rc == 0) printf("imported %s into %s\n", file, t->key);
     sqlite3_close(src);
     sqlite3_close(dst);
+    free(t);
     return rc;
 }
 
 static int cmd_export(const char *url, const char *file, int replace) {
-    target t;
-    sqlite3 *src = NULL, *dst = NULL;
-    if (parse_url(url, &t) || use_server(&t)) return 1;
-    if (access(file, F_OK) == 0 && !replace) return fail("%s exists: add --replace to overwrite it", file, NULL);
-    if (open_key(&t, SQLITE_OPEN_READONLY, &src)) return 1;
-    sqlite3_int64 pages = key_pages(src, &t);
-    int rc = 1;
-    if (pages == 0) fail("key %s holds no database", t.key, NULL);
-    else if (pages > 0) {
-        static const char *const suffixes[] = {"", "-journal", "-wal", "-shm"};
-        char path[4200];
-        for (int i = 0; replace && i < 4; i++) {
-            snprintf(path, sizeof(path), "%s%s", file, suffixes[i]);
-            unlink(path);
-        }
-        if (sqlite3_open_v2(file, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "unix") != SQLITE_OK)
-            fail("%s: %s", file, sqlite3_errmsg(dst));
-        else rc = copy_database(src, dst, file);
+    target *t = malloc(sizeof(target));
+    sqlite3 *src = NULL;
+    int rc = !t || parse_url(url, t);
+    if (!rc && access(file, F_OK) == 0 && !replace) rc = fail("%s exists: add --replace to overwrite it", file, NULL);
+    if (!rc && has_companion(file))
+        rc = fail("%s has a -journal or -wal file: it is open or was not closed cleanly; nothing was written", file,
+                  NULL);
+    if (!rc) rc = open_key(t, SQLITE_OPEN_READONLY, &src);
+    if (!rc) {
+        sqlite3_int64 pages = key_pages(src, t);
+        if (pages == 0) rc = fail("key %s holds no database", t->key, NULL);
+        else if (pages < 0) rc = 1;
+        else rc = export_file(src, file, replace);
     }
-    if (rc == 0) printf("exported %s to %s\n", t.key, file);
+    if (rc == 0) printf("exported %s to %s\n", t->key, file);
+    sqlite3_close(src);
+    free(t);
+    return rc;
+}
+
+/* cp and mv: src's database into dst (another key, db or server), as one
+ * transaction of dst. *version: src's version before the copy (for mv). */
+static int copy_key(const target *s, const target *d, int replace, char *version, size_t vlen) {
+    char err[512];
+    if (strcmp(s->server, d->server) == 0 && strcmp(s->key, d->key) == 0)
+        return fail("%s: the source and the destination are the same database", s->key, NULL);
+    int held = keys_state(&s->cfg, s->key, version, vlen, err, sizeof(err));
+    if (held < 0) return fail("key %s: %s", s->key, err);
+    sqlite3 *src = NULL, *dst = NULL;
+    int rc = open_key(s, SQLITE_OPEN_READONLY, &src) || open_key(d, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &dst);
+    sqlite3_int64 pages = rc ? -1 : key_pages(dst, d);
+    if (pages < 0) rc = 1;
+    else if (pages > 0 && !replace)
+        rc = fail("key %s already holds a database: add --replace to overwrite it", d->key, NULL);
+    else rc = copy_database(src, dst, d->key);
     sqlite3_close(src);
     sqlite3_close(dst);
     return rc;
 }
 
+static int cmd_cp(const char *from, const char *to, int replace, int move) {
+    target *s = malloc(sizeof(target)), *d = malloc(sizeof(target));
+    char version[32], err[512];
+    int rc = !s || !d || parse_url(from, s) || parse_url(to, d);
+    if (!rc && move && keys_state(&s->cfg, s->key, version, sizeof(version), err, sizeof(err)) > 0)
+        rc = fail("key %s: a writer holds its lease (is writing it): try again later", s->key, NULL);
+    if (!rc) rc = copy_key(s, d, replace, version, sizeof(version));
+    if (!rc && move) {
+        long n = keys_remove(&s->cfg, s->key, 0, version, err, sizeof(err));
+        if (n < 0) rc = fail("copied to %s, but the source was kept: %s", d->key, err);
+    }
+    if (rc == 0) printf("%s %s to %s\n", move ? "moved" : "copied", s->key, d->key);
+    free(s);
+    free(d);
+    return rc;
+}
+
+static int cmd_rm(const char *url, int force) {
+    target *t = malloc(sizeof(target));
+    char err[512];
+    int rc = !t || parse_url(url, t);
+    if (!rc) {
+        long n = keys_remove(&t->cfg, t->key, force, NULL, err, sizeof(err));
+        if (n < 0) rc = fail("key %s: %s", t->key, err);
+        else if (n == 0) rc = fail("key %s: no database there", t->key, NULL);
+        else printf("removed %s (%ld keys)\n", t->key, n);
+    }
+    free(t);
+    return rc;
+}
+
+static int cmd_ls(const char *url) {
+    kvsql_redis_config cfg;
+    char err[512];
+    if (parse_server(url, &cfg)) return 1;
+    if (keys_list(&cfg, stdout, err, sizeof(err)) < 0) return fail("%s: %s", url, err);
+    return 0;
+}
+
 static int cmd_check(const char *url) {
-    target t;
+    static target t;
     sqlite3 *db = NULL;
-    if (parse_url(url, &t) || use_server(&t) || open_key(&t, SQLITE_OPEN_READONLY, &db)) return 1;
+    if (parse_url(url, &t) || open_key(&t, SQLITE_OPEN_READONLY, &db)) return 1;
     sqlite3_int64 pages = key_pages(db, &t);
     int rc = 1;
     if (pages == 0) fail("key %s holds no database", t.key, NULL);
@@ -306,8 +490,8 @@ static void key_uri(const char *key, char *out, size_t n) {
 }
 
 static int cmd_shell(const char *url, char **sql, int nsql) {
-    target t;
-    char lib[4096], load[4200], open[13000];
+    static target t;
+    static char lib[4096], load[4200], open[3 * sizeof(t.key) + 40];
     if (parse_url(url, &t) || find_library(lib, sizeof(lib))) return 1;
     if (setenv("KVSQL_DEFAULT", t.server, 1) != 0) return fail("cannot set KVSQL_DEFAULT", NULL, NULL);
     snprintf(load, sizeof(load), ".load '%s'", lib);
@@ -334,10 +518,15 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     int replace = argc > 2 && strcmp(argv[2], "--replace") == 0;
-    char **rest = argv + 2 + replace;
-    int nrest = argc - 2 - replace;
-    if (strcmp(cmd, "import") == 0 && nrest == 2) return cmd_import(rest[0], rest[1], replace);
-    if (strcmp(cmd, "export") == 0 && nrest == 2) return cmd_export(rest[0], rest[1], replace);
+    int force = argc > 2 && strcmp(argv[2], "--force") == 0;
+    char **rest = argv + 2 + replace + force;
+    int nrest = argc - 2 - replace - force;
+    if (strcmp(cmd, "import") == 0 && nrest == 2 && !force) return cmd_import(rest[0], rest[1], replace);
+    if (strcmp(cmd, "export") == 0 && nrest == 2 && !force) return cmd_export(rest[0], rest[1], replace);
+    if (strcmp(cmd, "cp") == 0 && nrest == 2 && !force) return cmd_cp(rest[0], rest[1], replace, 0);
+    if (strcmp(cmd, "mv") == 0 && nrest == 2 && !force) return cmd_cp(rest[0], rest[1], replace, 1);
+    if (strcmp(cmd, "rm") == 0 && nrest == 1 && !replace) return cmd_rm(rest[0], force);
+    if (strcmp(cmd, "ls") == 0 && argc == 3) return cmd_ls(argv[2]);
     if (strcmp(cmd, "check") == 0 && argc == 3) return cmd_check(argv[2]);
     if (strcmp(cmd, "shell") == 0 && argc >= 3) return cmd_shell(argv[2], argv + 3, argc - 3);
     if (strcmp(cmd, "version") == 0 && argc == 2) {

@@ -11,7 +11,7 @@
  * Both run statements with sqlite3_exec and a query's first statement with
  * sqlite3_prepare_v2, as the original sqllogictest does for SQLite. */
 #include "format.h"
-#include "kvsql.h"
+#include "kvsql_core.h"
 #include "slt.h"
 
 #include <hiredis/hiredis.h>
@@ -187,12 +187,11 @@ slt_engine *slt_memory_engine(void) {
 
 /* Deletes the file's key and its auxiliary keys (format.h, docs/FORMAT.md). */
 static int delete_vfs_key(sqlite_state *s, char *err, size_t errlen) {
-    static const char *const suffixes[] = {KVSQL_AUX_ALL};
-    enum { NAUX = sizeof(suffixes) / sizeof(suffixes[0]) };
+    enum { NAUX = KVSQL_AUX_COUNT };
     char names[NAUX][sizeof(s->key) + 16];
     const char *argv[NAUX + 2] = {"DEL", s->key};
     for (int i = 0; i < NAUX; i++) {
-        kvsql_aux_key(names[i], sizeof(names[i]), s->key, strlen(s->key), suffixes[i]);
+        kvsql_aux_key(names[i], sizeof(names[i]), s->key, strlen(s->key), kvsql_aux_all[i]);
         argv[i + 2] = names[i];
     }
     struct timeval tv = {10, 0};

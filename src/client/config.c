@@ -6,6 +6,7 @@
 #include "client/config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,30 +79,76 @@ bad:
     return -1;
 }
 
-static int apply_int(const char *name, const char *v, long lo, long hi, int *out, char *err, size_t errlen) {
-    if (!v) return 0;
-    if (parse_int(v, lo, hi, out) == 0) return 0;
-    snprintf(err, errlen, "%s=%s: expected an integer from %ld to %ld", name, v, lo, hi);
-    return -1;
+/* ---- the URI parameters: one table, their single owner ---------------------
+ *
+ * Every parameter kvsql reads from a database URI: its name, its kind, its
+ * bounds, where it goes in the config. The built-in defaults are
+ * kvsql_redis_config_defaults() above; docs/LIBRARY.md lists the same. */
+enum param_kind { KIND_ADDRESS, KIND_TEXT, KIND_INT };
+
+typedef struct param {
+    const char *name;
+    enum param_kind kind;
+    long lo, hi;   /* KIND_INT: the bounds */
+    size_t offset; /* in kvsql_redis_config (not KIND_ADDRESS) */
+    size_t size;   /* KIND_TEXT: the field's size */
+} param;
+
+#define FIELD(f) offsetof(kvsql_redis_config, f), sizeof(((kvsql_redis_config *)0)->f)
+static const param params[] = {
+    {"redis", KIND_ADDRESS, 0, 0, 0, 0},
+    {"user", KIND_TEXT, 0, 0, FIELD(user)},
+    {"password", KIND_TEXT, 0, 0, FIELD(password)},
+    {"db", KIND_INT, 0, INT_MAX, FIELD(db)},
+    {"connect_timeout_ms", KIND_INT, 1, 3600000, FIELD(connect_timeout_ms)},
+    {"timeout_ms", KIND_INT, 0, 3600000, FIELD(timeout_ms)},
+    {"lease_ms", KIND_INT, 10, 3600000, FIELD(lease_ms)},
+    {"wait", KIND_INT, 0, 1000, FIELD(wait_replicas)},
+    {"wait_timeout_ms", KIND_INT, 1, 3600000, FIELD(wait_timeout_ms)},
+    {"cache_kb", KIND_INT, 1, KVSQL_CACHE_KB_MAX, FIELD(cache_kb)},
+    {"stage_kb", KIND_INT, 0, INT_MAX, FIELD(stage_kb)},
+    /* TLS (docs/LIBRARY.md, "TLS"), checked as a whole by check_tls. */
+    {"tls", KIND_INT, 0, 1, FIELD(tls)},
+    {"tls_ca", KIND_TEXT, 0, 0, FIELD(tls_ca)},
+    {"tls_cert", KIND_TEXT, 0, 0, FIELD(tls_cert)},
+    {"tls_key", KIND_TEXT, 0, 0, FIELD(tls_key)},
+    {"tls_server_name", KIND_TEXT, 0, 0, FIELD(tls_server_name)},
+    {"tls_verify", KIND_INT, 0, 1, FIELD(tls_verify)},
+};
+#undef FIELD
+
+/* SQLite's own URI parameters (sqlite.org/uri.html), which a kvsql
+ * database may carry too. */
+static const char *const sqlite_params[] = {"vfs", "mode", "cache", "psow", "nolock", "immutable", "modeof"};
+
+int kvsql_redis_config_known_param(const char *name) {
+    for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++)
+        if (strcmp(params[i].name, name) == 0) return 1;
+    for (size_t i = 0; i < sizeof(sqlite_params) / sizeof(sqlite_params[0]); i++)
+        if (strcmp(sqlite_params[i], name) == 0) return 1;
+    return 0;
 }
 
-static int apply_text(const char *name, const char *v, char *dst, size_t n, char *err, size_t errlen) {
-    if (!v) return 0;
-    if (copy_field(dst, n, v, strlen(v)) == 0) return 0;
-    snprintf(err, errlen, "%s= is longer than %zu bytes", name, n - 1);
-    return -1;
+static int apply_param(kvsql_redis_config *c, const param *p, const char *v, char *err, size_t errlen) {
+    char *field = (char *)c + p->offset;
+    switch (p->kind) {
+    case KIND_ADDRESS:
+        return kvsql_redis_config_address(c, v, err, errlen);
+    case KIND_TEXT:
+        if (copy_field(field, p->size, v, strlen(v)) == 0) return 0;
+        snprintf(err, errlen, "%s= is longer than %zu bytes", p->name, p->size - 1);
+        return -1;
+    case KIND_INT:
+        if (parse_int(v, p->lo, p->hi, (int *)(void *)field) == 0) return 0;
+        snprintf(err, errlen, "%s=%s: expected an integer from %ld to %ld", p->name, v, p->lo, p->hi);
+        return -1;
+    }
+    return 0;
 }
 
-/* TLS: what to trust and show, checked as a whole (client/tls.c). */
-static const char *const tls_texts[] = {"tls_ca", "tls_cert", "tls_key", "tls_server_name"};
-
-static char *tls_text_field(kvsql_redis_config *c, int i, size_t *n) {
-    char *f[] = {c->tls_ca, c->tls_cert, c->tls_key, c->tls_server_name};
-    size_t sizes[] = {sizeof(c->tls_ca), sizeof(c->tls_cert), sizeof(c->tls_key), sizeof(c->tls_server_name)};
-    *n = sizes[i];
-    return f[i];
-}
-
+/* TLS's parameters hold together: no tls_...= without TLS on, no TLS over
+ * a unix socket, a client certificate with its key. given: the first
+ * tls_...= parameter given, or NULL. */
 static int check_tls(const kvsql_redis_config *c, const char *given, char *err, size_t errlen) {
     if (given && !c->tls) {
         snprintf(err, errlen, "%s= is given but TLS is off: add tls=1 (or use rediss://)", given);
@@ -118,61 +165,40 @@ static int check_tls(const kvsql_redis_config *c, const char *given, char *err, 
     return 0;
 }
 
-static int apply_tls(kvsql_redis_config *c, kvsql_param_lookup get, void *ctx, char *err, size_t errlen) {
-    const char *given = NULL;
-    if (apply_int("tls", get(ctx, "tls"), 0, 1, &c->tls, err, errlen) != 0) return -1;
-    for (int i = 0; i < (int)(sizeof(tls_texts) / sizeof(*tls_texts)); i++) {
-        size_t n;
-        char *f = tls_text_field(c, i, &n);
-        const char *v = get(ctx, tls_texts[i]);
-        if (v && !given) given = tls_texts[i];
-        if (apply_text(tls_texts[i], v, f, n, err, errlen) != 0) return -1;
-    }
-    const char *verify = get(ctx, "tls_verify");
-    if (verify && !given) given = "tls_verify";
-    if (apply_int("tls_verify", verify, 0, 1, &c->tls_verify, err, errlen) != 0) return -1;
-    return check_tls(c, given, err, errlen);
-}
-
 int kvsql_redis_config_apply(kvsql_redis_config *c, kvsql_param_lookup get, void *ctx, char *err, size_t errlen) {
-    const char *addr = get(ctx, "redis");
-    if (addr && kvsql_redis_config_address(c, addr, err, errlen) != 0) return -1;
-    if (apply_text("user", get(ctx, "user"), c->user, sizeof(c->user), err, errlen) != 0) return -1;
-    if (apply_text("password", get(ctx, "password"), c->password, sizeof(c->password), err, errlen) != 0)
-        return -1;
-    if (apply_int("db", get(ctx, "db"), 0, INT_MAX, &c->db, err, errlen) != 0) return -1;
-    if (apply_int("connect_timeout_ms", get(ctx, "connect_timeout_ms"), 1, 3600000, &c->connect_timeout_ms, err,
-                  errlen) != 0)
-        return -1;
-    if (apply_int("timeout_ms", get(ctx, "timeout_ms"), 0, 3600000, &c->timeout_ms, err, errlen) != 0) return -1;
-    if (apply_int("lease_ms", get(ctx, "lease_ms"), 10, 3600000, &c->lease_ms, err, errlen) != 0) return -1;
-    if (apply_int("wait", get(ctx, "wait"), 0, 1000, &c->wait_replicas, err, errlen) != 0) return -1;
-    if (apply_int("wait_timeout_ms", get(ctx, "wait_timeout_ms"), 1, 3600000, &c->wait_timeout_ms, err, errlen) !=
-        0)
-        return -1;
-    if (apply_int("cache_kb", get(ctx, "cache_kb"), 1, KVSQL_CACHE_KB_MAX, &c->cache_kb, err, errlen) != 0)
-        return -1;
-    if (apply_int("stage_kb", get(ctx, "stage_kb"), 0, INT_MAX, &c->stage_kb, err, errlen) != 0) return -1;
-    return apply_tls(c, get, ctx, err, errlen);
+    const char *tls_given = NULL;
+    for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
+        const char *v = get(ctx, params[i].name);
+        if (!v) continue;
+        if (apply_param(c, &params[i], v, err, errlen) != 0) return -1;
+        if (!tls_given && strncmp(params[i].name, "tls_", 4) == 0) tls_given = params[i].name;
+    }
+    return check_tls(c, tls_given, err, errlen);
 }
 
-/* Decodes %XX escapes of a URL part into dst. */
-static int url_decode(char *dst, size_t n, const char *src, size_t len) {
+/* ---- URLs ------------------------------------------------------------------ */
+
+static int hex_digit(char ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+int kvsql_url_decode(char *dst, size_t n, const char *src, size_t len) {
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
-        char ch = src[i];
+        int ch = (unsigned char)src[i];
         if (ch == '%') {
-            unsigned v;
-            char hex[3] = {0};
-            if (i + 2 >= len) return -1;
-            memcpy(hex, src + i + 1, 2);
-            if (sscanf(hex, "%2x", &v) != 1) return -1;
-            ch = (char)v;
+            int hi = i + 2 < len ? hex_digit(src[i + 1]) : -1, lo = hi < 0 ? -1 : hex_digit(src[i + 2]);
+            if (lo < 0) return -1;
+            ch = hi * 16 + lo;
             i += 2;
         }
-        if (o + 1 >= n) return -1;
-        dst[o++] = ch;
+        if (ch == 0 || o + 1 >= n) return -1;
+        dst[o++] = (char)ch;
     }
+    if (n == 0) return -1;
     dst[o] = 0;
     return 0;
 }
@@ -181,8 +207,8 @@ static int url_decode(char *dst, size_t n, const char *src, size_t len) {
 static int apply_userinfo(kvsql_redis_config *c, const char *s, size_t len) {
     const char *colon = memchr(s, ':', len);
     size_t ulen = colon ? (size_t)(colon - s) : len;
-    if (url_decode(c->user, sizeof(c->user), s, ulen) != 0) return -1;
-    if (colon && url_decode(c->password, sizeof(c->password), colon + 1, len - ulen - 1) != 0) return -1;
+    if (kvsql_url_decode(c->user, sizeof(c->user), s, ulen) != 0) return -1;
+    if (colon && kvsql_url_decode(c->password, sizeof(c->password), colon + 1, len - ulen - 1) != 0) return -1;
     return 0;
 }
 
@@ -227,8 +253,9 @@ static int parse_query(url_query *q, const char *s, char *err, size_t errlen) {
             s++;
             continue;
         }
-        if (q->n == QUERY_MAX || !eq || url_decode(q->name[q->n], sizeof(q->name[0]), s, (size_t)(eq - s)) != 0 ||
-            url_decode(q->value[q->n], sizeof(q->value[0]), eq + 1, (size_t)(end - eq - 1)) != 0) {
+        if (q->n == QUERY_MAX || !eq ||
+            kvsql_url_decode(q->name[q->n], sizeof(q->name[0]), s, (size_t)(eq - s)) != 0 ||
+            kvsql_url_decode(q->value[q->n], sizeof(q->value[0]), eq + 1, (size_t)(end - eq - 1)) != 0) {
             snprintf(err, errlen, "the query \"%.*s\": expected name=value (%%XX-escaped) pairs", (int)(end - s), s);
             return -1;
         }

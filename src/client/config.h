@@ -45,15 +45,28 @@ void kvsql_redis_config_defaults(kvsql_redis_config *c);
 /* Reads a parameter by name: its value, or NULL when absent. */
 typedef const char *(*kvsql_param_lookup)(void *ctx, const char *name);
 
-/* Overlays the parameters that lookup finds (redis, user, password, db,
- * connect_timeout_ms, timeout_ms, lease_ms, wait, wait_timeout_ms, cache_kb,
- * stage_kb, tls, tls_ca, tls_cert, tls_key, tls_server_name, tls_verify) on c. Returns 0, or -1 with why in err. */
+/* Overlays the parameters that lookup finds (the table in config.c:
+ * redis, user, password, db, connect_timeout_ms, timeout_ms, lease_ms,
+ * wait, wait_timeout_ms, cache_kb, stage_kb, tls, tls_ca, tls_cert,
+ * tls_key, tls_server_name, tls_verify) on c. Returns 0, or -1 with why
+ * in err. */
 int kvsql_redis_config_apply(kvsql_redis_config *c, kvsql_param_lookup lookup, void *ctx, char *err,
                              size_t errlen);
 
+/* Whether name is a URI parameter that kvsql (the table in config.c) or
+ * SQLite knows: a database URI with any other is refused, naming it. */
+int kvsql_redis_config_known_param(const char *name);
+
+/* Decodes the %XX escapes of len bytes at src into dst (n bytes, with its
+ * NUL). Strict: -1 on a bad escape (%4z, %-1, a % too near the end), on
+ * %00 or any NUL, and when the result does not fit. The one URL decoder
+ * of the library and the kvsql tool. */
+int kvsql_url_decode(char *dst, size_t n, const char *src, size_t len);
+
 /* Overlays a redis://[user[:password]@]host[:port][/db][?name=value&...]
  * URL on c (a unix socket as redis:///path/to.sock; rediss:// for TLS;
- * the query's parameters as kvsql_redis_config_apply takes them). Returns 0, or -1 with why in err. */
+ * the query's parameters as kvsql_redis_config_apply takes them).
+ * Returns 0, or -1 with why in err. */
 int kvsql_redis_config_from_url(kvsql_redis_config *c, const char *url, char *err, size_t errlen);
 
 /* Sets host and port from "host:port", "host", "[v6addr]:port" or a

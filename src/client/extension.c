@@ -7,9 +7,13 @@
  * Either registers the VFS "redis" (src/vfs.c on client/store_redis.c):
  * each database file it opens gets its own store, configured from the
  * file's URI parameters over the defaults (KVSQL_DEFAULT, KVSQL_PASSWORD;
- * client/config.c). Every connection opened afterwards gets the SQL
- * functions kvsql_error() and kvsql_stats(), and, when its main database
- * is on the redis VFS, the hooks of client/hooks.c. */
+ * client/config.c; a parameter neither kvsql nor SQLite knows is refused,
+ * and a name without redis= opened by an ATTACH or VACUUM INTO takes the
+ * parameters of the database it is attached to first). Every connection
+ * opened afterwards gets the SQL functions kvsql_error() and kvsql_stats(),
+ * and, when its main database is on the redis VFS, the hooks of
+ * client/hooks.c; one with an empty name on the redis VFS (SQLite's
+ * private temporary database) is refused. */
 #include "client/config.h"
 #include "client/hooks.h"
 #include "client/store_redis.h"
@@ -29,6 +33,37 @@ static const char *uri_param(void *name, const char *param) {
     return sqlite3_uri_parameter((const char *)name, param);
 }
 
+/* -1 with why in err when name's URI has a parameter that neither kvsql
+ * nor SQLite knows (a typo such as wiat=1 would silently do nothing). */
+static int refuse_unknown_params(const char *name, char *err, size_t errlen) {
+    const char *p;
+    for (int i = 0; (p = sqlite3_uri_key(name, i)) != NULL; i++) {
+        if (kvsql_redis_config_known_param(p)) continue;
+        snprintf(err, errlen, "unknown URI parameter %.100s= (docs/LIBRARY.md lists kvsql's)", p);
+        return -1;
+    }
+    return 0;
+}
+
+/* When name names no server (no redis=) and is opened by an ATTACH or a
+ * VACUUM INTO that a redis connection runs on this thread: that
+ * connection's main database name, whose parameters (its server, user,
+ * password, db, ...) come first. A name without a server goes to the
+ * server of the database it is attached to, never elsewhere. */
+static const char *attaching_from(const char *name) {
+    sqlite3 *db;
+    sqlite3_stmt *stmt;
+    if (sqlite3_uri_parameter(name, "redis") || !kvsql_hooks_running(&db, &stmt)) return NULL;
+    sqlite3_stmt *s = sqlite3_next_stmt(db, NULL);
+    while (s && s != stmt) s = sqlite3_next_stmt(db, s);
+    if (!s || !sqlite3_stmt_busy(s)) return NULL; /* ended unseen (the trace was replaced): not running */
+    const char *sql = sqlite3_sql(stmt);
+    while (sql && (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r')) sql++;
+    if (!sql || (sqlite3_strnicmp(sql, "ATTACH", 6) != 0 && sqlite3_strnicmp(sql, "VACUUM", 6) != 0)) return NULL;
+    const char *main_name = sqlite3_db_filename(db, "main");
+    return main_name && *main_name ? main_name : NULL;
+}
+
 /* The VFS opener: a store for the main database file `name` (the key). */
 static int open_redis_store(const char *name, kvsql_store **out) {
     sqlite3_mutex *mx = sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_VFS2);
@@ -39,7 +74,10 @@ static int open_redis_store(const char *name, kvsql_store **out) {
     *out = NULL;
     if (!cfg.password[0] && getenv("KVSQL_PASSWORD"))
         snprintf(cfg.password, sizeof(cfg.password), "%s", getenv("KVSQL_PASSWORD"));
-    if (kvsql_redis_config_apply(&cfg, uri_param, (void *)name, err, sizeof(err)) != 0) {
+    const char *main_name = attaching_from(name);
+    if (refuse_unknown_params(name, err, sizeof(err)) != 0 ||
+        (main_name && kvsql_redis_config_apply(&cfg, uri_param, (void *)main_name, err, sizeof(err)) != 0) ||
+        kvsql_redis_config_apply(&cfg, uri_param, (void *)name, err, sizeof(err)) != 0) {
         char msg[512];
         snprintf(msg, sizeof(msg), "%s: %s", name, err);
         kvsql_vfs_set_errmsg(msg);
@@ -102,10 +140,33 @@ static void sql_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     else sqlite3_result_text(ctx, json, -1, sqlite3_free);
 }
 
+/* An empty name on the redis VFS (file:?vfs=redis) is SQLite's private
+ * temporary database, which never reaches the VFS until it spills: its
+ * writes would be acknowledged and vanish. Refused at open (":memory:",
+ * whose name is empty too, stays SQLite's memory database). */
+static int refuse_keyless(sqlite3 *db, char **pzErrMsg) {
+    sqlite3_vfs *vfs = NULL;
+    const char *name = sqlite3_db_filename(db, "main");
+    if ((name && *name) || sqlite3_file_control(db, "main", SQLITE_FCNTL_VFS_POINTER, &vfs) != SQLITE_OK || !vfs ||
+        strcmp(vfs->zName, "redis") != 0)
+        return SQLITE_OK;
+    sqlite3_stmt *st = NULL;
+    int memory = sqlite3_prepare_v2(db, "PRAGMA main.journal_mode", -1, &st, NULL) == SQLITE_OK &&
+                 sqlite3_step(st) == SQLITE_ROW &&
+                 sqlite3_stricmp((const char *)sqlite3_column_text(st, 0), "memory") == 0;
+    sqlite3_finalize(st);
+    if (memory) return SQLITE_OK;
+    static const char why[] = "the redis VFS needs a key: file:KEY?vfs=redis (an empty name would be a "
+                              "temporary database whose writes vanish)";
+    kvsql_vfs_set_errmsg(why);
+    if (pzErrMsg) *pzErrMsg = sqlite3_mprintf("kvsql: %s", why);
+    return SQLITE_CANTOPEN;
+}
+
 static int register_functions(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *api) {
-    (void)pzErrMsg;
     (void)api;
-    int rc = kvsql_hooks_attach(db); /* a redis database: change capture (client/hooks.c) */
+    int rc = refuse_keyless(db, pzErrMsg);
+    if (rc == SQLITE_OK) rc = kvsql_hooks_attach(db); /* a redis database: change capture (client/hooks.c) */
     if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_error", 0, SQLITE_UTF8, 0, sql_error, 0, 0);
     if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_stats", 0, SQLITE_UTF8, 0, sql_stats, 0, 0);
     if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_stats", 1, SQLITE_UTF8, 0, sql_stats, 0, 0);

@@ -17,7 +17,8 @@
  * its end is traced: its DDL entry is added at the commit. With capture
  * off the hook returns at once and the trace reads one word of each
  * statement's text. The trace also gives the store its write-intent
- * hint (hooks.h). */
+ * hint (hooks.h), and the VFS opener the statement running on this
+ * thread (kvsql_hooks_running). */
 /* Debian's libsqlite3 is built with it; the declarations need the macro. */
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include "client/hooks.h"
@@ -186,8 +187,26 @@ static void stmt_end(kvsql_capture *c, sqlite3_stmt *stmt) {
     if (c->on && !c->stmt_autocommit && !sqlite3_get_autocommit(c->db)) stmt_end_in_transaction(c, stmt);
 }
 
+/* The statement of a redis connection running on this thread (traced at
+ * its start, not yet at its end), for kvsql_hooks_running(). */
+static _Thread_local sqlite3_stmt *running_stmt;
+static _Thread_local sqlite3 *running_db;
+
+int kvsql_hooks_running(sqlite3 **db, sqlite3_stmt **stmt) {
+    *db = running_db;
+    *stmt = running_stmt;
+    return running_db != NULL;
+}
+
 static int on_trace(unsigned type, void *arg, void *p, void *x) {
     kvsql_capture *c = arg;
+    if (type == SQLITE_TRACE_STMT && !(x && strncmp((const char *)x, "--", 2) == 0)) {
+        running_db = c->db;
+        running_stmt = p;
+    } else if (type == SQLITE_TRACE_PROFILE && running_stmt == p) {
+        running_db = NULL;
+        running_stmt = NULL;
+    }
     if (c->busy) return 0;
     if (type == SQLITE_TRACE_STMT && !(x && strncmp((const char *)x, "--", 2) == 0)) /* not a trigger's */
         stmt_begin(c, p);
@@ -231,6 +250,10 @@ void kvsql_capture_end(kvsql_capture *c) {
 
 void kvsql_capture_free(kvsql_capture *c) {
     if (!c) return;
+    if (running_db == c->db) { /* closed with a statement not ended: forget it */
+        running_db = NULL;
+        running_stmt = NULL;
+    }
     change_log_free(&c->log);
     sqlite3_free(c);
 }

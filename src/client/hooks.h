@@ -34,6 +34,12 @@ typedef struct kvsql_capture kvsql_capture;
  * SQLite result code (SQLITE_OK also when there is nothing to do). */
 int kvsql_hooks_attach(sqlite3 *db);
 
+/* The redis connection, and its statement, that runs on this thread now
+ * (between the statement's start and end as traced): 1 when there is one.
+ * The VFS opener sends a name without a server opened by it (ATTACH
+ * 'x.db', VACUUM INTO 'x.db') to that connection's server. */
+int kvsql_hooks_running(sqlite3 **db, sqlite3_stmt **stmt);
+
 /* The store, at each begin: whether capture is on for the database. */
 void kvsql_capture_begin(kvsql_capture *c, int on);
 /* The store, before a commit while capture is on: completes the entries

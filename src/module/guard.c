@@ -4,7 +4,7 @@
  * audit behind every list below is in docs/SECURITY.md. */
 #include "guard.h"
 
-#include "kvsql.h"
+#include "kvsql_core.h"
 
 #include <stdio.h>
 #include <string.h>

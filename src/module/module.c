@@ -10,6 +10,7 @@
 #include "budget.h"
 #include "cache.h"
 #include "changes.h"
+#include "drop.h"
 #include "exec.h"
 #include "format.h"
 #include "guard.h"
@@ -275,28 +276,35 @@ static const RedisModuleCommandInfoVersion info_version = {
 #define OPTIONAL REDISMODULE_CMD_ARG_OPTIONAL
 #define SQL_ARGS                                                                                              \
     {"typed", REDISMODULE_ARG_TYPE_PURE_TOKEN, -1, "TYPED", "Each value as [type, text].", "1.1.0", OPTIONAL,  \
-     NULL, NULL},                                                                                             \
+     NULL, NULL, NULL},                                                                                             \
         {"map", REDISMODULE_ARG_TYPE_PURE_TOKEN, -1, "MAP", "Each row as a map: column name -> value.",        \
-         "1.1.0", OPTIONAL, NULL, NULL},                                                                      \
+         "1.1.0", OPTIONAL, NULL, NULL, NULL},                                                                      \
         {"named", REDISMODULE_ARG_TYPE_PURE_TOKEN, -1, "NAMED", "Arguments are name value pairs.", "1.1.0",   \
-         OPTIONAL, NULL, NULL},                                                                               \
+         OPTIONAL, NULL, NULL, NULL},                                                                               \
         {"spec", REDISMODULE_ARG_TYPE_STRING, -1, "TYPES",                                                    \
          "One letter per value: a(uto) i(nteger) r(eal) t(ext) b(lob) n(ull).", "1.1.0", OPTIONAL, NULL,      \
-         NULL},                                                                                               \
-        {"sql", REDISMODULE_ARG_TYPE_STRING, -1, NULL, "One or more SQL statements.", NULL, 0, NULL, NULL},   \
+         NULL, NULL},                                                                                               \
+        {"sql", REDISMODULE_ARG_TYPE_STRING, -1, NULL, "One or more SQL statements.", NULL, 0, NULL, NULL, NULL},   \
         {"arg", REDISMODULE_ARG_TYPE_STRING, -1, NULL, "Values of the parameters.", NULL,                     \
-         OPTIONAL | REDISMODULE_CMD_ARG_MULTIPLE, NULL, NULL},                                                \
+         OPTIONAL | REDISMODULE_CMD_ARG_MULTIPLE, NULL, NULL, NULL},                                          \
         {0}
 
 static RedisModuleCommandArg keyed_args[] = {
-    {"key", REDISMODULE_ARG_TYPE_KEY, 0, NULL, "The hash that holds the database.", NULL, 0, NULL, NULL},
+    {"key", REDISMODULE_ARG_TYPE_KEY, 0, NULL, "The hash that holds the database.", NULL, 0, NULL, NULL, NULL},
     SQL_ARGS};
 static RedisModuleCommandArg keyless_args[] = {SQL_ARGS};
 /* SQL.CHANGES key [ON [MAXLEN [=|~] n] | OFF | STATUS] (changes.c) */
 static RedisModuleCommandArg changes_args[] = {
-    {"key", REDISMODULE_ARG_TYPE_KEY, 0, NULL, "The hash that holds the database.", NULL, 0, NULL, NULL},
+    {"key", REDISMODULE_ARG_TYPE_KEY, 0, NULL, "The hash that holds the database.", NULL, 0, NULL, NULL, NULL},
     {"action", REDISMODULE_ARG_TYPE_STRING, -1, NULL, "ON [MAXLEN [=|~] n], OFF or STATUS (the default).", NULL,
-     OPTIONAL | REDISMODULE_CMD_ARG_MULTIPLE, NULL, NULL},
+     OPTIONAL | REDISMODULE_CMD_ARG_MULTIPLE, NULL, NULL, NULL},
+    {0}};
+
+/* SQL.DROP key [FORCE] (drop.c) */
+static RedisModuleCommandArg drop_args[] = {
+    {"key", REDISMODULE_ARG_TYPE_KEY, 0, NULL, "The hash that holds the database.", NULL, 0, NULL, NULL, NULL},
+    {"force", REDISMODULE_ARG_TYPE_PURE_TOKEN, -1, "FORCE", "Even while a writer holds the lease.", "1.2.0",
+     OPTIONAL, NULL, NULL, NULL},
     {0}};
 
 /* Arity, summary, arguments and the key spec (argument 1, with key_flags;
@@ -335,7 +343,8 @@ static int create_commands(RedisModuleCtx *ctx) {
         RedisModule_CreateCommand(ctx, "sql.exec", cmd_sql_exec, "write deny-oom", 1, 1, 1) != REDISMODULE_OK ||
         RedisModule_CreateCommand(ctx, "sql.query", cmd_sql_query, "readonly", 1, 1, 1) != REDISMODULE_OK ||
         RedisModule_CreateCommand(ctx, "sql.kill", cmd_sql_kill, "allow-busy deny-script", 0, 0, 0) != REDISMODULE_OK ||
-        RedisModule_CreateCommand(ctx, "sql.changes", cmd_sql_changes, "write deny-oom", 1, 1, 1) != REDISMODULE_OK)
+        RedisModule_CreateCommand(ctx, "sql.changes", cmd_sql_changes, "write deny-oom", 1, 1, 1) != REDISMODULE_OK ||
+        RedisModule_CreateCommand(ctx, "sql.drop", cmd_sql_drop, "write", 1, 1, 1) != REDISMODULE_OK)
         return REDISMODULE_ERR;
     if (describe(ctx, "sql", -2, "Runs SQL on the database at _sql:redis_db.", 0, keyless_args, "write slow") !=
             REDISMODULE_OK ||
@@ -345,7 +354,9 @@ static int create_commands(RedisModuleCtx *ctx) {
                  "read slow") != REDISMODULE_OK ||
         describe(ctx, "sql.kill", 1, "Stops the SQL that is running.", 0, NULL, "slow") != REDISMODULE_OK ||
         describe(ctx, "sql.changes", -2, "Turns row change capture into the stream T:changes on or off.", writes,
-                 changes_args, "write slow") != REDISMODULE_OK)
+                 changes_args, "write slow") != REDISMODULE_OK ||
+        describe(ctx, "sql.drop", -2, "Removes a database and all its auxiliary keys in one step.",
+                 REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_DELETE, drop_args, "write slow") != REDISMODULE_OK)
         return REDISMODULE_ERR;
     return REDISMODULE_OK;
 }

@@ -46,6 +46,7 @@
 #define REDISMODULE_CMD_KEY_RW (1ULL << 1)
 #define REDISMODULE_CMD_KEY_ACCESS (1ULL << 4)
 #define REDISMODULE_CMD_KEY_UPDATE (1ULL << 5)
+#define REDISMODULE_CMD_KEY_DELETE (1ULL << 7)
 
 typedef enum {
     REDISMODULE_KSPEC_BS_INVALID = 0,
@@ -278,7 +279,14 @@ typedef enum {
 #define REDISMODULE_CMD_ARG_OPTIONAL (1 << 0)
 #define REDISMODULE_CMD_ARG_MULTIPLE (1 << 1)
 
-/* Completes the RedisModuleCommandArg declared above (Redis 7.0 layout). */
+/* Completes the RedisModuleCommandArg declared above, in the layout of
+ * Redis 7.2 and later (and Valkey): the 7.0 fields, then display_text.
+ * Redis 7.2 reads display_text from every argument whatever size the
+ * module declares (RedisModuleCommandInfoVersion.sizeof_arg), so a 7.0
+ * layout showed each argument with the next one's name in COMMAND DOCS;
+ * Redis 7.0 steps through the arguments by sizeof_arg and never reads past
+ * deprecated_since/subargs, so this layout serves both. Keep display_text
+ * NULL (COMMAND DOCS then shows the name). */
 struct RedisModuleCommandArg {
     const char *name;
     RedisModuleCommandArgType type;
@@ -289,6 +297,7 @@ struct RedisModuleCommandArg {
     int flags;
     const char *deprecated_since;
     struct RedisModuleCommandArg *subargs;
+    const char *display_text; /* Redis 7.2 */
 };
 
 #define REDIS_API_REPLY_ENTRIES(X)                                                                   \

@@ -6,7 +6,7 @@
  * PRAGMA integrity_check afterwards (the oracle: no SQL corrupts storage).
  * Settings with which SQLite itself may corrupt a file (journal_mode=OFF,
  * writable_schema, ...) are refused, as the module refuses them. */
-#include "kvsql.h"
+#include "kvsql_core.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,0 +1,332 @@
+/* kvsql_keys.c - `kvsql ls`, `kvsql rm` and the removal half of `kvsql
+ * mv`: a database's keys as a whole (kvsql_keys.h).
+ *
+ * A removal is one Lua script that checks, then deletes the hash and every
+ * auxiliary key of src/format.h's list: atomic, and replicated as the
+ * deletions it made. A listing SCANs the hashes of each master and shows
+ * those whose field "0" is a SQLite header page, leaving out the
+ * format's auxiliary keys. */
+#include "kvsql_keys.h"
+
+#include "client/cluster.h"
+#include "client/conn.h"
+#include "client/transport.h"
+#include "format.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- one connection, routed to the node that serves a key ---------------- */
+
+typedef struct link {
+    kvsql_redis_config cfg;
+    kvsql_redis_stats stats;
+    kvsql_conn cn;
+} link;
+
+static void on_drop(void *owner) {
+    (void)owner;
+}
+
+/* Connects l for key; -1 with why in err. l must stay where it is. */
+static int link_open(link *l, const kvsql_redis_config *cfg, const char *key, char *err, size_t errlen) {
+    memset(l, 0, sizeof(*l));
+    l->cfg = *cfg;
+    kvsql_conn_init(&l->cn, key, &l->cfg, &l->stats, on_drop, l);
+    if (kvsql_conn_connect(&l->cn) == SQLITE_OK) return 0;
+    snprintf(err, errlen, "%s", l->cn.err);
+    kvsql_conn_close(&l->cn);
+    return -1;
+}
+
+/* One command; NULL with why in err (an error reply is returned as it is). */
+static redisReply *link_call(link *l, int argc, const char **argv, const size_t *lens, char *err, size_t errlen) {
+    redisReply *r = kvsql_conn_round_trip(&l->cn, argc, argv, lens);
+    const char *why = l->cn.c ? kvsql_link_error(l->cn.c) : NULL;
+    if (!r) snprintf(err, errlen, "redis at %s: %s", l->cn.where, why && why[0] ? why : "connection lost");
+    return r;
+}
+
+/* ---- the keys of a database --------------------------------------------- */
+
+/* The index in kvsql_aux_all of an auxiliary key suffix. */
+static int aux_index(const char *suffix) {
+    for (int i = 0; i < KVSQL_AUX_COUNT; i++)
+        if (strcmp(kvsql_aux_all[i], suffix) == 0) return i;
+    return -1;
+}
+
+/* key and its auxiliary keys: names[0] is key, names[1 + i] the key of
+ * kvsql_aux_all[i]. Returns 0, or -1 when out of memory (free it anyway). */
+static int database_keys(const char *key, char *names[1 + KVSQL_AUX_COUNT]) {
+    size_t len = strlen(key);
+    memset(names, 0, sizeof(char *) * (1 + KVSQL_AUX_COUNT));
+    if (!(names[0] = strdup(key))) return -1;
+    for (int i = 0; i < KVSQL_AUX_COUNT; i++) {
+        size_t n = kvsql_aux_key(NULL, 0, key, len, kvsql_aux_all[i]) + 1;
+        if (!(names[1 + i] = malloc(n))) return -1;
+        kvsql_aux_key(names[1 + i], n, key, len, kvsql_aux_all[i]);
+    }
+    return 0;
+}
+
+static void free_keys(char *names[1 + KVSQL_AUX_COUNT]) {
+    for (int i = 0; i < 1 + KVSQL_AUX_COUNT; i++) free(names[i]);
+}
+
+/* KEYS: the database and its auxiliary keys. ARGV: force, the expected
+ * version ("" : any), and the KEYS indexes of the lease, of the module's
+ * big-write stage and of the version. Checks everything, then deletes. */
+static const char remove_script[] =
+    "local t = redis.call('TYPE', KEYS[1])['ok']\n"
+    "if t ~= 'hash' and t ~= 'none' then\n"
+    "  return redis.error_reply('WRONGTYPE the key holds a ' .. t .. ', not a database') end\n"
+    "if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[tonumber(ARGV[3])]) == 1 then\n"
+    "  return redis.error_reply('LEASED a writer holds its lease (is writing it): add --force to remove it anyway') end\n"
+    "if ARGV[1] ~= '1' and redis.call('EXISTS', KEYS[tonumber(ARGV[4])]) == 1 then\n"
+    "  return redis.error_reply('LEASED the module is writing it (a big write): add --force to remove it anyway') end\n"
+    "if ARGV[2] ~= '' and (redis.call('GET', KEYS[tonumber(ARGV[5])]) or '0') ~= ARGV[2] then\n"
+    "  return redis.error_reply('CHANGED it was written meanwhile (version ' .. ARGV[2] .. ' was copied)') end\n"
+    "local n = 0\n"
+    "for i = 1, #KEYS do n = n + redis.call('DEL', KEYS[i]) end\n"
+    "return n\n";
+
+long keys_remove(const kvsql_redis_config *cfg, const char *key, int force, const char *expect_version, char *err,
+                 size_t errlen) {
+    char *names[1 + KVSQL_AUX_COUNT];
+    link l;
+    long n = -1;
+    if (database_keys(key, names) != 0) {
+        snprintf(err, errlen, "out of memory");
+    } else if (link_open(&l, cfg, key, err, errlen) == 0) {
+        char nkeys[8], lease[8], wstage[8], version[8];
+        snprintf(nkeys, sizeof(nkeys), "%d", 1 + KVSQL_AUX_COUNT);
+        snprintf(lease, sizeof(lease), "%d", 2 + aux_index(KVSQL_AUX_LEASE));
+        snprintf(wstage, sizeof(wstage), "%d", 2 + aux_index(KVSQL_AUX_WSTAGE));
+        snprintf(version, sizeof(version), "%d", 2 + aux_index(KVSQL_AUX_VERSION));
+        const char *argv[3 + 1 + KVSQL_AUX_COUNT + 5];
+        int a = 0;
+        argv[a++] = "EVAL";
+        argv[a++] = remove_script;
+        argv[a++] = nkeys;
+        for (int i = 0; i < 1 + KVSQL_AUX_COUNT; i++) argv[a++] = names[i];
+        argv[a++] = force ? "1" : "0";
+        argv[a++] = expect_version ? expect_version : "";
+        argv[a++] = lease;
+        argv[a++] = wstage;
+        argv[a++] = version;
+        redisReply *r = link_call(&l, a, argv, NULL, err, errlen);
+        if (r && r->type == REDIS_REPLY_INTEGER) n = (long)r->integer;
+        else if (r && r->type == REDIS_REPLY_ERROR) {
+            const char *msg = r->str, *space = strchr(msg, ' ');
+            if (space && (!strncmp(msg, "WRONGTYPE", 9) || !strncmp(msg, "LEASED", 6) || !strncmp(msg, "CHANGED", 7)))
+                msg = space + 1;
+            snprintf(err, errlen, "%s", msg);
+        } else if (r) {
+            snprintf(err, errlen, "unexpected reply to the removal script");
+        }
+        freeReplyObject(r);
+        kvsql_conn_close(&l.cn);
+    }
+    free_keys(names);
+    return n;
+}
+
+int keys_state(const kvsql_redis_config *cfg, const char *key, char *out, size_t outlen, char *err, size_t errlen) {
+    char *names[1 + KVSQL_AUX_COUNT];
+    link l;
+    int held = -1;
+    if (database_keys(key, names) != 0) {
+        snprintf(err, errlen, "out of memory");
+    } else if (link_open(&l, cfg, key, err, errlen) == 0) {
+        const char *get[2] = {"GET", names[1 + aux_index(KVSQL_AUX_VERSION)]};
+        const char *exists[2] = {"EXISTS", names[1 + aux_index(KVSQL_AUX_LEASE)]};
+        redisReply *v = link_call(&l, 2, get, NULL, err, errlen);
+        redisReply *e = v ? link_call(&l, 2, exists, NULL, err, errlen) : NULL;
+        if (v && e && (v->type == REDIS_REPLY_STRING || v->type == REDIS_REPLY_NIL) &&
+            e->type == REDIS_REPLY_INTEGER) {
+            snprintf(out, outlen, "%s", v->type == REDIS_REPLY_NIL ? "0" : v->str);
+            held = e->integer > 0;
+        } else if (v && e) {
+            snprintf(err, errlen, "%s", v->type == REDIS_REPLY_ERROR ? v->str : e->type == REDIS_REPLY_ERROR ? e->str : "unexpected reply");
+        }
+        freeReplyObject(v);
+        freeReplyObject(e);
+        kvsql_conn_close(&l.cn);
+    }
+    free_keys(names);
+    return held;
+}
+
+/* ---- listing -------------------------------------------------------------- */
+
+typedef struct row {
+    char *key;
+    size_t len;
+    char layout[48];
+    long long pages, size;
+    char version[24];
+} row;
+
+typedef struct rows {
+    row *v;
+    size_t n, cap;
+} rows;
+
+/* Describes hash `key` into rw when it holds a database: 1, 0 when not
+ * one, -1 with why in err. */
+static int describe(link *l, const char *key, size_t len, row *rw, char *err, size_t errlen) {
+    size_t aux_len = kvsql_aux_key(NULL, 0, key, len, KVSQL_AUX_VERSION);
+    char *vkey = malloc(aux_len + 1);
+    if (!vkey) return snprintf(err, errlen, "out of memory"), -1;
+    kvsql_aux_key(vkey, aux_len + 1, key, len, KVSQL_AUX_VERSION);
+    const char *hget[3] = {"HGET", key, "0"}, *hlen[2] = {"HLEN", key}, *get[2] = {"GET", vkey};
+    size_t hget_l[3] = {4, len, 1}, hlen_l[2] = {4, len}, get_l[2] = {3, aux_len};
+    redisReply *p1 = link_call(l, 3, hget, hget_l, err, errlen);
+    redisReply *n = p1 ? link_call(l, 2, hlen, hlen_l, err, errlen) : NULL;
+    redisReply *v = n ? link_call(l, 2, get, get_l, err, errlen) : NULL;
+    int rc = v ? 0 : -1;
+    char why[100];
+    if (rc == 0 && p1->type == REDIS_REPLY_STRING &&
+        kvsql_check_page1((const unsigned char *)p1->str, p1->len, why, sizeof(why)) == 0 &&
+        n->type == REDIS_REPLY_INTEGER) {
+        uint32_t psz = kvsql_header_page_size((const unsigned char *)p1->str);
+        rw->pages = n->integer;
+        rw->size = n->integer * (long long)psz;
+        snprintf(rw->layout, sizeof(rw->layout), "hash/%u", (unsigned)psz);
+        snprintf(rw->version, sizeof(rw->version), "%s", v->type == REDIS_REPLY_STRING ? v->str : "0");
+        rc = 1;
+    }
+    freeReplyObject(p1);
+    freeReplyObject(n);
+    freeReplyObject(v);
+    free(vkey);
+    return rc;
+}
+
+static int add_row(rows *rs, const row *rw, const char *key, size_t len) {
+    if (rs->n == rs->cap) {
+        size_t cap = rs->cap ? rs->cap * 2 : 16;
+        row *v = realloc(rs->v, cap * sizeof(row));
+        if (!v) return -1;
+        rs->v = v;
+        rs->cap = cap;
+    }
+    row *dst = &rs->v[rs->n];
+    *dst = *rw;
+    if (!(dst->key = malloc(len + 1))) return -1;
+    memcpy(dst->key, key, len);
+    dst->key[len] = 0;
+    dst->len = len;
+    rs->n++;
+    return 0;
+}
+
+/* Every database on the node l is connected to. */
+static int scan_node(link *l, rows *rs, char *err, size_t errlen) {
+    char cursor[32] = "0";
+    int turns = 0;
+    do {
+        const char *scan[7] = {"SCAN", cursor, "COUNT", "1000", "TYPE", "hash"};
+        redisReply *r = link_call(l, 6, scan, NULL, err, errlen);
+        if (!r) return -1;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            snprintf(err, errlen, "redis at %s: SCAN: %s", l->cn.where, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+            freeReplyObject(r);
+            return -1;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            const redisReply *k = r->element[1]->element[i];
+            size_t db_len;
+            row rw;
+            if (k->type != REDIS_REPLY_STRING || kvsql_is_aux_key(k->str, k->len, &db_len)) continue;
+            int is_db = describe(l, k->str, k->len, &rw, err, errlen);
+            if (is_db < 0 || (is_db && add_row(rs, &rw, k->str, k->len) != 0)) {
+                if (is_db > 0) snprintf(err, errlen, "out of memory");
+                freeReplyObject(r);
+                return -1;
+            }
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0 && ++turns < 100000000);
+    return 0;
+}
+
+/* A key of slot (found by trying names): connecting for it reaches the
+ * slot's owner. */
+static void key_of_slot(int slot, char *out, size_t n) {
+    for (unsigned i = 0;; i++) {
+        snprintf(out, n, "kvsql-ls-%u", i);
+        if (kvsql_key_slot(out, strlen(out)) == slot) return;
+    }
+}
+
+/* Scans each master of the cluster map r (CLUSTER SLOTS) once. */
+static int scan_cluster(const kvsql_redis_config *cfg, const redisReply *r, rows *rs, char *err, size_t errlen) {
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *range = r->element[i];
+        if (range->type != REDIS_REPLY_ARRAY || range->elements < 3 || range->element[2]->type != REDIS_REPLY_ARRAY ||
+            range->element[2]->elements < 2)
+            continue;
+        int seen = 0; /* the same master in an earlier range */
+        const redisReply *m = range->element[2];
+        for (size_t j = 0; j < i && !seen; j++) {
+            const redisReply *o = r->element[j];
+            seen = o->type == REDIS_REPLY_ARRAY && o->elements >= 3 && o->element[2]->type == REDIS_REPLY_ARRAY &&
+                   o->element[2]->elements >= 2 && strcmp(o->element[2]->element[0]->str, m->element[0]->str) == 0 &&
+                   o->element[2]->element[1]->integer == m->element[1]->integer;
+        }
+        if (seen) continue;
+        char key[40];
+        link l;
+        key_of_slot((int)range->element[0]->integer, key, sizeof(key));
+        if (link_open(&l, cfg, key, err, errlen) != 0) return -1;
+        int rc = scan_node(&l, rs, err, errlen);
+        kvsql_conn_close(&l.cn);
+        if (rc != 0) return -1;
+    }
+    return 0;
+}
+
+static int by_key(const void *a, const void *b) {
+    const row *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->key, y->key, n);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* The key as text: bytes outside printable ASCII as \xNN. */
+static void print_key(FILE *out, const row *rw) {
+    for (size_t i = 0; i < rw->len; i++) {
+        unsigned char ch = (unsigned char)rw->key[i];
+        if (ch >= 0x20 && ch < 0x7f && ch != '\\') fputc(ch, out);
+        else fprintf(out, "\\x%02x", ch);
+    }
+}
+
+long keys_list(const kvsql_redis_config *cfg, FILE *out, char *err, size_t errlen) {
+    rows rs = {0};
+    link l;
+    if (link_open(&l, cfg, "kvsql-ls", err, errlen) != 0) return -1;
+    const char *slots[2] = {"CLUSTER", "SLOTS"};
+    redisReply *r = cfg->port ? link_call(&l, 2, slots, NULL, err, errlen) : NULL;
+    int rc = cfg->port && !r ? -1 : 0;
+    if (rc == 0 && r && r->type == REDIS_REPLY_ARRAY) rc = scan_cluster(cfg, r, &rs, err, errlen);
+    else if (rc == 0) rc = scan_node(&l, &rs, err, errlen); /* not a cluster: this one server */
+    freeReplyObject(r);
+    kvsql_conn_close(&l.cn);
+    if (rc == 0) {
+        qsort(rs.v, rs.n, sizeof(row), by_key);
+        fprintf(out, "%-24s %-10s %10s %14s %10s\n", "KEY", "LAYOUT", "PAGES", "SIZE", "VERSION");
+        for (size_t i = 0; i < rs.n; i++) {
+            print_key(out, &rs.v[i]);
+            fprintf(out, "%*s %-10s %10lld %14lld %10s\n", rs.v[i].len < 24 ? (int)(24 - rs.v[i].len) : 0, "",
+                    rs.v[i].layout, rs.v[i].pages, rs.v[i].size, rs.v[i].version);
+        }
+    }
+    for (size_t i = 0; i < rs.n; i++) free(rs.v[i].key);
+    free(rs.v);
+    return rc == 0 ? (long)rs.n : -1;
+}
