@@ -174,10 +174,12 @@ static void filtered_free(filtered_write *w) {
     filtered_count--;
 }
 
-/* Whether any connection is open on a key named name, in any db. */
-static conn *lookup(int dbid, const char *key, size_t len);
+/* Bit d: a connection of db d was opened (db 63: of db 63 or above). */
 static uint64_t dbs_used;
 static int highest_db;
+static conn *lookup(int dbid, const char *key, size_t len);
+
+/* Whether any connection is open on a key named name, in any db. */
 static int any_conn_named(const char *name, size_t len) {
     for (int db = 0; db <= highest_db; db++)
         if ((dbs_used & (1ull << (db < 63 ? db : 63))) && lookup(db, name, len)) return 1;
@@ -442,9 +444,6 @@ void cache_close_private(conn *c) {
     sqlite3_close(c->db);
     sqlite3_free(c);
 }
-
-/* Bit d: a connection of db d was opened (db 63: of db 63 or above):
- * dbs_used and highest_db, declared above. */
 
 static void note_db(int dbid) {
     dbs_used |= 1ull << (dbid < 63 ? dbid : 63);
