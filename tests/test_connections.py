@@ -154,6 +154,11 @@ def refuse_in_the_command(server, r):
         server.client().execute_command("HSET", "db", "5", "x", "6")
 
 
+def refuse_for_arity(server, r):
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        server.client().execute_command("HSETNX", "db", "5", "x", "y")  # HSETNX takes exactly 3
+
+
 def queue_and_discard(server, r):
     c = server.client()
     c.execute_command("MULTI")
@@ -185,11 +190,11 @@ def refuse_in_a_script(server, r):
         server.client().eval("return redis.pcall('HSET', KEYS[1], '5', 'x', '6')", 1, "db")
 
 
-@pytest.mark.parametrize("refuse", [refuse_by_acl, refuse_in_the_command, queue_and_discard,
+@pytest.mark.parametrize("refuse", [refuse_by_acl, refuse_in_the_command, refuse_for_arity, queue_and_discard,
                                     queue_then_abort_exec, refuse_for_memory, refuse_in_a_script])
 def test_a_page_write_that_never_runs_does_not_stand_for_one_that_does(server, r, refuse):
     """A command the filter saw but Redis never ran (refused by ACL, by the
-    command itself, for memory, inside a script; queued and discarded or
+    command itself, for its arity, for memory, inside a script; queued and discarded or
     aborted) named page 5; the write that did run is a queued HSET of
     another page, whose event comes at EXEC. The connection must drop the
     page that changed: it reads and keeps A's page, never its stale copy."""
