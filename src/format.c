@@ -109,3 +109,41 @@ int kvsql_is_aux_key(const char *name, size_t len, size_t *db_len) {
 void kvsql_undo_field(char out[KVSQL_UNDO_FIELD_LEN + 1], uint32_t index, uint64_t version) {
     snprintf(out, KVSQL_UNDO_FIELD_LEN + 1, "%08x:%016llx", (unsigned)index, (unsigned long long)version);
 }
+
+int kvsql_changes_maxlen_valid(const char *s, size_t len) {
+    if (len == 0 || (len == 1 && s[0] == '0')) return 1;
+    if (len > KVSQL_CHANGES_MAXLEN_DIGITS || s[0] < '1' || s[0] > '9') return 0;
+    for (size_t i = 1; i < len; i++)
+        if (s[i] < '0' || s[i] > '9') return 0;
+    return 1;
+}
+
+int kvsql_changes_trim_valid(const char *s, size_t len) {
+    return len == 0 || (len == 1 && (s[0] == '~' || s[0] == '='));
+}
+
+/* Parses the decimal digits of s[0..len) into *v; -1 when they are not a
+ * uint64_t. */
+static int parse_u64(const char *s, size_t len, uint64_t *v) {
+    if (len == 0 || len > 20) return -1;
+    uint64_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (n > (UINT64_MAX - d) / 10) return -1;
+        n = n * 10 + d;
+    }
+    *v = n;
+    return 0;
+}
+
+int kvsql_stream_has_room(const char *last_id, size_t len, uint64_t need) {
+    const char *dash = memchr(last_id, '-', len);
+    uint64_t ms, seq;
+    if (!dash || parse_u64(last_id, (size_t)(dash - last_id), &ms) != 0 ||
+        parse_u64(dash + 1, len - (size_t)(dash + 1 - last_id), &seq) != 0)
+        return 0;
+    /* XADD * takes the next ID after the last one: the same ms, seq + 1,
+     * then the next ms from seq 0. Only the last ms can run out. */
+    return ms < UINT64_MAX || UINT64_MAX - seq >= need;
+}

@@ -96,6 +96,27 @@ extern const char *const kvsql_aux_all[KVSQL_AUX_COUNT];
  * database's key is T, or T without its braces when it was "{K}"). */
 int kvsql_is_aux_key(const char *name, size_t len, size_t *db_len);
 
+/* ---- change capture's configuration and stream -------------------------- */
+
+/* T:changes:cfg's field maxlen (len bytes): valid when it is empty (or the
+ * field missing: pass ""), "0" (both: no limit) or a count of 1 to
+ * KVSQL_CHANGES_MAXLEN_DIGITS decimal digits without a leading zero, which
+ * is what XADD MAXLEN takes. Field trim: empty, "~" (the default) or "=".
+ * Anything else is not a configuration: a write whose entries would use it
+ * is refused with nothing written (docs/FORMAT.md, "The changes stream").
+ * The module checks with these (src/module/changes.c); the library's
+ * commit script states the same rule in Lua (`^[1-9]%d*$`, at most
+ * KVSQL_CHANGES_MAXLEN_DIGITS digits, or "" or "0"). */
+#define KVSQL_CHANGES_MAXLEN_DIGITS 18
+int kvsql_changes_maxlen_valid(const char *s, size_t len);
+int kvsql_changes_trim_valid(const char *s, size_t len);
+
+/* Whether a stream whose last generated ID is `last_id` (len bytes,
+ * "<ms>-<seq>" as XINFO STREAM gives it) has room for `need` more entries
+ * of XADD's automatic IDs: the IDs end at 18446744073709551615-
+ * 18446744073709551615. 0 when it has not, or when last_id is not an ID. */
+int kvsql_stream_has_room(const char *last_id, size_t len, uint64_t need);
+
 /* The changelog T:log (docs/FORMAT.md): a list, newest first, of entries
  * "<version>:<page>,<page>,..." (the pages below the old length that
  * commit <version> overwrote or cut off, decimal) or "<version>:*" when

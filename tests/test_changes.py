@@ -120,6 +120,66 @@ def test_stream_of_another_type_fails_the_call_and_writes_nothing(r):
     assert r.get("{db}:v") == v and query(r, "db", "select count(*) from t")[1] == [0]
 
 
+def state(r):
+    """What a failed write must leave as it was."""
+    return r.get("{db}:v"), r.hgetall("db"), r.xlen(STREAM), r.dump("{db}:changes:cfg")
+
+
+@pytest.mark.parametrize("maxlen,trim", [("abc", "~"), ("-5", "="), ("1e3", "~"), ("9" * 23, "="), ("007", "~"),
+                                         (" 5", "~"), ("3", "LIMIT"), ("3", "~~")])
+def test_a_configuration_that_is_not_one_fails_the_write_with_nothing_written(r, maxlen, trim):
+    """XADD would refuse these after the pages were written: the write must
+    fail first, STATUS must say so, and ON with a valid MAXLEN repairs it."""
+    sql(r, "db", "create table t(a)")
+    r.execute_command("SQL.CHANGES", "db", "ON", "MAXLEN", "100")
+    r.hset("{db}:changes:cfg", mapping={"maxlen": maxlen, "trim": trim})
+    before = state(r)
+    with pytest.raises(redis.ResponseError, match="capture is on .* is not valid.*nothing was written"):
+        sql(r, "db", "insert into t values (1)")
+    assert state(r) == before and query(r, "db", "select count(*) from t")[1] == [0]
+    with pytest.raises(redis.ResponseError, match="is not valid"):
+        r.execute_command("SQL.CHANGES", "db", "STATUS")
+    assert r.execute_command("SQL.CHANGES", "db", "ON", "MAXLEN", "=", "10") == b"OK"
+    sql(r, "db", "insert into t values (1)")
+    assert [e["op"] for e in entries(r)] == ["on", "insert"]
+
+
+def test_a_configuration_of_another_type_fails_the_write_and_off_removes_it(r):
+    sql(r, "db", "create table t(a)")
+    r.set("{db}:changes:cfg", "on")
+    before = state(r)
+    with pytest.raises(redis.ResponseError, match="another type than a hash.*nothing was written"):
+        sql(r, "db", "insert into t values (1)")
+    assert state(r) == before and query(r, "db", "select count(*) from t")[1] == [0]
+    r.delete("{db}:changes:cfg")
+    r.hset("{db}:changes:cfg", "maxlen", "x")
+    assert r.execute_command("SQL.CHANGES", "db", "OFF") == b"OK"  # its marker trims nothing
+    assert [e["op"] for e in entries(r)] == ["off"] and not r.exists("{db}:changes:cfg")
+    sql(r, "db", "insert into t values (1)")
+
+
+MAX = 18446744073709551615
+
+
+@pytest.mark.parametrize("last_seq,rows", [(MAX, 1), (MAX - 2, 3)])
+def test_a_stream_out_of_ids_fails_the_write_with_nothing_written(r, last_seq, rows):
+    """XADD's IDs end at MAX-MAX: a write with more entries than IDs left
+    fails before anything is written, however many it would need."""
+    sql(r, "db", "create table t(a)")
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    r.xadd(STREAM, {"a": "b"}, id="%d-%d" % (MAX, last_seq))
+    before = state(r)
+    with pytest.raises(redis.ResponseError, match="no room for %d more entries.*nothing was written" % rows):
+        sql(r, "db", "insert into t select value from json_each(?)", json.dumps(list(range(rows))))
+    assert state(r) == before and query(r, "db", "select count(*) from t")[1] == [0]
+    if rows > 1:  # two IDs are left: a write of two entries still fits
+        sql(r, "db", "insert into t values (1), (2)")
+        assert r.xlen(STREAM) == before[2] + 2
+    with pytest.raises(redis.ResponseError, match="no room"):  # OFF's marker has no room either
+        r.execute_command("SQL.CHANGES", "db", "OFF")
+    assert r.exists("{db}:changes:cfg")
+
+
 # ---- replay ------------------------------------------------------------------
 
 def table_rows(db):

@@ -134,37 +134,87 @@ def test_ask_during_a_migration_and_no_stale_connection_on_either_side(shared):
 
     target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", shared.node_id(source))
     src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", shared.node_id(target))
-    # the source still serves the key it holds, and sends a missing one over
-    assert sql(src, one, "insert into t values ('migrating')") == 1
+    # the source still serves reads of the key it holds, and sends a missing one over;
+    # a write touches the database's other keys too: not while the slot is open
+    assert query(src, one, "select v from t")[1:] == [[b"before"]]
+    assert error_of(sql, src, one, "insert into t values ('migrating')").startswith("TRYAGAIN")
     ask = "ASK %d 127.0.0.1:%d" % (slot, target.port)
     assert error_of(sql, src, two, "create table t(v text)") == ask
     assert error_of(query, src, two, "select 1") == ask
     # the target refuses without ASKING, and without ASKING runs nothing
     assert error_of(query, tgt, one, "select v from t") == moved_to(shared, source, one)
     assert target.client().execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
-    # with ASKING the target runs it: 'one' is not there yet (an empty database)
+    # with ASKING the target runs a read: 'one' is not there yet (an empty database)
     tgt.execute_command("ASKING")
     assert "no such table" in error_of(query, tgt, one, "select v from t")
     tgt.execute_command("ASKING")
-    assert sql(tgt, two, "create table t(v text); insert into t values ('born on the target')") == 1
+    assert error_of(sql, tgt, two, "create table t(v text)").startswith("TRYAGAIN")
+    assert target.client().execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0  # nothing written
 
     assert src.execute_command("MIGRATE", "127.0.0.1", target.port, one, 0, 10000) == b"OK"
     assert kvsql_connections(source) == connections - 1  # MIGRATE closed it
     assert error_of(query, src, one, "select v from t") == ask
     tgt.execute_command("ASKING")  # what arrived, not the empty database seen before
-    assert query(tgt, one, "select v from t")[1:] == [[b"before"], [b"migrating"]]
-    # a cluster client follows ASK for both keys
-    rc2 = shared.client()
-    assert sql(rc2, one, "insert into t values ('via ask')") == 1
-    assert query(rc2, two, "select v from t")[1:] == [[b"born on the target"]]
+    assert query(tgt, one, "select v from t")[1:] == [[b"before"]]
+    for key in src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):  # its version key
+        assert src.execute_command("MIGRATE", "127.0.0.1", target.port, key, 0, 10000) == b"OK"
 
     finish_slot(shared, slot, target)
     assert error_of(query, src, one, "select 1") == moved_to(shared, target, one)
     assert src.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+    rc2 = shared.client()
+    assert sql(rc2, one, "insert into t values ('after')") == 1
+    assert sql(rc2, two, "create table t(v text); insert into t values ('born on the target')") == 1
     t = target.client()
-    assert query(t, one, "select v from t")[1:] == [[b"before"], [b"migrating"], [b"via ask"]]
+    assert query(t, one, "select v from t")[1:] == [[b"before"], [b"after"]]
     assert query(t, one, "pragma integrity_check")[1:] == [[b"ok"]]
+    assert t.get("{asktest}one:v") == b"2"
     assert query(rc, two, "select count(*) from t")[1:] == [[1]]
+
+
+@pytest.mark.parametrize("first", ["db", "v"])
+def test_a_module_write_during_a_migration_never_splits_the_database(shared, first):
+    """A slot moved one MIGRATE at a time: while the database and its
+    version key sit on two nodes, SQL.EXEC on either (through ASK on the
+    target) must refuse with TRYAGAIN and write nothing, so that no second
+    version key is made (the next MIGRATE would fail BUSYKEY) and the
+    migration ends with the database whole."""
+    db = "split%s:db" % first
+    v = "{%s}:v" % db
+    slot = slot_of(db)
+    rc = shared.client()
+    sql(rc, db, "create table acct(id integer primary key, bal integer)")
+    sql(rc, db, "with recursive q(i) as (select 1 union all select i+1 from q where i<100)"
+                " insert into acct select i, 1000 from q")
+    source, target = shared.owner(db), shared.not_owner(db)
+    src, tgt = source.client(), one_connection(target)
+    version = src.get(v)
+    target.client().execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", shared.node_id(source))
+    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", shared.node_id(target))
+    moved = db if first == "db" else v
+    assert src.execute_command("MIGRATE", "127.0.0.1", target.port, moved, 0, 10000) == b"OK"
+    transfer = "update acct set bal = bal - 500 where id = 1; update acct set bal = bal + 500 where id = 100"
+    for node, c in ((source, src), (target, tgt)):
+        if node is target:
+            c.execute_command("ASKING")
+        msg = error_of(sql, c, db, transfer)
+        if node is source and first == "db":
+            assert msg.startswith("ASK "), msg  # Redis itself sends it over
+        elif node is target and first == "v":
+            assert "no such table" in msg, msg  # an empty database: the write fails in SQL
+        else:
+            assert msg.startswith("TRYAGAIN kvsql: the cluster slot of '%s' is being migrated" % db), msg
+            assert "'}'" not in msg
+    on_target = sorted(target.client().execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100))
+    assert on_target == [moved.encode()]  # nothing made there
+    for key in src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        assert src.execute_command("MIGRATE", "127.0.0.1", target.port, key, 0, 10000) == b"OK"
+    finish_slot(shared, slot, target)
+    t = target.client()
+    assert t.get(v) == version
+    assert query(t, db, "select sum(bal), min(bal) from acct")[1:] == [[100000, 1000]]
+    assert sql(rc, db, transfer) == 1  # the migration ended: writes go on
+    assert query(t, db, "select bal from acct where id in (1, 100) order by id")[1:] == [[500], [1500]]
 
 
 def test_database_migrated_away_and_back_is_read_afresh(shared):

@@ -103,6 +103,107 @@ def test_replica_drops_only_the_pages_a_replicated_write_changed(servers):
     assert query(rep, "db", "pragma integrity_check")[1] == [b"ok"]
 
 
+# ---- a write that never runs must not stand for one that does (issue 22) ------
+
+def stale_page_setup(r):
+    """db with row 1000 cached by a warm connection; returns (field, the
+    page that holds row 1000 after an UPDATE of it, made on a copy)."""
+    sql(r, "db", "create table t(id integer primary key, v text)")
+    sql(r, "db", "with recursive c(x) as (select 1 union all select x+1 from c where x<2000)"
+                 " insert into t select x, printf('%050d', x) from c")
+    r.copy("db", "shadow")
+    sql(r, "shadow", "update t set v = 'new' where id = 1000")
+    changed = [f for f in r.hkeys("db") if f != b"0" and r.hget("db", f) != r.hget("shadow", f)]
+    assert len(changed) == 1
+    assert query(r, "db", "select v from t where id = 1000")[1] == [b"%050d" % 1000]  # cached
+    return changed[0], r.hget("shadow", changed[0])
+
+
+def queue_page_write_then_rewarm(server, r, field, page):
+    """Client A queues the page's HSET in MULTI; another client's HSET of
+    the same bytes to another field makes the connection take a new
+    snapshot before A's EXEC. Returns A."""
+    a, b = server.client(), server.client()
+    a.execute_command("MULTI")
+    assert a.execute_command("HSET", "db", field, page) == b"QUEUED"
+    b.hset("db", "1", r.hget("db", "1"))
+    assert query(r, "db", "select v from t where id = 1000")[1] == [b"%050d" % 1000]  # new snapshot
+    return a
+
+
+def exec_and_check_page_seen(r, a, field, page):
+    assert a.execute_command("EXEC") == [0]
+    assert r.hget("db", field) == page
+    assert query(r, "db", "select v from t where id = 1000")[1] == [b"new"]
+    sql(r, "db", "update t set v = 'next' where id = 1001")  # a write on the cached connection
+    assert query(r, "db", "select group_concat(v, ',') from t where id in (1000, 1001)")[1] == [b"new,next"]
+    r.copy("db", "fresh")
+    assert query(r, "fresh", "select v from t where id = 1000")[1] == [b"new"]
+    assert query(r, "db", "pragma integrity_check")[1] == [b"ok"]
+
+
+def refuse_by_acl(server, r):
+    r.execute_command("ACL", "SETUSER", "pinger", "on", ">pw", "-@all", "+ping")
+    d = server.client(username="pinger", password="pw")
+    with pytest.raises(redis.ResponseError, match="no permissions"):
+        d.execute_command("HSET", "db", "5", "x")
+
+
+def refuse_in_the_command(server, r):
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        server.client().execute_command("HSET", "db", "5", "x", "6")
+
+
+def refuse_for_arity(server, r):
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        server.client().execute_command("HSETNX", "db", "5", "x", "y")  # HSETNX takes exactly 3
+
+
+def queue_and_discard(server, r):
+    c = server.client()
+    c.execute_command("MULTI")
+    assert c.execute_command("HSET", "db", "5", "x") == b"QUEUED"
+    assert c.execute_command("DISCARD") == b"OK"
+
+
+def queue_then_abort_exec(server, r):
+    c = server.client()
+    c.execute_command("MULTI")
+    assert c.execute_command("HSET", "db", "5", "x") == b"QUEUED"
+    with pytest.raises(redis.ResponseError):
+        c.execute_command("NOSUCHCOMMAND")
+    with pytest.raises(redis.ResponseError, match="discarded because of previous errors"):
+        c.execute_command("EXEC")
+
+
+def refuse_for_memory(server, r):
+    r.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(redis.ResponseError, match="OOM"):
+            server.client().execute_command("HSET", "db", "5", "x")
+    finally:
+        r.config_set("maxmemory", "0")
+
+
+def refuse_in_a_script(server, r):
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        server.client().eval("return redis.pcall('HSET', KEYS[1], '5', 'x', '6')", 1, "db")
+
+
+@pytest.mark.parametrize("refuse", [refuse_by_acl, refuse_in_the_command, refuse_for_arity, queue_and_discard,
+                                    queue_then_abort_exec, refuse_for_memory, refuse_in_a_script])
+def test_a_page_write_that_never_runs_does_not_stand_for_one_that_does(server, r, refuse):
+    """A command the filter saw but Redis never ran (refused by ACL, by the
+    command itself, for its arity, for memory, inside a script; queued and discarded or
+    aborted) named page 5; the write that did run is a queued HSET of
+    another page, whose event comes at EXEC. The connection must drop the
+    page that changed: it reads and keeps A's page, never its stale copy."""
+    field, page = stale_page_setup(r)
+    a = queue_page_write_then_rewarm(server, r, field, page)
+    refuse(server, r)
+    exec_and_check_page_seen(r, a, field, page)
+
+
 def test_change_of_the_same_length_drops_only_the_page_cache(r):
     sql(r, "a", "create table t(v); create table u(w); insert into t values ('old')")
     sql(r, "b", "create table t(v); create table x(w); alter table x add column y;"  # schema cookie 3, not 2

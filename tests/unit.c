@@ -88,6 +88,33 @@ static int field_names_are_decimal_without_leading_zeros(void) {
     return 0;
 }
 
+static int changes_configuration_is_what_xadd_takes(void) {
+    const char *good[] = {"", "0", "1", "100", "999999999999999999"};
+    for (size_t k = 0; k < sizeof(good) / sizeof(good[0]); k++)
+        CHECK(kvsql_changes_maxlen_valid(good[k], strlen(good[k])));
+    const char *bad[] = {"abc", "-5", "1e3", "007", " 5", "5 ", "+5", "1000000000000000000", "99999999999999999999999"};
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++)
+        CHECK(!kvsql_changes_maxlen_valid(bad[k], strlen(bad[k])));
+    CHECK(kvsql_changes_trim_valid("", 0) && kvsql_changes_trim_valid("~", 1) && kvsql_changes_trim_valid("=", 1));
+    CHECK(!kvsql_changes_trim_valid("LIMIT", 5) && !kvsql_changes_trim_valid("~~", 2));
+    CHECK(!kvsql_changes_trim_valid("-", 1));
+    return 0;
+}
+
+static int stream_ids_run_out_only_at_the_last_millisecond(void) {
+    const char *max = "18446744073709551615-18446744073709551615";
+    CHECK(!kvsql_stream_has_room(max, strlen(max), 1));
+    const char *two_left = "18446744073709551615-18446744073709551613";
+    CHECK(kvsql_stream_has_room(two_left, strlen(two_left), 2));
+    CHECK(!kvsql_stream_has_room(two_left, strlen(two_left), 3));
+    const char *ms_before = "18446744073709551614-18446744073709551615";
+    CHECK(kvsql_stream_has_room(ms_before, strlen(ms_before), 1000000));
+    CHECK(kvsql_stream_has_room("0-0", 3, 1) && kvsql_stream_has_room("1712345678901-3", 15, 100));
+    const char *bad[] = {"", "5", "-", "1-", "x-1", "18446744073709551616-0"};
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) CHECK(!kvsql_stream_has_room(bad[k], strlen(bad[k]), 1));
+    return 0;
+}
+
 /* A page 1 as SQLite writes it: magic, page size, rollback-journal mode. */
 static void make_page1(unsigned char *p, uint32_t size) {
     memset(p, 0, size);
@@ -460,6 +487,8 @@ static int database_crossing_1_gib_stores_the_lock_byte_page(void) {
 
 static const test tests[] = {
     T(field_names_are_decimal_without_leading_zeros),
+    T(changes_configuration_is_what_xadd_takes),
+    T(stream_ids_run_out_only_at_the_last_millisecond),
     T(page1_checks_magic_page_size_and_journal_mode),
     T(page_sizes_are_powers_of_two_from_512_to_65536),
     T(lock_byte_page_is_the_page_at_1_gib),

@@ -100,10 +100,6 @@ static int same_length(conn *c) {
 /* More distinct pages named than this since a snapshot: drop every page. */
 #define WRITTEN_MAX ((int)(sizeof(((conn *)0)->written) / sizeof(uint32_t)))
 
-static void add16(uint16_t *n) {
-    if (*n < UINT16_MAX) (*n)++;
-}
-
 static int was_written(const conn *c, uint32_t page) {
     for (int i = 0; i < c->nwritten; i++)
         if (c->written[i] == page) return 1;
@@ -111,7 +107,6 @@ static int was_written(const conn *c, uint32_t page) {
 }
 
 static void note_written(conn *c, const uint32_t *pages, int n) {
-    add16(&c->writes);
     for (int i = 0; i < n && !c->unknown; i++) {
         if (was_written(c, pages[i])) continue;
         if (c->nwritten == WRITTEN_MAX) c->unknown = 1;
@@ -122,15 +117,14 @@ static void note_written(conn *c, const uint32_t *pages, int n) {
 
 /* Forgets what was written (a new snapshot was taken). */
 static void clear_written(conn *c) {
-    c->nwritten = c->writes = c->hset_events = c->unknown = 0;
+    c->nwritten = c->unknown = 0;
 }
 
-/* Whether the pages the writes since the last snapshot named are known to
- * be all that changed: every "hset" event came after a filtered write of
- * this key, no write is pending without its event, and no other event
- * came. */
+/* Whether the pages noted since the last snapshot are known to be all
+ * that changed: every change was an "hset" event paired with the filtered
+ * command that made it (see "Filtered writes" below). */
 static int written_known(const conn *c) {
-    return !c->unknown && c->pcache && c->writes == c->hset_events && c->writes != UINT16_MAX /* saturated */;
+    return !c->unknown && c->pcache;
 }
 
 /* Drops from SQLite's cache the pages the writes since the last snapshot
@@ -141,6 +135,89 @@ static int drop_written_pages(conn *c) {
     for (uint16_t i = 0; i < c->nwritten; i++)
         if (kvsql_pcache_forget(c->pcache, c->written[i] + 1) != 0) return -1; /* field i is page i+1 */
     return 0;
+}
+
+/* ---- filtered writes: which command an "hset" event comes from ----------- *
+ *
+ * The command filter (module.c) sees a command before Redis decides
+ * whether it runs at all: a command refused (ACL, arity, OOM, a read-only
+ * replica, a cluster redirection), queued in MULTI and discarded, or
+ * postponed by CLIENT PAUSE passes it too, and an EXEC runs its queued
+ * commands without passing it again. So neither counting nor "the latest
+ * filtered command" can tell which command an event comes from. Identity
+ * can: Redis 7.0's HSET, HMSET and HSETNX name the key of their "hset"
+ * event by the very argument object the filter saw (c->argv[1], kept
+ * through MULTI queueing and EXEC, scripts' redis.call and
+ * RedisModule_Call alike). The filter keeps a reference to that object
+ * with the pages the command names; holding it means no other command can
+ * get the same object. An "hset" event whose key object is one of these
+ * drops their pages; any other event, or a kept command that named
+ * something else, drops every page. Kept commands that never run (refused,
+ * discarded, HSETNX of an existing field) only wait here until
+ * FILTERED_MAX newer ones push them out: never fewer pages dropped than
+ * changed. */
+#define FILTERED_MAX 64
+#define FILTERED_PAGES 32
+
+typedef struct {
+    RedisModuleString *key; /* the command's key argument, a reference held; NULL: free slot */
+    int n;                  /* pages named, or -1: drop every page */
+    uint32_t pages[FILTERED_PAGES];
+} filtered_write;
+
+static filtered_write filtered[FILTERED_MAX];
+static int filtered_next, filtered_count;
+
+static void filtered_free(filtered_write *w) {
+    RedisModule_FreeString(NULL, w->key);
+    w->key = NULL;
+    filtered_count--;
+}
+
+/* Bit d: a connection of db d was opened (db 63: of db 63 or above). */
+static uint64_t dbs_used;
+static int highest_db;
+static conn *lookup(int dbid, const char *key, size_t len);
+
+/* Whether any connection is open on a key named name, in any db. */
+static int any_conn_named(const char *name, size_t len) {
+    for (int db = 0; db <= highest_db; db++)
+        if ((dbs_used & (1ull << (db < 63 ? db : 63))) && lookup(db, name, len)) return 1;
+    return 0;
+}
+
+void cache_hset_filtered(RedisModuleString *key, const uint32_t *pages, int n) {
+    size_t len;
+    const char *name = RedisModule_StringPtrLen(key, &len);
+    if (!any_conn_named(name, len)) return; /* an event of a key without a connection is ignored */
+    filtered_write *w = &filtered[filtered_next];
+    filtered_next = (filtered_next + 1) % FILTERED_MAX;
+    if (w->key) filtered_free(w); /* the oldest: its event, if it ever comes, drops every page */
+    RedisModule_RetainString(NULL, key);
+    w->key = key;
+    w->n = n < 0 || n > FILTERED_PAGES ? -1 : n;
+    if (w->n > 0) memcpy(w->pages, pages, sizeof(uint32_t) * (size_t)w->n);
+    filtered_count++;
+}
+
+void cache_other_filtered(RedisModuleString *arg1) {
+    if (filtered_count == 0) return;
+    for (int i = 0; i < FILTERED_MAX; i++)
+        if (filtered[i].key == arg1) filtered[i].n = -1; /* it may make an "hset" event of its own */
+}
+
+/* Notes on c the pages of the kept commands whose key object is key, and
+ * lets them go; when none is, every page must go. */
+static void pair_hset_event(conn *c, RedisModuleString *key) {
+    int found = 0;
+    for (int i = 0; i < FILTERED_MAX && filtered_count > 0; i++) {
+        filtered_write *w = &filtered[i];
+        if (w->key != key) continue;
+        found = 1;
+        if (c) note_written(c, w->pages, w->n);
+        filtered_free(w);
+    }
+    if (c && !found) c->unknown = 1;
 }
 
 static int take_new_snapshot(conn *c) {
@@ -368,10 +445,6 @@ void cache_close_private(conn *c) {
     sqlite3_free(c);
 }
 
-/* Bit d: a connection of db d was opened (db 63: of db 63 or above). */
-static uint64_t dbs_used;
-static int highest_db;
-
 static void note_db(int dbid) {
     dbs_used |= 1ull << (dbid < 63 ? dbid : 63);
     if (dbid > highest_db) highest_db = dbid;
@@ -541,21 +614,25 @@ void cache_forget_key(int dbid, const char *key, size_t len) {
     if (c) conn_forget(c);
 }
 
-void cache_key_changed(int dbid, const char *key, size_t len, int hset_event) {
-    conn *c = lookup(dbid, key, len);
-    if (!c) return;
+/* Marks c as changed behind it: a new snapshot at its next call. */
+static void mark_changed(conn *c) {
     keyspace_store_changed(c->store);
     c->changed = 1;
-    if (hset_event) add16(&c->hset_events);
-    else c->unknown = 1;
 }
 
-void cache_fields_written(const char *key, size_t len, const uint32_t *pages, int n) {
-    for (int db = 0; db <= highest_db; db++) {
-        if (!(dbs_used & (1ull << (db < 63 ? db : 63)))) continue;
-        conn *c = lookup(db, key, len);
-        if (c) note_written(c, pages, n);
-    }
+void cache_key_changed(int dbid, const char *key, size_t len) {
+    conn *c = lookup(dbid, key, len);
+    if (!c) return;
+    mark_changed(c);
+    c->unknown = 1;
+}
+
+void cache_key_hset(int dbid, RedisModuleString *key) {
+    size_t len;
+    const char *name = RedisModule_StringPtrLen(key, &len);
+    conn *c = lookup(dbid, name, len);
+    if (c) mark_changed(c);
+    pair_hset_event(c, key);
 }
 
 void cache_forget_db(int dbid) {

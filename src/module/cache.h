@@ -51,13 +51,11 @@ typedef struct conn {
     int warm;                           /* in the warm list: keeps its page cache while idle */
     struct conn *warm_prev, *warm_next; /* most recently released first */
     /* Since its last snapshot: what others wrote to its hash (see
-     * cache_fields_written), so that the next snapshot drops only those
+     * cache_key_hset), so that the next snapshot drops only those
      * pages of SQLite's cache. */
     void *pcache;         /* SQLite's page cache of its database (src/pcache.h), or NULL */
-    uint32_t written[8];  /* the distinct page indexes the filtered writes named, nwritten of them */
+    uint32_t written[8];  /* the distinct page indexes the paired writes named, nwritten of them */
     uint16_t nwritten;
-    uint16_t writes;      /* filtered writes (HSET ... of the key) */
-    uint16_t hset_events; /* "hset" events of the key */
     uint16_t unknown;     /* some change it cannot name pages for: drop every page */
 } conn;
 
@@ -88,19 +86,25 @@ void cache_forget_key(int dbid, const char *key, size_t len);
  * by a user, a replicated write, a library client's commit): its
  * connection stays open, with its parsed schema and statements, and takes
  * a new snapshot at its next call, where SQLite drops the pages that
- * changed (or, when it cannot know which, every page: any event but
- * "hset", hset_event 0) and re-reads the schema only if the schema cookie
- * moved. */
-void cache_key_changed(int dbid, const char *key, size_t len, int hset_event);
-/* A command about to write fields of the hash at key, in any db (module.c's
- * command filter sees HSET, HMSET, HSETNX before they run, whoever sends
- * them: a client, the master's link, a script, a module): the page indexes
- * they name, n of them, or n < 0 when they name something else or too
- * many. A later "hset" event of each such command lets the connection drop
- * just these pages; an event without a filtered command before it, or a
- * command without its event (refused, queued in MULTI, ...), makes it drop
- * every page: never fewer than changed. */
-void cache_fields_written(const char *key, size_t len, const uint32_t *pages, int n);
+ * changed and re-reads the schema only if the schema cookie moved.
+ * cache_key_changed: a change whose pages are not known (any event but
+ * "hset", a write of our own made elsewhere): every page goes.
+ * cache_key_hset: an "hset" event, whose key object names the command
+ * that made it (cache.c, "filtered writes"): the pages that command named
+ * go, or every page when it was not seen. */
+void cache_key_changed(int dbid, const char *key, size_t len);
+void cache_key_hset(int dbid, RedisModuleString *key);
+/* module.c's command filter sees every command before Redis decides
+ * whether it runs (a client's, the master link's, a script's redis.call,
+ * a module's RedisModule_Call). cache_hset_filtered: an HSET, HMSET or
+ * HSETNX of key naming n page indexes (n < 0: it names something else or
+ * too many); it keeps a reference to key until that command's "hset" event
+ * or until newer ones push it out. cache_other_filtered: any other command,
+ * by its first argument (a command whose key object is a kept one may make
+ * an "hset" event naming other pages). Never fewer pages dropped than
+ * changed, for commands that run and commands that never do. */
+void cache_hset_filtered(RedisModuleString *key, const uint32_t *pages, int n);
+void cache_other_filtered(RedisModuleString *arg1);
 void cache_forget_db(int dbid); /* -1: every db */
 void cache_forget_all(void);
 int cache_is_empty(void);

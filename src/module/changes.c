@@ -35,6 +35,7 @@ static struct {
     guard *g;
     char maxlen[24]; /* "" (no trimming) or the count */
     char trim[2];    /* "~" or "=" */
+    char bad[512];   /* why T:changes:cfg is not a configuration ("" when it is): no write may go out */
     RedisModuleString *stream;
     change_log log;
     int was_autocommit;
@@ -105,41 +106,82 @@ int changes_stmt_end(sqlite3_stmt *stmt, char *err, size_t errlen) {
 /* ---- the call ---------------------------------------------------------------- */
 
 
-/* A field of the open configuration hash into out ("" when missing). */
-static void config_field(RedisModuleKey *key, const char *field, char *out, size_t cap) {
+/* Whether capture is on for the database at keyname, and with what
+ * configuration (read_config). */
+typedef enum { CAPTURE_OFF, CAPTURE_ON, CAPTURE_BAD } capture_state;
+
+/* Field `field` of the open configuration hash: valid by `valid` (format.h)
+ * copied into out (cap bytes), or "" when missing. Returns 0, or -1 with
+ * why set when the value is not valid. */
+static int config_field(RedisModuleKey *key, const char *field, int (*valid)(const char *, size_t), char *out,
+                        size_t cap, char *why, size_t whylen) {
     RedisModuleString *v = NULL;
     out[0] = 0;
     RedisModule_HashGet(key, REDISMODULE_HASH_CFIELDS, field, &v, NULL);
-    if (!v) return;
+    if (!v) return 0;
     size_t len;
     const char *p = RedisModule_StringPtrLen(v, &len);
-    snprintf(out, cap, "%.*s", (int)(len < cap ? len : cap - 1), p);
+    int ok = valid(p, len) && len < cap;
+    if (ok) snprintf(out, cap, "%.*s", (int)len, p);
+    else
+        snprintf(why, whylen, "the %s '%.*s'%s of its configuration is not valid", field, (int)(len > 40 ? 40 : len), p,
+                 len > 40 ? "..." : "");
     RedisModule_FreeString(NULL, v);
+    return ok ? 0 : -1;
 }
 
-/* Reads T:changes:cfg: non-zero when capture is on (maxlen/trim filled). */
-static int read_config(RedisModuleCtx *ctx, RedisModuleString *keyname, char *maxlen, char *trim) {
+/* Reads T:changes:cfg. CAPTURE_ON: maxlen ("" for no limit) and trim
+ * filled; CAPTURE_BAD: it exists but is no configuration (another type, a
+ * field that format.h's rule refuses), why says which. The rule is checked
+ * here, where every reader reads it, before any write. */
+static capture_state read_config(RedisModuleCtx *ctx, RedisModuleString *keyname, char maxlen[24], char trim[2],
+                                 char *why, size_t whylen) {
     RedisModuleString *name = aux_key_name(ctx, keyname, KVSQL_AUX_CHANGES_CONFIG);
     RedisModuleKey *key = RedisModule_OpenKey(ctx, name, REDISMODULE_READ | REDISMODULE_OPEN_KEY_NOTOUCH);
-    int on = key && RedisModule_KeyType(key) == REDISMODULE_KEYTYPE_HASH;
-    if (on) {
-        config_field(key, "maxlen", maxlen, 24);
-        config_field(key, "trim", trim, 2);
-        if (strcmp(maxlen, "0") == 0) maxlen[0] = 0;
-        if (strcmp(trim, "=") != 0) strcpy(trim, "~");
+    int type = key ? RedisModule_KeyType(key) : REDISMODULE_KEYTYPE_EMPTY;
+    capture_state st = type == REDISMODULE_KEYTYPE_EMPTY ? CAPTURE_OFF : CAPTURE_ON;
+    maxlen[0] = trim[0] = 0;
+    if (st == CAPTURE_ON && type != REDISMODULE_KEYTYPE_HASH) {
+        snprintf(why, whylen, "it holds another type than a hash");
+        st = CAPTURE_BAD;
+    } else if (st == CAPTURE_ON &&
+               (config_field(key, "maxlen", kvsql_changes_maxlen_valid, maxlen, 24, why, whylen) != 0 ||
+                config_field(key, "trim", kvsql_changes_trim_valid, trim, 2, why, whylen) != 0)) {
+        st = CAPTURE_BAD;
     }
+    if (st != CAPTURE_ON) maxlen[0] = trim[0] = 0;
+    if (strcmp(maxlen, "0") == 0) maxlen[0] = 0;
+    if (!trim[0]) strcpy(trim, "~");
     if (key) RedisModule_CloseKey(key);
+    RedisModule_FreeString(ctx, name);
+    return st;
+}
+
+/* The error text of a configuration that is not one, into err. */
+static void bad_config_error(RedisModuleString *keyname, const char *why, const char *then, char *err, size_t errlen) {
+    size_t len;
+    const char *k = RedisModule_StringPtrLen(keyname, &len);
+    char cfg[256];
+    kvsql_aux_key(cfg, sizeof(cfg), k, len > 200 ? 200 : len, KVSQL_AUX_CHANGES_CONFIG);
+    snprintf(err, errlen,
+             "ERR kvsql changes: capture is on for this database ('%s' exists) but %s (docs/FORMAT.md, \"The "
+             "changes stream\"): %s. Set it with SQL.CHANGES key ON [MAXLEN [=|~] n] or turn it OFF",
+             cfg, why, then);
+}
+
+int changes_on(RedisModuleCtx *ctx, RedisModuleString *keyname) {
+    RedisModuleString *name = aux_key_name(ctx, keyname, KVSQL_AUX_CHANGES_CONFIG);
+    int on = RedisModule_KeyExists(ctx, name); /* a configuration or not: the write stays where it is checked */
     RedisModule_FreeString(ctx, name);
     return on;
 }
 
-int changes_on(RedisModuleCtx *ctx, RedisModuleString *keyname) {
-    char maxlen[24], trim[2];
-    return read_config(ctx, keyname, maxlen, trim);
-}
-
 void changes_call_begin(RedisModuleCtx *ctx, RedisModuleString *keyname, sqlite3 *db, guard *g) {
-    if (!read_config(ctx, keyname, cur.maxlen, cur.trim)) return;
+    char why[160] = "";
+    capture_state st = read_config(ctx, keyname, cur.maxlen, cur.trim, why, sizeof(why));
+    if (st == CAPTURE_OFF) return;
+    cur.bad[0] = 0;
+    if (st == CAPTURE_BAD) bad_config_error(keyname, why, "nothing was written", cur.bad, sizeof(cur.bad));
     cur.active = 1;
     cur.db = db;
     cur.g = g;
@@ -159,8 +201,10 @@ void changes_call_end(void) {
 
 /* ---- the write: XADD, propagated with the pages ---------------------------- */
 
-/* XADD stream [MAXLEN ~|= n] * version v field value ...; propagated. */
-static void xadd(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
+/* XADD stream [MAXLEN ~|= n] * version v field value ...; propagated.
+ * Returns 0, or -1 when Redis refused it (the checks before the write
+ * leave no reason it should). */
+static int xadd(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
                  const char *version, const char *const *fv, int nfv) {
     RedisModuleString *argv[8 + CHANGE_FIELDS_MAX];
     int n = 0;
@@ -176,21 +220,29 @@ static void xadd(RedisModuleCtx *ctx, RedisModuleString *stream, const char *max
     for (int i = 0; i < nfv && i < CHANGE_FIELDS_MAX; i++)
         argv[n++] = RedisModule_CreateString(ctx, fv[i], strlen(fv[i]));
     RedisModuleCallReply *r = RedisModule_Call(ctx, "XADD", "!v", argv, (size_t)n);
+    int ok = r && RedisModule_CallReplyType(r) != REDISMODULE_REPLY_ERROR;
+    if (!ok) {
+        size_t len = 0;
+        const char *msg = r ? RedisModule_CallReplyStringPtr(r, &len) : NULL;
+        RedisModule_Log(ctx, "warning", "kvsql changes: XADD refused after the checks: %.*s", msg ? (int)len : 7,
+                        msg ? msg : "no reply");
+    }
     if (r) RedisModule_FreeCallReply(r);
     for (int i = 1; i < n; i++) RedisModule_FreeString(ctx, argv[i]);
+    return ok ? 0 : -1;
 }
 
 /* A marker entry: version, op (on, off, commit). */
-static void change_xadd_marker(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
-                               const char *version, const char *op) {
+static int change_xadd_marker(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
+                              const char *version, const char *op) {
     const char *fv[] = {"op", op};
-    xadd(ctx, stream, maxlen, trim, version, fv, 2);
+    return xadd(ctx, stream, maxlen, trim, version, fv, 2);
 }
 
-static void change_xadd_entry(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
-                              const char *version, const change_entry *e) {
+static int change_xadd_entry(RedisModuleCtx *ctx, RedisModuleString *stream, const char *maxlen, const char *trim,
+                             const char *version, const change_entry *e) {
     const char *fv[CHANGE_FIELDS_MAX];
-    xadd(ctx, stream, maxlen, trim, version, fv, change_entry_fields(e, fv));
+    return xadd(ctx, stream, maxlen, trim, version, fv, change_entry_fields(e, fv));
 }
 
 static int stream_usable(RedisModuleCtx *ctx, RedisModuleString *stream) {
@@ -198,6 +250,47 @@ static int stream_usable(RedisModuleCtx *ctx, RedisModuleString *stream) {
     int type = key ? RedisModule_KeyType(key) : REDISMODULE_KEYTYPE_EMPTY;
     if (key) RedisModule_CloseKey(key);
     return type == REDISMODULE_KEYTYPE_EMPTY || type == REDISMODULE_KEYTYPE_STREAM;
+}
+
+/* Whether the stream (a stream or missing) can take `need` more entries:
+ * XADD's IDs end at 18446744073709551615-18446744073709551615, and a
+ * stream's last ID can be set anywhere (XADD with an ID, XSETID). */
+static int stream_has_room(RedisModuleCtx *ctx, RedisModuleString *stream, uint64_t need) {
+    if (!RedisModule_KeyExists(ctx, stream)) return 1;
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "XINFO", "cs", "STREAM", stream);
+    int room = 0;
+    size_t n = r && RedisModule_CallReplyType(r) == REDISMODULE_REPLY_ARRAY ? RedisModule_CallReplyLength(r) : 0;
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        size_t len;
+        const char *name = RedisModule_CallReplyStringPtr(RedisModule_CallReplyArrayElement(r, i), &len);
+        if (!name || len != 17 || memcmp(name, "last-generated-id", 17) != 0) continue;
+        const char *id = RedisModule_CallReplyStringPtr(RedisModule_CallReplyArrayElement(r, i + 1), &len);
+        room = id && kvsql_stream_has_room(id, len, need);
+        break;
+    }
+    if (r) RedisModule_FreeCallReply(r);
+    return room;
+}
+
+/* Checks, before anything is written, that `need` entries can go to the
+ * stream: 0, or -1 with err set. */
+static int check_stream(RedisModuleCtx *ctx, RedisModuleString *stream, uint64_t need, char *err, size_t errlen) {
+    size_t len;
+    const char *s = RedisModule_StringPtrLen(stream, &len);
+    if (!stream_usable(ctx, stream)) {
+        snprintf(err, errlen, "ERR kvsql changes: '%.*s' holds another type than a stream: nothing was written",
+                 (int)(len > 200 ? 200 : len), s);
+        return -1;
+    }
+    if (!stream_has_room(ctx, stream, need)) {
+        snprintf(err, errlen,
+                 "ERR kvsql changes: the stream '%.*s' has no room for %llu more entries (its IDs are used up to "
+                 "18446744073709551615-18446744073709551615): nothing was written. Consume it, then delete it: the "
+                 "next entry starts a new stream",
+                 (int)(len > 200 ? 200 : len), s, (unsigned long long)need);
+        return -1;
+    }
+    return 0;
 }
 
 size_t changes_bytes(void) {
@@ -215,12 +308,12 @@ size_t changes_bytes(void) {
 }
 
 int changes_check_write(RedisModuleCtx *ctx, char *err, size_t errlen) {
-    if (!cur.active || stream_usable(ctx, cur.stream)) return 0;
-    size_t len;
-    const char *s = RedisModule_StringPtrLen(cur.stream, &len);
-    snprintf(err, errlen, "ERR kvsql changes: '%.*s' holds another type than a stream: nothing was written",
-             (int)(len > 200 ? 200 : len), s);
-    return -1;
+    if (!cur.active) return 0;
+    if (cur.bad[0]) {
+        snprintf(err, errlen, "%s", cur.bad);
+        return -1;
+    }
+    return check_stream(ctx, cur.stream, cur.log.n ? (uint64_t)cur.log.n : 1, err, errlen);
 }
 
 /* The decimal value of a string key ("0" when missing). */
@@ -241,7 +334,8 @@ void changes_write(RedisModuleCtx *ctx, RedisModuleString *version_key) {
         change_xadd_marker(ctx, cur.stream, cur.maxlen, cur.trim, version, "commit");
         return;
     }
-    for (size_t i = 0; i < cur.log.n; i++) change_xadd_entry(ctx, cur.stream, cur.maxlen, cur.trim, version, &cur.log.e[i]);
+    for (size_t i = 0; i < cur.log.n; i++)
+        if (change_xadd_entry(ctx, cur.stream, cur.maxlen, cur.trim, version, &cur.log.e[i]) != 0) return;
 }
 
 /* ---- SQL.CHANGES ---------------------------------------------------------------- */
@@ -264,7 +358,7 @@ static int parse_on(RedisModuleString **argv, int argc, char *maxlen, char *trim
     }
     size_t len;
     const char *p = RedisModule_StringPtrLen(argv[argc - 1], &len);
-    if (len == 0 || len > 18) return -1;
+    if (len == 0 || len > KVSQL_CHANGES_MAXLEN_DIGITS) return -1;
     for (size_t i = 0; i < len; i++)
         if (p[i] < '0' || p[i] > '9') return -1;
     snprintf(maxlen, 24, "%.*s", (int)len, p);
@@ -280,8 +374,14 @@ static void read_version(RedisModuleCtx *ctx, RedisModuleString *keyname, char o
 }
 
 static int reply_status(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString *stream) {
-    char maxlen[24] = "", trim[2] = "", version[24];
-    int on = read_config(ctx, keyname, maxlen, trim);
+    char maxlen[24] = "", trim[2] = "", version[24], why[160] = "";
+    capture_state st = read_config(ctx, keyname, maxlen, trim, why, sizeof(why));
+    if (st == CAPTURE_BAD) {
+        char err[512];
+        bad_config_error(keyname, why, "every write to it fails with nothing written", err, sizeof(err));
+        return RedisModule_ReplyWithError(ctx, err);
+    }
+    int on = st == CAPTURE_ON;
     read_version(ctx, keyname, version);
     RedisModuleCallReply *r = RedisModule_Call(ctx, "XLEN", "s", stream);
     long long xlen = r && RedisModule_CallReplyType(r) == REDISMODULE_REPLY_INTEGER ? RedisModule_CallReplyInteger(r) : 0;
@@ -306,33 +406,45 @@ static int reply_status(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMo
     return REDISMODULE_OK;
 }
 
-/* A marker entry: op on/off, with the version as it stands. */
-static void add_marker(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString *stream, const char *op,
-                       const char *maxlen, const char *trim) {
+/* A marker entry: op on/off, with the version as it stands. 0 or -1. */
+static int add_marker(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString *stream, const char *op,
+                      const char *maxlen, const char *trim) {
     char version[24];
     read_version(ctx, keyname, version);
-    change_xadd_marker(ctx, stream, strcmp(maxlen, "0") == 0 ? "" : maxlen, trim, version, op);
+    return change_xadd_marker(ctx, stream, strcmp(maxlen, "0") == 0 ? "" : maxlen, trim, version, op);
 }
 
+static int call_ok(RedisModuleCallReply *r) {
+    int ok = r && RedisModule_CallReplyType(r) != REDISMODULE_REPLY_ERROR;
+    if (r) RedisModule_FreeCallReply(r);
+    return ok;
+}
+
+/* ON or OFF. Everything is checked before the first write: the types of
+ * both keys and, when a marker entry goes to the stream, its room. A
+ * configuration that is no configuration (format.h) is replaced by ON and
+ * removed by OFF, whose marker then trims nothing. */
 static int set_capture(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString *stream,
                        RedisModuleString *cfg, int on, const char *maxlen, const char *trim) {
-    char old_max[24] = "", old_trim[2] = "";
-    int was_on = read_config(ctx, keyname, old_max, old_trim);
+    char old_max[24] = "", old_trim[2] = "", why[160] = "", err[512];
+    capture_state was = read_config(ctx, keyname, old_max, old_trim, why, sizeof(why));
     RedisModuleKey *k = RedisModule_OpenKey(ctx, cfg, REDISMODULE_READ | REDISMODULE_OPEN_KEY_NOTOUCH);
     int type = k ? RedisModule_KeyType(k) : REDISMODULE_KEYTYPE_EMPTY;
     if (k) RedisModule_CloseKey(k);
     if ((type != REDISMODULE_KEYTYPE_EMPTY && type != REDISMODULE_KEYTYPE_HASH) || !stream_usable(ctx, stream))
         return RedisModule_ReplyWithError(ctx, "WRONGTYPE kvsql changes: T:changes must be a stream and "
                                                "T:changes:cfg a hash (docs/FORMAT.md)");
+    int marker = on ? was == CAPTURE_OFF : was != CAPTURE_OFF;
+    if (marker && check_stream(ctx, stream, 1, err, sizeof(err)) != 0) return RedisModule_ReplyWithError(ctx, err);
+    int ok = 1;
     if (on) {
-        RedisModuleCallReply *r = RedisModule_Call(ctx, "HSET", "!scccc", cfg, "maxlen", maxlen, "trim", trim);
-        if (r) RedisModule_FreeCallReply(r);
-        if (!was_on) add_marker(ctx, keyname, stream, "on", maxlen, trim);
-    } else if (was_on) {
-        add_marker(ctx, keyname, stream, "off", old_max[0] ? old_max : "0", old_trim);
-        RedisModuleCallReply *r = RedisModule_Call(ctx, "DEL", "!s", cfg);
-        if (r) RedisModule_FreeCallReply(r);
+        ok = call_ok(RedisModule_Call(ctx, "HSET", "!scccc", cfg, "maxlen", maxlen, "trim", trim));
+        if (ok && marker) ok = add_marker(ctx, keyname, stream, "on", maxlen, trim) == 0;
+    } else if (marker) {
+        ok = add_marker(ctx, keyname, stream, "off", old_max[0] ? old_max : "0", old_trim) == 0;
+        if (ok) ok = call_ok(RedisModule_Call(ctx, "DEL", "!s", cfg));
     }
+    if (!ok) return RedisModule_ReplyWithError(ctx, "ERR kvsql changes: Redis refused a write (see its log)");
     return RedisModule_ReplyWithSimpleString(ctx, "OK");
 }
 

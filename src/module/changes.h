@@ -18,8 +18,9 @@
 
 #include <sqlite3.h>
 
-/* Whether capture is on for the database at keyname (offload.c keeps
- * such writes on the main thread, where the capture runs). */
+/* Whether capture is on for the database at keyname: T:changes:cfg
+ * exists, a valid configuration or not (offload.c keeps such writes on the
+ * main thread, where the capture runs and an invalid one fails them). */
 int changes_on(RedisModuleCtx *ctx, RedisModuleString *keyname);
 
 /* exec.c: at the start of a write call on keyname's connection db (guard
@@ -39,7 +40,10 @@ void changes_call_end(void);
  * replication stream (its check of commits too big for the replicas). */
 size_t changes_bytes(void);
 /* store_keyspace.c, in the end-of-call write. Before anything is written:
- * checks that the stream can take the entries; 0, or -1 with err set. */
+ * checks everything that would make an XADD of the entries fail: that
+ * T:changes:cfg is a valid configuration (format.h's rule, checked when
+ * the call began), that T:changes is a stream or missing, and that its ID
+ * space has room for all the entries. 0, or -1 with err set. */
 int changes_check_write(RedisModuleCtx *ctx, char *err, size_t errlen);
 /* After the pages and INCR T:v: appends the call's entries (XADD, each
  * propagated in the same MULTI/EXEC), tagged with the version in key

@@ -66,7 +66,8 @@ static int on_key_event(RedisModuleCtx *ctx, int type, const char *event, RedisM
     const char *k = RedisModule_StringPtrLen(key, &len);
     int db = RedisModule_GetSelectedDb(ctx);
     if (live) snapshots_key_changed(db, k, len, SNAPSHOT_CHANGED);
-    if (hash) cache_key_changed(db, k, len, strcmp(event, "hset") == 0);
+    if (hash && strcmp(event, "hset") == 0) cache_key_hset(db, key);
+    else if (hash) cache_key_changed(db, k, len);
     else cache_forget_key(db, k, len);
     return REDISMODULE_OK;
 }
@@ -78,18 +79,24 @@ static int sets_hash_fields(const char *name, size_t len) {
            (len == 6 && strncasecmp(name, "hsetnx", 6) == 0);
 }
 
-/* Every command passes here before it runs, whoever sends it (a client,
- * the master's link on a replica, a script's redis.call, a module's
- * RedisModule_Call). Of HSET, HMSET and HSETNX to a key with a cached
- * connection, cache.c learns the pages they name, so that the
- * connection's next snapshot drops only those (cache_fields_written). */
+/* Every command passes here before Redis decides whether it runs,
+ * whoever sends it (a client, the master's link on a replica, a script's
+ * redis.call, a module's RedisModule_Call), and commands queued in MULTI
+ * pass when queued, not at EXEC. Of HSET, HMSET and HSETNX to a key with
+ * a cached connection, cache.c keeps the key argument and the pages they
+ * name, so that the "hset" event of the one that runs lets the
+ * connection's next snapshot drop only those (cache_hset_filtered). */
 static void on_command(RedisModuleCommandFilterCtx *f) {
-    if (cache_is_empty()) return;
     int argc = RedisModule_CommandFilterArgsCount(f);
-    if (argc < 4) return;
+    if (argc < 2) return;
     size_t len;
     const char *name = RedisModule_StringPtrLen(RedisModule_CommandFilterArgGet(f, 0), &len);
-    if (!sets_hash_fields(name, len)) return;
+    RedisModuleString *key = RedisModule_CommandFilterArgGet(f, 1);
+    if (argc < 4 || !sets_hash_fields(name, len)) {
+        cache_other_filtered(key);
+        return;
+    }
+    if (cache_is_empty()) return;
     uint32_t pages[32];
     int n = 0;
     for (int i = 2; i + 1 < argc && n >= 0; i += 2) {
@@ -98,8 +105,7 @@ static void on_command(RedisModuleCommandFilterCtx *f) {
         if (n == (int)(sizeof(pages) / sizeof(pages[0])) || kvsql_field_parse(field, flen, &pages[n]) != 0) n = -1;
         else n++;
     }
-    const char *key = RedisModule_StringPtrLen(RedisModule_CommandFilterArgGet(f, 1), &len);
-    cache_fields_written(key, len, pages, n);
+    cache_hset_filtered(key, pages, n);
 }
 
 static void on_flush(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, void *data) {

@@ -282,7 +282,7 @@ static int publish_job(RedisModuleCtx *ctx, job *j) {
     const char *name = RedisModule_StringPtrLen(j->keyname, &len);
     if (ok) {
         COUNT(staged);
-        cache_key_changed(j->dbid, name, len, 0);
+        cache_key_changed(j->dbid, name, len);
     }
     return ok;
 }
@@ -314,7 +314,7 @@ static int write_job(RedisModuleCtx *ctx, job *j) {
     if (key) RedisModule_CloseKey(key);
     size_t len;
     const char *name = RedisModule_StringPtrLen(j->keyname, &len);
-    if (ok) cache_key_changed(j->dbid, name, len, 0); /* the cached connection has not seen this write */
+    if (ok) cache_key_changed(j->dbid, name, len); /* the cached connection has not seen this write */
     return ok;
 }
 

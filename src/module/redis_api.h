@@ -201,6 +201,7 @@ typedef int (*RedisModuleConfigApplyFunc)(RedisModuleCtx *ctx, void *privdata, R
     X(int, HashGet, (RedisModuleKey * key, int flags, ...))                                          \
     X(RedisModuleString *, CreateString, (RedisModuleCtx * ctx, const char *ptr, size_t len))        \
     X(void, FreeString, (RedisModuleCtx * ctx, RedisModuleString * str))                             \
+    X(void, RetainString, (RedisModuleCtx * ctx, RedisModuleString * str))                             \
     X(const char *, StringPtrLen, (const RedisModuleString *str, size_t *len))                       \
     X(int, Replicate, (RedisModuleCtx * ctx, const char *cmdname, const char *fmt, ...))             \
     X(int, SignalModifiedKey, (RedisModuleCtx * ctx, RedisModuleString * keyname))                   \

@@ -18,6 +18,7 @@
 #include "format.h"
 #include "protocol.h"
 #include "replicas.h"
+#include "slot_keys.h"
 #include "worker.h"
 
 #include <stdio.h>
@@ -103,7 +104,7 @@ static int must_stop(stage_write *w, RedisModuleCtx *ctx, const aux_keys *a, cha
         snprintf(err, errlen, "%s", STAGE_CAPTURE_ERROR);
         return STAGE_CONFLICT;
     }
-    return 0;
+    return slot_keys_writable(ctx, w->keyname, err, errlen); /* a cluster slot half moved: TRYAGAIN */
 }
 
 /* Where the steps are: the slot of the written pages next to stage, then

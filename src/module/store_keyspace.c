@@ -17,6 +17,7 @@
 #include "pagemap.h"
 #include "protocol.h"
 #include "replicas.h"
+#include "slot_keys.h"
 #include "snapshot.h"
 
 #include <sqlite3.h>
@@ -476,7 +477,8 @@ int keyspace_store_flush(kvsql_store *s, char *err, size_t errlen) {
         const aux_keys *a = &k->aux;
         size_t ndel = old_npages > k->pending.npages ? old_npages - k->pending.npages : 0;
         flushing = 1; /* keyspace events of our own writes */
-        rc = check_replication_room(k, nc, ndel, err, errlen);
+        rc = slot_keys_writable(k->ctx, k->keyname, err, errlen); /* in a cluster: all its keys here */
+        if (rc == 0) rc = check_replication_room(k, nc, ndel, err, errlen);
         if (rc == 0) rc = changes_check_write(k->ctx, err, errlen); /* capture's stream can take the entries */
         if (rc == 0) rc = prepare_write(k, c, nc, old_npages, a, err, errlen);
         if (rc == 0) preserve_for_snapshots(k, c, nc, old_npages);
