@@ -36,6 +36,7 @@ typedef struct offload_stats {
     long long run_here;    /* calls sent back to the main thread: they wrote TEMP objects */
     long long staged;      /* big writes published by staging (stage.h) */
     long long staged_waits; /* their 1 ms pauses for a replica's full output buffer */
+    long long pause_waits;  /* 1 ms waits of a write while Redis paused writes (CLIENT PAUSE, FAILOVER) */
 } offload_stats;
 offload_stats offload_get_stats(void);
 

@@ -245,6 +245,7 @@ static void info_workers(RedisModuleInfoCtx *ctx) {
     RedisModule_InfoAddFieldLongLong(ctx, "offload_run_here", os.run_here);
     RedisModule_InfoAddFieldLongLong(ctx, "offload_staged_writes", os.staged);
     RedisModule_InfoAddFieldLongLong(ctx, "offload_staged_replica_waits", os.staged_waits);
+    RedisModule_InfoAddFieldLongLong(ctx, "offload_pause_waits", os.pause_waits);
 }
 
 static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {

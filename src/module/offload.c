@@ -17,16 +17,24 @@
  * would. If the key is gone by then (deleted, expired, moved to another
  * node, flushed), the call fails.
  *
- * The reply, and for a writing call the write of its pages (the same
- * end-of-call write as on the main thread: store_keyspace.c), happen in
- * the blocked client's reply callback, on the main thread. A write whose
+ * A writing call's pages are written by the worker (the same end-of-call
+ * write as on the main thread: store_keyspace.c), holding Redis's lock,
+ * and only at a moment when Redis does not pause writes: Redis 7.0 aborts
+ * (propagatePendingCommands' assert) when anything is propagated during
+ * CLIENT PAUSE WRITE, FAILOVER or SHUTDOWN's wait for a lagging replica,
+ * and the check and the write under one hold of the lock leave no gap for
+ * a pause to start in. While writes are paused the worker waits, within
+ * the call's time limit (kvsql.query-timeout-ms) and SQL.KILL. The reply
+ * then happens in the blocked client's reply callback, on the main
+ * thread, which writes nothing (a call that must run again there, TEMP
+ * objects, is refused if writes are paused by then). A write whose
  * database changed after its snapshot fails with SQLITE_BUSY and writes
- * nothing. A client that disconnects before its reply gets nothing
+ * nothing. A client that disconnects before its write gets nothing
  * written.
  *
  * A write of more than STAGE_MIN_BYTES of pages is not written in one
- * step: the worker stages the new hash in steps and the reply callback
- * only swaps it in (stage.h). */
+ * step: the worker stages the new hash in steps, then swaps it in
+ * (stage.h). */
 #include "budget.h"
 #include "call.h"
 #include "changes.h"
@@ -39,11 +47,17 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* The reply when the database's key went away under the call. */
 #define GONE_ERROR                                                                                             \
     "SQLITE_ABORT kvsql: the database's key was deleted, replaced or moved while the SQL ran on a worker thread: " \
     "nothing was written"
+
+/* The reply of a call that must run again on the main thread while Redis
+ * pauses writes. */
+#define PAUSED_ERROR                                                                                          \
+    "SQLITE_BUSY kvsql: Redis pauses writes (CLIENT PAUSE, FAILOVER or SHUTDOWN): nothing was written (retry)"
 
 /* Starts on a snapshot before the run that holds Redis's lock. */
 #define SNAPSHOT_TRIES 3
@@ -66,8 +80,13 @@ typedef struct job {
     stage_write stage;          /* a big write: staged by the worker (stage.h) */
     int restarts, locked;
     int run_here; /* it wrote TEMP objects, which must live in the key's connection: run it there */
+    int gone;     /* its client disconnected: write nothing (set under Redis's lock) */
+    struct job *next_live; /* in live_jobs, from BlockClient to job_free (under Redis's lock) */
     char err[1024];
 } job;
+
+/* Jobs whose client is blocked: the disconnect callback finds its job here. */
+static job *live_jobs;
 
 static offload_stats stats;
 #define COUNT(field) __atomic_fetch_add(&stats.field, 1, __ATOMIC_RELAXED)
@@ -84,8 +103,24 @@ static RedisModuleString *copy_string(RedisModuleString *s) {
     return RedisModule_CreateString(NULL, p, len);
 }
 
+static void unlist_job(job *j) {
+    for (job **p = &live_jobs; *p; p = &(*p)->next_live)
+        if (*p == j) {
+            *p = j->next_live;
+            break;
+        }
+}
+
+/* Main thread: the blocked client went away; its job writes nothing. */
+static void on_disconnect(RedisModuleCtx *ctx, RedisModuleBlockedClient *bc) {
+    (void)ctx;
+    for (job *j = live_jobs; j; j = j->next_live)
+        if (j->bc == bc) j->gone = 1;
+}
+
 static void job_free(RedisModuleCtx *ctx, void *data) {
     job *j = data;
+    unlist_job(j);
     stage_abandon(ctx, &j->stage); /* not published: its client went away */
     stage_free(&j->stage);
     snapshot_drop(j->snap);
@@ -222,39 +257,13 @@ static void stage_job(job *j, RedisModuleCtx *tsctx) {
     w->killed = &j->task.killed;
     w->started_ms = j->started_ms;
     w->replica_waits = &stats.staged_waits;
+    w->pause_waits = &stats.pause_waits;
     int rc = stage_build(w, tsctx, j->err, sizeof(j->err));
     if (rc == STAGE_CONFLICT) COUNT(conflicts);
     if (rc != 0) j->ok = 0;
 }
 
-static void job_run(worker_task *t, RedisModuleCtx *tsctx) {
-    job *j = (job *)t;
-    for (int attempt = 0;; attempt++) {
-        int hold = attempt >= SNAPSHOT_TRIES; /* the last resort: Redis waits, as on the main thread */
-        if (hold) worker_gil_lock(tsctx);
-        int rc = attempt == 0 && !hold ? 0 : retake_snapshot(j, tsctx, hold);
-        int state = rc == 0 ? run_once(j, tsctx, hold) : SNAPSHOT_OK;
-        if (hold) worker_gil_unlock(tsctx);
-        if (rc != 0) j->ok = 0;
-        if (hold) j->locked = 1;
-        if (state == SNAPSHOT_GONE) {
-            j->ok = 0;
-            snprintf(j->err, sizeof(j->err), "%s", GONE_ERROR);
-        }
-        if (state != SNAPSHOT_CHANGED || t->killed || j->run_here) break;
-        j->restarts++;
-    }
-    if (j->ok && j->pending.any && !j->run_here && stage_wanted(&j->pending, snapshot_npages(j->snap)))
-        stage_job(j, tsctx);
-}
-
-/* The job is done: its client's reply callback takes it (job_reply). */
-static void job_done(worker_task *t) {
-    job *j = (job *)t;
-    RedisModule_UnblockClient(j->bc, j);
-}
-
-/* ---- back on the main thread ---------------------------------------------- */
+/* ---- on the worker, holding Redis's lock: the write ------------------------ */
 
 /* Whether the database is still as the job's snapshot saw it; else sets
  * the error. */
@@ -275,7 +284,7 @@ static int unchanged(RedisModuleCtx *ctx, job *j) {
  * published; else the staging key is gone. */
 static int publish_job(RedisModuleCtx *ctx, job *j) {
     int ok = unchanged(ctx, j) && stage_publish(ctx, &j->stage, j->err, sizeof(j->err)) == 0;
-    stage_abandon(ctx, &j->stage);
+    stage_abandon_locked(ctx, &j->stage);
     snapshot_drop(j->snap);
     j->snap = j->stage.snap = NULL;
     size_t len;
@@ -318,18 +327,104 @@ static int write_job(RedisModuleCtx *ctx, job *j) {
     return ok;
 }
 
+/* Why a job waiting for writes to resume must stop: its client left,
+ * SQL.KILL or shutdown, its time limit. Sets j->err; 0 when it may wait on. */
+static int must_stop_waiting(job *j) {
+    if (j->gone) {
+        snprintf(j->err, sizeof(j->err), "ERR kvsql: the client disconnected: nothing was written");
+        return 1;
+    }
+    long long limit = budget_timeout_ms;
+    int stop = j->task.killed ? STOP_KILL
+               : limit > 0 && budget_now_ms() - j->started_ms > limit ? STOP_TIME
+                                                                       : RUNS;
+    if (stop == RUNS) return 0;
+    char words[160];
+    snprintf(j->err, sizeof(j->err), "SQLITE_INTERRUPT %s", budget_stop_words(stop, limit, words, sizeof(words)));
+    return 1;
+}
+
+static void sleep_1ms(void) {
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+}
+
+/* Takes Redis's lock at a moment when Redis does not pause writes, the
+ * job's db selected, waiting outside the lock meanwhile. Returns 1 so
+ * (the caller may write and propagate until it lets the lock go), or 0,
+ * holding the lock too, when the job must stop (j->err says why). */
+static int lock_unpaused(job *j, RedisModuleCtx *tsctx) {
+    for (;;) {
+        worker_gil_lock(tsctx);
+        RedisModule_SelectDb(tsctx, j->dbid);
+        if (must_stop_waiting(j)) return 0;
+        if (!RedisModule_AvoidReplicaTraffic()) return 1;
+        worker_gil_unlock(tsctx);
+        __atomic_fetch_add(&stats.pause_waits, 1, __ATOMIC_RELAXED);
+        sleep_1ms();
+    }
+}
+
+/* A writing job's pages into the hash: written in one step or the staged
+ * hash published, never while Redis pauses writes. */
+static void land_write(job *j, RedisModuleCtx *tsctx) {
+    if (lock_unpaused(j, tsctx)) {
+        j->ok = j->stage.built ? publish_job(tsctx, j) : write_job(tsctx, j);
+    } else {
+        j->ok = 0;
+        stage_abandon_locked(tsctx, &j->stage); /* unless writes are paused: then its TTL */
+    }
+    worker_gil_unlock(tsctx); /* what the write propagated is sent here */
+}
+
+static void job_run(worker_task *t, RedisModuleCtx *tsctx) {
+    job *j = (job *)t;
+    for (int attempt = 0;; attempt++) {
+        int hold = attempt >= SNAPSHOT_TRIES; /* the last resort: Redis waits, as on the main thread */
+        if (hold) worker_gil_lock(tsctx);
+        int rc = attempt == 0 && !hold ? 0 : retake_snapshot(j, tsctx, hold);
+        int state = rc == 0 ? run_once(j, tsctx, hold) : SNAPSHOT_OK;
+        if (hold) worker_gil_unlock(tsctx);
+        if (rc != 0) j->ok = 0;
+        if (hold) j->locked = 1;
+        if (state == SNAPSHOT_GONE) {
+            j->ok = 0;
+            snprintf(j->err, sizeof(j->err), "%s", GONE_ERROR);
+        }
+        if (state != SNAPSHOT_CHANGED || t->killed || j->run_here) break;
+        j->restarts++;
+    }
+    if (j->run_here && !j->readonly) { /* it writes on the main thread: best not during a pause */
+        if (!lock_unpaused(j, tsctx)) j->run_here = 0, j->ok = 0;
+        worker_gil_unlock(tsctx);
+        return;
+    }
+    if (j->ok && j->pending.any && !j->run_here && stage_wanted(&j->pending, snapshot_npages(j->snap)))
+        stage_job(j, tsctx);
+    if (j->ok && j->pending.any && !j->run_here) land_write(j, tsctx);
+}
+
+/* The job is done: its client's reply callback takes it (job_reply). */
+static void job_done(worker_task *t) {
+    job *j = (job *)t;
+    RedisModule_UnblockClient(j->bc, j);
+}
+
+/* ---- back on the main thread: the reply ---------------------------------- */
+
 static int job_reply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     (void)argv;
     (void)argc;
     job *j = RedisModule_GetBlockedClientPrivateData(ctx);
     if (j->run_here) {
-        COUNT(run_here);
         snapshot_drop(j->snap); /* or the call would find its own writer in the way */
         j->snap = NULL;
+        if (!j->readonly && RedisModule_AvoidReplicaTraffic()) /* a pause began since the worker checked */
+            return call_reply_error(ctx, PAUSED_ERROR);
+        COUNT(run_here);
         exec_run_here(ctx, j->keyname, j->argv, j->argc, j->readonly);
         return REDISMODULE_OK;
     }
-    if (j->ok && j->pending.any) j->ok = j->stage.built ? publish_job(ctx, j) : write_job(ctx, j);
     if (j->restarts) __atomic_fetch_add(&stats.restarts, j->restarts, __ATOMIC_RELAXED);
     if (j->locked) COUNT(locked_runs);
     if (!j->ok) return call_reply_error(ctx, j->err);
@@ -348,6 +443,9 @@ int offload_call(call *k, RedisModuleString *keyname, uint32_t npages, uint32_t 
         job_free(NULL, j);
         return 0;
     }
+    j->next_live = live_jobs;
+    live_jobs = j;
+    RedisModule_SetDisconnectCallback(j->bc, on_disconnect);
     COUNT(calls);
     if (workers_submit(k->ctx, &j->task) != 0) {
         snprintf(j->err, sizeof(j->err), "ERR kvsql: no worker thread could be started for a long call");

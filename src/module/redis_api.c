@@ -9,6 +9,7 @@ REDIS_API_OPTIONAL_ENTRIES(REDIS_API_DEFINE)
 REDIS_API_REPLY_ENTRIES(REDIS_API_DEFINE)
 REDIS_API_CHANGES_ENTRIES(REDIS_API_DEFINE)
 REDIS_API_WORKER_ENTRIES(REDIS_API_DEFINE)
+REDIS_API_PAUSE_ENTRIES(REDIS_API_DEFINE)
 #undef REDIS_API_DEFINE
 
 int redis_api_init(RedisModuleCtx *ctx, const char *name, int ver, const char **missing) {
@@ -25,6 +26,7 @@ int redis_api_init(RedisModuleCtx *ctx, const char *name, int ver, const char **
     REDIS_API_REPLY_ENTRIES(REDIS_API_RESOLVE)
     REDIS_API_CHANGES_ENTRIES(REDIS_API_RESOLVE)
     REDIS_API_WORKER_ENTRIES(REDIS_API_RESOLVE)
+    REDIS_API_PAUSE_ENTRIES(REDIS_API_RESOLVE)
 #undef REDIS_API_RESOLVE
 #define REDIS_API_TRY(ret, fn, params)                                            \
     if (get_api("RedisModule_" #fn, (void *)&RedisModule_##fn) != REDISMODULE_OK) \

@@ -332,6 +332,25 @@ typedef void (*RedisModuleFreePrivDataFunc)(RedisModuleCtx *ctx, void *privdata)
     X(void, ThreadSafeContextLock, (RedisModuleCtx * ctx))                                           \
     X(void, ThreadSafeContextUnlock, (RedisModuleCtx * ctx))
 
+/* ---- writes paused and ACL key checks (offload.c, stage.c, acl.c):
+ * Redis pauses writes for CLIENT PAUSE WRITE, FAILOVER and SHUTDOWN with a
+ * lagging replica, and asserts that nothing is propagated meanwhile;
+ * RedisModule_AvoidReplicaTraffic() says whether such a pause is on. */
+typedef struct RedisModuleUser RedisModuleUser;
+typedef void (*RedisModuleDisconnectFunc)(RedisModuleCtx *ctx, RedisModuleBlockedClient *bc);
+
+#define REDISMODULE_CMD_KEY_UPDATE (1ULL << 5)
+#define REDISMODULE_CMD_KEY_INSERT (1ULL << 6)
+#define REDISMODULE_CMD_KEY_DELETE (1ULL << 7)
+
+#define REDIS_API_PAUSE_ENTRIES(X)                                                                   \
+    X(int, AvoidReplicaTraffic, (void))                                                              \
+    X(void, SetDisconnectCallback, (RedisModuleBlockedClient * bc, RedisModuleDisconnectFunc callback)) \
+    X(RedisModuleString *, GetCurrentUserName, (RedisModuleCtx * ctx))                               \
+    X(RedisModuleUser *, GetModuleUserFromUserName, (RedisModuleString * name))                      \
+    X(void, FreeModuleUser, (RedisModuleUser * user))                                                \
+    X(int, ACLCheckKeyPermissions, (RedisModuleUser * user, RedisModuleString * key, int flags))
+
 #define REDIS_API_DECLARE(ret, name, params) extern ret(*RedisModule_##name) params;
 REDIS_API_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_PROTOCOL_ENTRIES(REDIS_API_DECLARE)
@@ -339,6 +358,7 @@ REDIS_API_OPTIONAL_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_REPLY_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_CHANGES_ENTRIES(REDIS_API_DECLARE)
 REDIS_API_WORKER_ENTRIES(REDIS_API_DECLARE)
+REDIS_API_PAUSE_ENTRIES(REDIS_API_DECLARE)
 #undef REDIS_API_DECLARE
 
 /* Resolves every entry above and registers the module name. On failure

@@ -10,7 +10,11 @@
  * lock. Staging keys and their TTLs are propagated explicitly (a thread-safe
  * context's propagation is sent when the lock is let go, one MULTI/EXEC
  * per step), so replicas and the AOF build the same staging key. A step
- * waits while a replica's output buffer is too full for it (replicas.h). */
+ * waits while a replica's output buffer is too full for it (replicas.h),
+ * and while Redis pauses writes (RedisModule_AvoidReplicaTraffic: Redis
+ * 7.0 aborts when anything is propagated during CLIENT PAUSE WRITE,
+ * FAILOVER or SHUTDOWN's wait for a replica); nothing here writes or
+ * propagates during such a pause. */
 #include "stage.h"
 
 #include "budget.h"
@@ -26,8 +30,9 @@
 #include <string.h>
 #include <time.h>
 
-/* Test-only: milliseconds the worker waits between two steps, so that a
- * test can act while a write is staged (tests/test_offload_stage.py). */
+/* Test-only: milliseconds the worker waits after each step (the last one
+ * too, before the publish), so that a test can act while a write is staged
+ * (tests/test_offload_stage.py, test_offload_pause.py). */
 #define PAUSE_ENV "KVSQL_TEST_STAGE_PAUSE_MS"
 
 int stage_wanted(const pending_pages *pages, uint32_t old_npages) {
@@ -56,8 +61,12 @@ static int call_quiet(RedisModuleCtx *ctx, const char *cmd, const char *fmt, Red
 }
 
 /* UNLINK of the staging key, propagated when there was one (ctx holds
- * Redis's lock). */
+ * Redis's lock). Not while Redis pauses writes (CLIENT PAUSE WRITE,
+ * FAILOVER, SHUTDOWN waiting for a replica), when nothing may be
+ * propagated: the key then lapses by its TTL, or the next staged write of
+ * the database unlinks it first. */
 static void unlink_stage(RedisModuleCtx *ctx, RedisModuleString *name) {
+    if (RedisModule_AvoidReplicaTraffic()) return;
     RedisModuleCallReply *r = RedisModule_Call(ctx, "UNLINK", "s", name);
     int removed = r && RedisModule_CallReplyType(r) == REDISMODULE_REPLY_INTEGER &&
                   RedisModule_CallReplyInteger(r) > 0;
@@ -261,18 +270,22 @@ int stage_build(stage_write *w, RedisModuleCtx *tsctx, char *err, size_t errlen)
         worker_gil_lock(tsctx);
         RedisModule_SelectDb(tsctx, w->dbid);
         if (ceiling < 0) ceiling = buffer_ceiling(tsctx);
-        rc = must_stop(w, tsctx, &a, err, errlen); /* also while it waits for the replicas */
-        int room = rc == 0 && replicas_have_room(tsctx, ceiling, w);
+        rc = must_stop(w, tsctx, &a, err, errlen); /* also while it waits for the replicas or a pause */
+        int paused = rc == 0 && RedisModule_AvoidReplicaTraffic(); /* a step propagates: not now */
+        int room = rc == 0 && !paused && replicas_have_room(tsctx, ceiling, w);
         if (room) rc = step(w, tsctx, name, &cur, &done, err, errlen);
         if (rc != 0 && w->dirty) {
             unlink_stage(tsctx, name);
             w->dirty = 0;
         }
         worker_gil_unlock(tsctx);
-        if (rc == 0 && !room) {
+        if (rc == 0 && paused) {
+            if (w->pause_waits) __atomic_fetch_add(w->pause_waits, 1, __ATOMIC_RELAXED);
+            pause_ms(1);
+        } else if (rc == 0 && !room) {
             if (w->replica_waits) __atomic_fetch_add(w->replica_waits, 1, __ATOMIC_RELAXED);
             pause_ms(1); /* Redis's event loop sends the buffers meanwhile */
-        } else if (rc == 0 && !done && pause) {
+        } else if (rc == 0 && pause) { /* after the last step too: before the publish */
             pause_ms(pause);
         }
     }
@@ -372,6 +385,14 @@ int stage_publish(RedisModuleCtx *ctx, stage_write *w, char *err, size_t errlen)
 void stage_free(stage_write *w) {
     if (w->overwritten) RedisModule_Free(w->overwritten);
     w->overwritten = NULL;
+}
+
+void stage_abandon_locked(RedisModuleCtx *ctx, stage_write *w) {
+    if (!w->dirty) return;
+    RedisModuleString *name = stage_name(w->keyname);
+    unlink_stage(ctx, name);
+    RedisModule_FreeString(NULL, name);
+    w->dirty = 0;
 }
 
 void stage_abandon(RedisModuleCtx *ctx, stage_write *w) {

@@ -7,8 +7,8 @@
  * staging key T:wstage, STAGE_STEP_PAGES pages per step, each step holding
  * Redis's lock and propagating its HSET (so replicas and the AOF get the
  * pages step by step too). Every step first checks that the database is
- * as the call's snapshot saw it. The main thread then publishes in one
- * short atomic step: undo records and INCR T:v as any module write, then
+ * as the call's snapshot saw it. The worker then publishes, holding the
+ * lock while Redis does not pause writes, in one short atomic step: undo records and INCR T:v as any module write, then
  * RENAME K T:stage:old, RENAME T:wstage K, PERSIST K (or K's own expiry
  * back), UNLINK T:stage:old (Redis frees the old hash in the background).
  * A write that is refused, stopped or abandoned leaves nothing: its
@@ -57,6 +57,7 @@ typedef struct stage_write {
     int dirty;                   /* the staging key may exist: unlink it unless published */
     long long *replica_waits;    /* or NULL: counts each 1 ms pause for a replica's full output
                                   * buffer (atomically: INFO reads it while the worker runs) */
+    long long *pause_waits;      /* or NULL: the same, for each 1 ms wait while Redis pauses writes */
 } stage_write;
 
 /* Whether a writing call's pages, over a database of old_npages pages,
@@ -69,16 +70,20 @@ int stage_wanted(const pending_pages *pages, uint32_t old_npages);
  * the database changed) with an error reply text in err (the staging key is then unlinked, nothing published). */
 int stage_build(stage_write *w, RedisModuleCtx *tsctx, char *err, size_t errlen);
 
-/* On the main thread, in the blocked client's reply callback, after the
- * caller checked the snapshot (write unchanged) and change capture:
+/* On the worker holding Redis's lock, the key's db selected, at a moment
+ * when Redis does not pause writes (offload.c), after the caller checked
+ * the snapshot (write unchanged) and change capture:
  * publishes the staging key as the database in one atomic step,
  * propagated as one MULTI/EXEC. Returns 0, or -1 with an error reply text
  * in err (nothing published; call stage_abandon). */
 int stage_publish(RedisModuleCtx *ctx, stage_write *w, char *err, size_t errlen);
 
 /* On the main thread (any callback context, also one whose client is
- * gone): unlinks the staging key unless it was published (replicated). */
+ * gone): unlinks the staging key unless it was published (replicated).
+ * While Redis pauses writes the key is left to lapse by its TTL. */
 void stage_abandon(RedisModuleCtx *ctx, stage_write *w);
+/* The same on a worker holding Redis's lock, the key's db selected. */
+void stage_abandon_locked(RedisModuleCtx *ctx, stage_write *w);
 
 /* Frees what stage_build kept (the job's end). */
 void stage_free(stage_write *w);
