@@ -50,9 +50,7 @@
 #include <time.h>
 
 /* The reply when the database's key went away under the call. */
-#define GONE_ERROR                                                                                             \
-    "SQLITE_ABORT kvsql: the database's key was deleted, replaced or moved while the SQL ran on a worker thread: " \
-    "nothing was written"
+#define GONE_ERROR STAGE_GONE_ERROR
 
 /* The reply of a call that must run again on the main thread while Redis
  * pauses writes. */

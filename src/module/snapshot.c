@@ -112,14 +112,21 @@ int snapshot_read(snapshot *s, RedisModuleCtx *tsctx, uint32_t first, uint32_t c
     if (s->state != SNAPSHOT_OK) return SQLITE_ABORT;
     RedisModule_SelectDb(tsctx, s->dbid);
     RedisModuleString *name = RedisModule_CreateString(tsctx, s->key, s->keylen);
+    /* Opening may expire the key (its event marks s) or find it expired
+     * with no event yet (a replica waits for its master's DEL). */
     RedisModuleKey *key = RedisModule_OpenKey(tsctx, name, REDISMODULE_READ | REDISMODULE_OPEN_KEY_NOTOUCH);
+    int hash = key && RedisModule_KeyType(key) == REDISMODULE_KEYTYPE_HASH;
     unsigned char *out = buf;
     int rc = SQLITE_OK;
-    for (uint32_t i = 0; i < count && rc == SQLITE_OK; i++, out += s->page_size) {
+    for (uint32_t i = 0; i < count && rc == SQLITE_OK && s->state == SNAPSHOT_OK; i++, out += s->page_size) {
         const void *kept = pagemap_get(&s->preserved, first + i);
         if (kept) memcpy(out, kept, s->page_size);
         else rc = read_field(tsctx, key, first + i, s->page_size, out);
     }
+    /* A page missing because the key vanished or was replaced is a change,
+     * never corruption: the call starts again or fails with SQLITE_ABORT. */
+    if (rc != SQLITE_OK && s->state == SNAPSHOT_OK && !hash) s->state = SNAPSHOT_CHANGED;
+    if (s->state != SNAPSHOT_OK) rc = SQLITE_ABORT;
     if (key) RedisModule_CloseKey(key);
     RedisModule_FreeString(tsctx, name);
     return rc;

@@ -47,7 +47,9 @@ int snapshot_overwritten(const snapshot *s);
 /* Worker thread holding the GIL, on its thread-safe context: copies pages
  * first .. first+count-1 as of the snapshot into buf. Returns SQLITE_OK,
  * SQLITE_ABORT when the snapshot is no longer exact (snapshot_state says
- * why), or SQLITE_CORRUPT. */
+ * why; a key that vanished or was replaced, also one found expired with no
+ * event yet, counts as changed, never as corruption), or SQLITE_CORRUPT
+ * (a page missing or of the wrong length in the hash the snapshot saw). */
 int snapshot_read(snapshot *s, RedisModuleCtx *tsctx, uint32_t first, uint32_t count, void *buf);
 
 /* Main thread, before kvsql's own write to the hash `key` (open, holding

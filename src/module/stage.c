@@ -149,7 +149,8 @@ static void stage_written(stage_write *w, RedisModuleKey *stage, cursor *cur, Re
 
 /* Then up to as many pages the call left as they were, copied from the
  * live hash (the snapshot's: checked unchanged). Returns 0, or -1 with
- * err set when a page is missing. */
+ * err set when a page is missing, or STAGE_CONFLICT when the key went
+ * away or changed (opening it may expire it). */
 static int stage_kept(stage_write *w, RedisModuleCtx *ctx, RedisModuleKey *stage, cursor *cur, RedisModuleString **argv,
                       size_t *n, char *err, size_t errlen) {
     if (*n >= 2 * STAGE_STEP_PAGES || cur->index >= w->pages->npages) return 0;
@@ -168,6 +169,11 @@ static int stage_kept(stage_write *w, RedisModuleCtx *ctx, RedisModuleKey *stage
             char *zeros = calloc(1, w->pages->page_size);
             if (zeros) v = RedisModule_CreateString(NULL, zeros, w->pages->page_size);
             free(zeros);
+        }
+        if (!v && (!hash || snapshot_state(w->snap) != SNAPSHOT_OK)) { /* gone or changed: opening expired it */
+            snprintf(err, errlen, "%s", hash ? STAGE_CONFLICT_ERROR : STAGE_GONE_ERROR);
+            rc = STAGE_CONFLICT;
+            break;
         }
         if (!v) {
             snprintf(err, errlen, "SQLITE_CORRUPT kvsql: field %u of the hash (a page) is missing: nothing was written",

@@ -37,6 +37,9 @@
 /* The replies of a write refused because of a change (offload.c too). */
 #define STAGE_CONFLICT_ERROR                                                                                  \
     "SQLITE_BUSY kvsql: the database changed while the write ran on a worker thread: nothing was written (retry)"
+#define STAGE_GONE_ERROR                                                                                      \
+    "SQLITE_ABORT kvsql: the database's key was deleted, replaced or moved while the SQL ran on a worker thread: " \
+    "nothing was written"
 #define STAGE_CAPTURE_ERROR                                                                                   \
     "SQLITE_BUSY kvsql: change capture was turned on while the write ran on a worker thread: nothing was "      \
     "written (retry)"
