@@ -20,6 +20,7 @@
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include "changes.h"
 
+#include "acl.h"
 #include "change_log.h"
 #include "format.h"
 #include "protocol.h"
@@ -460,7 +461,11 @@ int cmd_sql_changes(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
         return RedisModule_ReplyWithError(ctx, "ERR SQL.CHANGES key [ON [MAXLEN [=|~] n] | OFF | STATUS]");
     RedisModuleString *stream = aux_key_name(ctx, argv[1], KVSQL_AUX_CHANGES);
     RedisModuleString *cfg = aux_key_name(ctx, argv[1], KVSQL_AUX_CHANGES_CONFIG);
-    int rc = status ? reply_status(ctx, argv[1], stream) : set_capture(ctx, argv[1], stream, cfg, on, maxlen, trim);
+    RedisModuleString *written[] = {stream, cfg};
+    char err[512];
+    int rc = status ? reply_status(ctx, argv[1], stream)
+             : acl_may_write(ctx, written, 2, err, sizeof(err)) != 0 ? RedisModule_ReplyWithError(ctx, err)
+                                                                       : set_capture(ctx, argv[1], stream, cfg, on, maxlen, trim);
     RedisModule_FreeString(ctx, stream);
     RedisModule_FreeString(ctx, cfg);
     return rc;

@@ -16,6 +16,7 @@
  * on the main thread (docs/COMMANDS.md, "Long calls"). */
 #include "exec.h"
 
+#include "acl.h"
 #include "budget.h"
 #include "call.h"
 #include "cache.h"
@@ -515,7 +516,8 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
     k.readonly = readonly;
     k.offload_us = may_move ? offload_after() : 0;
     if (refuse_text(text, len, k.err, sizeof(k.err)) || refuse_args(&k.opt, k.nraw, &k.nargs, k.err, sizeof(k.err)) ||
-        (!readonly && refuse_second_writer(ctx, keyname, k.err, sizeof(k.err))))
+        (!readonly && refuse_second_writer(ctx, keyname, k.err, sizeof(k.err))) ||
+        (!readonly && acl_may_write_aux(ctx, keyname, k.err, sizeof(k.err)) != 0))
         return call_reply_error(ctx, k.err);
     RedisModuleKey *key = RedisModule_OpenKey(ctx, keyname, readonly ? REDISMODULE_READ
                                                                       : REDISMODULE_READ | REDISMODULE_WRITE);

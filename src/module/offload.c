@@ -35,6 +35,7 @@
  * A write of more than STAGE_MIN_BYTES of pages is not written in one
  * step: the worker stages the new hash in steps, then swaps it in
  * (stage.h). */
+#include "acl.h"
 #include "budget.h"
 #include "call.h"
 #include "changes.h"
@@ -79,6 +80,7 @@ typedef struct job {
     int restarts, locked;
     int run_here; /* it wrote TEMP objects, which must live in the key's connection: run it there */
     int gone;     /* its client disconnected: write nothing (set under Redis's lock) */
+    int may_stage; /* its user may write the staging keys (acl.h): else a big write lands in one step */
     struct job *next_live; /* in live_jobs, from BlockClient to job_free (under Redis's lock) */
     char err[1024];
 } job;
@@ -397,7 +399,7 @@ static void job_run(worker_task *t, RedisModuleCtx *tsctx) {
         worker_gil_unlock(tsctx);
         return;
     }
-    if (j->ok && j->pending.any && !j->run_here && stage_wanted(&j->pending, snapshot_npages(j->snap)))
+    if (j->ok && j->pending.any && !j->run_here && j->may_stage && stage_wanted(&j->pending, snapshot_npages(j->snap)))
         stage_job(j, tsctx);
     if (j->ok && j->pending.any && !j->run_here) land_write(j, tsctx);
 }
@@ -435,6 +437,7 @@ int offload_call(call *k, RedisModuleString *keyname, uint32_t npages, uint32_t 
     job *j = job_new(k, keyname);
     j->task.run = job_run;
     j->task.done = job_done;
+    j->may_stage = !k->readonly && acl_may_stage(k->ctx, keyname);
     j->snap = snapshot_take(j->dbid, keyname, npages, page_size, !k->readonly);
     j->bc = j->snap ? RedisModule_BlockClient(k->ctx, job_reply, NULL, job_free, 0) : NULL;
     if (!j->bc) {
