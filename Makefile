@@ -115,9 +115,12 @@ bench: deps $(MODULE) $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/kvsql-bench $(BUILD)
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) QUICK=$(QUICK) CORE_OBJS="$(CORE_SRC:%.c=$(BUILD)/%.o)" $(PYTHON) bench/run
 
 # A bounded soak: SOAK_SECONDS (default 180) of mixed load with restarts.
+# Then as long again of offloaded writes while Redis pauses writes
+# (CLIENT PAUSE, FAILOVER, SHUTDOWN: tools/soak_pause.py).
 SOAK_SECONDS ?= 180
 soak: deps all
 	@BUILD=$(BUILD) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) tools/soak.py
+	@BUILD=$(BUILD) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) tools/soak_pause.py
 
 # libFuzzer targets (clang): SQL and damaged pages through the VFS.
 FUZZ_SECONDS ?= 60
