@@ -251,3 +251,27 @@ def test_a_client_gone_during_the_pause_gets_nothing_written(servers, monkeypatc
     wait_for(lambda: info(m)["kvsql_worker_calls_running"] == 0, what="the worker to end")
     assert version(m) == v0 and w.untouched(m)
     same_data(m, rc)
+
+
+def test_a_long_call_that_makes_temp_objects_waits_before_it_runs_again(servers, monkeypatch):
+    """A long call that made TEMP objects runs again on the main thread, in
+    its reply (offload.c, run_here); a write there must not run during the
+    pause either: the worker waits it out before handing it back."""
+    master, replica = servers_for(servers, monkeypatch, "one-step")
+    m, rc = master.client(), replica.client()
+    w = Write("one-step")
+    w.prepare(m)
+    v0, before = version(m), pause_waits(m)
+    text = ("insert into t(id, v) select -1, count(*) from t a where (select count(*) from t t2 where t2.id "
+            "between a.id and a.id + 100) > 0; create temp table tt as select 1")
+    t, out = run_in_thread(lambda: sql(master.client(), "db", text))
+    wait_for(lambda: w.running(m), what="the call on its worker")
+    m.execute_command("CLIENT", "PAUSE", 60000, "WRITE")
+    waits_during_pause(m, w, t, v0, before)
+    assert query(m, "db", "select count(*) from t where id = -1")[1] == [0]
+    m.execute_command("CLIENT", "UNPAUSE")
+    t.join(60)
+    assert "value" in out, out
+    assert query(m, "db", "select v from t where id = -1")[1] == [b"%d" % ROWS]
+    assert info(m)["kvsql_offload_run_here"] >= 1
+    same_data(m, rc)
