@@ -28,3 +28,5 @@ def test_soak_of_offloaded_writes_with_pauses_failovers_and_shutdowns():
                  "shutdown_with_lagging_replica"):
         assert what in out, "no %s in the run:\n%s" % (what, out)
     assert re.search(r"\bfailover \d", out), "no completed FAILOVER in the run:\n" + out
+    waited = re.search(r"waited out a pause for (\d+) ms", out)
+    assert waited and int(waited.group(1)) > 0, "no write met a pause:\n" + out

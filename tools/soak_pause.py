@@ -147,6 +147,7 @@ class Soak:
         self.lock = threading.Lock()
         self.writers = [Writer(self, i) for i in range(WRITERS)]
         self.clients = {}
+        self.pause_waits, self.pause_waits_last = 0, {}
 
     def count(self, what):
         with self.lock:
@@ -176,7 +177,7 @@ class Soak:
 
     def caught_up(self):
         m, r = self.master.client(), self.replica.client()
-        return m.info("replication")["master_repl_offset"] == r.info("replication")["slave_repl_offset"]
+        return m.info("replication")["master_repl_offset"] == r.info("replication").get("slave_repl_offset")
 
     # ---- the disruptions ----------------------------------------------------------
 
@@ -209,6 +210,9 @@ class Soak:
                     old.client().info("replication").get("master_failover_state") == "no-failover":
                 return "failover timed out"
             time.sleep(0.05)
+        else:
+            self.count("UNEXPECTED: FAILOVER neither completed nor ended in 40 s")
+            return None
         with self.lock:
             self.master, self.replica = new, old
         self.wait_link()
@@ -228,6 +232,17 @@ class Soak:
         self.master.start()
         self.wait_link()
 
+    def note_pause_waits(self, server):
+        """Adds server's new kvsql_offload_pause_waits (1 ms waits of writes
+        during a pause) to the run's total; its count restarts with it."""
+        try:
+            v = server.client().info("kvsql")["kvsql_offload_pause_waits"]
+        except NO_REPLY:
+            return
+        last = self.pause_waits_last.get(server.port, 0)
+        self.pause_waits += max(0, v - last) if v >= last else v
+        self.pause_waits_last[server.port] = v
+
     def disrupt(self):
         rng = random.Random(99)
         kinds = [self.client_pause, self.failover_to_stopped_replica, self.failover,
@@ -235,6 +250,10 @@ class Soak:
         first = list(kinds)  # each kind once, then at random
         while not self.stop.wait(rng.uniform(0.5, 2.0)):
             kind = first.pop(0) if first else rng.choice(kinds)
+            for server in (self.master, self.replica):
+                self.note_pause_waits(server)
+            if kind == self.shutdown_with_lagging_replica:
+                self.pause_waits_last[self.master.port] = 0  # its count starts again after the restart
             try:
                 note = kind(rng)
                 self.count(note or kind.__name__)
@@ -247,6 +266,10 @@ class Soak:
 
     def check(self):
         failures = []
+        for server in (self.master, self.replica):
+            self.note_pause_waits(server)
+        if not self.wait_link():
+            return ["the replica's link to the master is not up: %s" % self.replica.client().info("replication")]
         deadline = time.time() + 60
         while time.time() < deadline and not self.caught_up():
             time.sleep(0.1)
@@ -258,7 +281,8 @@ class Soak:
             failures.append("replica's dataset differs from master's")
         self.master.stop()  # SHUTDOWN (the AOF is what a restart loads)
         self.master.start()
-        self.wait_link()
+        if not self.wait_link():
+            failures.append("the replica did not reconnect after the last restart")
         for w in self.writers:
             failures += w.check(self.master.client(), "master after restart")
             failures += w.check(self.replica.client(), "replica")
@@ -288,7 +312,8 @@ class Soak:
         return 0 if not failures and not problems and not unexpected else 1
 
     def report(self, failures, problems):
-        print("soak_pause: %d s, %d writers" % (SECONDS, WRITERS))
+        print("soak_pause: %d s, %d writers; writes waited out a pause for %d ms in all" %
+              (SECONDS, WRITERS, self.pause_waits))
         print("soak_pause: events: " + ", ".join("%s %d" % kv for kv in sorted(self.events.items())))
         for w in self.writers:
             print("soak_pause: %s: %d acknowledged, %d refused, %d without reply; big table at %d" %
