@@ -203,11 +203,11 @@ class Soak:
         old.client().execute_command("FAILOVER", "TIMEOUT", 20000)
         deadline = time.time() + 40
         while time.time() < deadline:
-            roles = (old.client().info("replication")["role"], new.client().info("replication")["role"])
+            was = old.client().info("replication")  # one read: its role and failover state agree
+            roles = (was["role"], new.client().info("replication")["role"])
             if roles == ("slave", "master"):
                 break
-            if roles == ("master", "slave") and \
-                    old.client().info("replication").get("master_failover_state") == "no-failover":
+            if was["role"] == "master" and was.get("master_failover_state") == "no-failover":
                 return "failover timed out"
             time.sleep(0.05)
         else:
