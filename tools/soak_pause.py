@@ -190,6 +190,10 @@ class Soak:
         m = self.master.client()
         os.kill(self.replica.proc.pid, signal.SIGSTOP)
         try:
+            # The replica must lag: a stopped replica that has everything would
+            # get the PSYNC FAILOVER, and promote itself when it runs again
+            # even though the master gave up (two masters: Redis's FAILOVER).
+            m.incr("soak:lag")
             m.execute_command("FAILOVER", "TIMEOUT", rng.randrange(300, 1500))
             deadline = time.time() + 30
             while m.info("replication").get("master_failover_state") != "no-failover" and time.time() < deadline:
@@ -257,6 +261,10 @@ class Soak:
             try:
                 note = kind(rng)
                 self.count(note or kind.__name__)
+                roles = (self.master.client().info("replication")["role"],
+                         self.replica.client().info("replication")["role"])
+                if roles != ("master", "slave"):
+                    self.count("UNEXPECTED: roles after %s: %s" % (kind.__name__, roles))
             except NO_REPLY as e:
                 self.count("disruption lost its client: %s" % type(e).__name__)
             except redis.ResponseError as e:
