@@ -3,7 +3,7 @@
 Besides the key it names, a write changes the database's auxiliary keys
 ({K}:v, {K}:readers, {K}:undo, {K}:undo:idx, {K}:undo:ver, {K}:log,
 {K}:changes; a big offloaded write also {K}:wstage and {K}:stage:old;
-SQL.CHANGES {K}:changes and {K}:changes:cfg). Redis cannot see those
+SQL.CHANGES {K}:changes and {K}:changes:cfg; SQL.DROP every one). Redis cannot see those
 names, so kvsql checks them against the caller's key permissions before
 the first write (src/module/acl.c): a user whose patterns do not cover one
 gets NOPERM naming it, and nothing is written."""
@@ -21,7 +21,8 @@ WRITTEN_AUX = ["{db}:v", "{db}:readers", "{db}:undo", "{db}:undo:idx", "{db}:und
 def user(server, name, *rules):
     admin = server.client()
     admin.acl_setuser(name, enabled=True, passwords=["+pw"], commands=[], keys=[], reset=True)
-    admin.execute_command("ACL", "SETUSER", name, "+sql.exec", "+sql.query", "+sql.changes", *rules)
+    admin.execute_command("ACL", "SETUSER", name, "+sql.exec", "+sql.query", "+sql.changes", "+sql.drop",
+                          *rules)
     return server.client(username=name, password="pw")
 
 
@@ -78,3 +79,15 @@ def test_patterns_covering_the_aux_keys_allow_everything(server):
     assert sql(u, "tenant1:db", BIG) == 20000
     assert u.execute_command("SQL.CHANGES", "tenant1:db", "ON") == b"OK"
     assert query(u, "tenant1:db", "select count(*) from t")[1] == [20000]
+
+
+def test_sql_drop_needs_every_aux_key(server):
+    admin = server.client()
+    sql(admin, "db", "create table t(a)")
+    u = user(server, "no-drop", "~db", *["~" + k for k in WRITTEN_AUX])
+    with pytest.raises(redis.exceptions.NoPermissionError, match=r"\{db\}:"):
+        u.execute_command("SQL.DROP", "db")
+    assert admin.exists("db") and admin.exists("{db}:v")
+    full = user(server, "drop", "~db", "~{db}:*")
+    assert full.execute_command("SQL.DROP", "db") >= 2
+    assert admin.keys("*") == []

@@ -5,8 +5,8 @@
  * argument) against the user's key patterns; the auxiliary keys a write
  * changes (T:v, T:readers, T:undo, T:undo:idx, T:undo:ver, T:log,
  * T:changes, and for a big offloaded write T:wstage and T:stage:old) are
- * derived from it, so Redis cannot see them. exec.c, offload.c and
- * changes.c check them here, on the main thread, before the call's first
+ * derived from it, so Redis cannot see them. exec.c, offload.c,
+ * changes.c and drop.c (SQL.DROP: every auxiliary key) check them here, on the main thread, before the call's first
  * write: a write refused for one of the first seven fails with NOPERM and
  * nothing written; a write whose user may not write the two staging keys
  * is not staged (it lands in one step, stage.h). */

@@ -1,7 +1,8 @@
 /* drop.c - SQL.DROP key [FORCE]: removes the database at key and every
  * auxiliary key of src/format.h's list, in one atomic step (drop.h).
  *
- * Everything is checked before the first deletion: the key holds a hash
+ * Everything is checked before the first deletion: the caller's ACL key
+ * patterns cover every auxiliary key (acl.h); the key holds a hash
  * or nothing; no library writer holds the lease (T:lease) and no big
  * write of the module is being staged (T:wstage), unless FORCE; in a
  * cluster, every key is in the database's slot. Then each key is deleted
@@ -13,6 +14,7 @@
 #include "module/drop.h"
 
 #include "format.h"
+#include "module/acl.h"
 #include "module/protocol.h"
 
 #include <string.h>
@@ -64,7 +66,10 @@ int cmd_sql_drop(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     RedisModuleString *names[1 + KVSQL_AUX_COUNT], *gone[1 + KVSQL_AUX_COUNT];
     names[0] = argv[1];
     for (int i = 0; i < KVSQL_AUX_COUNT; i++) names[1 + i] = aux_key_name(ctx, argv[1], kvsql_aux_all[i]);
-    const char *why = refusal(ctx, names, force);
+    char acl_err[512]; /* the user's key patterns must cover every key it deletes (acl.h) */
+    const char *why = acl_may_write(ctx, names + 1, KVSQL_AUX_COUNT, acl_err, sizeof(acl_err)) != 0
+                          ? acl_err
+                          : refusal(ctx, names, force);
     int ngone = 0;
     if (!why) ngone = delete_keys(ctx, names, 1 + KVSQL_AUX_COUNT, gone);
     if (ngone > 0) RedisModule_Replicate(ctx, "DEL", "v", gone, (size_t)ngone);
