@@ -91,3 +91,24 @@ def test_sql_drop_needs_every_aux_key(server):
     full = user(server, "drop", "~db", "~{db}:*")
     assert full.execute_command("SQL.DROP", "db") >= 2
     assert admin.keys("*") == []
+
+
+@pytest.mark.parametrize("how", ["at once", "queued in MULTI"])
+def test_a_check_that_passed_is_forgotten_when_the_rules_change(server, how):
+    """A writing call's check of its auxiliary keys is remembered for the
+    user and the key (acl.c); an ACL command, run at once or at EXEC,
+    forgets it, so the next call sees the new rules."""
+    admin = server.client()
+    u = user(server, "changing", "~db", "~{db}:*")
+    sql(u, "db", "create table t(a)")
+    sql(u, "db", "insert into t values (1)")  # the check passed: remembered
+    if how == "at once":
+        admin.execute_command("ACL", "SETUSER", "changing", "resetkeys", "~db")
+    else:
+        queuer = server.client()
+        pipe = queuer.pipeline(transaction=True)
+        pipe.execute_command("ACL", "SETUSER", "changing", "resetkeys", "~db")
+        pipe.execute()
+    with pytest.raises(redis.exceptions.NoPermissionError, match=r"\{db\}:v.*nothing was written"):
+        sql(u, "db", "insert into t values (2)")
+    assert query(admin, "db", "select count(*) from t")[1] == [1]

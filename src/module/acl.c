@@ -1,12 +1,16 @@
 /* acl.c - ACL key checks of the auxiliary keys a call writes; see acl.h.
  * Uses RedisModule_ACLCheckKeyPermissions (Redis 7.0) with the calling
- * client's user, looked up by name for each call. */
+ * client's user, looked up by name. The check of a writing call's seven
+ * auxiliary keys that passed is remembered by user name and key until an
+ * ACL command may have changed any user's rules. */
 #include "acl.h"
 
 #include "format.h"
 #include "protocol.h"
 
 #include <stdio.h>
+#include <string.h>
+#include <strings.h>
 
 /* Every auxiliary key a writing call may write (docs/FORMAT.md)... */
 static const char *const written_aux[] = {
@@ -55,8 +59,60 @@ static int may_write_named(RedisModuleCtx *ctx, RedisModuleString *keyname, cons
     return rc;
 }
 
+/* ---- checks that passed, remembered ----
+ * What a user may write changes only through the ACL command (SETUSER,
+ * DELUSER, LOAD, ...), which module.c's command filter reports to
+ * acl_note_command before it runs, and at EXEC when it was queued in MULTI.
+ * Each report moves the generation, which forgets every check remembered.
+ * A check is remembered under the user's name and the key's, never under
+ * a client (scripts and RedisModule_Call share clients between users). */
+#define PASSED_SLOTS 64
+#define PASSED_NAME_MAX 96
+
+typedef struct passed_check {
+    unsigned long long generation; /* 0: empty */
+    size_t user_len, key_len;
+    char user[PASSED_NAME_MAX], key[PASSED_NAME_MAX];
+} passed_check;
+
+static passed_check passed[PASSED_SLOTS];
+static unsigned long long generation = 1;
+
+void acl_note_command(const char *name, size_t len) {
+    if ((len == 3 && strncasecmp(name, "acl", 3) == 0) || (len == 4 && strncasecmp(name, "exec", 4) == 0)) generation++;
+}
+
+static unsigned slot_of(const char *user, size_t ulen, const char *key, size_t klen) {
+    unsigned h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < ulen; i++) h = (h ^ (unsigned char)user[i]) * 16777619u;
+    for (size_t i = 0; i < klen; i++) h = (h ^ (unsigned char)key[i]) * 16777619u;
+    return h % PASSED_SLOTS;
+}
+
+static int same_check(const passed_check *p, const char *user, size_t ulen, const char *key, size_t klen) {
+    return p->generation == generation && p->user_len == ulen && p->key_len == klen && memcmp(p->user, user, ulen) == 0 &&
+           memcmp(p->key, key, klen) == 0;
+}
+
 int acl_may_write_aux(RedisModuleCtx *ctx, RedisModuleString *keyname, char *err, size_t errlen) {
-    return may_write_named(ctx, keyname, written_aux, sizeof(written_aux) / sizeof(written_aux[0]), err, errlen);
+    RedisModuleString *uname = RedisModule_GetCurrentUserName(ctx);
+    if (!uname) return 0; /* no client or no user: Redis itself */
+    size_t ulen, klen;
+    const char *user = RedisModule_StringPtrLen(uname, &ulen), *key = RedisModule_StringPtrLen(keyname, &klen);
+    passed_check *p = ulen <= PASSED_NAME_MAX && klen <= PASSED_NAME_MAX ? &passed[slot_of(user, ulen, key, klen)] : NULL;
+    int rc = 0;
+    if (!p || !same_check(p, user, ulen, key, klen)) {
+        rc = may_write_named(ctx, keyname, written_aux, sizeof(written_aux) / sizeof(written_aux[0]), err, errlen);
+        if (rc == 0 && p) {
+            p->generation = generation;
+            p->user_len = ulen;
+            p->key_len = klen;
+            memcpy(p->user, user, ulen);
+            memcpy(p->key, key, klen);
+        }
+    }
+    RedisModule_FreeString(ctx, uname);
+    return rc;
 }
 
 int acl_may_stage(RedisModuleCtx *ctx, RedisModuleString *keyname) {

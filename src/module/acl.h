@@ -22,8 +22,15 @@
 int acl_may_write(RedisModuleCtx *ctx, RedisModuleString **names, size_t n, char *err, size_t errlen);
 
 /* The same for every auxiliary key any writing call of keyname may write
- * (all but the staging keys). */
+ * (all but the staging keys). A check that passed is remembered for the
+ * user and keyname until acl_note_command sees a command that may change
+ * the rules. */
 int acl_may_write_aux(RedisModuleCtx *ctx, RedisModuleString *keyname, char *err, size_t errlen);
+/* Every command's name (len bytes), before Redis decides whether it runs
+ * (module.c's command filter): ACL, and EXEC (which may run a queued ACL),
+ * forget the checks acl_may_write_aux remembers. */
+void acl_note_command(const char *name, size_t len);
+
 /* Whether the calling user may write keyname's two staging keys. */
 int acl_may_stage(RedisModuleCtx *ctx, RedisModuleString *keyname);
 

@@ -7,6 +7,7 @@
  * commands (exec.c) and configs, and subscribes to the keyspace and server
  * events after which a cached connection (cache.c) may no longer match
  * its hash. */
+#include "acl.h"
 #include "budget.h"
 #include "cache.h"
 #include "changes.h"
@@ -82,15 +83,17 @@ static int sets_hash_fields(const char *name, size_t len) {
 /* Every command passes here before Redis decides whether it runs,
  * whoever sends it (a client, the master's link on a replica, a script's
  * redis.call, a module's RedisModule_Call), and commands queued in MULTI
- * pass when queued, not at EXEC. Of HSET, HMSET and HSETNX to a key with
+ * pass when queued, not at EXEC. ACL and EXEC forget the ACL checks acl.c
+ * remembers. Of HSET, HMSET and HSETNX to a key with
  * a cached connection, cache.c keeps the key argument and the pages they
  * name, so that the "hset" event of the one that runs lets the
  * connection's next snapshot drop only those (cache_hset_filtered). */
 static void on_command(RedisModuleCommandFilterCtx *f) {
     int argc = RedisModule_CommandFilterArgsCount(f);
-    if (argc < 2) return;
     size_t len;
     const char *name = RedisModule_StringPtrLen(RedisModule_CommandFilterArgGet(f, 0), &len);
+    acl_note_command(name, len);
+    if (argc < 2) return;
     RedisModuleString *key = RedisModule_CommandFilterArgGet(f, 1);
     if (argc < 4 || !sets_hash_fields(name, len)) {
         cache_other_filtered(key);
