@@ -321,8 +321,8 @@ static const char stage_copy_lua[] =
 /* The commit itself, when the lease is still ours, no commit came after
  * the snapshot, capture is off and T:stage holds every page: K becomes
  * T:stage (RENAME K T:stage:old, RENAME T:stage K, UNLINK T:stage:old: the
- * old hash is freed in the background), T:v grows by one and T:log says
- * '*'. The undo records were saved by the uploads; with no other reader
+ * old hash is freed in the background; K keeps its TTL, or has none),
+ * T:v grows by one and T:log says '*'. The undo records were saved by the uploads; with no other reader
  * left they all go (UNLINK). An error when T:stage lacks pages (it lapsed).
  * Replies as the commit script. */
 static const char stage_publish_lua[] =
@@ -344,9 +344,10 @@ static const char stage_publish_lua[] =
     "end\n"
     "if not others then redis.call('UNLINK', KEYS[7], KEYS[8], KEYS[9]) end\n"
     "redis.set_repl(redis.REPL_ALL)\n"
+    "local ttl = redis.call('PTTL', KEYS[1])\n"
     "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('RENAME', KEYS[1], KEYS[3]) end\n"
     "redis.call('RENAME', KEYS[2], KEYS[1])\n"
-    "redis.call('PERSIST', KEYS[1])\n"
+    "if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end\n"
     "redis.call('UNLINK', KEYS[3])\n"
     "local nvs = tostring(redis.call('INCR', KEYS[4]))\n"
     "redis.set_repl(redis.REPL_NONE)\n"
