@@ -328,8 +328,21 @@ static int lost_at_connect(kvsql_conn *cn) {
     return kvsql_conn_lost(cn, SQLITE_CANTOPEN, "connect (if the server speaks only TLS: tls=1 or rediss://)");
 }
 
-/* AUTH, SELECT, SCRIPT LOAD of every script and CLUSTER SLOTS, in one
- * round trip. */
+/* The token names the connection's CLIENT ID after its 32 hex digits
+ * ("<hex>-<id>"), so that a writer that finds the lease taken can ask
+ * whether its owner's connection still exists (store_redis.c, "dead
+ * owners"). A server that refuses CLIENT ID (ACL) leaves the hex alone. */
+static int take_client_id(kvsql_conn *cn) {
+    redisReply *r = NULL;
+    if (kvsql_link_get_reply(cn->c, &r) != REDIS_OK) return -1;
+    cn->token[32] = 0;
+    if (r->type == REDIS_REPLY_INTEGER) snprintf(cn->token + 32, sizeof(cn->token) - 32, "-%lld", r->integer);
+    freeReplyObject(r);
+    return 0;
+}
+
+/* AUTH, SELECT, SCRIPT LOAD of every script, CLIENT ID and CLUSTER
+ * SLOTS, in one round trip. */
 static int handshake(kvsql_conn *cn) {
     char db[16];
     int n = kvsql_append_auth(cn->c, cn->cfg);
@@ -343,6 +356,8 @@ static int handshake(kvsql_conn *cn) {
         const char *a[] = {"SCRIPT", "LOAD", kvsql_scripts[i]};
         kvsql_link_append_argv(cn->c, 3, a, NULL);
     }
+    const char *client_id[] = {"CLIENT", "ID"};
+    kvsql_link_append_argv(cn->c, 2, client_id, NULL);
     int slot_map = ask_slot_map(cn);
     cn->stats->round_trips++;
     int rc = SQLITE_OK;
@@ -366,7 +381,8 @@ static int handshake(kvsql_conn *cn) {
             cn->sha[i - n][0] = 0;
         freeReplyObject(r);
     }
-    if (slot_map && take_slot_map(cn) != 0) return kvsql_conn_lost(cn, SQLITE_CANTOPEN, "connect");
+    if (take_client_id(cn) != 0 || (slot_map && take_slot_map(cn) != 0))
+        return kvsql_conn_lost(cn, SQLITE_CANTOPEN, "connect");
     if (rc != SQLITE_OK) kvsql_conn_drop(cn);
     return rc;
 }

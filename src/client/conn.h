@@ -32,7 +32,8 @@ typedef struct kvsql_conn {
     kvsql_link *c;              /* NULL: not connected */
     int pending;                /* replies of sent end scripts not read yet */
     uint32_t connections;       /* made so far: kvsql_txn.generation */
-    char token[33];             /* this connection's, hex */
+    char token[56];             /* this connection's: 32 hex digits, then "-<CLIENT ID>" when known */
+    int no_client_list;         /* CLIENT LIST was refused (ACL): dead lease owners lapse after lease_ms */
     char sha[SCRIPT_COUNT][41]; /* "" : unknown, use EVAL */
     char err[512];              /* why the last call failed */
 } kvsql_conn;

@@ -32,7 +32,7 @@ typedef struct redis_store {
     kvsql_conn conn;           /* to the node that serves key (client/conn.c) */
     kvsql_txn *active;         /* the transaction at READ or WRITE */
     char snapshot[24];         /* decimal version of the snapshot */
-    char member[64];           /* our reader registration, "" when none; kept
+    char member[96];           /* our reader registration, "" when none; kept
                                 * after a read-only transaction, for the next
                                 * begin to replace (or redis_destroy to end) */
     int holds_lease;
@@ -62,6 +62,7 @@ typedef struct redis_store {
     int pre_fast;              /* it was sent as HMGET + GET (read_fast) */
     double renewed_ms;         /* when a read script last renewed the registration and lease */
     double begun_ms;           /* when a begin script last registered the reader (sent) */
+    double owner_checked_ms;   /* when a busy lock last asked whether the lease's owner lives */
     kvsql_redis_stats stats;
 } redis_store;
 

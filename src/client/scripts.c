@@ -134,12 +134,14 @@ static const char read_lua[] =
     "return out\n";
 
 /* Makes the token the writer: {'stale'} when a commit came after the
- * snapshot, {'busy'} when another token holds the lease. */
+ * snapshot, {'busy', holder} when another token holds the lease, unless
+ * that token is ARGV[4] (its connection is gone: the client asked
+ * CLIENT LIST ID, store_redis.c), whose lease is taken over. */
 static const char lock_lua[] =
     "local v = redis.call('GET', KEYS[1]) or '0'\n"
     "if v ~= ARGV[2] then return {'stale', v} end\n"
     "local cur = redis.call('GET', KEYS[2])\n"
-    "if cur and cur ~= ARGV[1] then return {'busy'} end\n"
+    "if cur and cur ~= ARGV[1] and cur ~= ARGV[4] then return {'busy', cur} end\n"
     "redis.set_repl(redis.REPL_NONE)\n"
     "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])\n"
     "return {'ok'}\n";

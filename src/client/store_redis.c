@@ -322,6 +322,44 @@ static int redis_begin(kvsql_store *st, kvsql_txn *t) {
 
 /* ---- lock ---------------------------------------------------------------- */
 
+/* ---- dead owners ----
+ * A lease whose owner's connection is gone can never be used again (the
+ * token dies with its connection), so it need not block the others for
+ * lease_ms. The token ends in the owner's CLIENT ID ("<hex>-<id>",
+ * client/conn.c); a lock that finds the lease taken asks `CLIENT LIST ID
+ * <id>` on the same node, at most once per OWNER_CHECK_MS, and when no
+ * such client exists runs the lock again naming that token, which the
+ * script then takes over (docs/FORMAT.md, "Lock"). Client ids are never
+ * reused while the server runs, and the lease does not outlive the
+ * server (nor move to a replica), so an id that is absent is a dead owner.
+ * A user who may not run CLIENT LIST (it is @admin) waits for lease_ms,
+ * as does anyone for an owner whose token names no id. */
+#define OWNER_CHECK_MS 100
+
+/* 1 when the connection of the lease holder `holder` is known to be gone. */
+static int owner_gone(redis_store *s, const char *holder) {
+    const char *dash = strchr(holder, '-');
+    double now = rs_monotonic_ms();
+    if (!dash || s->conn.no_client_list || now - s->owner_checked_ms < OWNER_CHECK_MS) return 0;
+    s->owner_checked_ms = now;
+    const char *argv[] = {"CLIENT", "LIST", "ID", dash + 1};
+    redisReply *r = kvsql_conn_round_trip(&s->conn, 4, argv, NULL);
+    if (!r) return 0; /* the lock's next script meets the broken connection */
+    int gone = 0;
+    if (r->type == REDIS_REPLY_ERROR) s->conn.no_client_list = 1; /* NOPERM: lease_ms it is */
+    else gone = (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) && r->len == 0;
+    freeReplyObject(r);
+    return gone;
+}
+
+/* The lock script for the token, taking over the lease of `dead` ("" for
+ * none): its reply, NULL when the connection broke. */
+static redisReply *run_lock(redis_store *s, const char *dead) {
+    const char *args[] = {s->aux[AUX_V], s->aux[AUX_LEASE], /* KEYS */ s->conn.token, s->snapshot, s->lease, dead};
+    s->stats.locks++;
+    return rs_run_script(s, SCRIPT_LOCK, "lock", 2, NARGS(args), args);
+}
+
 static int redis_lock(kvsql_store *st, kvsql_txn *t) {
     redis_store *s = (redis_store *)st;
     if (t != s->active || t->level == KVSQL_LOCK_NONE)
@@ -333,10 +371,17 @@ static int redis_lock(kvsql_store *st, kvsql_txn *t) {
         t->level = KVSQL_LOCK_WRITE;
         return SQLITE_OK;
     }
-    const char *args[] = {s->aux[AUX_V], s->aux[AUX_LEASE], /* KEYS */ s->conn.token, s->snapshot, s->lease};
-    redisReply *r = rs_run_script(s, SCRIPT_LOCK, "lock", 2, NARGS(args), args);
+    redisReply *r = run_lock(s, "");
+    if (r && rs_reply_is(r, 0, "busy") && r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING) {
+        char holder[sizeof(s->conn.token)];
+        snprintf(holder, sizeof(holder), "%s", r->element[1]->str);
+        if (owner_gone(s, holder)) {
+            freeReplyObject(r);
+            s->stats.dead_leases++;
+            r = run_lock(s, holder);
+        }
+    }
     if (!r) return SQLITE_IOERR;
-    s->stats.locks++;
     int rc;
     if (r->type == REDIS_REPLY_ERROR) rc = kvsql_conn_reply_error(&s->conn, r, "lock");
     else if (rs_reply_is(r, 0, "ok")) {

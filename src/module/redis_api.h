@@ -249,6 +249,7 @@ typedef struct RedisModuleCallReply RedisModuleCallReply;
     X(RedisModuleCallReply *, CallReplyArrayElement, (RedisModuleCallReply * reply, size_t idx))     \
     X(const char *, CallReplyStringPtr, (RedisModuleCallReply * reply, size_t *len))                 \
     X(long long, Milliseconds, (void))                                                               \
+    X(int, GetClientInfoById, (void *ci, uint64_t id))                                               \
     X(char *, StringDMA, (RedisModuleKey * key, size_t *len, int mode))                              \
     X(int, StringTruncate, (RedisModuleKey * key, size_t newlen))                                    \
     X(RedisModuleCommandFilter *, RegisterCommandFilter,                                             \

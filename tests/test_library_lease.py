@@ -1,0 +1,135 @@
+"""test_library_lease.py - the writer's lease under dead and waiting writers
+(issue 23 item 7, issue 24 item 5).
+
+A lease whose owner's connection is gone is free at once for the next
+writer, library or module (its token names its CLIENT ID: docs/FORMAT.md,
+"Lock"), while an owner alive but silent keeps it for lease_ms. Each test
+starts its own redis-server (harness.py) and runs writers as separate
+processes (tests/libclient.py); every loop is bounded in count and time, and
+no assertion depends on timing: a long lease_ms (60 s) against a short busy
+timeout (5 s, Python's default) tells "freed because its owner died" from
+"lapsed".
+"""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from harness import MODULE, ROOT, wait_for
+from libhelp import LIB, built, env, shell, uri
+
+CLIENT = os.path.join(ROOT, "tests", "libclient.py")
+PY = sys.executable
+
+pytestmark = pytest.mark.skipif(not built(), reason="libkvsql.so is not built")
+needs_inprocess = pytest.mark.skipif(bool(os.environ.get("KVSQL_PRELOAD")),
+                                     reason="a sanitized library loads only into a preloaded process")
+needs_module = pytest.mark.skipif(not os.path.exists(MODULE), reason="kvsql.so is not built")
+
+LONG_LEASE = 60000  # far past any busy timeout below: only a dead owner frees it in time
+
+
+def client(*args, **kw):
+    return subprocess.Popen([PY, CLIENT] + [str(a) for a in args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env(), **kw)
+
+
+def make_table(s, key):
+    out, err = shell(s, key, "create table t(batch int, i int, pad blob);\n")
+    assert err == ""
+
+
+def holder(s, key):
+    """A writer process in BEGIN IMMEDIATE with an insert pending: it holds the lease."""
+    p = client("hold", uri(s, key, lease_ms=LONG_LEASE), stdin=subprocess.PIPE)
+    assert p.stdout.readline().strip() == "ready", p.stderr.read()
+    assert s.client().exists("{%s}:lease" % key)
+    return p
+
+
+def kill(s, key, p):
+    """Kills the holder p and waits until the server saw its connection close."""
+    r = s.client()
+    before = len(r.client_list())
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    wait_for(lambda: len(r.client_list()) < before, what="the server to drop the connection")
+    assert r.exists("{%s}:lease" % key)  # left behind, lapsing only after LONG_LEASE
+
+
+def writer(s, key, timeout, **params):
+    """A Python sqlite3 connection through the library with this busy timeout (s)."""
+    c = sqlite3.connect(":memory:")
+    c.enable_load_extension(True)
+    c.load_extension(LIB)
+    return sqlite3.connect(uri(s, key, **params), uri=True, isolation_level=None, timeout=timeout)
+
+
+def stats(db):
+    return json.loads(db.execute("select kvsql_stats()").fetchone()[0])
+
+
+@needs_inprocess
+def test_a_killed_writers_lease_is_free_for_the_next_library_writer(servers):
+    s = servers(module=False)
+    make_table(s, "dead")
+    p = holder(s, "dead")
+    kill(s, "dead", p)
+    db = writer(s, "dead", 5, lease_ms=LONG_LEASE)
+    db.execute("begin immediate")  # 60 s of lease left: only its dead owner frees it
+    db.execute("insert into t values (1, 1, 'after')")
+    db.execute("commit")
+    assert stats(db).get("dead_leases") == 1
+    assert db.execute("select count(*) from t").fetchone()[0] == 1  # the dead writer's insert never landed
+
+
+@needs_inprocess
+def test_a_live_but_silent_writer_keeps_its_lease(servers):
+    s = servers(module=False)
+    make_table(s, "alive")
+    p = holder(s, "alive")
+    p.send_signal(signal.SIGSTOP)  # alive, its connection open, silent
+    try:
+        db = writer(s, "alive", 0.3)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            db.execute("begin immediate")
+        assert stats(db).get("dead_leases") == 0
+    finally:
+        p.send_signal(signal.SIGCONT)
+    out, err = p.communicate("go\n", timeout=60)
+    assert "committed" in out, out + err
+
+
+@needs_inprocess
+def test_a_user_who_may_not_list_clients_waits_for_the_lease(servers):
+    """CLIENT LIST is @admin: a user without it cannot tell a dead owner
+    and falls back to lease_ms, refused meanwhile as before."""
+    s = servers(module=False)
+    s.client().execute_command("ACL", "SETUSER", "plain", "on", ">pw", "~*", "+@all", "-@admin")
+    make_table(s, "acl")
+    p = holder(s, "acl")
+    kill(s, "acl", p)
+    db = writer(s, "acl", 0.3, user="plain", password="pw")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        db.execute("begin immediate")
+    assert stats(db).get("dead_leases") == 0
+
+
+@needs_module
+def test_a_killed_writers_lease_does_not_stop_the_modules_writes(servers):
+    s = servers()
+    r = s.client()
+    make_table(s, "mod")
+    p = holder(s, "mod")
+    with pytest.raises(redis.ResponseError, match="locked"):  # its owner lives: refused (MULTI: no wait)
+        pipe = r.pipeline(transaction=True)
+        pipe.execute_command("SQL.EXEC", "mod", "insert into t values (2, 2, 'm')")
+        pipe.execute()
+    kill(s, "mod", p)
+    assert r.execute_command("SQL.EXEC", "mod", "insert into t values (2, 2, 'm')") == 1
+    assert not r.exists("{mod}:lease")
