@@ -29,6 +29,7 @@ typedef struct redis_store {
     char *key;
     char *aux[AUX_COUNT];      /* T:v, T:lease, ... */
     char *stage, *stage_old;   /* T:stage, T:stage:old: a big commit's (store_stage.c) */
+    char *queue;               /* T:queue: the writers waiting for the lease */
     kvsql_conn conn;           /* to the node that serves key (client/conn.c) */
     kvsql_txn *active;         /* the transaction at READ or WRITE */
     char snapshot[24];         /* decimal version of the snapshot */
@@ -63,6 +64,7 @@ typedef struct redis_store {
     double renewed_ms;         /* when a read script last renewed the registration and lease */
     double begun_ms;           /* when a begin script last registered the reader (sent) */
     double owner_checked_ms;   /* when a busy lock last asked whether the lease's owner lives */
+    double busy_ms;            /* when the lock was last refused (busy), 0 after it succeeded */
     kvsql_redis_stats stats;
 } redis_store;
 

@@ -37,11 +37,33 @@
  * "from:<v>", when missing). The first element is 'capture' instead of
  * 'ok' while capture is on (T:changes:cfg, KEYS[5], exists). When
  * ARGV[6] is "1" (the client expects to write: a write-intent hint) and
- * the writer's lease T:lease (KEYS[6]) is free or already the token's, it
+ * the writer's lease T:lease (KEYS[6]) is already the token's, or free
+ * and no other writer waits longer for it (T:queue, KEYS[7]), it
  * also takes the lease, as the lock script would, and says so with
  * '+lease' after that first word: the lock then needs no round trip. A
  * held lease is left alone (the lock script waits for it as usual). Or
  * {'type', T} for a key of another type. */
+/* Turns (docs/FORMAT.md, "Turns"): a writer that finds the lease taken
+ * queues in T:queue, and a free lease goes to the oldest waiter. Two Lua
+ * functions on the sorted set q, member "<arrival ms, 15 digits>:<me>"
+ * scored by when it lapses: queue_turn drops lapsed members and says
+ * whether it is me's turn (no one waits, or me waited longest), with me's
+ * member when me waits; queue_wait puts me in the queue (arriving now) or
+ * keeps its place a while longer. */
+#define QUEUE_FUNCS                                                            \
+    "local function queue_turn(q, me, ms)\n"                                   \
+    "  redis.call('ZREMRANGEBYSCORE', q, '-inf', '(' .. ms)\n"                 \
+    "  local head, mine\n"                                                     \
+    "  for _, m in ipairs(redis.call('ZRANGE', q, 0, -1)) do\n"                \
+    "    if not head or m < head then head = m end\n"                          \
+    "    if string.sub(m, " STR(KVSQL_QUEUE_ARRIVAL) " + 2) == me then mine = m end\n" \
+    "  end\n"                                                                  \
+    "  return not head or head == mine, mine\n"                                \
+    "end\n"                                                                    \
+    "local function queue_wait(q, me, ms, mine)\n"                             \
+    "  redis.call('ZADD', q, ms + " STR(KVSQL_QUEUE_LAPSE_MS) ", mine or string.format('%0" STR(KVSQL_QUEUE_ARRIVAL) "d', ms) .. ':' .. me)\n" \
+    "end\n"
+
 /* Begin's text in two parts that both begin scripts share, on the
  * locals token, lease, prev, cached, log_ttl and intent (ARGV[1..6] of
  * the begin script, as said above). The head reads the snapshot; the tail
@@ -56,7 +78,14 @@
     "redis.set_repl(redis.REPL_NONE)\n"                                         \
     "if intent == '1' then\n"                                                   \
     "  local holder = redis.call('GET', KEYS[6])\n"                             \
-    "  if not holder or holder == token then\n"                                 \
+    "  if not holder then\n"                                                    \
+    "    local turn, mine = queue_turn(KEYS[7], token, ms)\n"                   \
+    "    if turn then\n"                                                        \
+    "      if mine then redis.call('ZREM', KEYS[7], mine) end\n"                \
+    "      holder = token\n"                                                    \
+    "    end\n"                                                                 \
+    "  end\n"                                                                   \
+    "  if holder == token then\n"                                               \
     "    redis.call('SET', KEYS[6], token, 'PX', lease)\n"                      \
     "    out[1] = out[1] .. '+lease'\n"                                         \
     "  end\n"                                                                   \
@@ -100,7 +129,7 @@
 
 static const char begin_lua[] =
     "local token, lease, prev, cached, log_ttl, intent = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]\n"
-    BEGIN_HEAD BEGIN_TAIL;
+    QUEUE_FUNCS BEGIN_HEAD BEGIN_TAIL;
 
 /* The pages ARGV[4..] (indices, any order) as of the snapshot: from K
  * while no commit came since, else each from its first undo record after
@@ -134,15 +163,25 @@ static const char read_lua[] =
     "return out\n";
 
 /* Makes the token the writer: {'stale'} when a commit came after the
- * snapshot, {'busy', holder} when another token holds the lease, unless
- * that token is ARGV[4] (its connection is gone: the client asked
- * CLIENT LIST ID, store_redis.c), whose lease is taken over. */
+ * snapshot; {'busy', holder} when another token holds the lease (unless
+ * that token is ARGV[4]: its connection is gone, the client asked CLIENT
+ * LIST ID, store_redis.c, and its lease is taken over), and {'busy', ''}
+ * when the lease is free but another writer waited longer (T:queue,
+ * KEYS[3]): either way the token waits in T:queue when ARGV[5] is "1"
+ * (it was refused just before: it is retrying, store_redis.c). */
 static const char lock_lua[] =
     "local v = redis.call('GET', KEYS[1]) or '0'\n"
     "if v ~= ARGV[2] then return {'stale', v} end\n"
-    "local cur = redis.call('GET', KEYS[2])\n"
-    "if cur and cur ~= ARGV[1] and cur ~= ARGV[4] then return {'busy', cur} end\n"
+    "local cur = redis.call('GET', KEYS[2])\n" NOW_MS QUEUE_FUNCS
     "redis.set_repl(redis.REPL_NONE)\n"
+    "if cur ~= ARGV[1] then\n"
+    "  local turn, mine = queue_turn(KEYS[3], ARGV[1], ms)\n"
+    "  if (cur and cur ~= ARGV[4]) or not turn then\n"
+    "    if ARGV[5] == '1' then queue_wait(KEYS[3], ARGV[1], ms, mine) end\n"
+    "    return {'busy', cur or ''}\n"
+    "  end\n"
+    "  if mine then redis.call('ZREM', KEYS[3], mine) end\n"
+    "end\n"
     "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])\n"
     "return {'ok'}\n";
 
@@ -375,7 +414,7 @@ static const char stage_publish_lua[] =
 static const char begin_warm_lua[] =
     "local token, lease, cached, log_ttl, intent = ARGV[1], ARGV[2], ARGV[3], '', ''\n"
     "local prev = (string.match(cached, '^(%d+):') or '') .. ':' .. token\n"
-    BEGIN_HEAD
+    QUEUE_FUNCS BEGIN_HEAD
     "if v .. ':' .. n == cached then return out end\n"
     BEGIN_TAIL;
 

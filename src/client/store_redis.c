@@ -87,7 +87,7 @@ static void send_end(redis_store *s, const char *member) {
 /* Runs script id with nkeys keys and then the other arguments, nargs C
  * strings in all (at most RUN_ARGS_MAX), for begin and lock: no allocation.
  * NULL, the connection dropped and why recorded, when it broke. */
-#define RUN_ARGS_MAX 12
+#define RUN_ARGS_MAX 13
 redisReply *rs_run_script(redis_store *s, int id, const char *what, int nkeys, int nargs, const char **args) {
     const char *argv[3 + RUN_ARGS_MAX];
     size_t lens[3 + RUN_ARGS_MAX];
@@ -265,9 +265,9 @@ static redisReply *send_begin(redis_store *s, int warm, const char *cached, cons
         return rs_run_script(s, SCRIPT_BEGIN_WARM, "begin", 5, NARGS(args), args);
     }
     const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
-                          s->aux[AUX_LEASE], /* KEYS */
+                          s->aux[AUX_LEASE], s->queue, /* KEYS */
                           s->conn.token, s->lease, s->member, cached, log_ttl, s->intent ? "1" : ""};
-    return rs_run_script(s, SCRIPT_BEGIN, "begin", 6, NARGS(args), args);
+    return rs_run_script(s, SCRIPT_BEGIN, "begin", 7, NARGS(args), args);
 }
 
 static int begin_once(kvsql_store *st, kvsql_txn *t) {
@@ -352,12 +352,23 @@ static int owner_gone(redis_store *s, const char *holder) {
     return gone;
 }
 
+/* ---- turns ----
+ * A writer refused again within KVSQL_QUEUE_LAPSE_MS of its last refusal
+ * is retrying (SQLite's busy handler, or the application): it waits in
+ * T:queue, and the lease, once free, goes to the writer that waited
+ * longest (docs/FORMAT.md, "Turns"). A first refusal does not queue, so a
+ * writer that gives up at once (a busy timeout of 0) holds no one up. */
+static const char *queue_arg(const redis_store *s) {
+    return s->busy_ms > 0 && rs_monotonic_ms() - s->busy_ms < KVSQL_QUEUE_LAPSE_MS ? "1" : "";
+}
+
 /* The lock script for the token, taking over the lease of `dead` ("" for
  * none): its reply, NULL when the connection broke. */
 static redisReply *run_lock(redis_store *s, const char *dead) {
-    const char *args[] = {s->aux[AUX_V], s->aux[AUX_LEASE], /* KEYS */ s->conn.token, s->snapshot, s->lease, dead};
+    const char *args[] = {s->aux[AUX_V], s->aux[AUX_LEASE], s->queue, /* KEYS */
+                          s->conn.token, s->snapshot, s->lease, dead, queue_arg(s)};
     s->stats.locks++;
-    return rs_run_script(s, SCRIPT_LOCK, "lock", 2, NARGS(args), args);
+    return rs_run_script(s, SCRIPT_LOCK, "lock", 3, NARGS(args), args);
 }
 
 static int redis_lock(kvsql_store *st, kvsql_txn *t) {
@@ -383,6 +394,7 @@ static int redis_lock(kvsql_store *st, kvsql_txn *t) {
     }
     if (!r) return SQLITE_IOERR;
     int rc;
+    s->busy_ms = rs_reply_is(r, 0, "busy") ? rs_monotonic_ms() : 0;
     if (r->type == REDIS_REPLY_ERROR) rc = kvsql_conn_reply_error(&s->conn, r, "lock");
     else if (rs_reply_is(r, 0, "ok")) {
         rc = SQLITE_OK;
@@ -619,6 +631,7 @@ static void free_names(redis_store *s) {
     for (int i = 0; i < AUX_COUNT; i++) free(s->aux[i]);
     free(s->stage);
     free(s->stage_old);
+    free(s->queue);
 }
 
 static void redis_destroy(kvsql_store *st) {
@@ -659,6 +672,7 @@ int kvsql_redis_store_new(const char *key, const kvsql_redis_config *cfg, kvsql_
     for (int i = 0; i < AUX_COUNT; i++) ok = (s->aux[i] = aux_name(key, aux_suffix[i])) != NULL && ok;
     ok = (s->stage = aux_name(key, KVSQL_AUX_STAGE)) != NULL && ok;
     ok = (s->stage_old = aux_name(key, KVSQL_AUX_STAGE_OLD)) != NULL && ok;
+    ok = (s->queue = aux_name(key, KVSQL_AUX_QUEUE)) != NULL && ok;
     if (!ok) {
         free_names(s);
         free(s);

@@ -321,12 +321,14 @@ struct RedisModuleCommandArg {
 
 typedef struct RedisModuleBlockedClient RedisModuleBlockedClient;
 typedef void (*RedisModuleFreePrivDataFunc)(RedisModuleCtx *ctx, void *privdata);
+typedef void (*RedisModuleDisconnectFunc)(RedisModuleCtx *ctx, RedisModuleBlockedClient *bc);
 
 #define REDIS_API_WORKER_ENTRIES(X)                                                                  \
     X(RedisModuleBlockedClient *, BlockClient, (RedisModuleCtx * ctx, RedisModuleCmdFunc reply_callback, \
                                                 RedisModuleCmdFunc timeout_callback,                  \
                                                 RedisModuleFreePrivDataFunc free_privdata, long long timeout_ms)) \
     X(int, UnblockClient, (RedisModuleBlockedClient * bc, void *privdata))                           \
+    X(void, SetDisconnectCallback, (RedisModuleBlockedClient * bc, RedisModuleDisconnectFunc callback)) \
     X(void *, GetBlockedClientPrivateData, (RedisModuleCtx * ctx))                                   \
     X(RedisModuleCtx *, GetDetachedThreadSafeContext, (RedisModuleCtx * ctx))                        \
     X(void, FreeThreadSafeContext, (RedisModuleCtx * ctx))                                           \
