@@ -65,7 +65,7 @@ int kvsql_conn_lost(kvsql_conn *cn, int rc, const char *what) {
 
 /* The result code for an error reply from Redis. */
 static int error_code(const char *msg) {
-    if (!strncmp(msg, "NOPERM", 6)) return SQLITE_PERM;
+    if (!strncmp(msg, "NOPERM", 6) || strstr(msg, "can't run this command")) return SQLITE_PERM; /* ACL */
     if (!strncmp(msg, "WRONGPASS", 9) || !strncmp(msg, "NOAUTH", 6) || strstr(msg, "invalid password") ||
         strstr(msg, "invalid username-password"))
         return SQLITE_AUTH;
@@ -160,6 +160,28 @@ static redisReply *exchange(kvsql_conn *cn, int argc, const char **argv, const s
 }
 
 static redisReply *routed_reply(kvsql_conn *cn, redisReply *r, int argc, const char **argv, const size_t *lens);
+
+int kvsql_conn_pipeline(kvsql_conn *cn, int n, const int *argcs, const char **const *argvs, redisReply **out) {
+    for (int i = 0; i < n; i++) out[i] = NULL;
+    for (int i = 0; i < n; i++)
+        if (append_command(cn->c, argcs[i], argvs[i], NULL) != REDIS_OK) return -1;
+    cn->stats->round_trips++;
+    if (drain_pending(cn) != 0) return -1;
+    for (int i = 0; i < n; i++)
+        if (kvsql_link_get_reply(cn->c, &out[i]) != REDIS_OK) {
+            for (int j = 0; j < i; j++) freeReplyObject(out[j]);
+            return -1;
+        }
+    return 0;
+}
+
+int kvsql_conn_drain(kvsql_conn *cn) {
+    return drain_pending(cn);
+}
+
+int kvsql_conn_error_code(const char *msg) {
+    return error_code(msg);
+}
 
 redisReply *kvsql_conn_round_trip(kvsql_conn *cn, int argc, const char **argv, const size_t *lens) {
     redisReply *r = exchange(cn, argc, argv, lens);

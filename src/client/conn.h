@@ -71,6 +71,19 @@ int kvsql_conn_reply_error(kvsql_conn *cn, const redisReply *r, const char *what
  * (kvsql_link_error(cn->c) says why). */
 redisReply *kvsql_conn_round_trip(kvsql_conn *cn, int argc, const char **argv, const size_t *lens);
 
+/* Sends n commands of C strings (argcs[i] strings at argvs[i]) and reads
+ * their n replies into out: one round trip, no redirection followed.
+ * 0, or -1 when the connection broke (out holds nothing then). */
+int kvsql_conn_pipeline(kvsql_conn *cn, int n, const int *argcs, const char **const *argvs, redisReply **out);
+
+/* Reads the replies of the end scripts sent without waiting. 0, or -1
+ * when the connection broke. */
+int kvsql_conn_drain(kvsql_conn *cn);
+
+/* The SQLite result code of an error reply's text (SQLITE_PERM for an
+ * ACL refusal, SQLITE_FULL for OOM, ...). */
+int kvsql_conn_error_code(const char *msg);
+
 /* Sends a command of C strings without waiting: its reply is read before
  * the next command's. Nothing when not connected; drops the connection
  * when the sending fails. */

@@ -65,6 +65,9 @@ typedef struct redis_store {
     double begun_ms;           /* when a begin script last registered the reader (sent) */
     double owner_checked_ms;   /* when a busy lock last asked whether the lease's owner lives */
     double busy_ms;            /* when the lock was last refused (busy), 0 after it succeeded */
+    int plain;                 /* the transaction began without scripts (store_plain.c): its
+                                * snapshot is not registered, each read checks T:v */
+    uint32_t plain_connection; /* the connection whose ACL refused the scripts (conn.connections) */
     kvsql_redis_stats stats;
 } redis_store;
 
@@ -80,6 +83,13 @@ int rs_bad_reply(redis_store *s, const char *what);
 double rs_monotonic_ms(void);
 
 #define NARGS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* store_plain.c: whether the begin script's reply r is a refusal that a
+ * begin without scripts can get round (ACL, OOM), and that begin: its
+ * answer, shaped like the begin script's, or an error reply, in *out
+ * (SQLITE_OK); else an error code, recorded. */
+int rs_plain_wanted(const redisReply *r);
+int rs_begin_plain(redis_store *s, const char *cached, redisReply **out);
 
 /* store_read.c: the store's read method. */
 int rs_read(kvsql_store *st, kvsql_txn *t, uint32_t first, uint32_t count, void *buf);

@@ -285,15 +285,24 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
     }
     double now = rs_monotonic_ms();
     int warm = warm_begin_ok(s, cached, log_ttl, now);
-    redisReply *r = send_begin(s, warm, cached, log_ttl);
+    int plain = s->plain_connection == s->conn.connections; /* its ACL refused the scripts */
+    redisReply *r = plain ? NULL : send_begin(s, warm, cached, log_ttl);
     s->intent = 0;
-    if (!r) return SQLITE_IOERR;
+    if (!plain && !r) return SQLITE_IOERR;
+    if (!plain && rs_plain_wanted(r)) { /* refused (ACL, OOM): begin without scripts */
+        if (kvsql_conn_error_code(r->str) == SQLITE_PERM) s->plain_connection = s->conn.connections;
+        freeReplyObject(r);
+        plain = 1;
+    }
+    if (plain && (rc = rs_begin_plain(s, cached, &r)) != SQLITE_OK) return rc;
+    s->plain = plain;
     if (!warm) s->begun_ms = now; /* the begin script renewed the registration */
     s->stats.begins++;
     s->member[0] = 0;
     t->generation = s->conn.connections;
     rc = r->type == REDIS_REPLY_ERROR ? kvsql_conn_reply_error(&s->conn, r, "begin") : take_snapshot(s, t, r);
     freeReplyObject(r);
+    if (plain) s->member[0] = 0; /* not registered: nothing to end */
     if (rc != SQLITE_OK) {
         if (s->member[0]) send_end(s, s->member); /* registered (and maybe leased), then refused */
         s->member[0] = 0;
