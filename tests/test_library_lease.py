@@ -96,11 +96,23 @@ def test_a_live_but_silent_writer_keeps_its_lease(servers):
     make_table(s, "alive")
     p = holder(s, "alive")
     p.send_signal(signal.SIGSTOP)  # alive, its connection open, silent
+    r = s.client()
     try:
-        db = writer(s, "alive", 0.3)
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            db.execute("begin immediate")
-        assert stats(db).get("dead_leases") == 0
+        failed = []
+
+        def attempt():
+            db = writer(s, "alive", 2)
+            try:
+                db.execute("begin immediate")
+            except sqlite3.OperationalError as e:
+                failed.append((str(e), stats(db).get("dead_leases")))
+        th = threading.Thread(target=attempt)
+        th.start()
+        wait_for(lambda: r.zcard("{alive}:queue") == 1, what="the retrying writer to queue for its turn")
+        th.join(timeout=60)
+        assert failed and "locked" in failed[0][0] and failed[0][1] == 0
+        # it gave up: its place lapses (KVSQL_QUEUE_LAPSE_MS), holding no one up
+        wait_for(lambda: r.zcard("{alive}:queue") == 0, what="the place of a writer that gave up to lapse")
     finally:
         p.send_signal(signal.SIGCONT)
     out, err = p.communicate("go\n", timeout=60)

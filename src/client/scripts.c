@@ -49,7 +49,8 @@
  * scored by when it lapses: queue_turn drops lapsed members and says
  * whether it is me's turn (no one waits, or me waited longest), with me's
  * member when me waits; queue_wait puts me in the queue (arriving now) or
- * keeps its place a while longer. */
+ * keeps its place a while longer, and the queue itself (it lapses when no
+ * one waits any more). */
 #define QUEUE_FUNCS                                                            \
     "local function queue_turn(q, me, ms)\n"                                   \
     "  redis.call('ZREMRANGEBYSCORE', q, '-inf', '(' .. ms)\n"                 \
@@ -62,6 +63,7 @@
     "end\n"                                                                    \
     "local function queue_wait(q, me, ms, mine)\n"                             \
     "  redis.call('ZADD', q, ms + " STR(KVSQL_QUEUE_LAPSE_MS) ", mine or string.format('%0" STR(KVSQL_QUEUE_ARRIVAL) "d', ms) .. ':' .. me)\n" \
+    "  redis.call('PEXPIRE', q, " STR(KVSQL_QUEUE_LAPSE_MS) ")\n"             \
     "end\n"
 
 /* Begin's text in two parts that both begin scripts share, on the

@@ -93,6 +93,8 @@ static void queue_stay(RedisModuleCtx *ctx, waiter *w, long long now) {
     RedisModuleCallReply *r =
         RedisModule_Call(ctx, "ZADD", "slc", w->queue, now + KVSQL_QUEUE_LAPSE_MS, w->member);
     if (r) RedisModule_FreeCallReply(r);
+    r = RedisModule_Call(ctx, "PEXPIRE", "sl", w->queue, (long long)KVSQL_QUEUE_LAPSE_MS);
+    if (r) RedisModule_FreeCallReply(r);
 }
 
 /* Drops lapsed waiters; 1 when no one left waited longer than we did. */
