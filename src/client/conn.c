@@ -444,6 +444,7 @@ int kvsql_conn_connect(kvsql_conn *cn) {
     if (cn->c && !kvsql_link_broken(cn->c)) return SQLITE_OK;
     kvsql_conn_drop(cn);
     new_token(cn);
+    cn->no_client_list = 0;
     cn->connections++;
     return connect_routed(cn);
 }

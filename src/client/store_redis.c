@@ -349,7 +349,9 @@ static int redis_begin(kvsql_store *st, kvsql_txn *t) {
 static int owner_gone(redis_store *s, const char *holder) {
     const char *dash = strchr(holder, '-');
     double now = rs_monotonic_ms();
-    if (!dash || s->conn.no_client_list || now - s->owner_checked_ms < OWNER_CHECK_MS) return 0;
+    if (!dash || !dash[1] || strspn(dash + 1, "0123456789") != strlen(dash + 1) || s->conn.no_client_list ||
+        now - s->owner_checked_ms < OWNER_CHECK_MS)
+        return 0; /* no id named: lease_ms it is */
     s->owner_checked_ms = now;
     const char *argv[] = {"CLIENT", "LIST", "ID", dash + 1};
     redisReply *r = kvsql_conn_round_trip(&s->conn, 4, argv, NULL);
@@ -392,12 +394,13 @@ static int redis_lock(kvsql_store *st, kvsql_txn *t) {
         return SQLITE_OK;
     }
     redisReply *r = run_lock(s, "");
-    if (r && rs_reply_is(r, 0, "busy") && r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING) {
+    int takeover = 0;
+    if (r && rs_reply_is(r, 0, "busy") && r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[1]->len < sizeof(s->conn.token)) {
         char holder[sizeof(s->conn.token)];
-        snprintf(holder, sizeof(holder), "%s", r->element[1]->str);
-        if (owner_gone(s, holder)) {
+        memcpy(holder, r->element[1]->str, r->element[1]->len + 1);
+        if ((takeover = owner_gone(s, holder))) {
             freeReplyObject(r);
-            s->stats.dead_leases++;
             r = run_lock(s, holder);
         }
     }
@@ -407,6 +410,7 @@ static int redis_lock(kvsql_store *st, kvsql_txn *t) {
     if (r->type == REDIS_REPLY_ERROR) rc = kvsql_conn_reply_error(&s->conn, r, "lock");
     else if (rs_reply_is(r, 0, "ok")) {
         rc = SQLITE_OK;
+        s->stats.dead_leases += takeover;
         s->holds_lease = 1;
         t->level = KVSQL_LOCK_WRITE;
     } else if (rs_reply_is(r, 0, "busy")) {
