@@ -89,6 +89,10 @@ int kvsql_conn_reply_error(kvsql_conn *cn, const redisReply *r, const char *what
         return kvsql_conn_fail(cn, rc,
                                "redis at %s refused the credentials: %s (set user=, password= or KVSQL_PASSWORD)",
                                cn->where, r->str);
+    if (rc == SQLITE_PERM)
+        return kvsql_conn_fail(cn, rc, "redis at %s: this user may not %s key %s (ACL): %s", cn->where,
+                               strcmp(what, "begin") == 0 || strcmp(what, "read") == 0 ? "read" : "write", cn->key,
+                               r->str);
     return kvsql_conn_fail(cn, rc, "redis at %s: %s of key %s: %s", cn->where, what, cn->key, r->str);
 }
 
