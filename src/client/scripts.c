@@ -170,12 +170,20 @@ static const char read_lua[] =
  * LIST ID, store_redis.c, and its lease is taken over), and {'busy', ''}
  * when the lease is free but another writer waited longer (T:queue,
  * KEYS[3]): either way the token waits in T:queue when ARGV[5] is "1"
- * (it was refused just before: it is retrying, store_redis.c). */
+ * (it was refused just before: it is retrying, store_redis.c), as it
+ * keeps its place when answered stale (a commit landed between its
+ * begin and this lock: it begins again at once, SQLite's busy handler). */
 static const char lock_lua[] =
     "local v = redis.call('GET', KEYS[1]) or '0'\n"
-    "if v ~= ARGV[2] then return {'stale', v} end\n"
     "local cur = redis.call('GET', KEYS[2])\n" NOW_MS QUEUE_FUNCS
     "redis.set_repl(redis.REPL_NONE)\n"
+    "if v ~= ARGV[2] then\n"
+    "  if ARGV[5] == '1' and cur ~= ARGV[1] then\n"
+    "    local _, mine = queue_turn(KEYS[3], ARGV[1], ms)\n"
+    "    queue_wait(KEYS[3], ARGV[1], ms, mine)\n"
+    "  end\n"
+    "  return {'stale', v}\n"
+    "end\n"
     "if cur ~= ARGV[1] then\n"
     "  local turn, mine = queue_turn(KEYS[3], ARGV[1], ms)\n"
     "  if (cur and cur ~= ARGV[4]) or not turn then\n"

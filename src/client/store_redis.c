@@ -100,6 +100,20 @@ redisReply *rs_run_script(redis_store *s, int id, const char *what, int nkeys, i
     return r;
 }
 
+/* ---- turns ----
+ * A writer refused again within KVSQL_QUEUE_LAPSE_MS of its last refusal
+ * is retrying (SQLite's busy handler, or the application): it waits in
+ * T:queue, and the lease, once free, goes to the writer that waited
+ * longest (docs/FORMAT.md, "Turns"). A first refusal does not queue, so a
+ * writer that gives up at once (a busy timeout of 0) holds no one up.
+ * While it retries, its begins carry the write intent (the hint is given
+ * once per statement, and SQLite's busy handler begins again): the turn's
+ * lease then comes with the snapshot, which no commit can make stale
+ * between the begin and the lock. */
+static int rs_retrying(const redis_store *s) {
+    return s->busy_ms > 0 && rs_monotonic_ms() - s->busy_ms < KVSQL_QUEUE_LAPSE_MS;
+}
+
 /* ---- begin --------------------------------------------------------------- */
 
 /* Checks page 0 as begin found it, with whether fields HLEN-1 and HLEN
@@ -184,7 +198,10 @@ static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
     int capture = strncmp(head, "capture", 7) == 0, leased = strstr(head, "+lease") != NULL;
     if ((strncmp(head, "ok", 2) != 0 && !capture) || r->elements < 3 || r->element[1]->type != REDIS_REPLY_STRING)
         return rs_bad_reply(s, "begin");
-    if (leased) s->holds_lease = 1; /* the write-intent hint took the lease with the snapshot */
+    if (leased) { /* the write-intent hint took the lease with the snapshot */
+        s->holds_lease = 1;
+        s->busy_ms = 0; /* no longer waiting */
+    }
     s->capture_on = capture;
     if (s->capture) kvsql_capture_begin(s->capture, capture);
     long long n = rs_reply_int(r->element[2]);
@@ -284,6 +301,7 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
         *kvsql_put_decimal(p, s->cache_hlen) = 0;
     }
     double now = rs_monotonic_ms();
+    if (rs_retrying(s)) s->intent = 1; /* turns, above */
     int warm = warm_begin_ok(s, cached, log_ttl, now);
     int plain = s->plain_connection == s->conn.connections; /* its ACL refused the scripts */
     redisReply *r = plain ? NULL : send_begin(s, warm, cached, log_ttl);
@@ -363,14 +381,8 @@ static int owner_gone(redis_store *s, const char *holder) {
     return gone;
 }
 
-/* ---- turns ----
- * A writer refused again within KVSQL_QUEUE_LAPSE_MS of its last refusal
- * is retrying (SQLite's busy handler, or the application): it waits in
- * T:queue, and the lease, once free, goes to the writer that waited
- * longest (docs/FORMAT.md, "Turns"). A first refusal does not queue, so a
- * writer that gives up at once (a busy timeout of 0) holds no one up. */
 static const char *queue_arg(const redis_store *s) {
-    return s->busy_ms > 0 && rs_monotonic_ms() - s->busy_ms < KVSQL_QUEUE_LAPSE_MS ? "1" : "";
+    return rs_retrying(s) ? "1" : "";
 }
 
 /* The lock script for the token, taking over the lease of `dead` ("" for
@@ -406,7 +418,7 @@ static int redis_lock(kvsql_store *st, kvsql_txn *t) {
     }
     if (!r) return SQLITE_IOERR;
     int rc;
-    s->busy_ms = rs_reply_is(r, 0, "busy") ? rs_monotonic_ms() : 0;
+    s->busy_ms = rs_reply_is(r, 0, "busy") || rs_reply_is(r, 0, "stale") ? rs_monotonic_ms() : 0; /* refused */
     if (r->type == REDIS_REPLY_ERROR) rc = kvsql_conn_reply_error(&s->conn, r, "lock");
     else if (rs_reply_is(r, 0, "ok")) {
         rc = SQLITE_OK;
