@@ -65,6 +65,7 @@ typedef struct redis_store {
     double begun_ms;           /* when a begin script last registered the reader (sent) */
     double owner_checked_ms;   /* when a busy lock last asked whether the lease's owner lives */
     double busy_ms;            /* when the lock was last refused (busy), 0 after it succeeded */
+    int next_turn;             /* the begin found the lease held and no writer waiting longer */
     int plain;                 /* the transaction began without scripts (store_plain.c): its
                                 * snapshot is not registered, each read checks T:v */
     uint32_t plain_connection; /* the connection whose ACL refused the scripts (conn.connections) */

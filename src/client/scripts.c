@@ -41,7 +41,8 @@
  * and no other writer waits longer for it (T:queue, KEYS[7]), it
  * also takes the lease, as the lock script would, and says so with
  * '+lease' after that first word: the lock then needs no round trip. A
- * held lease is left alone (the lock script waits for it as usual). Or
+ * held lease is left alone (the lock script waits for it as usual); the
+ * first word then ends in '+next' when no other writer waits longer. Or
  * {'type', T} for a key of another type. */
 /* Turns (docs/FORMAT.md, "Turns"): a writer that finds the lease taken
  * queues in T:queue, and a free lease goes to the oldest waiter. Two Lua
@@ -90,6 +91,8 @@
     "  if holder == token then\n"                                               \
     "    redis.call('SET', KEYS[6], token, 'PX', lease)\n"                      \
     "    out[1] = out[1] .. '+lease'\n"                                         \
+    "  elseif holder and queue_turn(KEYS[7], token, ms) then\n"                 \
+    "    out[1] = out[1] .. '+next'\n"                                          \
     "  end\n"                                                                   \
     "end\n"                                                                     \
     "local member = v .. ':' .. token\n"                                        \

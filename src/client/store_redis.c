@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* How long T:log lives after the last begin: a library client keeps it
  * alive; with none around, it lapses and commits stop writing it. */
@@ -196,6 +197,7 @@ static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
                            ? r->element[0]->str
                            : "";
     int capture = strncmp(head, "capture", 7) == 0, leased = strstr(head, "+lease") != NULL;
+    s->next_turn = strstr(head, "+next") != NULL;
     if ((strncmp(head, "ok", 2) != 0 && !capture) || r->elements < 3 || r->element[1]->type != REDIS_REPLY_STRING)
         return rs_bad_reply(s, "begin");
     if (leased) { /* the write-intent hint took the lease with the snapshot */
@@ -336,7 +338,7 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
 
 /* Begin; when the node answered MOVED (Redis Cluster: nothing ran there),
  * again at once on the slot's new owner, with a new connection. */
-static int redis_begin(kvsql_store *st, kvsql_txn *t) {
+static int begin_routed(kvsql_store *st, kvsql_txn *t) {
     redis_store *s = (redis_store *)st;
     int rc = SQLITE_OK;
     for (int i = 0; i <= KVSQL_CLUSTER_REDIRECTS; i++) {
@@ -345,6 +347,29 @@ static int redis_begin(kvsql_store *st, kvsql_txn *t) {
         if (!s->conn.rerouted) break;
     }
     return rc;
+}
+
+/* A retrying writer whose turn is next (turns, above) waits here, up to
+ * NEXT_WAIT_MS, beginning again every NEXT_POLL_US, for the lease to come
+ * with a snapshot: SQLite's busy handler would sleep 10 to 100 ms by then
+ * while the lease, free, waited for it. Nothing of the snapshot reached
+ * SQLite yet (this is its SHARED lock). */
+#define NEXT_WAIT_MS 50
+#define NEXT_POLL_US 200
+
+static int redis_begin(kvsql_store *st, kvsql_txn *t) {
+    redis_store *s = (redis_store *)st;
+    double until = rs_monotonic_ms() + NEXT_WAIT_MS;
+    for (;;) {
+        int retrying = rs_retrying(s);
+        s->next_turn = 0;
+        int rc = begin_routed(st, t);
+        if (rc != SQLITE_OK || !retrying || !s->next_turn || s->holds_lease || rs_monotonic_ms() > until) return rc;
+        s->active = NULL; /* begin again: the registration is replaced */
+        t->priv = NULL;
+        t->level = KVSQL_LOCK_NONE;
+        usleep(NEXT_POLL_US);
+    }
 }
 
 /* ---- lock ---------------------------------------------------------------- */
