@@ -737,6 +737,10 @@ void kvsql_redis_store_intend_write(kvsql_store *st) {
     if (st && st->m == &redis_methods) ((redis_store *)st)->intent = 1;
 }
 
+void kvsql_redis_store_intend_read(kvsql_store *st) {
+    if (st && st->m == &redis_methods) ((redis_store *)st)->busy_ms = 0;
+}
+
 int kvsql_redis_store_set_capture(kvsql_store *st, kvsql_capture *c) {
     if (!st || st->m != &redis_methods || ((redis_store *)st)->capture) return -1;
     ((redis_store *)st)->capture = c;
