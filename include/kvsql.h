@@ -67,6 +67,7 @@ typedef struct kvsql_redis_stats {
     sqlite3_int64 cache_limit;   /* its bound in bytes: the URI parameter cache_kb= x 1024 */
     sqlite3_int64 cache_evictions; /* pages it dropped to make room for others */
     sqlite3_int64 staged_commits;  /* commits (landed) of more than stage_kb= of pages, uploaded in steps */
+    sqlite3_int64 dead_leases;     /* leases taken over because their owner's connection was gone */
 } kvsql_redis_stats;
 
 /* Fills out with the counters of the redis store of db's schema (NULL:

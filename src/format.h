@@ -77,17 +77,23 @@ const char *kvsql_hashed_part(const char *key, size_t len, size_t *part_len);
 #define KVSQL_AUX_STAGE ":stage"         /* a big library commit's new hash, while it is built */
 #define KVSQL_AUX_STAGE_OLD ":stage:old" /* the hash it replaces, for a moment inside the publish */
 #define KVSQL_AUX_WSTAGE ":wstage" /* a big write of the module's worker: its new hash while it is built */
+#define KVSQL_AUX_QUEUE ":queue"   /* the writers waiting for the lease, in turn (docs/FORMAT.md, "Turns") */
+/* A waiting writer's place in T:queue lapses this long after its last
+ * attempt: a writer that stopped waiting falls out. */
+#define KVSQL_QUEUE_LAPSE_MS 250
+/* T:queue's members: "<arrival ms, KVSQL_QUEUE_ARRIVAL digits>:<waiter>". */
+#define KVSQL_QUEUE_ARRIVAL 15
 /* Every suffix above, for code that must name all of a database's keys
  * (deleting, copying or listing databases: kvsql_aux_all below). */
 #define KVSQL_AUX_ALL                                                                                          \
     KVSQL_AUX_VERSION, KVSQL_AUX_LEASE, KVSQL_AUX_READERS, KVSQL_AUX_UNDO, KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER, \
         KVSQL_AUX_LOG, KVSQL_AUX_CHANGES, KVSQL_AUX_CHANGES_CONFIG, KVSQL_AUX_STAGE, KVSQL_AUX_STAGE_OLD, \
-        KVSQL_AUX_WSTAGE
+        KVSQL_AUX_WSTAGE, KVSQL_AUX_QUEUE
 
 /* The list above as an array, its one owner for code that handles a
  * database as a whole: `kvsql rm/cp/mv/ls` (tools/kvsql_keys.c), SQL.DROP
  * (src/module/drop.c), tools/slt_sqlite.c. */
-#define KVSQL_AUX_COUNT 12
+#define KVSQL_AUX_COUNT 13
 extern const char *const kvsql_aux_all[KVSQL_AUX_COUNT];
 
 /* Whether name (len bytes) is the name of an auxiliary key of some

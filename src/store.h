@@ -105,6 +105,10 @@ typedef struct kvsql_store_methods {
 
 struct kvsql_store {
     const kvsql_store_methods *m;
+    /* Why the VFS itself refused the transaction's commit (src/vfs.c: a
+     * new page size), "" when it did not; cleared by the next begin.
+     * kvsql_store_errmsg() says it before errmsg()'s words. */
+    char vfs_err[200];
 };
 
 #endif

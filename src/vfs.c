@@ -107,6 +107,7 @@ typedef struct file {
     uint32_t page_size;  /* 0 until known */
     uint32_t npages;     /* length as SQLite sees it (snapshot + dirty) */
     int size_changed;    /* npages differs from the snapshot's */
+    int refused;         /* the commit was refused (refuse_page_size): until the lock drops below RESERVED, nothing is written */
     /* Pages written since the last sync, or NULL: made at the first write,
      * freed by KVSQL_FCNTL_TRIM when empty. SQLite holds three files of
      * this size per connection (the database and two journals), so every
@@ -251,6 +252,7 @@ static int db_read(sqlite3_file *pf, void *dst, int amt, sqlite3_int64 off) {
 
 static int db_write(sqlite3_file *pf, const void *src, int amt, sqlite3_int64 off) {
     file *f = (file *)pf;
+    if (f->refused) return SQLITE_OK; /* the rollback of a refused commit (refuse_page_size) */
     if (f->page_size == 0 || (f->npages == 0 && dirty_count(f) == 0)) {
         /* The first write of an empty database fixes the page size. */
         if (!kvsql_page_size_valid((uint64_t)amt) || off % amt) return SQLITE_IOERR_WRITE;
@@ -298,15 +300,32 @@ static int db_truncate(sqlite3_file *pf, sqlite3_int64 size) {
     return SQLITE_OK;
 }
 
+/* A commit that would change the page size (VACUUM after PRAGMA
+ * page_size, a backup of a database of other pages) is refused: the page
+ * size of a stored database never changes (docs/FORMAT.md). Nothing was
+ * written, and nothing else of the transaction may be: SQLite's rollback
+ * writes the journal's pages back and syncs, which would commit page 1
+ * with a new change counter. So until the lock drops below RESERVED the
+ * file takes no write and commits nothing (the store still holds the
+ * snapshot SQLite rolls back to). */
+static int refuse_page_size(file *f, uint32_t psz) {
+    snprintf(f->store->vfs_err, sizeof(f->store->vfs_err),
+             "the page size of a stored database cannot change (from %u to %u bytes: PRAGMA page_size then VACUUM, "
+             "or a backup of a database of other pages); nothing was written",
+             f->page_size, psz);
+    kvsql_vfs_set_errmsg(f->store->vfs_err);
+    f->refused = 1;
+    drop_dirty(f);
+    return SQLITE_IOERR_WRITE;
+}
+
 /* SQLite shrinks the file only after the commit's sync; the header of page
  * 1 already says the new length, so the batch can carry it. A header with
- * another page size (VACUUM after PRAGMA page_size) is refused: the page
- * size of a stored database never changes (docs/FORMAT.md). */
+ * another page size is refused (refuse_page_size). */
 static int apply_header_length(file *f) {
     const unsigned char *h = dirty_get(f, 0);
     if (!h) return SQLITE_OK; /* header unchanged: so is the length it records */
-    if (kvsql_header_page_size(h) != f->page_size)
-        return SQLITE_IOERR_WRITE; /* a new page size (VACUUM): the format fixes it */
+    if (kvsql_header_page_size(h) != f->page_size) return refuse_page_size(f, kvsql_header_page_size(h));
     uint32_t n = get32(h + 28);
     int valid = memcmp(h + 24, h + 92, 4) == 0; /* change counter == valid-for */
     if (valid && n > 0 && n < f->npages) {
@@ -336,6 +355,10 @@ static int needs_lock_byte_page(const file *f) {
 
 /* Hands the dirty pages to the store as one batch. */
 static int commit_dirty(file *f) {
+    if (f->refused) { /* the rollback of a refused commit: the store holds its snapshot */
+        drop_dirty(f);
+        return SQLITE_OK;
+    }
     int rc = apply_header_length(f);
     if (rc != SQLITE_OK) return rc;
     if (dirty_count(f) == 0 && !f->size_changed) return SQLITE_OK;
@@ -380,6 +403,7 @@ static int db_file_size(sqlite3_file *pf, sqlite3_int64 *size) {
 /* A new snapshot: SQLite's cache stays good only if it is the version this
  * file saw last, through the same connection to the store. */
 static int begin_snapshot(file *f) {
+    f->store->vfs_err[0] = 0;
     int rc = f->store->m->begin(f->store, &f->txn);
     if (rc != SQLITE_OK) return rc;
     if (!f->seen_any || f->txn.version != f->seen_version || f->txn.generation != f->seen_generation) {
@@ -414,6 +438,7 @@ static int db_unlock(sqlite3_file *pf, int level) {
         /* Dirty pages left: the transaction ended without a sync, it was
          * rolled back. */
         if (dirty_count(f) + f->size_changed > 0) drop_dirty(f);
+        f->refused = 0;
         f->store->m->unlock(f->store, &f->txn, KVSQL_LOCK_READ);
         load_snapshot(f);
     }
@@ -727,5 +752,5 @@ void kvsql_store_free(kvsql_store *store) {
 }
 
 const char *kvsql_store_errmsg(kvsql_store *store) {
-    return store->m->errmsg(store);
+    return store->vfs_err[0] ? store->vfs_err : store->m->errmsg(store);
 }

@@ -16,6 +16,10 @@ Modes (every loop is bounded by its count and by DEADLINE seconds):
     hold URI              BEGIN IMMEDIATE, an insert, prints "ready",
                           waits for a line on stdin, COMMIT, prints
                           "committed" or "failed: WHY"
+    loop URI SECONDS      after a line on stdin, BEGIN IMMEDIATE, UPDATE c
+                          SET n = n + 1, COMMIT as fast as it can for
+                          SECONDS (at most 10**6 times); prints
+                          "commits N errors E"
 Prints "done" at the end. The library path is $KVSQL_LIB.
 """
 import os
@@ -159,10 +163,29 @@ def hold(uri):
         rollback(db)
 
 
+def loop(uri, seconds):
+    db = connect(uri)
+    sys.stdin.readline()
+    end = min(DEADLINE, time.time() + float(seconds))
+    commits = errors = 0
+    for _ in range(10 ** 6):
+        if time.time() > end:
+            break
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("UPDATE c SET n = n + 1")
+            db.execute("COMMIT")
+            commits += 1
+        except sqlite3.Error:
+            errors += 1
+            rollback(db)
+    print("commits %d errors %d" % (commits, errors), flush=True)
+
+
 def main():
     load()
     mode, args = sys.argv[1], sys.argv[2:]
-    {"incr": incr, "transfer": transfer, "sums": sums, "insert": insert, "hold": hold}[mode](*args)
+    {"incr": incr, "transfer": transfer, "sums": sums, "insert": insert, "hold": hold, "loop": loop}[mode](*args)
     print("done", flush=True)
 
 

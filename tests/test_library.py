@@ -7,6 +7,7 @@ program, and many client processes at once (tests/libclient.py). Every
 loop is bounded in count and time; no assertion depends on timing.
 """
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +18,7 @@ import time
 import pytest
 import redis
 
-from harness import MODULE, ROOT, wait_for
+from harness import BUILD, MODULE, ROOT, wait_for
 from libhelp import LIB, built, env, pydb, shell, uri
 
 CLIENT = os.path.join(ROOT, "tests", "libclient.py")
@@ -404,3 +405,42 @@ def test_snapshots_stay_consistent_with_the_module_moving_money(servers):
         assert "bad" not in out, out
     out, _ = shell(s, "bank", "select sum(bal) = total from acct, meta;\npragma integrity_check;\n")
     assert out.split() == ["1", "ok"]
+
+
+@needs_module
+@needs_inprocess
+def test_a_page_size_change_is_refused_and_changes_nothing(servers, tmp_path):
+    """PRAGMA page_size then VACUUM, an import of a file of 8 KiB pages, and
+    the same VACUUM through the module are refused (the page size of a
+    stored database is fixed) and change nothing: before, SQLite's
+    rollback wrote page 1 back with a new change counter and the library
+    committed it as a new version (issue 23 item 7)."""
+    s = servers()
+    r = s.client()
+    db = pydb(s, "ps")
+    db.execute("create table t(id integer primary key, v)")
+    db.execute("with recursive q(i) as (select 1 union all select i + 1 from q where i < 200) "
+               "insert into t select i, randomblob(500) from q")
+    db.execute("delete from t where id % 3 = 0")  # free pages: VACUUM has work
+    before, v = r.hgetall("ps"), r.get("{ps}:v")
+    words = "the page size of a stored database cannot change (from 4096 to 8192 bytes"
+    db = pydb(s, "ps")
+    db.execute("pragma page_size = 8192")
+    with pytest.raises(sqlite3.OperationalError):
+        db.execute("vacuum")
+    assert words in kvsql_error(db)
+    assert r.hgetall("ps") == before and r.get("{ps}:v") == v
+    assert db.execute("select count(*) from t").fetchone()[0] == 134
+    big = str(tmp_path / "8k.db")
+    c = sqlite3.connect(big)
+    c.execute("pragma page_size = 8192")
+    c.execute("create table u(y)")
+    c.commit()
+    c.close()
+    p = subprocess.run([os.path.join(ROOT, BUILD, "kvsql"), "import", "--replace", big,
+                        "redis://127.0.0.1:%d/ps" % s.port], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and words in p.stderr, p.stderr
+    assert r.hgetall("ps") == before and r.get("{ps}:v") == v
+    with pytest.raises(redis.ResponseError, match=r"SQLITE_IOERR .*" + re.escape(words)):
+        r.execute_command("SQL.EXEC", "ps", "pragma page_size = 8192; vacuum")
+    assert r.hgetall("ps") == before and r.get("{ps}:v") == v

@@ -252,3 +252,19 @@ def test_a_staging_writer_that_loses_its_lease_publishes_nothing(servers):
     assert db.execute("select count(*) from t where v = 'other'").fetchone()[0] == 1
     assert db.execute("select count(*) from t where substr(v, 490) + 0 = id").fetchone()[0] == BIG_ROWS - 1
     assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+
+
+@needs_inprocess
+def test_a_staged_commit_keeps_the_ttl_of_the_key(servers):
+    """Issue 23 item 7: the publish renamed T:stage over K and PERSISTed it,
+    dropping an EXPIRE the user had set (a small commit keeps it)."""
+    s = servers(module=False)
+    w = fill(s, "ttl")
+    r = s.client()
+    r.expire("ttl", 3600)
+    w.execute("update t set v = printf('%0500d', id + 1)")
+    assert stats(w)["staged_commits"] == 2
+    assert 3500 < r.ttl("ttl") <= 3600
+    r.persist("ttl")
+    w.execute("update t set v = printf('%0500d', id + 2)")
+    assert stats(w)["staged_commits"] == 3 and r.ttl("ttl") == -1  # no TTL stays none, not T:stage's

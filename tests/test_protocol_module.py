@@ -149,6 +149,7 @@ def test_a_version_key_that_is_not_a_number_fails_the_write_and_writes_nothing(r
 def test_write_is_refused_while_a_library_writer_holds_the_lease(r):
     make_table(r)
     before, v = r.hgetall(DB), version(r)
+    r.config_set("kvsql.lease-wait-ms", 0)  # refused at once (the wait: test_library_lease.py)
     r.set(T + ":lease", "librarytoken", px=5000)
     with pytest.raises(redis.ResponseError, match="a library client holds the write lease"):
         sql(r, DB, "insert into t values (1000, 'refused')")
@@ -164,6 +165,7 @@ def test_reads_go_on_while_a_library_writer_holds_the_lease(r):
 
 def test_refused_write_leaves_the_connection_consistent(r):
     make_table(r)
+    r.config_set("kvsql.lease-wait-ms", 0)
     r.set(T + ":lease", "librarytoken", px=5000)
     with pytest.raises(redis.ResponseError, match="write lease"):
         sql(r, DB, "insert into t values (1000, 'refused')")

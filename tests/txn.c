@@ -163,7 +163,7 @@ static int a_reconnection_drops_the_cache_even_when_the_version_repeats(void) {
     sqlite3 *a, *b;
     CHECK(open_pair(&st, &a, &b));
     sqlite3_close(a);
-    forgetful_store fs = {{&forgetful_methods}, st, 1};
+    forgetful_store fs = {{&forgetful_methods, ""}, st, 1};
     CHECK(kvsql_open(&fs.base, &a) == SQLITE_OK);
     CHECK_OK(b, "create table t(x); insert into t values (1)");
     CHECK(query_int(a, "select sum(x) from t") == 1);

@@ -65,7 +65,7 @@ int kvsql_conn_lost(kvsql_conn *cn, int rc, const char *what) {
 
 /* The result code for an error reply from Redis. */
 static int error_code(const char *msg) {
-    if (!strncmp(msg, "NOPERM", 6)) return SQLITE_PERM;
+    if (!strncmp(msg, "NOPERM", 6) || strstr(msg, "can't run this command")) return SQLITE_PERM; /* ACL */
     if (!strncmp(msg, "WRONGPASS", 9) || !strncmp(msg, "NOAUTH", 6) || strstr(msg, "invalid password") ||
         strstr(msg, "invalid username-password"))
         return SQLITE_AUTH;
@@ -89,6 +89,10 @@ int kvsql_conn_reply_error(kvsql_conn *cn, const redisReply *r, const char *what
         return kvsql_conn_fail(cn, rc,
                                "redis at %s refused the credentials: %s (set user=, password= or KVSQL_PASSWORD)",
                                cn->where, r->str);
+    if (rc == SQLITE_PERM)
+        return kvsql_conn_fail(cn, rc, "redis at %s: this user may not %s key %s (ACL): %s", cn->where,
+                               strcmp(what, "begin") == 0 || strcmp(what, "read") == 0 ? "read" : "write", cn->key,
+                               r->str);
     return kvsql_conn_fail(cn, rc, "redis at %s: %s of key %s: %s", cn->where, what, cn->key, r->str);
 }
 
@@ -160,6 +164,28 @@ static redisReply *exchange(kvsql_conn *cn, int argc, const char **argv, const s
 }
 
 static redisReply *routed_reply(kvsql_conn *cn, redisReply *r, int argc, const char **argv, const size_t *lens);
+
+int kvsql_conn_pipeline(kvsql_conn *cn, int n, const int *argcs, const char **const *argvs, redisReply **out) {
+    for (int i = 0; i < n; i++) out[i] = NULL;
+    for (int i = 0; i < n; i++)
+        if (append_command(cn->c, argcs[i], argvs[i], NULL) != REDIS_OK) return -1;
+    cn->stats->round_trips++;
+    if (drain_pending(cn) != 0) return -1;
+    for (int i = 0; i < n; i++)
+        if (kvsql_link_get_reply(cn->c, &out[i]) != REDIS_OK) {
+            for (int j = 0; j < i; j++) freeReplyObject(out[j]);
+            return -1;
+        }
+    return 0;
+}
+
+int kvsql_conn_drain(kvsql_conn *cn) {
+    return drain_pending(cn);
+}
+
+int kvsql_conn_error_code(const char *msg) {
+    return error_code(msg);
+}
 
 redisReply *kvsql_conn_round_trip(kvsql_conn *cn, int argc, const char **argv, const size_t *lens) {
     redisReply *r = exchange(cn, argc, argv, lens);
@@ -328,8 +354,21 @@ static int lost_at_connect(kvsql_conn *cn) {
     return kvsql_conn_lost(cn, SQLITE_CANTOPEN, "connect (if the server speaks only TLS: tls=1 or rediss://)");
 }
 
-/* AUTH, SELECT, SCRIPT LOAD of every script and CLUSTER SLOTS, in one
- * round trip. */
+/* The token names the connection's CLIENT ID after its 32 hex digits
+ * ("<hex>-<id>"), so that a writer that finds the lease taken can ask
+ * whether its owner's connection still exists (store_redis.c, "dead
+ * owners"). A server that refuses CLIENT ID (ACL) leaves the hex alone. */
+static int take_client_id(kvsql_conn *cn) {
+    redisReply *r = NULL;
+    if (kvsql_link_get_reply(cn->c, &r) != REDIS_OK) return -1;
+    cn->token[32] = 0;
+    if (r->type == REDIS_REPLY_INTEGER) snprintf(cn->token + 32, sizeof(cn->token) - 32, "-%lld", r->integer);
+    freeReplyObject(r);
+    return 0;
+}
+
+/* AUTH, SELECT, SCRIPT LOAD of every script, CLIENT ID and CLUSTER
+ * SLOTS, in one round trip. */
 static int handshake(kvsql_conn *cn) {
     char db[16];
     int n = kvsql_append_auth(cn->c, cn->cfg);
@@ -343,6 +382,8 @@ static int handshake(kvsql_conn *cn) {
         const char *a[] = {"SCRIPT", "LOAD", kvsql_scripts[i]};
         kvsql_link_append_argv(cn->c, 3, a, NULL);
     }
+    const char *client_id[] = {"CLIENT", "ID"};
+    kvsql_link_append_argv(cn->c, 2, client_id, NULL);
     int slot_map = ask_slot_map(cn);
     cn->stats->round_trips++;
     int rc = SQLITE_OK;
@@ -366,7 +407,8 @@ static int handshake(kvsql_conn *cn) {
             cn->sha[i - n][0] = 0;
         freeReplyObject(r);
     }
-    if (slot_map && take_slot_map(cn) != 0) return kvsql_conn_lost(cn, SQLITE_CANTOPEN, "connect");
+    if (take_client_id(cn) != 0 || (slot_map && take_slot_map(cn) != 0))
+        return kvsql_conn_lost(cn, SQLITE_CANTOPEN, "connect");
     if (rc != SQLITE_OK) kvsql_conn_drop(cn);
     return rc;
 }
@@ -406,6 +448,7 @@ int kvsql_conn_connect(kvsql_conn *cn) {
     if (cn->c && !kvsql_link_broken(cn->c)) return SQLITE_OK;
     kvsql_conn_drop(cn);
     new_token(cn);
+    cn->no_client_list = 0;
     cn->connections++;
     return connect_routed(cn);
 }

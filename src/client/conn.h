@@ -32,7 +32,8 @@ typedef struct kvsql_conn {
     kvsql_link *c;              /* NULL: not connected */
     int pending;                /* replies of sent end scripts not read yet */
     uint32_t connections;       /* made so far: kvsql_txn.generation */
-    char token[33];             /* this connection's, hex */
+    char token[56];             /* this connection's: 32 hex digits, then "-<CLIENT ID>" when known */
+    int no_client_list;         /* CLIENT LIST was refused (ACL): dead lease owners lapse after lease_ms */
     char sha[SCRIPT_COUNT][41]; /* "" : unknown, use EVAL */
     char err[512];              /* why the last call failed */
 } kvsql_conn;
@@ -69,6 +70,19 @@ int kvsql_conn_reply_error(kvsql_conn *cn, const redisReply *r, const char *what
  * a Redis Cluster redirects it). NULL when the connection broke
  * (kvsql_link_error(cn->c) says why). */
 redisReply *kvsql_conn_round_trip(kvsql_conn *cn, int argc, const char **argv, const size_t *lens);
+
+/* Sends n commands of C strings (argcs[i] strings at argvs[i]) and reads
+ * their n replies into out: one round trip, no redirection followed.
+ * 0, or -1 when the connection broke (out holds nothing then). */
+int kvsql_conn_pipeline(kvsql_conn *cn, int n, const int *argcs, const char **const *argvs, redisReply **out);
+
+/* Reads the replies of the end scripts sent without waiting. 0, or -1
+ * when the connection broke. */
+int kvsql_conn_drain(kvsql_conn *cn);
+
+/* The SQLite result code of an error reply's text (SQLITE_PERM for an
+ * ACL refusal, SQLITE_FULL for OOM, ...). */
+int kvsql_conn_error_code(const char *msg);
 
 /* Sends a command of C strings without waiting: its reply is read before
  * the next command's. Nothing when not connected; drops the connection

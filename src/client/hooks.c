@@ -114,6 +114,8 @@ static void stmt_begin(kvsql_capture *c, sqlite3_stmt *stmt) {
      * transaction not yet begun (docs/FORMAT.md, "Begin"). */
     if ((!sqlite3_stmt_readonly(stmt) && sqlite3_get_autocommit(c->db)) || begins_writing(first, after))
         kvsql_redis_store_intend_write(c->store);
+    else if (sqlite3_get_autocommit(c->db))
+        kvsql_redis_store_intend_read(c->store); /* not a retry of a refused write */
     c->stmt = stmt;
     c->seen++;
     c->stmt_autocommit = sqlite3_get_autocommit(c->db);

@@ -29,10 +29,11 @@ typedef struct redis_store {
     char *key;
     char *aux[AUX_COUNT];      /* T:v, T:lease, ... */
     char *stage, *stage_old;   /* T:stage, T:stage:old: a big commit's (store_stage.c) */
+    char *queue;               /* T:queue: the writers waiting for the lease */
     kvsql_conn conn;           /* to the node that serves key (client/conn.c) */
     kvsql_txn *active;         /* the transaction at READ or WRITE */
     char snapshot[24];         /* decimal version of the snapshot */
-    char member[64];           /* our reader registration, "" when none; kept
+    char member[96];           /* our reader registration, "" when none; kept
                                 * after a read-only transaction, for the next
                                 * begin to replace (or redis_destroy to end) */
     int holds_lease;
@@ -62,6 +63,12 @@ typedef struct redis_store {
     int pre_fast;              /* it was sent as HMGET + GET (read_fast) */
     double renewed_ms;         /* when a read script last renewed the registration and lease */
     double begun_ms;           /* when a begin script last registered the reader (sent) */
+    double owner_checked_ms;   /* when a busy lock last asked whether the lease's owner lives */
+    double busy_ms;            /* when the lock was last refused (busy), 0 after it succeeded */
+    int next_turn;             /* the begin found the lease held and no writer waiting longer */
+    int plain;                 /* the transaction began without scripts (store_plain.c): its
+                                * snapshot is not registered, each read checks T:v */
+    uint32_t plain_connection; /* the connection whose ACL refused the scripts (conn.connections) */
     kvsql_redis_stats stats;
 } redis_store;
 
@@ -77,6 +84,13 @@ int rs_bad_reply(redis_store *s, const char *what);
 double rs_monotonic_ms(void);
 
 #define NARGS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* store_plain.c: whether the begin script's reply r is a refusal that a
+ * begin without scripts can get round (ACL, OOM), and that begin: its
+ * answer, shaped like the begin script's, or an error reply, in *out
+ * (SQLITE_OK); else an error code, recorded. */
+int rs_plain_wanted(const redisReply *r);
+int rs_begin_plain(redis_store *s, const char *cached, redisReply **out);
 
 /* store_read.c: the store's read method. */
 int rs_read(kvsql_store *st, kvsql_txn *t, uint32_t first, uint32_t count, void *buf);

@@ -37,11 +37,36 @@
  * "from:<v>", when missing). The first element is 'capture' instead of
  * 'ok' while capture is on (T:changes:cfg, KEYS[5], exists). When
  * ARGV[6] is "1" (the client expects to write: a write-intent hint) and
- * the writer's lease T:lease (KEYS[6]) is free or already the token's, it
+ * the writer's lease T:lease (KEYS[6]) is already the token's, or free
+ * and no other writer waits longer for it (T:queue, KEYS[7]), it
  * also takes the lease, as the lock script would, and says so with
  * '+lease' after that first word: the lock then needs no round trip. A
- * held lease is left alone (the lock script waits for it as usual). Or
+ * held lease is left alone (the lock script waits for it as usual); the
+ * first word then ends in '+next' when no other writer waits longer. Or
  * {'type', T} for a key of another type. */
+/* Turns (docs/FORMAT.md, "Turns"): a writer that finds the lease taken
+ * queues in T:queue, and a free lease goes to the oldest waiter. Two Lua
+ * functions on the sorted set q, member "<arrival ms, 15 digits>:<me>"
+ * scored by when it lapses: queue_turn drops lapsed members and says
+ * whether it is me's turn (no one waits, or me waited longest), with me's
+ * member when me waits; queue_wait puts me in the queue (arriving now) or
+ * keeps its place a while longer, and the queue itself (it lapses when no
+ * one waits any more). */
+#define QUEUE_FUNCS                                                            \
+    "local function queue_turn(q, me, ms)\n"                                   \
+    "  redis.call('ZREMRANGEBYSCORE', q, '-inf', '(' .. ms)\n"                 \
+    "  local head, mine\n"                                                     \
+    "  for _, m in ipairs(redis.call('ZRANGE', q, 0, -1)) do\n"                \
+    "    if not head or m < head then head = m end\n"                          \
+    "    if string.sub(m, " STR(KVSQL_QUEUE_ARRIVAL) " + 2) == me then mine = m end\n" \
+    "  end\n"                                                                  \
+    "  return not head or head == mine, mine\n"                                \
+    "end\n"                                                                    \
+    "local function queue_wait(q, me, ms, mine)\n"                             \
+    "  redis.call('ZADD', q, ms + " STR(KVSQL_QUEUE_LAPSE_MS) ", mine or string.format('%0" STR(KVSQL_QUEUE_ARRIVAL) "d', ms) .. ':' .. me)\n" \
+    "  redis.call('PEXPIRE', q, " STR(KVSQL_QUEUE_LAPSE_MS) ")\n"             \
+    "end\n"
+
 /* Begin's text in two parts that both begin scripts share, on the
  * locals token, lease, prev, cached, log_ttl and intent (ARGV[1..6] of
  * the begin script, as said above). The head reads the snapshot; the tail
@@ -56,9 +81,18 @@
     "redis.set_repl(redis.REPL_NONE)\n"                                         \
     "if intent == '1' then\n"                                                   \
     "  local holder = redis.call('GET', KEYS[6])\n"                             \
-    "  if not holder or holder == token then\n"                                 \
+    "  if not holder then\n"                                                    \
+    "    local turn, mine = queue_turn(KEYS[7], token, ms)\n"                   \
+    "    if turn then\n"                                                        \
+    "      if mine then redis.call('ZREM', KEYS[7], mine) end\n"                \
+    "      holder = token\n"                                                    \
+    "    end\n"                                                                 \
+    "  end\n"                                                                   \
+    "  if holder == token then\n"                                               \
     "    redis.call('SET', KEYS[6], token, 'PX', lease)\n"                      \
     "    out[1] = out[1] .. '+lease'\n"                                         \
+    "  elseif holder and queue_turn(KEYS[7], token, ms) then\n"                 \
+    "    out[1] = out[1] .. '+next'\n"                                          \
     "  end\n"                                                                   \
     "end\n"                                                                     \
     "local member = v .. ':' .. token\n"                                        \
@@ -100,7 +134,7 @@
 
 static const char begin_lua[] =
     "local token, lease, prev, cached, log_ttl, intent = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]\n"
-    BEGIN_HEAD BEGIN_TAIL;
+    QUEUE_FUNCS BEGIN_HEAD BEGIN_TAIL;
 
 /* The pages ARGV[4..] (indices, any order) as of the snapshot: from K
  * while no commit came since, else each from its first undo record after
@@ -134,13 +168,33 @@ static const char read_lua[] =
     "return out\n";
 
 /* Makes the token the writer: {'stale'} when a commit came after the
- * snapshot, {'busy'} when another token holds the lease. */
+ * snapshot; {'busy', holder} when another token holds the lease (unless
+ * that token is ARGV[4]: its connection is gone, the client asked CLIENT
+ * LIST ID, store_redis.c, and its lease is taken over), and {'busy', ''}
+ * when the lease is free but another writer waited longer (T:queue,
+ * KEYS[3]): either way the token waits in T:queue when ARGV[5] is "1"
+ * (it was refused just before: it is retrying, store_redis.c), as it
+ * keeps its place when answered stale (a commit landed between its
+ * begin and this lock: it begins again at once, SQLite's busy handler). */
 static const char lock_lua[] =
     "local v = redis.call('GET', KEYS[1]) or '0'\n"
-    "if v ~= ARGV[2] then return {'stale', v} end\n"
-    "local cur = redis.call('GET', KEYS[2])\n"
-    "if cur and cur ~= ARGV[1] then return {'busy'} end\n"
+    "local cur = redis.call('GET', KEYS[2])\n" NOW_MS QUEUE_FUNCS
     "redis.set_repl(redis.REPL_NONE)\n"
+    "if v ~= ARGV[2] then\n"
+    "  if ARGV[5] == '1' and cur ~= ARGV[1] then\n"
+    "    local _, mine = queue_turn(KEYS[3], ARGV[1], ms)\n"
+    "    queue_wait(KEYS[3], ARGV[1], ms, mine)\n"
+    "  end\n"
+    "  return {'stale', v}\n"
+    "end\n"
+    "if cur ~= ARGV[1] then\n"
+    "  local turn, mine = queue_turn(KEYS[3], ARGV[1], ms)\n"
+    "  if (cur and cur ~= ARGV[4]) or not turn then\n"
+    "    if ARGV[5] == '1' then queue_wait(KEYS[3], ARGV[1], ms, mine) end\n"
+    "    return {'busy', cur or ''}\n"
+    "  end\n"
+    "  if mine then redis.call('ZREM', KEYS[3], mine) end\n"
+    "end\n"
     "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])\n"
     "return {'ok'}\n";
 
@@ -321,8 +375,8 @@ static const char stage_copy_lua[] =
 /* The commit itself, when the lease is still ours, no commit came after
  * the snapshot, capture is off and T:stage holds every page: K becomes
  * T:stage (RENAME K T:stage:old, RENAME T:stage K, UNLINK T:stage:old: the
- * old hash is freed in the background), T:v grows by one and T:log says
- * '*'. The undo records were saved by the uploads; with no other reader
+ * old hash is freed in the background; K keeps its TTL, or has none),
+ * T:v grows by one and T:log says '*'. The undo records were saved by the uploads; with no other reader
  * left they all go (UNLINK). An error when T:stage lacks pages (it lapsed).
  * Replies as the commit script. */
 static const char stage_publish_lua[] =
@@ -344,9 +398,10 @@ static const char stage_publish_lua[] =
     "end\n"
     "if not others then redis.call('UNLINK', KEYS[7], KEYS[8], KEYS[9]) end\n"
     "redis.set_repl(redis.REPL_ALL)\n"
+    "local ttl = redis.call('PTTL', KEYS[1])\n"
     "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('RENAME', KEYS[1], KEYS[3]) end\n"
     "redis.call('RENAME', KEYS[2], KEYS[1])\n"
-    "redis.call('PERSIST', KEYS[1])\n"
+    "if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end\n"
     "redis.call('UNLINK', KEYS[3])\n"
     "local nvs = tostring(redis.call('INCR', KEYS[4]))\n"
     "redis.set_repl(redis.REPL_NONE)\n"
@@ -372,7 +427,7 @@ static const char stage_publish_lua[] =
 static const char begin_warm_lua[] =
     "local token, lease, cached, log_ttl, intent = ARGV[1], ARGV[2], ARGV[3], '', ''\n"
     "local prev = (string.match(cached, '^(%d+):') or '') .. ':' .. token\n"
-    BEGIN_HEAD
+    QUEUE_FUNCS BEGIN_HEAD
     "if v .. ':' .. n == cached then return out end\n"
     BEGIN_TAIL;
 

@@ -59,7 +59,8 @@ static int read_outcome(redis_store *s, const redisReply *r, const uint32_t *idx
 #define FAST_NO (-1) /* read_fast: use the script (no SQLite code) */
 
 static int fast_ok(const redis_store *s) {
-    return s->conn.c && s->conn.pending == 0 && rs_monotonic_ms() - s->renewed_ms < s->cfg.lease_ms / 4.0;
+    return s->conn.c && s->conn.pending == 0 &&
+           (s->plain || rs_monotonic_ms() - s->renewed_ms < s->cfg.lease_ms / 4.0);
 }
 
 /* Queues HMGET K idx... and GET T:v. 0, or -1 when out of memory (then
@@ -87,6 +88,20 @@ static int append_fast(redis_store *s, const uint32_t *idx, uint32_t n) {
     return rc;
 }
 
+/* A read of a transaction begun without scripts (store_plain.c) cannot
+ * fall back on the read script: an error reply is the read's error, and a
+ * version that moved ends the snapshot. FAST_NO when the pages may be
+ * taken. */
+static int plain_outcome(redis_store *s, const redisReply *pages, const char *now) {
+    if (pages->type == REDIS_REPLY_ERROR) return kvsql_conn_reply_error(&s->conn, pages, "read");
+    if (now && strcmp(now, s->snapshot) == 0) return FAST_NO;
+    return rs_fail(s, SQLITE_IOERR_SHORT_READ,
+                   "key %s: snapshot too old: another client committed after this transaction's snapshot (version "
+                   "%s), which is not registered (the server refused the begin script: a user that may only read, "
+                   "or maxmemory reached); begin it again",
+                   s->key, s->snapshot);
+}
+
 /* Reads the two replies of append_fast and takes the pages when they are
  * the snapshot's: SQLITE_OK, FAST_NO, or SQLITE_IOERR (connection lost). */
 static int take_fast(redis_store *s, const uint32_t *idx, uint32_t n, uint32_t wanted, uint32_t psz,
@@ -98,11 +113,13 @@ static int take_fast(redis_store *s, const uint32_t *idx, uint32_t n, uint32_t w
     }
     const char *now = v->type == REDIS_REPLY_STRING ? v->str : v->type == REDIS_REPLY_NIL ? "0" : NULL;
     int rc = FAST_NO;
-    if (now && strcmp(now, s->snapshot) == 0 && pages->type == REDIS_REPLY_ARRAY && pages->elements == n) {
+    if (s->plain) rc = plain_outcome(s, pages, now); /* no script to fall back on */
+    if (rc == FAST_NO && now && strcmp(now, s->snapshot) == 0 && pages->type == REDIS_REPLY_ARRAY &&
+        pages->elements == n) {
         char keep[sizeof(s->conn.err)];
         memcpy(keep, s->conn.err, sizeof(keep));
         rc = take_pages(s, pages->element, idx, n, wanted, psz, out);
-        if (rc != SQLITE_OK) { /* a corrupt page: the script says it */
+        if (rc != SQLITE_OK && !s->plain) { /* a corrupt page: the script says it */
             memcpy(s->conn.err, keep, sizeof(keep));
             rc = FAST_NO;
         }
@@ -236,6 +253,10 @@ static int fetch(redis_store *s, kvsql_txn *t, uint32_t at, uint32_t run, unsign
     uint32_t idx[1 + AHEAD_MAX], *plan = run > 1 ? malloc((size_t)(run + AHEAD_MAX) * sizeof(*plan)) : idx;
     if (!plan) return rs_fail(s, SQLITE_NOMEM, "out of memory");
     uint32_t n = readahead_plan(&s->ra, &s->cache, t->npages, ahead_max(s, t), at, run, plan);
+    if (s->plain && s->conn.pending > 0 && kvsql_conn_drain(&s->conn) != 0) { /* an end script's reply first */
+        if (plan != idx) free(plan);
+        return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "read");
+    }
     int rc = fast_ok(s) ? read_fast(s, plan, n, run, t->page_size, out) : FAST_NO;
     if (rc == FAST_NO) rc = read_remote(s, t, plan, n, run, out);
     if (plan != idx) free(plan);

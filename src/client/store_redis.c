@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* How long T:log lives after the last begin: a library client keeps it
  * alive; with none around, it lapses and commits stop writing it. */
@@ -87,7 +88,7 @@ static void send_end(redis_store *s, const char *member) {
 /* Runs script id with nkeys keys and then the other arguments, nargs C
  * strings in all (at most RUN_ARGS_MAX), for begin and lock: no allocation.
  * NULL, the connection dropped and why recorded, when it broke. */
-#define RUN_ARGS_MAX 12
+#define RUN_ARGS_MAX 13
 redisReply *rs_run_script(redis_store *s, int id, const char *what, int nkeys, int nargs, const char **args) {
     const char *argv[3 + RUN_ARGS_MAX];
     size_t lens[3 + RUN_ARGS_MAX];
@@ -98,6 +99,20 @@ redisReply *rs_run_script(redis_store *s, int id, const char *what, int nkeys, i
     redisReply *r = kvsql_conn_run_script(&s->conn, id, &k);
     if (!r) kvsql_conn_lost(&s->conn, SQLITE_IOERR, what);
     return r;
+}
+
+/* ---- turns ----
+ * A writer refused again within KVSQL_QUEUE_LAPSE_MS of its last refusal
+ * is retrying (SQLite's busy handler, or the application): it waits in
+ * T:queue, and the lease, once free, goes to the writer that waited
+ * longest (docs/FORMAT.md, "Turns"). A first refusal does not queue, so a
+ * writer that gives up at once (a busy timeout of 0) holds no one up.
+ * While it retries, its begins carry the write intent (the hint is given
+ * once per statement, and SQLite's busy handler begins again): the turn's
+ * lease then comes with the snapshot, which no commit can make stale
+ * between the begin and the lock. */
+static int rs_retrying(const redis_store *s) {
+    return s->busy_ms > 0 && rs_monotonic_ms() - s->busy_ms < KVSQL_QUEUE_LAPSE_MS;
 }
 
 /* ---- begin --------------------------------------------------------------- */
@@ -182,9 +197,13 @@ static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
                            ? r->element[0]->str
                            : "";
     int capture = strncmp(head, "capture", 7) == 0, leased = strstr(head, "+lease") != NULL;
+    s->next_turn = strstr(head, "+next") != NULL;
     if ((strncmp(head, "ok", 2) != 0 && !capture) || r->elements < 3 || r->element[1]->type != REDIS_REPLY_STRING)
         return rs_bad_reply(s, "begin");
-    if (leased) s->holds_lease = 1; /* the write-intent hint took the lease with the snapshot */
+    if (leased) { /* the write-intent hint took the lease with the snapshot */
+        s->holds_lease = 1;
+        s->busy_ms = 0; /* no longer waiting */
+    }
     s->capture_on = capture;
     if (s->capture) kvsql_capture_begin(s->capture, capture);
     long long n = rs_reply_int(r->element[2]);
@@ -265,9 +284,9 @@ static redisReply *send_begin(redis_store *s, int warm, const char *cached, cons
         return rs_run_script(s, SCRIPT_BEGIN_WARM, "begin", 5, NARGS(args), args);
     }
     const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
-                          s->aux[AUX_LEASE], /* KEYS */
+                          s->aux[AUX_LEASE], s->queue, /* KEYS */
                           s->conn.token, s->lease, s->member, cached, log_ttl, s->intent ? "1" : ""};
-    return rs_run_script(s, SCRIPT_BEGIN, "begin", 6, NARGS(args), args);
+    return rs_run_script(s, SCRIPT_BEGIN, "begin", 7, NARGS(args), args);
 }
 
 static int begin_once(kvsql_store *st, kvsql_txn *t) {
@@ -284,16 +303,26 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
         *kvsql_put_decimal(p, s->cache_hlen) = 0;
     }
     double now = rs_monotonic_ms();
+    if (rs_retrying(s)) s->intent = 1; /* turns, above */
     int warm = warm_begin_ok(s, cached, log_ttl, now);
-    redisReply *r = send_begin(s, warm, cached, log_ttl);
+    int plain = s->plain_connection == s->conn.connections; /* its ACL refused the scripts */
+    redisReply *r = plain ? NULL : send_begin(s, warm, cached, log_ttl);
     s->intent = 0;
-    if (!r) return SQLITE_IOERR;
+    if (!plain && !r) return SQLITE_IOERR;
+    if (!plain && rs_plain_wanted(r)) { /* refused (ACL, OOM): begin without scripts */
+        if (kvsql_conn_error_code(r->str) == SQLITE_PERM) s->plain_connection = s->conn.connections;
+        freeReplyObject(r);
+        plain = 1;
+    }
+    if (plain && (rc = rs_begin_plain(s, cached, &r)) != SQLITE_OK) return rc;
+    s->plain = plain;
     if (!warm) s->begun_ms = now; /* the begin script renewed the registration */
     s->stats.begins++;
     s->member[0] = 0;
     t->generation = s->conn.connections;
     rc = r->type == REDIS_REPLY_ERROR ? kvsql_conn_reply_error(&s->conn, r, "begin") : take_snapshot(s, t, r);
     freeReplyObject(r);
+    if (plain) s->member[0] = 0; /* not registered: nothing to end */
     if (rc != SQLITE_OK) {
         if (s->member[0]) send_end(s, s->member); /* registered (and maybe leased), then refused */
         s->member[0] = 0;
@@ -309,7 +338,7 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
 
 /* Begin; when the node answered MOVED (Redis Cluster: nothing ran there),
  * again at once on the slot's new owner, with a new connection. */
-static int redis_begin(kvsql_store *st, kvsql_txn *t) {
+static int begin_routed(kvsql_store *st, kvsql_txn *t) {
     redis_store *s = (redis_store *)st;
     int rc = SQLITE_OK;
     for (int i = 0; i <= KVSQL_CLUSTER_REDIRECTS; i++) {
@@ -320,7 +349,75 @@ static int redis_begin(kvsql_store *st, kvsql_txn *t) {
     return rc;
 }
 
+/* A retrying writer whose turn is next (turns, above) waits here, up to
+ * NEXT_WAIT_MS, beginning again every NEXT_POLL_US, for the lease to come
+ * with a snapshot: SQLite's busy handler would sleep 10 to 100 ms by then
+ * while the lease, free, waited for it. Nothing of the snapshot reached
+ * SQLite yet (this is its SHARED lock). */
+#define NEXT_WAIT_MS 50
+#define NEXT_POLL_US 200
+
+static int redis_begin(kvsql_store *st, kvsql_txn *t) {
+    redis_store *s = (redis_store *)st;
+    double until = rs_monotonic_ms() + NEXT_WAIT_MS;
+    for (;;) {
+        int retrying = rs_retrying(s);
+        s->next_turn = 0;
+        int rc = begin_routed(st, t);
+        if (rc != SQLITE_OK || !retrying || !s->next_turn || s->holds_lease || rs_monotonic_ms() > until) return rc;
+        s->active = NULL; /* begin again: the registration is replaced */
+        t->priv = NULL;
+        t->level = KVSQL_LOCK_NONE;
+        usleep(NEXT_POLL_US);
+    }
+}
+
 /* ---- lock ---------------------------------------------------------------- */
+
+/* ---- dead owners ----
+ * A lease whose owner's connection is gone can never be used again (the
+ * token dies with its connection), so it need not block the others for
+ * lease_ms. The token ends in the owner's CLIENT ID ("<hex>-<id>",
+ * client/conn.c); a lock that finds the lease taken asks `CLIENT LIST ID
+ * <id>` on the same node, at most once per OWNER_CHECK_MS, and when no
+ * such client exists runs the lock again naming that token, which the
+ * script then takes over (docs/FORMAT.md, "Lock"). Client ids are never
+ * reused while the server runs, and the lease does not outlive the
+ * server (nor move to a replica), so an id that is absent is a dead owner.
+ * A user who may not run CLIENT LIST (it is @admin) waits for lease_ms,
+ * as does anyone for an owner whose token names no id. */
+#define OWNER_CHECK_MS 100
+
+/* 1 when the connection of the lease holder `holder` is known to be gone. */
+static int owner_gone(redis_store *s, const char *holder) {
+    const char *dash = strchr(holder, '-');
+    double now = rs_monotonic_ms();
+    if (!dash || !dash[1] || strspn(dash + 1, "0123456789") != strlen(dash + 1) || s->conn.no_client_list ||
+        now - s->owner_checked_ms < OWNER_CHECK_MS)
+        return 0; /* no id named: lease_ms it is */
+    s->owner_checked_ms = now;
+    const char *argv[] = {"CLIENT", "LIST", "ID", dash + 1};
+    redisReply *r = kvsql_conn_round_trip(&s->conn, 4, argv, NULL);
+    if (!r) return 0; /* the lock's next script meets the broken connection */
+    int gone = 0;
+    if (r->type == REDIS_REPLY_ERROR) s->conn.no_client_list = 1; /* NOPERM: lease_ms it is */
+    else gone = (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) && r->len == 0;
+    freeReplyObject(r);
+    return gone;
+}
+
+static const char *queue_arg(const redis_store *s) {
+    return rs_retrying(s) ? "1" : "";
+}
+
+/* The lock script for the token, taking over the lease of `dead` ("" for
+ * none): its reply, NULL when the connection broke. */
+static redisReply *run_lock(redis_store *s, const char *dead) {
+    const char *args[] = {s->aux[AUX_V], s->aux[AUX_LEASE], s->queue, /* KEYS */
+                          s->conn.token, s->snapshot, s->lease, dead, queue_arg(s)};
+    s->stats.locks++;
+    return rs_run_script(s, SCRIPT_LOCK, "lock", 3, NARGS(args), args);
+}
 
 static int redis_lock(kvsql_store *st, kvsql_txn *t) {
     redis_store *s = (redis_store *)st;
@@ -333,14 +430,24 @@ static int redis_lock(kvsql_store *st, kvsql_txn *t) {
         t->level = KVSQL_LOCK_WRITE;
         return SQLITE_OK;
     }
-    const char *args[] = {s->aux[AUX_V], s->aux[AUX_LEASE], /* KEYS */ s->conn.token, s->snapshot, s->lease};
-    redisReply *r = rs_run_script(s, SCRIPT_LOCK, "lock", 2, NARGS(args), args);
+    redisReply *r = run_lock(s, "");
+    int takeover = 0;
+    if (r && rs_reply_is(r, 0, "busy") && r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING &&
+        r->element[1]->len < sizeof(s->conn.token)) {
+        char holder[sizeof(s->conn.token)];
+        memcpy(holder, r->element[1]->str, r->element[1]->len + 1);
+        if ((takeover = owner_gone(s, holder))) {
+            freeReplyObject(r);
+            r = run_lock(s, holder);
+        }
+    }
     if (!r) return SQLITE_IOERR;
-    s->stats.locks++;
     int rc;
+    s->busy_ms = rs_reply_is(r, 0, "busy") || rs_reply_is(r, 0, "stale") ? rs_monotonic_ms() : 0; /* refused */
     if (r->type == REDIS_REPLY_ERROR) rc = kvsql_conn_reply_error(&s->conn, r, "lock");
     else if (rs_reply_is(r, 0, "ok")) {
         rc = SQLITE_OK;
+        s->stats.dead_leases += takeover;
         s->holds_lease = 1;
         t->level = KVSQL_LOCK_WRITE;
     } else if (rs_reply_is(r, 0, "busy")) {
@@ -574,6 +681,7 @@ static void free_names(redis_store *s) {
     for (int i = 0; i < AUX_COUNT; i++) free(s->aux[i]);
     free(s->stage);
     free(s->stage_old);
+    free(s->queue);
 }
 
 static void redis_destroy(kvsql_store *st) {
@@ -614,6 +722,7 @@ int kvsql_redis_store_new(const char *key, const kvsql_redis_config *cfg, kvsql_
     for (int i = 0; i < AUX_COUNT; i++) ok = (s->aux[i] = aux_name(key, aux_suffix[i])) != NULL && ok;
     ok = (s->stage = aux_name(key, KVSQL_AUX_STAGE)) != NULL && ok;
     ok = (s->stage_old = aux_name(key, KVSQL_AUX_STAGE_OLD)) != NULL && ok;
+    ok = (s->queue = aux_name(key, KVSQL_AUX_QUEUE)) != NULL && ok;
     if (!ok) {
         free_names(s);
         free(s);
@@ -626,6 +735,10 @@ int kvsql_redis_store_new(const char *key, const kvsql_redis_config *cfg, kvsql_
 
 void kvsql_redis_store_intend_write(kvsql_store *st) {
     if (st && st->m == &redis_methods) ((redis_store *)st)->intent = 1;
+}
+
+void kvsql_redis_store_intend_read(kvsql_store *st) {
+    if (st && st->m == &redis_methods) ((redis_store *)st)->busy_ms = 0;
 }
 
 int kvsql_redis_store_set_capture(kvsql_store *st, kvsql_capture *c) {

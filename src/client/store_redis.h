@@ -28,6 +28,12 @@ int kvsql_redis_store_set_capture(kvsql_store *s, kvsql_capture *c);
  * begin or lock consumes it. Nothing when s is not a redis store. */
 void kvsql_redis_store_intend_write(kvsql_store *s);
 
+/* A read-only statement starts in autocommit (client/hooks.c): whatever
+ * write was refused before is no longer being retried, so the coming
+ * begin neither carries the write intent nor waits for a turn (turns,
+ * store_redis.c). Nothing when s is not a redis store. */
+void kvsql_redis_store_intend_read(kvsql_store *s);
+
 /* The counters of s, or -1 when s is not a redis store. */
 int kvsql_redis_store_stats(kvsql_store *s, kvsql_redis_stats *out);
 

@@ -18,6 +18,7 @@ typedef struct call {
     int nraw;             /* argument strings after the SQL */
     int nargs;            /* values: with NAMED, the number of name/value pairs */
     int readonly;
+    int may_wait;         /* a write the lease refuses may wait for it (leasewait.h) */
     options opt;
     unsigned char *used;  /* NAMED: which pairs bound a parameter (nargs bytes) */
     int max_params;       /* most parameters of any statement */

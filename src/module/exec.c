@@ -22,6 +22,7 @@
 #include "cache.h"
 #include "changes.h"
 #include "kvsql.h"
+#include "leasewait.h"
 #include "result.h"
 #include "snapshot.h"
 #include "store_keyspace.h"
@@ -481,6 +482,11 @@ static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key,
         move_or_rerun(k, keyname, key, text, len);
         return;
     }
+    if (!ok && k->may_wait && leasewait_refused(k->err) && leasewait_start(k->ctx, keyname, k->argv, k->argc)) {
+        result_reset(k->rows); /* nothing written: it runs again in its turn */
+        cache_release(k->c);
+        return;
+    }
     call_reply(k, ok);
     result_reset(k->rows);
     cache_release(k->c);
@@ -514,6 +520,7 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
     k.args = argv + nopt + 1;
     k.nraw = argc - nopt - 1;
     k.readonly = readonly;
+    k.may_wait = may_move && !readonly; /* not when run again (exec_run_here) */
     k.offload_us = may_move ? offload_after() : 0;
     if (refuse_text(text, len, k.err, sizeof(k.err)) || refuse_args(&k.opt, k.nraw, &k.nargs, k.err, sizeof(k.err)) ||
         (!readonly && refuse_second_writer(ctx, keyname, k.err, sizeof(k.err))) ||

@@ -16,6 +16,7 @@
 #include "format.h"
 #include "guard.h"
 #include "kvsql.h"
+#include "leasewait.h"
 #include "pcache.h"
 #include "snapshot.h"
 #include "store_keyspace.h"
@@ -211,7 +212,8 @@ static int register_configs(RedisModuleCtx *ctx) {
         numeric_config(ctx, "call-memory-kb", &budget_call_memory_kb, 0, 1LL << 32) != REDISMODULE_OK ||
         numeric_config(ctx, "max-sql-kb", &cache_max_sql_kb, 1, 1000000) != REDISMODULE_OK ||
         numeric_config(ctx, "worker-threads", &worker_threads, 0, 64) != REDISMODULE_OK ||
-        numeric_config(ctx, "offload-after-us", &exec_offload_after_us, 0, 1000000000) != REDISMODULE_OK)
+        numeric_config(ctx, "offload-after-us", &exec_offload_after_us, 0, 1000000000) != REDISMODULE_OK ||
+        numeric_config(ctx, "lease-wait-ms", &leasewait_ms, 0, 86400000) != REDISMODULE_OK)
         return REDISMODULE_ERR;
     return RedisModule_LoadConfigs(ctx);
 }
@@ -273,6 +275,9 @@ static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {
     RedisModule_InfoAddFieldLongLong(ctx, "kills", es.kills);
     RedisModule_InfoAddFieldLongLong(ctx, "memory_stops", es.memory_stops);
     info_workers(ctx);
+    leasewait_stats lw = leasewait_get_stats();
+    RedisModule_InfoAddFieldLongLong(ctx, "lease_waits", lw.waits);
+    RedisModule_InfoAddFieldLongLong(ctx, "lease_wait_timeouts", lw.timeouts);
     info_errors(ctx, &es);
 }
 

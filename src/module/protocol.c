@@ -88,8 +88,31 @@ static void free_strings(RedisModuleCtx *ctx, RedisModuleString **v, size_t n) {
 
 /* ---- the lease ---------------------------------------------------------- */
 
+/* The CLIENT ID a lease's token names after its 32 hex digits
+ * ("<hex>-<id>", src/client/conn.c), or 0 when it names none. */
+static uint64_t lease_owner_id(RedisModuleCallReply *r) {
+    size_t len;
+    const char *p = r ? RedisModule_CallReplyStringPtr(r, &len) : NULL;
+    char buf[64];
+    if (!p || len >= sizeof(buf)) return 0;
+    memcpy(buf, p, len);
+    buf[len] = 0;
+    const char *dash = strchr(buf, '-');
+    char *end = NULL;
+    unsigned long long id = dash ? strtoull(dash + 1, &end, 10) : 0;
+    return dash && end && !*end ? (uint64_t)id : 0;
+}
+
 int protocol_lease_held(RedisModuleCtx *ctx, const aux_keys *a) {
-    return key_exists(ctx, a->lease);
+    if (!key_exists(ctx, a->lease)) return 0;
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "GET", "s", a->lease);
+    uint64_t id = call_ok(r) && RedisModule_CallReplyType(r) == REDISMODULE_REPLY_STRING ? lease_owner_id(r) : 0;
+    free_reply(r);
+    if (!id || RedisModule_GetClientInfoById(NULL, id) == REDISMODULE_OK) return 1;
+    /* its owner's connection is gone: the token can never commit again */
+    r = RedisModule_Call(ctx, "DEL", "s", a->lease);
+    free_reply(r);
+    return 0;
 }
 
 /* ---- readers ------------------------------------------------------------ */

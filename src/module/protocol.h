@@ -33,7 +33,13 @@ RedisModuleString *aux_key_name(RedisModuleCtx *ctx, RedisModuleString *keyname,
 void aux_keys_make(RedisModuleString *keyname, aux_keys *a);
 void aux_keys_free(aux_keys *a);
 
-/* Whether a library writer holds the database's write lease. */
+/* The error of a write refused because a library writer holds the lease
+ * (leasewait.c waits for its turn when it meets it). */
+#define PROTOCOL_LEASE_BUSY "SQLITE_BUSY database is locked: a library client holds the write lease (retry)"
+
+/* Whether a library writer holds the database's write lease. A lease
+ * whose token names a CLIENT ID that no longer exists (its owner's
+ * connection is gone: it can never commit) is deleted and does not count. */
 int protocol_lease_held(RedisModuleCtx *ctx, const aux_keys *a);
 
 /* Before a commit that overwrites or deletes the pages `indexes` (n of

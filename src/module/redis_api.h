@@ -249,6 +249,7 @@ typedef struct RedisModuleCallReply RedisModuleCallReply;
     X(RedisModuleCallReply *, CallReplyArrayElement, (RedisModuleCallReply * reply, size_t idx))     \
     X(const char *, CallReplyStringPtr, (RedisModuleCallReply * reply, size_t *len))                 \
     X(long long, Milliseconds, (void))                                                               \
+    X(int, GetClientInfoById, (void *ci, uint64_t id))                                               \
     X(char *, StringDMA, (RedisModuleKey * key, size_t *len, int mode))                              \
     X(int, StringTruncate, (RedisModuleKey * key, size_t newlen))                                    \
     X(RedisModuleCommandFilter *, RegisterCommandFilter,                                             \
@@ -320,12 +321,14 @@ struct RedisModuleCommandArg {
 
 typedef struct RedisModuleBlockedClient RedisModuleBlockedClient;
 typedef void (*RedisModuleFreePrivDataFunc)(RedisModuleCtx *ctx, void *privdata);
+typedef void (*RedisModuleDisconnectFunc)(RedisModuleCtx *ctx, RedisModuleBlockedClient *bc);
 
 #define REDIS_API_WORKER_ENTRIES(X)                                                                  \
     X(RedisModuleBlockedClient *, BlockClient, (RedisModuleCtx * ctx, RedisModuleCmdFunc reply_callback, \
                                                 RedisModuleCmdFunc timeout_callback,                  \
                                                 RedisModuleFreePrivDataFunc free_privdata, long long timeout_ms)) \
     X(int, UnblockClient, (RedisModuleBlockedClient * bc, void *privdata))                           \
+    X(void, SetDisconnectCallback, (RedisModuleBlockedClient * bc, RedisModuleDisconnectFunc callback)) \
     X(void *, GetBlockedClientPrivateData, (RedisModuleCtx * ctx))                                   \
     X(RedisModuleCtx *, GetDetachedThreadSafeContext, (RedisModuleCtx * ctx))                        \
     X(void, FreeThreadSafeContext, (RedisModuleCtx * ctx))                                           \

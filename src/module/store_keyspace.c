@@ -408,7 +408,7 @@ static void write_changes(keyspace_store *k, const change *c, size_t nc, uint32_
 static int prepare_write(keyspace_store *k, const change *c, size_t nc, uint32_t old_npages, const aux_keys *a,
                          char *err, size_t errlen) {
     if (protocol_lease_held(k->ctx, a)) {
-        snprintf(err, errlen, "SQLITE_BUSY database is locked: a library client holds the write lease (retry)");
+        snprintf(err, errlen, "%s", PROTOCOL_LEASE_BUSY);
         return -1;
     }
     size_t ndel = old_npages > k->pending.npages ? old_npages - k->pending.npages : 0;
