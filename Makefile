@@ -39,7 +39,10 @@ SLT    := $(BUILD)/kvsql-slt
 SLT_SRC := $(wildcard tools/slt*.c)
 LIBRARY  := $(BUILD)/libkvsql.so
 CONTRACT := $(BUILD)/test_contract
-CLIENT_SRC := $(wildcard src/client/*.c)
+CLIENT_SRC := $(filter-out src/client/preload.c,$(wildcard src/client/*.c))
+# libkvsql.so's objects: the same sources compiled again with -DKVSQL_EXTENSION
+# (src/sqlite.h: SQLite reached only through the loading host's routines).
+EXT_OBJS := $(addprefix $(BUILD)/ext/,$(CORE_SRC:%.c=%.o) $(CLIENT_SRC:%.c=%.o) src/client/preload.o)
 CLI      := $(BUILD)/kvsql
 
 .PHONY: all deps run test unit slt bench fuzz fuzz-build soak clean
@@ -54,6 +57,10 @@ $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+$(BUILD)/ext/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DKVSQL_EXTENSION -c $< -o $@
+
 # The module: our code hidden, only RedisModule_OnLoad exported.
 $(MODULE): $(MODULE_SRC:%.c=$(BUILD)/%.o)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ -lsqlite3 -pthread
@@ -66,10 +73,12 @@ $(BUILD)/tests/txn.o: tests/check.h
 $(TXN): $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/txn.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3
 
-# The library: the redis VFS as an SQLite extension and C library; only
-# sqlite3_kvsql_init and the KVSQL_EXPORT functions of kvsql.h exported.
-$(LIBRARY): $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis -lssl -lcrypto
+# The library: the redis VFS as an SQLite extension, C library and
+# LD_PRELOAD library (docs/LIBRARY.md); only sqlite3_kvsql_init, the
+# KVSQL_EXPORT functions of kvsql.h and preload.c's sqlite3_open* exported.
+# Not linked with libsqlite3: it serves whichever SQLite loads or calls it.
+$(LIBRARY): $(EXT_OBJS)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ -lhiredis -lssl -lcrypto -ldl -pthread
 
 # The store contract: the memory store, and a redis store (KVSQL_TEST_REDIS).
 $(BUILD)/tests/contract.o: tests/check.h

@@ -1,7 +1,7 @@
 /* blockpool.c - freed blocks kept for reuse; see blockpool.h. */
 #include "blockpool.h"
 
-#include <sqlite3.h>
+#include "sqlite.h"
 
 void *blockpool_take(blockpool *p, size_t len) {
     void *b = NULL;

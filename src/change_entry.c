@@ -11,6 +11,7 @@
 /* Debian's libsqlite3 is built with it; the declarations need the macro. */
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include "change_entry.h"
+#include "sqlite.h"
 
 #include "real_text.h"
 #include "utf8.h"

@@ -8,7 +8,7 @@
 #ifndef KVSQL_CHANGE_ENTRY_H
 #define KVSQL_CHANGE_ENTRY_H
 
-#include <sqlite3.h>
+#include "sqlite.h"
 #include <stddef.h>
 
 enum { CHANGE_INSERT, CHANGE_UPDATE, CHANGE_DELETE, CHANGE_SCHEMA };

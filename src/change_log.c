@@ -8,6 +8,7 @@
 /* Debian's libsqlite3 is built with it; the declarations need the macro. */
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include "change_log.h"
+#include "sqlite.h"
 
 #include <string.h>
 #include <strings.h>

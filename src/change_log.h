@@ -10,7 +10,7 @@
 
 #include "change_entry.h"
 
-#include <sqlite3.h>
+#include "sqlite.h"
 #include <stddef.h>
 
 typedef struct change_savepoint {

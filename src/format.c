@@ -1,6 +1,7 @@
 /* format.c - the rules of the kvsql storage format; see format.h and
  * docs/FORMAT.md. Called by the VFS and by every store. */
 #include "format.h"
+#include "sqlite.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,6 +1,7 @@
 /* memfile.c - files in process memory; see memfile.h. Called by SQLite
  * through the methods memfile_open() installs. */
 #include "memfile.h"
+#include "sqlite.h"
 
 #include <string.h>
 

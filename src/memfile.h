@@ -5,7 +5,7 @@
 #ifndef KVSQL_MEMFILE_H
 #define KVSQL_MEMFILE_H
 
-#include <sqlite3.h>
+#include "sqlite.h"
 
 typedef struct memfile {
     sqlite3_file base;

@@ -6,7 +6,7 @@
 #include "blockpool.h"
 #include "store.h"
 
-#include <sqlite3.h>
+#include "sqlite.h"
 #include <string.h>
 
 /* A map emptied for good (pagemap_clear: an idle connection's maps, after

@@ -17,7 +17,7 @@
 
 #include "blockpool.h"
 
-#include <sqlite3.h>
+#include "sqlite.h"
 #include <stddef.h>
 #include <string.h>
 

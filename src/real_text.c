@@ -3,6 +3,7 @@
  * (module/result.c) and by the change entries (change_entry.c), in the
  * module and in the library alike. */
 #include "real_text.h"
+#include "sqlite.h"
 
 #include <float.h>
 #include <math.h>

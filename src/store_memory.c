@@ -8,6 +8,7 @@
  * and stays as it was while others commit; a commit builds the next
  * version, sharing the pages it did not change. One writer at a time. */
 #include "kvsql.h"
+#include "sqlite.h"
 #include "store.h"
 
 #include <string.h>

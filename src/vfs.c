@@ -18,6 +18,7 @@
  * transaction that ends without a sync leaves dirty pages that are dropped
  * at unlock. */
 #include "kvsql.h"
+#include "sqlite.h"
 #include "format.h"
 #include "memfile.h"
 #include "pagemap.h"

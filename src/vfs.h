@@ -8,7 +8,7 @@
 
 #include "store.h"
 
-#include <sqlite3.h>
+#include "sqlite.h"
 
 /* Makes the store for the main database file `name`, exactly as SQLite
  * passed it to xOpen (so sqlite3_uri_parameter(name, ...) works on it).

@@ -7,6 +7,7 @@
  * the network is checked before use: a malformed one is ignored, never
  * trusted. */
 #include "client/cluster.h"
+#include "sqlite.h"
 
 #include "format.h"
 

@@ -4,6 +4,7 @@
  * opens, and at registration for KVSQL_DEFAULT. Every bad value is refused
  * with a message naming the parameter; nothing is guessed. */
 #include "client/config.h"
+#include "sqlite.h"
 
 #include <errno.h>
 #include <stddef.h>

@@ -9,6 +9,7 @@
  * replies of end scripts sent without waiting before the next command's.
  * Every wait for a reply counts in stats->round_trips. */
 #include "client/conn.h"
+#include "sqlite.h"
 
 #include "client/scripts.h"
 #include "vfs.h"

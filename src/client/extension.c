@@ -13,16 +13,88 @@
  * opened afterwards gets the SQL functions kvsql_error() and kvsql_stats(),
  * and, when its main database is on the redis VFS, the hooks of
  * client/hooks.c; one with an empty name on the redis VFS (SQLite's
- * private temporary database) is refused. */
+ * private temporary database) is refused.
+ *
+ * libkvsql.so is built from these sources with -DKVSQL_EXTENSION
+ * (src/sqlite.h): it reaches SQLite only through the routines table of the
+ * SQLite that loads it (sqlite3_api, set here by kvsql_api_bind), so the
+ * VFS belongs to the host's SQLite whichever copy that is. A C program that
+ * calls kvsql_register_redis(), and a program started with libkvsql.so in
+ * LD_PRELOAD, hand no table: client/preload.c takes it from the SQLite
+ * they call. The kvsql tool and the tests link the same sources plainly
+ * (-lsqlite3). */
 #include "client/config.h"
 #include "client/hooks.h"
 #include "client/store_redis.h"
 #include "kvsql.h"
+#include "sqlite.h"
 #include "vfs.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifdef KVSQL_EXTENSION
+#include <pthread.h>
+
+SQLITE_EXTENSION_INIT1
+
+/* ---- the host SQLite --------------------------------------------------------- */
+
+static void *no_preupdate_hook(sqlite3 *db, void (*f)(void *, sqlite3 *, int, const char *, const char *,
+                                                      sqlite3_int64, sqlite3_int64),
+                               void *arg) {
+    (void)db, (void)f, (void)arg;
+    return NULL;
+}
+static int no_preupdate_value(sqlite3 *db, int i, sqlite3_value **v) {
+    (void)db, (void)i;
+    *v = NULL;
+    return SQLITE_MISUSE;
+}
+static int no_preupdate_int(sqlite3 *db) {
+    (void)db;
+    return 0;
+}
+
+kvsql_preupdate_routines kvsql_preupdate = {no_preupdate_hook, no_preupdate_value, no_preupdate_value,
+                                            no_preupdate_int, no_preupdate_int, 0};
+
+/* The preupdate routines are not in the extension table: taken from the
+ * object of the host SQLite when it exports them. */
+static void find_preupdate(const sqlite3_api_routines *api) {
+    const void *at = (const void *)api->libversion_number;
+    kvsql_preupdate_routines p = {kvsql_symbol_beside(at, "sqlite3_preupdate_hook"),
+                                  kvsql_symbol_beside(at, "sqlite3_preupdate_old"),
+                                  kvsql_symbol_beside(at, "sqlite3_preupdate_new"),
+                                  kvsql_symbol_beside(at, "sqlite3_preupdate_count"),
+                                  kvsql_symbol_beside(at, "sqlite3_preupdate_depth"), 1};
+    if (p.hook && p.old && p.new_ && p.count && p.depth) kvsql_preupdate = p;
+}
+
+/* The oldest SQLite whose table has every routine kvsql calls
+ * (sqlite3_changes64). */
+#define OLDEST_SQLITE 3037000
+
+int kvsql_api_bind(const sqlite3_api_routines *api, char *err, size_t errlen) {
+    static pthread_mutex_t mx = PTHREAD_MUTEX_INITIALIZER;
+    int rc = SQLITE_OK;
+    pthread_mutex_lock(&mx);
+    if (sqlite3_api && sqlite3_api != api) {
+        snprintf(err, errlen, "libkvsql serves another SQLite of this process already");
+        rc = SQLITE_ERROR;
+    } else if (!sqlite3_api && api->libversion_number() < OLDEST_SQLITE) {
+        snprintf(err, errlen, "libkvsql needs SQLite %d.%d or newer; this one is %s", OLDEST_SQLITE / 1000000,
+                 OLDEST_SQLITE / 1000 % 1000, api->libversion());
+        rc = SQLITE_ERROR;
+    } else if (!sqlite3_api) {
+        find_preupdate(api);
+        sqlite3_api = api;
+    }
+    pthread_mutex_unlock(&mx);
+    return rc;
+}
+#endif
 
 /* The server a database name without redis= goes to: KVSQL_DEFAULT, read
  * once at registration, else the built-in default. */
@@ -100,12 +172,18 @@ static kvsql_store *store_of(sqlite3 *db, const char *schema) {
 }
 
 const char *kvsql_errmsg(sqlite3 *db) {
+#ifdef KVSQL_EXTENSION
+    if (!sqlite3_api) return kvsql_vfs_errmsg();
+#endif
     kvsql_store *s = db ? store_of(db, "main") : NULL;
     const char *msg = s ? kvsql_store_errmsg(s) : "";
     return msg && msg[0] ? msg : kvsql_vfs_errmsg();
 }
 
 int kvsql_redis_stats_get(sqlite3 *db, const char *schema, kvsql_redis_stats *out) {
+#ifdef KVSQL_EXTENSION
+    if (!sqlite3_api) return SQLITE_MISUSE;
+#endif
     kvsql_store *s = store_of(db, schema);
     return s && kvsql_redis_store_stats(s, out) == 0 ? SQLITE_OK : SQLITE_NOTFOUND;
 }
@@ -164,7 +242,7 @@ static int refuse_keyless(sqlite3 *db, char **pzErrMsg) {
 }
 
 static int register_functions(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *api) {
-    (void)api;
+    (void)api; /* the same table as sqlite3_api: one SQLite per process (kvsql_api_bind) */
     int rc = refuse_keyless(db, pzErrMsg);
     if (rc == SQLITE_OK) rc = kvsql_hooks_attach(db); /* a redis database: change capture (client/hooks.c) */
     if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_error", 0, SQLITE_UTF8, 0, sql_error, 0, 0);
@@ -194,7 +272,19 @@ static int load_default_config(int *rc) {
     return 1;
 }
 
+/* Without a table from a host (a C program's call), the extension build
+ * takes the table of the SQLite its caller calls (client/preload.c). */
 int kvsql_register_redis(int make_default) {
+#ifdef KVSQL_EXTENSION
+    if (!sqlite3_api) {
+        char err[400];
+        int rc = kvsql_api_capture(__builtin_return_address(0), err, sizeof(err));
+        if (rc != SQLITE_OK) {
+            kvsql_vfs_set_errmsg(err);
+            return rc;
+        }
+    }
+#endif
     int rc = sqlite3_initialize();
     if (rc != SQLITE_OK) return rc;
     sqlite3_mutex *mx = sqlite3_mutex_alloc(SQLITE_MUTEX_STATIC_VFS2);
@@ -211,6 +301,14 @@ int kvsql_register_redis(int make_default) {
  * SQLITE_OK_LOAD_PERMANENTLY keeps the library (and the VFS) loaded after
  * the loading connection closes. */
 KVSQL_EXPORT int sqlite3_kvsql_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routines *api) {
+#ifdef KVSQL_EXTENSION
+    char err[400];
+    if (kvsql_api_bind(api, err, sizeof(err)) != SQLITE_OK) {
+        /* the table is the only way to reach this SQLite's allocator */
+        if (pzErrMsg) *pzErrMsg = api->mprintf("kvsql: %s", err);
+        return SQLITE_ERROR;
+    }
+#endif
     int rc = kvsql_register_redis(0);
     if (rc == SQLITE_OK) rc = register_functions(db, pzErrMsg, api);
     if (rc != SQLITE_OK) {

@@ -22,6 +22,7 @@
 /* Debian's libsqlite3 is built with it; the declarations need the macro. */
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include "client/hooks.h"
+#include "sqlite.h"
 
 #include "client/store_redis.h"
 #include "vfs.h"
@@ -226,7 +227,9 @@ void kvsql_capture_begin(kvsql_capture *c, int on) {
 const change_log *kvsql_capture_commit(kvsql_capture *c, int again, char *err, size_t errlen) {
     const char *why = NULL;
     if (sqlite3_preupdate_hook(c->db, on_preupdate, c) != c) c->hook_lost = 1; /* ours again from now on */
-    if (c->hook_lost || (c->seen == c->seen_at_commit && !again))
+    if (!kvsql_preupdate_available())
+        why = "capture needs SQLite's preupdate hook, which the SQLite kvsql was loaded into does not export";
+    else if (c->hook_lost || (c->seen == c->seen_at_commit && !again))
         why = "capture needs the connection's preupdate hook and trace callback, which kvsql installed and the "
               "application replaced";
     else if (c->refuse) why = c->refuse;

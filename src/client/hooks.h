@@ -25,7 +25,7 @@
 
 #include "change_log.h"
 
-#include <sqlite3.h>
+#include "sqlite.h"
 #include <stddef.h>
 
 typedef struct kvsql_capture kvsql_capture;

@@ -6,6 +6,7 @@
  * grow by doubling up to what the byte limit allows, so a small database
  * costs little whatever the limit. */
 #include "client/pagecache.h"
+#include "sqlite.h"
 
 #include <stdlib.h>
 #include <string.h>

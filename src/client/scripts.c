@@ -12,6 +12,7 @@
  *     write comes after redis.set_repl(redis.REPL_NONE).
  * Replies are arrays whose first element says what happened. */
 #include "client/scripts.h"
+#include "sqlite.h"
 
 #include "format.h"
 

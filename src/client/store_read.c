@@ -5,6 +5,7 @@
  * pages read are kept in the store's page cache (client/pagecache.c).
  * Called by the VFS through store_redis.c's methods. */
 #include "client/redis_store.h"
+#include "sqlite.h"
 
 #include "format.h"
 

@@ -27,6 +27,7 @@
  * connection; the next begin connects again with a new token, so a late
  * reply or lease of the old connection can never be taken for the new. */
 #include "client/redis_store.h"
+#include "sqlite.h"
 
 #include "format.h"
 

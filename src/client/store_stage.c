@@ -2,6 +2,7 @@
  * staged in short scripts so that Redis never stalls on them. Called by
  * store_redis.c's commit. */
 #include "client/redis_store.h"
+#include "sqlite.h"
 
 #include "format.h"
 
