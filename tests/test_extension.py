@@ -1,0 +1,249 @@
+"""test_extension.py - libkvsql.so in hosts nobody here wrote: a program
+with its own SQLite copy that loads the extension, the sqlite3 shell's
+`.load`, programs started with LD_PRELOAD=libkvsql.so and KVSQL_DEFAULT
+(the sqlite3 shell, an unmodified Python script), and CPython 3.11's own
+sqlite3 test suite run that way (docs/LIBRARY.md, "Loading").
+
+Every test starts its own redis-server (harness.py) and checks where the
+data landed by reading Redis. Bounded: each child process has a timeout.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from harness import ROOT
+from libhelp import LIB, SANITIZED, built, env, uri
+
+pytestmark = pytest.mark.skipif(not built(), reason="libkvsql.so is not built")
+
+SO = LIB + ".so"
+STATIC_SQLITE = "/usr/lib/x86_64-linux-gnu/libsqlite3.a"
+
+# A host with its own SQLite: linked statically, the copy's symbols hidden
+# (--exclude-libs), so the extension cannot bind to them; the process has
+# no libsqlite3.so unless the extension drags one in.
+HOST = r"""
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+static int row(void *a, int n, char **v, char **c) {
+    (void)a, (void)c;
+    for (int i = 0; i < n; i++) printf("%s%s", i ? "|" : "", v[i] ? v[i] : "NULL");
+    printf("\n");
+    return 0;
+}
+static int system_sqlite_loaded(void) {
+    char line[512];
+    int found = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    while (f && fgets(line, sizeof(line), f)) found |= strstr(line, "libsqlite3.so") != NULL;
+    if (f) fclose(f);
+    return found;
+}
+int main(int argc, char **argv) {
+    sqlite3 *mem, *db;
+    char *err = NULL;
+    if (argc != 4) return 2;
+    sqlite3_open(":memory:", &mem);
+    sqlite3_enable_load_extension(mem, 1);
+    if (sqlite3_load_extension(mem, argv[1], NULL, &err) != SQLITE_OK) {
+        printf("load failed: %s\n", err);
+        return 1;
+    }
+    int rc = sqlite3_open_v2(argv[2], &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_exec(db, argv[3], row, NULL, &err);
+    if (rc != SQLITE_OK) {
+        printf("error %d: %s\n", rc, err ? err : sqlite3_errmsg(db));
+        return 1;
+    }
+    sqlite3_close(db);
+    sqlite3_close(mem);
+    printf("system libsqlite3 loaded: %d\n", system_sqlite_loaded());
+    return 0;
+}
+"""
+
+
+def static_host(tmp_path):
+    if not os.path.exists(STATIC_SQLITE):
+        pytest.skip("no static SQLite (%s, from libsqlite3-dev)" % STATIC_SQLITE)
+    src = tmp_path / "host.c"
+    src.write_text(HOST)
+    exe = tmp_path / "host"
+    flags = ["-fsanitize=address,undefined"] if SANITIZED else []
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", *flags, str(src), "-o", str(exe), STATIC_SQLITE,
+                    "-Wl,--exclude-libs,ALL", "-lm", "-ldl", "-pthread"],
+                   check=True, capture_output=True, timeout=120)
+    return str(exe)
+
+
+def test_a_host_with_its_own_sqlite_runs_a_transaction_on_the_redis_vfs(servers, tmp_path):
+    s = servers(module=False)
+    host = static_host(tmp_path)
+    env_ = env()
+    env_.pop("LD_PRELOAD", None) if not SANITIZED else None
+    p = subprocess.run([host, LIB, uri(s, "hostdb"),
+                        "begin; create table t(a); insert into t values (1), (2); commit;"
+                        "select count(*), sum(a) from t; select json_extract(kvsql_stats(), '$.commits');"],
+                       capture_output=True, text=True, timeout=60, env=env_)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.splitlines() == ["2|3", "1", "system libsqlite3 loaded: 0"], p.stdout + p.stderr
+    assert s.client().hlen("hostdb") == 2  # the header and one page: in Redis, through the host's SQLite
+
+
+def test_the_library_binds_to_no_sqlite_symbol():
+    """Every SQLite routine comes from the host's table: no sqlite3_* symbol
+    left for the dynamic linker to bind, and no libsqlite3 needed."""
+    und = subprocess.run(["nm", "-D", "--undefined-only", SO], capture_output=True, text=True, check=True).stdout
+    assert [l for l in und.splitlines() if "sqlite3" in l] == []
+    needed = subprocess.run(["readelf", "-d", SO], capture_output=True, text=True, check=True).stdout
+    assert "libsqlite3" not in needed
+
+
+def test_load_in_the_sqlite3_shell_still_works(servers):
+    s = servers(module=False)
+    p = subprocess.run(["sqlite3", "-bail", "-cmd", ".load " + LIB, "-cmd", ".open " + uri(s, "shelldb")],
+                       input="create table t(a); insert into t values (5); select a from t;"
+                             "select json_extract(kvsql_stats(), '$.commits');",
+                       capture_output=True, text=True, timeout=60, env=env())
+    assert (p.stdout, p.stderr) == ("5\n2\n", "")  # two autocommit statements, two commits
+    assert s.client().hlen("shelldb") == 2
+
+
+# ---- LD_PRELOAD -------------------------------------------------------------------
+
+def preload_env(default, **extra):
+    e = env(**extra)
+    e["LD_PRELOAD"] = ":".join(x for x in (os.environ.get("KVSQL_PRELOAD"), SO) if x)
+    if default is None:
+        e.pop("KVSQL_DEFAULT", None)
+    else:
+        e["KVSQL_DEFAULT"] = default
+    return e
+
+
+def test_preload_keeps_the_sqlite3_shells_plain_names_in_redis(servers, tmp_path):
+    s = servers(module=False)
+    p = subprocess.run(["sqlite3", "-bail", "app.db"],
+                       input="create table t(a); insert into t values (7); select a from t;",
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                       env=preload_env("redis://127.0.0.1:%d" % s.port))
+    assert (p.stdout, p.stderr) == ("7\n", "")
+    assert not (tmp_path / "app.db").exists()
+    assert s.client().hlen("app.db") == 2
+    # a URI naming the VFS and server still decides; :memory: stays in memory
+    p = subprocess.run(["sqlite3", "-bail", ":memory:"], input="select count(*) from sqlite_schema;",
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                       env=preload_env("redis://127.0.0.1:%d" % s.port))
+    assert (p.stdout, p.stderr) == ("0\n", "")
+    assert sorted(k.decode() for k in s.client().keys("*") if not k.startswith(b"{")) == ["app.db"]
+
+
+PY_SCRIPT = """
+import sqlite3
+c = sqlite3.connect("plain.db")
+c.execute("create table if not exists t(a)")
+c.execute("insert into t values (42)")
+c.commit()
+print(c.execute("select sum(a) from t").fetchone()[0])
+"""
+
+
+def test_preload_keeps_an_unmodified_python_scripts_database_in_redis(servers, tmp_path):
+    s = servers(module=False)
+    for want in ("42", "84"):
+        p = subprocess.run(["/usr/bin/python3", "-c", PY_SCRIPT], capture_output=True, text=True, timeout=60,
+                           cwd=tmp_path, env=preload_env("redis://127.0.0.1:%d" % s.port))
+        assert (p.stdout.strip(), p.stderr) == (want, "")
+    assert not (tmp_path / "plain.db").exists()
+    assert s.client().hlen("plain.db") == 2
+
+
+def test_preload_with_a_bad_default_refuses_to_open_rather_than_write_a_file(tmp_path):
+    p = subprocess.run(["/usr/bin/python3", "-c", PY_SCRIPT], capture_output=True, text=True, timeout=60,
+                       cwd=tmp_path, env=preload_env("redis://127.0.0.1:99999"))
+    assert p.returncode != 0
+    assert "KVSQL_DEFAULT" in p.stderr and "redis=127.0.0.1:99999" in p.stderr, p.stderr
+    assert not (tmp_path / "plain.db").exists()
+
+
+def test_preload_without_a_default_changes_nothing(tmp_path):
+    p = subprocess.run(["/usr/bin/python3", "-c", PY_SCRIPT], capture_output=True, text=True, timeout=60,
+                       cwd=tmp_path, env=preload_env(None))
+    assert (p.stdout.strip(), p.stderr) == ("42", "")
+    assert (tmp_path / "plain.db").exists()
+
+
+# ---- CPython's sqlite3 test suite ----------------------------------------------------
+
+# The failures no VFS that is not a file system could avoid, as listed in
+# docs/LIBRARY.md ("CPython's sqlite3 test suite"): each test checks a file
+# on disk, or removes the database with os.unlink (which a VFS never
+# sees; the next test then finds its tables), or expects a reader to block
+# a writer's commit (the redis VFS gives readers snapshots, as WAL does).
+EXPECTED_FAILURES = {
+    # a path under a missing directory, or a directory, must fail to open
+    "test_dbapi.ConnectionTests.test_failed_open",
+    "test_dbapi.ConnectionTests.test_connection_bad_reinit",
+    "test_dbapi.ModuleTests.test_error_code_on_exception",
+    # os.path.exists(path) after the open
+    "test_dbapi.OpenTests.test_open_with_path_like_object",
+    "test_dbapi.OpenTests.test_open_with_undecodable_path",
+    "test_dbapi.OpenTests.test_open_uri",
+    "test_dbapi.OpenTests.test_open_unquoted_uri",
+    "test_dbapi.OpenTests.test_open_undecodable_uri",
+    "test_dbapi.OpenTests.test_open_uri_readonly",
+    # readers never block writers
+    "test_dbapi.MultiprocessTests.test_ctx_mgr_rollback_if_commit_failed",
+    # tearDown removes the database with os.unlink: the next test finds the last one's tables
+    "test_transactions.TransactionTests.test_dml_does_not_auto_commit_before",
+    "test_transactions.TransactionTests.test_insert_starts_transaction",
+    "test_transactions.TransactionTests.test_locking",
+    "test_transactions.TransactionTests.test_multiple_cursors_and_iternext",
+    "test_transactions.TransactionTests.test_raise_timeout",
+    "test_transactions.TransactionTests.test_replace_starts_transaction",
+    "test_transactions.TransactionTests.test_toggle_auto_commit",
+    "test_transactions.TransactionTests.test_update_starts_transaction",
+}
+
+
+def python_with_sqlite3_tests():
+    """A CPython 3.11 with its sqlite3 tests (Debian's libpython3.11-testsuite,
+    or a python3.11 on PATH) whose _sqlite3 links the system libsqlite3, or
+    the reason there is none."""
+    for py in dict.fromkeys(["/usr/bin/python3.11", shutil.which("python3.11") or ""]):
+        if not py or not os.path.exists(py):
+            continue
+        p = subprocess.run([py, "-c", "import sys, _sqlite3, test.test_sqlite3\n"
+                                      "print(sys.executable, _sqlite3.__file__)"],
+                           capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            continue
+        exe, module = p.stdout.splitlines()[-1].split(" ", 1)  # the import prints a line of its own first
+        ldd = subprocess.run(["ldd", module], capture_output=True, text=True, timeout=60).stdout
+        if "libsqlite3.so" in ldd:
+            return exe, None
+    return None, "no python3.11 with test.test_sqlite3 whose _sqlite3 links libsqlite3.so"
+
+
+@pytest.mark.skipif(SANITIZED, reason="the suite's own child processes would need the sanitizer runtime too")
+def test_cpythons_sqlite3_suite_passes_on_the_redis_vfs_but_for_file_checks(servers, tmp_path):
+    py, why = python_with_sqlite3_tests()
+    if not py:
+        pytest.skip(why)
+    s = servers(module=False)
+    p = subprocess.run([py, "-m", "test", "-v", "test_sqlite3"], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path, env=preload_env("redis://127.0.0.1:%d" % s.port))
+    out = p.stdout + p.stderr
+    ran = re.search(r"Ran (\d+) tests", out)
+    assert ran and int(ran.group(1)) > 400, out[-3000:]
+    failed = {m.group(2).replace("test.test_sqlite3.", "")
+              for m in re.finditer(r"^(FAIL|ERROR): \S+ \(([^)]+)\)", out, re.M)}
+    assert failed - EXPECTED_FAILURES == set(), out[-5000:]
+    # the suite's databases went to Redis, not to files
+    keys = [k.decode("utf-8", "replace") for k in s.client().keys("*") if not k.startswith(b"{")]
+    assert any(k.startswith("@test_") for k in keys), keys
