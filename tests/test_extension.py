@@ -58,6 +58,7 @@ int main(int argc, char **argv) {
     if (rc == SQLITE_OK) rc = sqlite3_exec(db, argv[3], row, NULL, &err);
     if (rc != SQLITE_OK) {
         printf("error %d: %s\n", rc, err ? err : sqlite3_errmsg(db));
+        sqlite3_exec(db, "select kvsql_error()", row, NULL, NULL);
         return 1;
     }
     sqlite3_close(db);
@@ -95,6 +96,22 @@ def test_a_host_with_its_own_sqlite_runs_a_transaction_on_the_redis_vfs(servers,
     assert s.client().hlen("hostdb") == 2  # the header and one page: in Redis, through the host's SQLite
 
 
+def test_capture_in_a_host_that_hides_the_preupdate_hook_refuses_to_commit(servers, tmp_path):
+    """The preupdate routines are not in SQLite's extension table: a host
+    that does not export them gets no change capture, and a commit while
+    capture is on is refused (nothing written) rather than published without
+    its changes."""
+    s = servers()
+    r = s.client()
+    r.execute_command("SQL.CHANGES", "capdb", "ON")
+    host = static_host(tmp_path)
+    p = subprocess.run([host, LIB, uri(s, "capdb"), "create table t(a); insert into t values (1);"],
+                       capture_output=True, text=True, timeout=60, env=env())
+    assert p.returncode == 1
+    assert "preupdate hook, which the SQLite kvsql was loaded into does not export" in p.stdout, p.stdout + p.stderr
+    assert not r.exists("capdb")
+
+
 def test_the_library_binds_to_no_sqlite_symbol():
     """Every SQLite routine comes from the host's table: no sqlite3_* symbol
     left for the dynamic linker to bind, and no libsqlite3 needed."""
@@ -112,6 +129,51 @@ def test_load_in_the_sqlite3_shell_still_works(servers):
                        capture_output=True, text=True, timeout=60, env=env())
     assert (p.stdout, p.stderr) == ("5\n2\n", "")  # two autocommit statements, two commits
     assert s.client().hlen("shelldb") == 2
+
+
+# ---- Node's better-sqlite3 (SQLite 3.5x bundled in its addon) ------------------------
+
+NODE_CACHE = os.environ.get("KVSQL_NODE_CACHE", os.path.expanduser("~/.cache/kvsql-tests/node"))
+
+NODE_SCRIPT = r"""
+const Database = require('better-sqlite3');
+const mem = new Database(':memory:');
+mem.loadExtension(process.env.KVSQL_LIB);
+const db = new Database('nodedb');  // a plain name: KVSQL_DEFAULT makes redis the default VFS
+db.exec('create table if not exists t(a)');
+db.transaction(() => { for (const a of [1, 2, 3]) db.prepare('insert into t values (?)').run(a); })();
+const row = db.prepare('select count(*) n, sum(a) s, sqlite_version() v from t').get();
+console.log(row.n, row.s, JSON.parse(db.prepare('select kvsql_stats() s').get().s).commits, row.v);
+"""
+
+
+def better_sqlite3():
+    """A directory where require('better-sqlite3') works (installed once into
+    NODE_CACHE), or skips the test with the reason."""
+    if not shutil.which("node") or not shutil.which("npm"):
+        pytest.skip("node and npm are not installed")
+    if not os.path.exists(os.path.join(NODE_CACHE, "node_modules", "better-sqlite3", "build", "Release",
+                                       "better_sqlite3.node")):
+        os.makedirs(NODE_CACHE, exist_ok=True)
+        p = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "better-sqlite3@12"], cwd=NODE_CACHE,
+                           capture_output=True, text=True, timeout=900)
+        if p.returncode != 0:
+            pytest.skip("npm could not install better-sqlite3 (registry unreachable?): " + p.stderr[-300:])
+    return NODE_CACHE
+
+
+@pytest.mark.skipif(SANITIZED, reason="node is not built with the sanitizer runtime")
+def test_better_sqlite3_with_its_bundled_sqlite_runs_a_transaction_on_the_redis_vfs(servers):
+    where = better_sqlite3()
+    s = servers(module=False)
+    p = subprocess.run(["node", "-e", NODE_SCRIPT], capture_output=True, text=True, timeout=120, cwd=where,
+                       env=env(KVSQL_DEFAULT="redis://127.0.0.1:%d" % s.port))
+    assert p.returncode == 0, p.stdout + p.stderr
+    n, total, commits, version = p.stdout.split()
+    assert (n, total, commits) == ("3", "6", "2")
+    assert version != subprocess.run(["sqlite3", "--version"], capture_output=True, text=True).stdout.split()[0]
+    assert s.client().hlen("nodedb") == 2
+    assert not os.path.exists(os.path.join(where, "nodedb"))
 
 
 # ---- LD_PRELOAD -------------------------------------------------------------------
