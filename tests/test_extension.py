@@ -17,6 +17,7 @@ import pytest
 
 from harness import ROOT
 from libhelp import LIB, SANITIZED, built, env, uri
+from test_library import C_PROGRAM
 
 pytestmark = pytest.mark.skipif(not built(), reason="libkvsql.so is not built")
 
@@ -110,6 +111,26 @@ def test_capture_in_a_host_that_hides_the_preupdate_hook_refuses_to_commit(serve
     assert p.returncode == 1
     assert "preupdate hook, which the SQLite kvsql was loaded into does not export" in p.stdout, p.stdout + p.stderr
     assert not r.exists("capdb")
+
+
+@pytest.mark.parametrize("libs", [["-lkvsql", "-lsqlite3"], ["-lsqlite3", "-lkvsql"]])
+def test_a_c_program_linked_either_way_registers_the_vfs(servers, tmp_path, libs):
+    """kvsql_register_redis() with no host table finds the program's SQLite
+    whichever library the program names first (the first order puts
+    libkvsql's sqlite3_open* before libsqlite3's)."""
+    s = servers(module=False)
+    src = tmp_path / "prog.c"
+    src.write_text(C_PROGRAM)
+    exe = str(tmp_path / "prog")
+    flags = ["-fsanitize=address,undefined"] if SANITIZED else []
+    libdir = os.path.dirname(LIB)
+    subprocess.run(["gcc", "-std=c11", "-Wall", "-Werror", *flags, "-I", os.path.join(ROOT, "include"), str(src),
+                    "-o", exe, "-L", libdir, *libs, "-Wl,-rpath," + libdir], check=True, capture_output=True,
+                   timeout=120)
+    p = subprocess.run([exe, uri(s, "cdb"), "create table t(a); insert into t values (1)"],
+                       capture_output=True, text=True, timeout=60, env=env())
+    assert p.stdout.startswith("ok commits="), p.stdout + p.stderr
+    assert s.client().hlen("cdb") == 2
 
 
 def test_the_library_binds_to_no_sqlite_symbol():

@@ -32,21 +32,30 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Whether f is in libkvsql itself (its own sqlite3_open*). Not a compare
+ * with &sqlite3_open_v2: that address, taken here, is whichever definition
+ * the dynamic linker finds first, maybe libsqlite3's. */
+static int ours(void *f) {
+    Dl_info a, b;
+    return dladdr(f, &a) && dladdr((void *)ours, &b) && a.dli_fbase == b.dli_fbase;
+}
+
 /* The routine `name` of the SQLite that the object holding `caller` calls,
  * or NULL: the next definition after libkvsql (a program linked with
  * libsqlite3), else the one the caller's own object resolves to (a module
- * that loaded libsqlite3 privately, as Python's _sqlite3 does). Never
- * `self`, this file's own definition. */
-static void *real_routine(const char *name, void *self, void *caller) {
+ * that loaded libsqlite3 privately, as Python's _sqlite3 does), else the
+ * first one (a program linked with libsqlite3 before libkvsql). Never
+ * libkvsql's own. */
+static void *real_routine(const char *name, void *caller) {
     void *f = dlsym(RTLD_NEXT, name);
-    if (f && f != self) return f;
+    if (f && !ours(f)) return f;
     Dl_info at;
-    if (!caller || !dladdr(caller, &at) || !at.dli_fname) return NULL;
-    void *h = dlopen(at.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    void *h = caller && dladdr(caller, &at) && at.dli_fname ? dlopen(at.dli_fname, RTLD_LAZY | RTLD_NOLOAD) : NULL;
     f = h ? dlsym(h, name) : NULL;
     if (h) dlclose(h);
-    if (!f) f = dlsym(RTLD_DEFAULT, name);
-    return f && f != self ? f : NULL;
+    if (f && !ours(f)) return f;
+    f = dlsym(RTLD_DEFAULT, name);
+    return f && !ours(f) ? f : NULL;
 }
 
 void *kvsql_symbol_beside(const void *in, const char *name) {
@@ -81,7 +90,7 @@ static char capture_err[400];
 
 static void capture_once(void) {
     void *caller = capture_caller;
-    open_v2_fn *open_v2 = (open_v2_fn *)real_routine("sqlite3_open_v2", (void *)sqlite3_open_v2, caller);
+    open_v2_fn *open_v2 = (open_v2_fn *)real_routine("sqlite3_open_v2", caller);
     void *at = (void *)open_v2;
     close_fn *close = (close_fn *)(at ? kvsql_symbol_beside(at, "sqlite3_close") : NULL);
     auto_extension_fn *add = (auto_extension_fn *)(at ? kvsql_symbol_beside(at, "sqlite3_auto_extension") : NULL);
@@ -144,7 +153,7 @@ static const char *preload(void *caller) {
 
 KVSQL_EXPORT int sqlite3_open_v2(const char *name, sqlite3 **db, int flags, const char *vfs) {
     void *caller = __builtin_return_address(0);
-    open_v2_fn *real = (open_v2_fn *)real_routine("sqlite3_open_v2", (void *)sqlite3_open_v2, caller);
+    open_v2_fn *real = (open_v2_fn *)real_routine("sqlite3_open_v2", caller);
     if (!real) {
         *db = NULL;
         return SQLITE_ERROR;
@@ -155,7 +164,7 @@ KVSQL_EXPORT int sqlite3_open_v2(const char *name, sqlite3 **db, int flags, cons
 
 KVSQL_EXPORT int sqlite3_open(const char *name, sqlite3 **db) {
     void *caller = __builtin_return_address(0);
-    open_v2_fn *real = (open_v2_fn *)real_routine("sqlite3_open_v2", (void *)sqlite3_open_v2, caller);
+    open_v2_fn *real = (open_v2_fn *)real_routine("sqlite3_open_v2", caller);
     if (!real) {
         *db = NULL;
         return SQLITE_ERROR;
@@ -165,7 +174,7 @@ KVSQL_EXPORT int sqlite3_open(const char *name, sqlite3 **db) {
 
 KVSQL_EXPORT int sqlite3_open16(const void *name, sqlite3 **db) {
     void *caller = __builtin_return_address(0);
-    open16_fn *real = (open16_fn *)real_routine("sqlite3_open16", (void *)sqlite3_open16, caller);
+    open16_fn *real = (open16_fn *)real_routine("sqlite3_open16", caller);
     if (!real || preload(caller)) { /* open16 names no VFS: refuse rather than open a local file */
         *db = NULL;
         return real ? SQLITE_CANTOPEN : SQLITE_ERROR;
