@@ -5,8 +5,7 @@
 set -euo pipefail
 
 packages=(gcc make pkg-config libsqlite3-dev libhiredis-dev redis-server redis-tools sqlite3
-          python3 python3-redis python3-pytest clang libclang-rt-dev libssl-dev
-          libpython3.11-testsuite "$@")
+          python3 python3-redis python3-pytest clang libclang-rt-dev libssl-dev "$@")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -295,9 +295,10 @@ EXPECTED_FAILURES = {
 
 
 def python_with_sqlite3_tests():
-    """A CPython 3.11 with its sqlite3 tests (Debian's libpython3.11-testsuite,
-    or a python3.11 on PATH) whose _sqlite3 links the system libsqlite3, or
-    the reason there is none."""
+    """A CPython 3.11 with its sqlite3 tests whose _sqlite3 links the system
+    libsqlite3 (a python3.11 built from source on PATH; Debian 12's
+    libpython3.11-testsuite leaves test_sqlite3 out), or the reason there is
+    none."""
     for py in dict.fromkeys(["/usr/bin/python3.11", shutil.which("python3.11") or ""]):
         if not py or not os.path.exists(py):
             continue
