@@ -246,6 +246,22 @@ def test_preload_keeps_an_unmodified_python_scripts_database_in_redis(servers, t
     assert s.client().hlen("plain.db") == 2
 
 
+def test_preload_leaves_temporary_and_memory_databases_in_memory(servers, tmp_path):
+    """"" is SQLite's temporary database and ":memory:" its memory one: a
+    program asks for them by those names whatever the default VFS is."""
+    s = servers(module=False)
+    script = ("import sqlite3\n"
+              "for name in ('', ':memory:'):\n"
+              "    c = sqlite3.connect(name)\n"
+              "    c.execute('create table t(a)'); c.execute('insert into t values (1)'); c.commit()\n"
+              "    print(c.execute('select count(*) from t').fetchone()[0])\n")
+    p = subprocess.run(["/usr/bin/python3", "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                       env=preload_env("redis://127.0.0.1:%d" % s.port))
+    assert (p.stdout, p.stderr) == ("1\n1\n", "")
+    assert s.client().dbsize() == 0
+    assert os.listdir(tmp_path) == []
+
+
 def test_preload_with_a_bad_default_refuses_to_open_rather_than_write_a_file(tmp_path):
     p = subprocess.run(["/usr/bin/python3", "-c", PY_SCRIPT], capture_output=True, text=True, timeout=60,
                        cwd=tmp_path, env=preload_env("redis://127.0.0.1:99999"))

@@ -228,6 +228,8 @@ static int refuse_keyless(sqlite3 *db, char **pzErrMsg) {
     if ((name && *name) || sqlite3_file_control(db, "main", SQLITE_FCNTL_VFS_POINTER, &vfs) != SQLITE_OK || !vfs ||
         strcmp(vfs->zName, "redis") != 0)
         return SQLITE_OK;
+    if (sqlite3_vfs_find(NULL) == vfs) /* redis is the default (KVSQL_DEFAULT): the program asked for a temporary */
+        return SQLITE_OK;                /* database (""), as it would of any default VFS: kept in memory */
     sqlite3_stmt *st = NULL;
     int memory = sqlite3_prepare_v2(db, "PRAGMA main.journal_mode", -1, &st, NULL) == SQLITE_OK &&
                  sqlite3_step(st) == SQLITE_ROW &&
