@@ -3,6 +3,8 @@
  * prepares) and module.c (memory methods, configs). */
 #include "budget.h"
 
+#include "pcache.h"
+
 #include <stdio.h>
 #include <stdint.h>
 #include <time.h>
@@ -26,8 +28,20 @@ long long budget_call_memory_kb = 131072;
 
 
 /* Ticks between two reads of the precise clock that decides whether a
- * call moves to a worker thread (about a thousand virtual machine steps). */
+ * call moves to a worker thread (about a thousand virtual machine steps).
+ * Between them the coarse clock, read at every tick anyway, decides. */
 #define OFFLOAD_CHECK_TICKS 64
+
+/* Work that no progress tick sees: SQLite's functions build their result
+ * in one step, and OP_Count reads a whole table in one. Every allocation
+ * of at least this many bytes (the result of such a function, a value
+ * read from overflow pages, a growing group_concat) is checked as a tick
+ * is, without letting others in; so is every PCACHE_CHECK_FETCHES'th page
+ * fetch (pcache.c). A check after at most BIG_BLOCK bytes or that many
+ * pages of work is a few hundred microseconds apart at most. Neither
+ * happens on the hot path (a point select makes no block this big and
+ * fetches a handful of pages). */
+#define BIG_BLOCK (16 * 1024)
 
 /* The call running on this thread. Redis runs one command at a time on its
  * main thread, and while a call yields only commands flagged allow-busy
@@ -40,7 +54,10 @@ static _Thread_local struct {
     int may_yield;                   /* not inside MULTI or a script; -1 until asked */
     long long offload_after_us;      /* run this long, it moves to a worker (0: never) */
     long long offload_at_us;         /* ... from this time on (0: not known yet) */
+    long long last_tick_ms;          /* the coarse clock at the last tick */
+    int big_values;                  /* works on a value of BUDGET_BIG_VALUE bytes or more */
     unsigned ticks;
+    sqlite3 *db;                     /* told to stop (sqlite3_interrupt) by checks outside a tick */
     const volatile int *killed;      /* a worker's call: set by SQL.KILL from the main thread */
     enum budget_stop stop;
 } call;
@@ -54,6 +71,19 @@ static long long coarse_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The coarse clock's step in milliseconds (at least 1), read once. */
+static long long coarse_step_ms(void) {
+    static long long step;
+    if (!step) {
+        struct timespec res;
+        long long ms = clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0
+                         ? (long long)res.tv_sec * 1000 + (res.tv_nsec + 999999) / 1000000
+                         : 10;
+        __atomic_store_n(&step, ms > 0 ? ms : 1, __ATOMIC_RELAXED);
+    }
+    return step;
 }
 
 /* Lets Redis serve other clients: past busy-reply-threshold they get -BUSY,
@@ -77,13 +107,19 @@ static long long precise_us(void) {
 /* Whether a main-thread call that may move has run long enough to move.
  * Asked only then (off the hot path): never inside MULTI or a script,
  * which must stay atomic and synchronous, nor for a client that cannot
- * block; such a call runs on here to its end. */
-static int time_to_offload(void) {
-    if (!call.offload_after_us || ++call.ticks % OFFLOAD_CHECK_TICKS) return 0;
-    long long now = precise_us();
+ * block; such a call runs on here to its end. The precise clock is read
+ * every OFFLOAD_CHECK_TICKS ticks, or at once when `now` (the coarse
+ * clock) shows the call has surely run that long, or when `heavy` (a
+ * check outside a tick, after much work). */
+static int time_to_offload(long long now, int heavy) {
+    if (!call.offload_after_us) return 0;
+    long long surely_ms = (call.offload_after_us + 999) / 1000 + coarse_step_ms();
+    int late = call.big_values || now - call.started_ms >= surely_ms; /* big values: at once */
+    if (++call.ticks % OFFLOAD_CHECK_TICKS && !late && !heavy) return 0;
+    long long us = precise_us();
     if (!call.offload_at_us) /* the first look, a few microseconds in: short calls never read the clock */
-        call.offload_at_us = now + call.offload_after_us;
-    if (now < call.offload_at_us) return 0;
+        call.offload_at_us = us + call.offload_after_us;
+    if (us < call.offload_at_us && !late) return 0;
     const int stay = REDISMODULE_CTX_FLAGS_LUA | REDISMODULE_CTX_FLAGS_MULTI | REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
     if (RedisModule_GetContextFlags(call.ctx) & stay) {
         call.offload_after_us = 0;
@@ -92,22 +128,32 @@ static int time_to_offload(void) {
     return 1;
 }
 
+/* Whether the running call must stop now: SQL.KILL, time to move, the
+ * time limit. Lets nobody in: safe anywhere (heavy: outside a tick). */
+static int must_stop(long long now, int heavy) {
+    if (call.stop) return 1;
+    if (call.killed && *call.killed) call.stop = STOP_KILL;
+    else if (time_to_offload(now, heavy)) call.stop = STOP_OFFLOAD;
+    else if (call.timeout_ms > 0 && now - call.started_ms >= call.timeout_ms) call.stop = STOP_TIME;
+    return call.stop != RUNS;
+}
+
+static int on_progress(void *arg);
+
+/* Steps that each take long (two steps of the coarse clock or more
+ * between two ticks) make SQLite tick at every step for the rest of the
+ * call: then no more than one step's work passes unchecked. */
+static void adapt_steps(long long now) {
+    if (now - call.last_tick_ms >= 2 * coarse_step_ms() && call.db)
+        sqlite3_progress_handler(call.db, 1, on_progress, NULL);
+    call.last_tick_ms = now;
+}
+
 int budget_tick(void) {
     if (!call.active) return 0;
-    if (call.stop) return 1;
-    if (call.killed && *call.killed) {
-        call.stop = STOP_KILL;
-        return 1;
-    }
-    if (time_to_offload()) {
-        call.stop = STOP_OFFLOAD;
-        return 1;
-    }
     long long now = coarse_ms();
-    if (call.timeout_ms > 0 && now - call.started_ms >= call.timeout_ms) {
-        call.stop = STOP_TIME;
-        return 1;
-    }
+    if (must_stop(now, 0)) return 1;
+    adapt_steps(now);
     if (call.ctx && now >= call.next_yield_ms) {
         call.next_yield_ms = now + YIELD_EVERY_MS;
         let_others_in();
@@ -118,6 +164,26 @@ int budget_tick(void) {
 static int on_progress(void *arg) {
     (void)arg;
     return budget_tick();
+}
+
+/* A check outside a tick, after much work in one step: the call's
+ * statement is interrupted (SQLite looks at that between pages of
+ * OP_Count and at its next jump) when it must stop. A block of
+ * BUDGET_BIG_VALUE bytes or more moves a main-thread call at once. */
+static int check_heavy_work(size_t bytes) {
+    if (!call.active) return 0;
+    if (bytes >= BUDGET_BIG_VALUE) call.big_values = 1;
+    if (!must_stop(coarse_ms(), 1)) return 0;
+    if (call.db) sqlite3_interrupt(call.db);
+    return 1;
+}
+
+static void on_page_fetches(void) {
+    check_heavy_work(0);
+}
+
+void budget_big_values(void) {
+    if (call.active) call.big_values = 1;
 }
 
 /* ---- memory ------------------------------------------------------------- */
@@ -148,6 +214,7 @@ static void count_bytes(long long n) {
 }
 
 static void *refuse_memory(void) {
+    if (call.active && call.stop) return NULL; /* stopped for another reason: keep it */
     if (call.active && !call.stop) call.stop = STOP_MEMORY;
     return NULL;
 }
@@ -160,7 +227,7 @@ static int over_cap(size_t n) {
 }
 
 static void *mem_malloc(int n) {
-    if (over_cap((size_t)n)) return refuse_memory();
+    if (over_cap((size_t)n) || (n >= BIG_BLOCK && check_heavy_work((size_t)n))) return refuse_memory();
     void *p = BLOCK_ALLOC((size_t)n);
     if (p) count_bytes((long long)BLOCK_SIZE(p));
     return p;
@@ -174,7 +241,8 @@ static void mem_free(void *p) {
 
 static void *mem_realloc(void *p, int n) {
     size_t old = BLOCK_SIZE(p);
-    if ((size_t)n > old && over_cap((size_t)n - old)) return refuse_memory();
+    if ((size_t)n > old && (over_cap((size_t)n - old) || (n >= BIG_BLOCK && check_heavy_work((size_t)n))))
+        return refuse_memory();
     void *q = BLOCK_REALLOC(p, (size_t)n);
     if (q) count_bytes((long long)BLOCK_SIZE(q) - (long long)old);
     return q;
@@ -190,6 +258,7 @@ static int mem_roundup(int n) {
 
 static int mem_init(void *arg) {
     (void)arg;
+    kvsql_pcache_on_fetches(on_page_fetches); /* SQLite starts: its page cache reports to us */
     return SQLITE_OK;
 }
 
@@ -215,6 +284,9 @@ static void begin_call(sqlite3 *db) {
     call.memory_kb = budget_call_memory_kb;
     call.may_yield = -1; /* not known yet */
     call.ticks = 0;
+    call.last_tick_ms = call.started_ms;
+    call.big_values = 0;
+    call.db = db;
     call.stop = RUNS;
     call_bytes = 0;
     call_cap = call.memory_kb > 0 ? call.memory_kb * 1024 : -1;
@@ -242,6 +314,7 @@ void budget_end(sqlite3 *db) {
     call_cap = -1;
     call.active = 0;
     call.ctx = NULL;
+    call.db = NULL;
 }
 
 long long budget_now_ms(void) {

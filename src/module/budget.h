@@ -37,6 +37,13 @@ long long budget_now_ms(void);
  * Lets other clients in (-BUSY) now and then. 0 outside a call. */
 int budget_tick(void);
 
+/* Values of this many bytes or more (made, read or given) move a call
+ * off the main thread at once, when it may move: one step of SQLite's
+ * functions on such a value takes milliseconds (docs/SECURITY.md). */
+#define BUDGET_BIG_VALUE (1024 * 1024)
+/* The running call was given such a value (an argument, its SQL text). */
+void budget_big_values(void);
+
 /* Whether and why the running call was stopped. */
 enum budget_stop { RUNS = 0, STOP_KILL, STOP_TIME, STOP_MEMORY, STOP_OFFLOAD };
 int budget_stop_kind(void);
