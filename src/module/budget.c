@@ -37,10 +37,11 @@ long long budget_call_memory_kb = 131072;
  * of at least this many bytes (the result of such a function, a value
  * read from overflow pages, a growing group_concat) is checked as a tick
  * is, without letting others in; so is every PCACHE_CHECK_FETCHES'th page
- * fetch (pcache.c). A check after at most BIG_BLOCK bytes or that many
- * pages of work is a few hundred microseconds apart at most. Neither
- * happens on the hot path (a point select makes no block this big and
- * fetches a handful of pages). */
+ * fetch (pcache.c), and every CHECK_EVERY_ALLOCS'th allocation. A
+ * check after at most BIG_BLOCK bytes or that many pages of work is a
+ * few hundred microseconds apart at most. None happens on the hot path
+ * (a point select makes no block this big and fetches a handful of
+ * pages); counting costs it a few instructions. */
 #define BIG_BLOCK (16 * 1024)
 
 /* The call running on this thread. Redis runs one command at a time on its
@@ -130,12 +131,16 @@ static int time_to_offload(long long now, int heavy) {
 
 /* Whether the running call must stop now: SQL.KILL, time to move, the
  * time limit. Lets nobody in: safe anywhere (heavy: outside a tick). */
+static void refuse_all_memory(void);
+
 static int must_stop(long long now, int heavy) {
     if (call.stop) return 1;
     if (call.killed && *call.killed) call.stop = STOP_KILL;
     else if (time_to_offload(now, heavy)) call.stop = STOP_OFFLOAD;
     else if (call.timeout_ms > 0 && now - call.started_ms >= call.timeout_ms) call.stop = STOP_TIME;
-    return call.stop != RUNS;
+    if (call.stop == RUNS) return 0;
+    refuse_all_memory();
+    return 1;
 }
 
 static int on_progress(void *arg);
@@ -213,6 +218,13 @@ static void count_bytes(long long n) {
     call_bytes += n;
 }
 
+/* A stopped call gets no more memory: SQLite gives up what it was doing
+ * (preparing a statement runs no progress handler, and an authorizer's
+ * refusal does not end it) and unwinds. */
+static void refuse_all_memory(void) {
+    call_cap = 0;
+}
+
 static void *refuse_memory(void) {
     if (call.active && call.stop) return NULL; /* stopped for another reason: keep it */
     if (call.active && !call.stop) call.stop = STOP_MEMORY;
@@ -226,8 +238,23 @@ static int over_cap(size_t n) {
     return call_cap >= 0 && (n > (size_t)call_cap || call_bytes > call_cap - (long long)n);
 }
 
+/* Every this many allocations are checked as a tick is: preparing a
+ * statement (views inside views) runs no progress handler and may make
+ * millions of small blocks. */
+#define CHECK_EVERY_ALLOCS 1024
+static _Thread_local unsigned allocs_to_check = CHECK_EVERY_ALLOCS;
+
+/* Whether an allocation of n bytes is the place to check the call. */
+static int time_to_check(int n) {
+    if (--allocs_to_check == 0) {
+        allocs_to_check = CHECK_EVERY_ALLOCS;
+        return 1;
+    }
+    return n >= BIG_BLOCK;
+}
+
 static void *mem_malloc(int n) {
-    if (over_cap((size_t)n) || (n >= BIG_BLOCK && check_heavy_work((size_t)n))) return refuse_memory();
+    if (over_cap((size_t)n) || (time_to_check(n) && check_heavy_work((size_t)n))) return refuse_memory();
     void *p = BLOCK_ALLOC((size_t)n);
     if (p) count_bytes((long long)BLOCK_SIZE(p));
     return p;
@@ -241,7 +268,7 @@ static void mem_free(void *p) {
 
 static void *mem_realloc(void *p, int n) {
     size_t old = BLOCK_SIZE(p);
-    if ((size_t)n > old && (over_cap((size_t)n - old) || (n >= BIG_BLOCK && check_heavy_work((size_t)n))))
+    if ((size_t)n > old && (over_cap((size_t)n - old) || (time_to_check(n) && check_heavy_work((size_t)n))))
         return refuse_memory();
     void *q = BLOCK_REALLOC(p, (size_t)n);
     if (q) count_bytes((long long)BLOCK_SIZE(q) - (long long)old);
@@ -324,6 +351,7 @@ long long budget_now_ms(void) {
 int budget_kill(void) {
     if (!call.active) return 0;
     if (!call.stop) call.stop = STOP_KILL;
+    refuse_all_memory();
     return 1;
 }
 
