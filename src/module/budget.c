@@ -56,6 +56,8 @@ static _Thread_local struct {
     long long offload_after_us;      /* run this long, it moves to a worker (0: never) */
     long long offload_at_us;         /* ... from this time on (0: not known yet) */
     long long last_tick_ms;          /* the coarse clock at the last tick */
+    int slow_ticks;                  /* ticks in a row that came long after the one before */
+    int ticks_each_step;             /* the progress handler runs at every step */
     int big_values;                  /* works on a value of BUDGET_BIG_VALUE bytes or more */
     unsigned ticks;
     sqlite3 *db;                     /* told to stop (sqlite3_interrupt) by checks outside a tick */
@@ -145,13 +147,22 @@ static int must_stop(long long now, int heavy) {
 
 static int on_progress(void *arg);
 
-/* Steps that each take long (two steps of the coarse clock or more
- * between two ticks) make SQLite tick at every step for the rest of the
- * call: then no more than one step's work passes unchecked. */
+/* On the main thread, steps that each take long (two steps of the coarse
+ * clock or more between two ticks, twice in a row: not a thread that
+ * was merely descheduled once) make SQLite tick at every step for the
+ * rest of the call: then no more than one step's work passes unchecked.
+ * A worker keeps its pace: a step or two past its time limit holds no
+ * one else up. */
 static void adapt_steps(long long now) {
-    if (now - call.last_tick_ms >= 2 * coarse_step_ms() && call.db)
-        sqlite3_progress_handler(call.db, 1, on_progress, NULL);
+    int slow = now - call.last_tick_ms >= 2 * coarse_step_ms();
     call.last_tick_ms = now;
+    if (!call.ctx || !call.db || call.ticks_each_step) return;
+    if (slow && call.slow_ticks++) {
+        sqlite3_progress_handler(call.db, 1, on_progress, NULL);
+        call.ticks_each_step = 1;
+    } else if (!slow) {
+        call.slow_ticks = 0;
+    }
 }
 
 int budget_tick(void) {
@@ -312,6 +323,7 @@ static void begin_call(sqlite3 *db) {
     call.may_yield = -1; /* not known yet */
     call.ticks = 0;
     call.last_tick_ms = call.started_ms;
+    call.slow_ticks = call.ticks_each_step = 0;
     call.big_values = 0;
     call.db = db;
     call.stop = RUNS;

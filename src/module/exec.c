@@ -518,11 +518,10 @@ static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key,
 static void move_or_rerun(call *k, RedisModuleString *keyname, RedisModuleKey *key, const char *text, size_t len) {
     uint32_t npages = keyspace_store_npages(k->c->store);
     uint32_t psz = (uint32_t)keyspace_store_page_size(k->c->store);
-    int temp = k->c->has_temp; /* TEMP objects live only in this connection */
     result_reset(k->rows);
     cache_release(k->c);
     k->c = NULL;
-    if (!temp && offload_call(k, keyname, npages, psz)) return;
+    if (offload_call(k, keyname, npages, psz)) return; /* a call that may use TEMP objects never stops to move */
     k->offload_us = 0;
     k->offloaded = k->has_rows = k->max_params = 0;
     k->changes = 0;
@@ -540,7 +539,8 @@ static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key,
         return;
     }
     if (!k->readonly) changes_call_begin(k->ctx, keyname, k->c->db, &k->c->g); /* capture: if on for the key */
-    if (k->c->has_temp) k->offload_us = 0;
+    if (k->c->has_temp && k->offload_us && guard_may_use_temp(k->c->db, &k->c->g, text, len, k->readonly))
+        k->offload_us = 0; /* TEMP objects live only in this connection: the call stays */
     int ok = call_run(k, text, len);
     if (ok) ok = keyspace_store_flush(k->c->store, k->err, sizeof(k->err)) == 0; /* refused: nothing written */
     if (!ok && keyspace_store_has_pending(k->c->store)) {
