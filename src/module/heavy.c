@@ -608,6 +608,11 @@ static void call_printf(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
         return; /* SQLite's result is too big: NULL */
     effort e = effort_of(ctx); /* a call already stopped does not start this much work */
     if (must_stop(&e, (uint64_t)repeats)) return result_stopped(ctx);
+    if (repeats >= CHECK_EVERY) { /* the result's memory, asked for first: a call that */
+        void *room = sqlite3_malloc64((sqlite3_uint64)repeats); /* must stop is refused it (budget.c) */
+        if (!room) return e.conf->tick && e.conf->tick() ? result_stopped(ctx) : sqlite3_result_error_nomem(ctx);
+        sqlite3_free(room);
+    }
     call_private(ctx, PRIVATE_PRINTF, argc, argv);
 }
 
