@@ -2,9 +2,14 @@
  *
  * exec.c opens a budget around every call (budget_begin/budget_end). While
  * it is open, SQLite's progress handler (installed here, removed at the
- * end) and the authorizer (guard.c, during statement preparation) call
- * budget_tick(), which stops the call past kvsql.query-timeout-ms or after
- * SQL.KILL and lets Redis answer -BUSY while it runs long. SQLite allocates
+ * end), the authorizer (guard.c, during statement preparation) and NAMED
+ * binding (exec.c) call budget_tick(), which stops the call past
+ * kvsql.query-timeout-ms or after SQL.KILL, moves it (STOP_OFFLOAD) and
+ * lets Redis answer -BUSY while it runs long. Work inside one step is
+ * checked too, without letting anyone in: at big and every 1024th
+ * allocation and every 256th page fetch (pcache.h); a stopped call is
+ * refused all further memory and its statement interrupted (see
+ * docs/SECURITY.md, "The main thread"). SQLite allocates
  * through budget_memory_methods (module.c installs them), which count every
  * byte and refuse what would take a call past kvsql.call-memory-kb (each
  * thread's call counts what that thread allocates). */
