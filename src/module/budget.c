@@ -249,19 +249,21 @@ static int over_cap(size_t n) {
     return call_cap >= 0 && (n > (size_t)call_cap || call_bytes > call_cap - (long long)n);
 }
 
-/* Every this many allocations are checked as a tick is: preparing a
- * statement (views inside views) runs no progress handler and may make
- * millions of small blocks. */
+/* About every this many allocations are checked as a tick is: preparing
+ * a statement (views inside views) runs no progress handler and may make
+ * millions of small blocks. One count for all threads, read and written
+ * without a lock (a thread's allocations may go uncounted when another
+ * counts at the same time; each thread meets the zero in proportion to
+ * how much it allocates): a thread-local count costs the hot path a
+ * __tls_get_addr per allocation in a module. */
 #define CHECK_EVERY_ALLOCS 1024
-static _Thread_local unsigned allocs_to_check = CHECK_EVERY_ALLOCS;
+static unsigned allocs_to_check = CHECK_EVERY_ALLOCS;
 
 /* Whether an allocation of n bytes is the place to check the call. */
 static int time_to_check(int n) {
-    if (--allocs_to_check == 0) {
-        allocs_to_check = CHECK_EVERY_ALLOCS;
-        return 1;
-    }
-    return n >= BIG_BLOCK;
+    unsigned left = __atomic_load_n(&allocs_to_check, __ATOMIC_RELAXED) - 1;
+    __atomic_store_n(&allocs_to_check, left ? left : CHECK_EVERY_ALLOCS, __ATOMIC_RELAXED);
+    return !left || n >= BIG_BLOCK;
 }
 
 static void *mem_malloc(int n) {

@@ -162,6 +162,7 @@ static int bind_value(call *k, sqlite3_stmt *stmt, int param, int v) {
     RedisModuleString *arg = k->args[k->opt.named ? 2 * v + 1 : v];
     const char *p = RedisModule_StringPtrLen(arg, &len);
     if (len > INT_MAX) return SQLITE_TOOBIG;
+    if (len >= BUDGET_BIG_VALUE) budget_big_values(); /* steps on it take long: the call moves at once */
     char letter = k->opt.spec ? k->opt.spec[v] : 'a';
     switch (letter) {
     case 'n': return sqlite3_bind_null(stmt, param);
@@ -456,26 +457,13 @@ static int refuse_text(const char *text, size_t len, char *err, size_t errlen) {
     return 0;
 }
 
-/* Whether the call is given a value of BUDGET_BIG_VALUE bytes or more
- * (an argument, or its SQL text): SQLite's functions work on it in
- * steps that no tick sees. */
-static int big_input(const call *k, size_t len) {
-    if (len >= BUDGET_BIG_VALUE) return 1;
-    for (int i = 0; i < k->nraw; i++) {
-        size_t n;
-        RedisModule_StringPtrLen(k->args[i], &n);
-        if (n >= BUDGET_BIG_VALUE) return 1;
-    }
-    return 0;
-}
-
 int call_run(call *k, const char *text, size_t len) {
     sqlite3 *db = k->c->db;
     if (k->ctx) budget_begin(k->ctx, db, k->offload_us);
     else budget_begin_worker(db, k->killed, k->started_ms);
     guard_call_begin(db, &k->c->g);
     int rc = cache_apply_settings(k->c);
-    if (k->ctx && big_input(k, len)) budget_big_values(); /* moves at once, when it may */
+    if (len >= BUDGET_BIG_VALUE) budget_big_values(); /* moves at once, when it may (arguments: bind_value) */
     if (rc == SQLITE_OK) rc = run_all(k, text, len);
     named_index_free(k);
     if (k->c->g.temp_written) k->c->has_temp = 1;

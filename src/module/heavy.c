@@ -7,6 +7,7 @@
 
 #include "fts5_snippet.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -478,15 +479,42 @@ static const char *const private_names[PRIVATE_FUNCTIONS] = {"json_patch", "prin
 static _Thread_local sqlite3 *private_db;
 static _Thread_local sqlite3_stmt *private_stmts[PRIVATE_FUNCTIONS][PRIVATE_MAX_ARGS + 1];
 
-static sqlite3_stmt *private_statement(int fn, int argc) {
-    if (argc < 0 || argc > PRIVATE_MAX_ARGS) return NULL;
-    if (private_stmts[fn][argc]) return private_stmts[fn][argc];
-    if (!private_db &&
-        sqlite3_open_v2(":memory:", &private_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_MEMORY, NULL) != SQLITE_OK) {
+/* Closes the thread's private connection as the thread ends (a worker
+ * thread that kvsql.worker-threads retires). */
+static pthread_key_t private_key;
+static pthread_once_t private_once = PTHREAD_ONCE_INIT;
+
+static void private_close(void *unused) {
+    (void)unused;
+    for (int fn = 0; fn < PRIVATE_FUNCTIONS; fn++)
+        for (int n = 0; n <= PRIVATE_MAX_ARGS; n++) {
+            sqlite3_finalize(private_stmts[fn][n]);
+            private_stmts[fn][n] = NULL;
+        }
+    sqlite3_close(private_db);
+    private_db = NULL;
+}
+
+static void private_key_create(void) {
+    pthread_key_create(&private_key, private_close);
+}
+
+static sqlite3 *private_connection(void) {
+    if (private_db) return private_db;
+    if (sqlite3_open_v2(":memory:", &private_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_MEMORY, NULL) != SQLITE_OK) {
         sqlite3_close(private_db);
         private_db = NULL;
         return NULL;
     }
+    pthread_once(&private_once, private_key_create);
+    pthread_setspecific(private_key, private_db); /* non-NULL: private_close runs at the thread's end */
+    return private_db;
+}
+
+static sqlite3_stmt *private_statement(int fn, int argc) {
+    if (argc < 0 || argc > PRIVATE_MAX_ARGS) return NULL;
+    if (private_stmts[fn][argc]) return private_stmts[fn][argc];
+    if (!private_connection()) return NULL;
     char sql[64 + 6 * PRIVATE_MAX_ARGS];
     int n = snprintf(sql, sizeof(sql), "SELECT %s(", private_names[fn]);
     for (int i = 1; i <= argc; i++) n += snprintf(sql + n, sizeof(sql) - (size_t)n, "%s?%d", i > 1 ? "," : "", i);
