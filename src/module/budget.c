@@ -59,6 +59,7 @@ static _Thread_local struct {
     int slow_ticks;                  /* ticks in a row that came long after the one before */
     int ticks_each_step;             /* the progress handler runs at every step */
     int big_values;                  /* works on a value of BUDGET_BIG_VALUE bytes or more */
+    int refused;                     /* SQLite was refused memory */
     unsigned ticks;
     sqlite3 *db;                     /* told to stop (sqlite3_interrupt) by checks outside a tick */
     const volatile int *killed;      /* a worker's call: set by SQL.KILL from the main thread */
@@ -237,6 +238,7 @@ static void refuse_all_memory(void) {
 }
 
 static void *refuse_memory(void) {
+    call.refused = 1;
     if (call.active && call.stop) return NULL; /* stopped for another reason: keep it */
     if (call.active && !call.stop) call.stop = STOP_MEMORY;
     return NULL;
@@ -326,7 +328,7 @@ static void begin_call(sqlite3 *db) {
     call.ticks = 0;
     call.last_tick_ms = call.started_ms;
     call.slow_ticks = call.ticks_each_step = 0;
-    call.big_values = 0;
+    call.big_values = call.refused = 0;
     call.db = db;
     call.stop = RUNS;
     call_bytes = 0;
@@ -367,6 +369,10 @@ int budget_kill(void) {
     if (!call.stop) call.stop = STOP_KILL;
     refuse_all_memory();
     return 1;
+}
+
+int budget_memory_refused(void) {
+    return call.refused;
 }
 
 int budget_stop_kind(void) {

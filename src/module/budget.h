@@ -60,6 +60,10 @@ const char *budget_stop_reason(void);
  * STOP_TIME, KiB for STOP_MEMORY) written into buf when they name it. */
 const char *budget_stop_words(int kind, long long limit, char *buf, size_t len);
 
+/* Whether SQLite was refused memory during the running call: its
+ * connection may hold what SQLite could not undo (close it). */
+int budget_memory_refused(void);
+
 /* SQL.KILL: stops the call running on the main thread. 0 when none runs. */
 int budget_kill(void);
 

@@ -471,7 +471,9 @@ int call_run(call *k, const char *text, size_t len) {
     if (rc == SQLITE_OK && budget_stop_reason() && !k->offloaded) rc = SQLITE_NOMEM; /* got by with less, but stop */
     if (rc != SQLITE_OK && !k->offloaded) set_sqlite_error(k, rc);
     int ok = close_transaction(k, rc == SQLITE_OK);
-    if (budget_stop_reason() && !k->offloaded) k->c->stale = 1; /* out of memory or time: start afresh */
+    /* Out of memory or time, or moved after SQLite was refused memory (a
+     * stopped call is refused all: budget.c): start afresh. */
+    if (budget_stop_reason() && (!k->offloaded || budget_memory_refused())) k->c->stale = 1;
     budget_end(db);
     if (guard_call_end(db, &k->c->g, CACHE_TEMP_KEEP_BYTES)) k->c->stale = 1;
     return ok;
