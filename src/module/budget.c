@@ -36,7 +36,8 @@ long long budget_call_memory_kb = 131072;
  * in one step, and OP_Count reads a whole table in one. Every allocation
  * of at least this many bytes (the result of such a function, a value
  * read from overflow pages, a growing group_concat) is checked as a tick
- * is, without letting others in; so is every PCACHE_CHECK_FETCHES'th page
+ * is (a main-thread call that stays lets others in there too, as at a
+ * tick: only SQL.KILL runs then); so is every PCACHE_CHECK_FETCHES'th page
  * fetch (pcache.c), and every CHECK_EVERY_ALLOCS'th allocation. A
  * check after at most BIG_BLOCK bytes or that many pages of work is a
  * few hundred microseconds apart at most. None happens on the hot path
@@ -60,6 +61,7 @@ static _Thread_local struct {
     int ticks_each_step;             /* the progress handler runs at every step */
     int big_values;                  /* works on a value of BUDGET_BIG_VALUE bytes or more */
     int refused;                     /* SQLite was refused memory */
+    int keep_connection;             /* budget_keep_connection() */
     unsigned ticks;
     sqlite3 *db;                     /* told to stop (sqlite3_interrupt) by checks outside a tick */
     const volatile int *killed;      /* a worker's call: set by SQL.KILL from the main thread */
@@ -133,8 +135,16 @@ static int time_to_offload(long long now, int heavy) {
 }
 
 /* Whether the running call must stop now: SQL.KILL, time to move, the
- * time limit. Lets nobody in: safe anywhere (heavy: outside a tick). */
+ * time limit (heavy: asked outside a tick). */
 static void refuse_all_memory(void);
+
+/* A call that stops to move while its connection must be kept (it holds
+ * TEMP objects, which closing would lose) gets memory still: a connection
+ * SQLite was refused memory in is closed (exec.c). It unwinds at SQLite's
+ * next look at the interrupt instead. */
+static int keeps_memory(void) {
+    return call.keep_connection && call.stop == STOP_OFFLOAD;
+}
 
 static int must_stop(long long now, int heavy) {
     if (call.stop) return 1;
@@ -142,7 +152,7 @@ static int must_stop(long long now, int heavy) {
     else if (time_to_offload(now, heavy)) call.stop = STOP_OFFLOAD;
     else if (call.timeout_ms > 0 && now - call.started_ms >= call.timeout_ms) call.stop = STOP_TIME;
     if (call.stop == RUNS) return 0;
-    refuse_all_memory();
+    if (!keeps_memory()) refuse_all_memory();
     return 1;
 }
 
@@ -190,13 +200,24 @@ static int on_progress(void *arg) {
 static int check_heavy_work(size_t bytes) {
     if (!call.active) return 0;
     if (bytes >= BUDGET_BIG_VALUE) call.big_values = 1;
-    if (!must_stop(coarse_ms(), 1)) return 0;
+    long long now = coarse_ms();
+    if (!must_stop(now, 1)) {
+        if (call.ctx && now >= call.next_yield_ms) { /* a main-thread call that stays: -BUSY, SQL.KILL */
+            call.next_yield_ms = now + YIELD_EVERY_MS;
+            let_others_in(); /* as from the progress handler: only SQL.KILL runs, and it touches no SQLite */
+        }
+        return 0;
+    }
     if (call.db) sqlite3_interrupt(call.db);
-    return 1;
+    return !keeps_memory();
 }
 
 static void on_page_fetches(void) {
     check_heavy_work(0);
+}
+
+void budget_keep_connection(void) {
+    if (call.active) call.keep_connection = 1;
 }
 
 void budget_big_values(void) {
@@ -328,7 +349,7 @@ static void begin_call(sqlite3 *db) {
     call.ticks = 0;
     call.last_tick_ms = call.started_ms;
     call.slow_ticks = call.ticks_each_step = 0;
-    call.big_values = call.refused = 0;
+    call.big_values = call.refused = call.keep_connection = 0;
     call.db = db;
     call.stop = RUNS;
     call_bytes = 0;

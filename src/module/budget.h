@@ -6,7 +6,7 @@
  * binding (exec.c) call budget_tick(), which stops the call past
  * kvsql.query-timeout-ms or after SQL.KILL, moves it (STOP_OFFLOAD) and
  * lets Redis answer -BUSY while it runs long. Work inside one step is
- * checked too, without letting anyone in: at big and every 1024th
+ * checked too: at big and every 1024th
  * allocation and every 256th page fetch (pcache.h); a stopped call is
  * refused all further memory and its statement interrupted (see
  * docs/SECURITY.md, "The main thread"). SQLite allocates
@@ -59,6 +59,10 @@ const char *budget_stop_reason(void);
 /* The same words for a stop of this kind, with its limit (ms for
  * STOP_TIME, KiB for STOP_MEMORY) written into buf when they name it. */
 const char *budget_stop_words(int kind, long long limit, char *buf, size_t len);
+
+/* The running call's connection must be kept (it holds TEMP objects):
+ * stopping to move refuses it no memory (see budget_memory_refused). */
+void budget_keep_connection(void);
 
 /* Whether SQLite was refused memory during the running call: its
  * connection may hold what SQLite could not undo (close it). */

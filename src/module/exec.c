@@ -464,6 +464,7 @@ int call_run(call *k, const char *text, size_t len) {
     guard_call_begin(db, &k->c->g);
     int rc = cache_apply_settings(k->c);
     if (len >= BUDGET_BIG_VALUE) budget_big_values(); /* moves at once, when it may (arguments: bind_value) */
+    if (k->c->has_temp) budget_keep_connection(); /* moving must not close it */
     if (rc == SQLITE_OK) rc = run_all(k, text, len);
     named_index_free(k);
     if (k->c->g.temp_written) k->c->has_temp = 1;
