@@ -31,6 +31,7 @@ long long budget_call_memory_kb = 131072;
  * call moves to a worker thread (about a thousand virtual machine steps).
  * Between them the coarse clock, read at every tick anyway, decides. */
 #define OFFLOAD_CHECK_TICKS 64
+#define OFFLOAD_MARGIN_MS 16
 
 /* Work that no progress tick sees: SQLite's functions build their result
  * in one step, and OP_Count reads a whole table in one. Every allocation
@@ -119,7 +120,11 @@ static long long precise_us(void) {
  * check outside a tick, after much work). */
 static int time_to_offload(long long now, int heavy) {
     if (!call.offload_after_us) return 0;
-    long long surely_ms = (call.offload_after_us + 999) / 1000 + coarse_step_ms();
+    /* The coarse clock moves a call that has surely run long: by a margin
+     * of OFFLOAD_MARGIN_MS, so that a short call that the system merely
+     * descheduled for a few milliseconds does not move. */
+    long long step = coarse_step_ms(), margin = OFFLOAD_MARGIN_MS > 2 * step ? OFFLOAD_MARGIN_MS : 2 * step;
+    long long surely_ms = (call.offload_after_us + 999) / 1000 + margin;
     int late = call.big_values || now - call.started_ms >= surely_ms; /* big values: at once */
     if (++call.ticks % OFFLOAD_CHECK_TICKS && !late && !heavy) return 0;
     long long us = precise_us();
@@ -151,9 +156,7 @@ static int must_stop(long long now, int heavy) {
     if (call.killed && *call.killed) call.stop = STOP_KILL;
     else if (time_to_offload(now, heavy)) call.stop = STOP_OFFLOAD;
     else if (call.timeout_ms > 0 && now - call.started_ms >= call.timeout_ms) call.stop = STOP_TIME;
-    if (call.stop == RUNS) return 0;
-    if (!keeps_memory()) refuse_all_memory();
-    return 1;
+    return call.stop != RUNS;
 }
 
 static int on_progress(void *arg);
@@ -209,7 +212,9 @@ static int check_heavy_work(size_t bytes) {
         return 0;
     }
     if (call.db) sqlite3_interrupt(call.db);
-    return !keeps_memory();
+    if (keeps_memory()) return 0;
+    refuse_all_memory(); /* stopped in the middle of a step: SQLite unwinds at its next allocation */
+    return 1;
 }
 
 static void on_page_fetches(void) {
@@ -251,9 +256,11 @@ static void count_bytes(long long n) {
     call_bytes += n;
 }
 
-/* A stopped call gets no more memory: SQLite gives up what it was doing
- * (preparing a statement runs no progress handler, and an authorizer's
- * refusal does not end it) and unwinds. */
+/* A call found stopped inside a step gets no more memory: SQLite gives
+ * up what it was doing (preparing a statement runs no progress handler,
+ * and an authorizer's refusal does not end it) and unwinds. A call
+ * stopped at a tick unwinds by itself and keeps its memory (and so its
+ * connection: exec.c closes one that SQLite was refused memory in). */
 static void refuse_all_memory(void) {
     call_cap = 0;
 }
