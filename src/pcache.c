@@ -37,6 +37,7 @@ typedef struct pc_cache {
     unsigned max_pages; /* PRAGMA cache_size, in pages */
     unsigned npages;    /* pinned or not */
     unsigned max_key;   /* no page's key is above it (0 when empty) */
+    unsigned fetches;   /* counts to PCACHE_CHECK_FETCHES, then the hook runs */
     unsigned nslots;    /* a power of two, or 0 (no table) */
     pc_page **table;    /* inline_table, or a larger one of its own */
     void **owner;       /* where kvsql_pcache_watch() reported it, or NULL */
@@ -252,8 +253,19 @@ static pc_page *new_page(pc_cache *c, int create) {
     return p;
 }
 
+static void (*fetch_hook)(void);
+
+void kvsql_pcache_on_fetches(void (*hook)(void)) {
+    __atomic_store_n(&fetch_hook, hook, __ATOMIC_RELAXED);
+}
+
 static sqlite3_pcache_page *pc_fetch(sqlite3_pcache *pc, unsigned key, int create) {
     pc_cache *c = (pc_cache *)pc;
+    if (++c->fetches == PCACHE_CHECK_FETCHES) { /* one VM step may read a whole table (OP_Count) */
+        c->fetches = 0;
+        void (*hook)(void) = __atomic_load_n(&fetch_hook, __ATOMIC_RELAXED);
+        if (hook) hook();
+    }
     pc_page *p = find(c, key);
     if (p) {
         if (!p->pinned) {

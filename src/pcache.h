@@ -35,4 +35,11 @@ int kvsql_pcache_forget(void *cache, unsigned key);
  * purgeable caches, pinned or not), all threads together. */
 long long kvsql_pcache_bytes(void);
 
+/* Calls hook (on the fetching thread) every PCACHE_CHECK_FETCHES page
+ * fetches of a cache: SQLite reads a whole table in one step of its
+ * virtual machine (OP_Count), where no progress handler runs. The
+ * module's budget (budget.c) checks its time there. NULL: none. */
+#define PCACHE_CHECK_FETCHES 256
+void kvsql_pcache_on_fetches(void (*hook)(void));
+
 #endif

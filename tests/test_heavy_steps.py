@@ -181,6 +181,37 @@ def test_json_patch_matches_sqlite_and_refuses_too_much_work(r):
     assert "json_patch: target and patch too large" in err
 
 
+PRINTF_FORMATS = ["%d", "%5d|", "%-5d|", "%05d", "%+d", "% d", "%,d", "%x", "%X", "%#x", "%o", "%u", "%i",
+                  "%lld", "%ld", "%l", "%ll", "%f", "%.2f", "%10.3f", "%e", "%E", "%g", "%G", "%!.3g", "%#g",
+                  "%s", "%.2s", "%10s|", "%-10s|", "%!.2s", "%q", "%Q", "%w", "%c", "%5c|", "%.3c|", "%-5.3c|",
+                  "%!.3c", "%*c|", "%-*c|", "%.*c|", "%*.*c|", "%.*d", "%*d", "%ll.*c|", "%5l.3c|", "%.3*c|",
+                  "%*5c|", "%.-3c|", "%%", "%n%c", "%T%c", "%S", "%p", "%r", "%z", "%", "a%", "%5", "%.", "%*",
+                  "%.*", "%l.3c", "%0*.*c", "%,.*c", "%.0c|", "%.1c|", "%.*c%.*c", "%#.3c", "%y%c"]
+PRINTF_ARGS = ["", ", 7", ", 3, 'é'", ", -4, 'ab'", ", 2, 3, 'x'", ", NULL, 'x'", ", 'z', 5", ", 1.5, 2, 'q'",
+               ", x'41', 2", ", -2147483648, 'x'", ", 4294967299, 'y'", ", 70000, 'w'"]
+
+
+def test_printf_and_format_match_sqlite(r):
+    """kvsql reads printf's format itself (src/module/heavy.c) to refuse
+    %c repeats past the length limit, then runs SQLite's own."""
+    db = sqlite3.connect(":memory:")
+    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 131072 * 1024 // 4)  # kvsql's, from kvsql.call-memory-kb
+    exprs = []
+    for f in PRINTF_FORMATS:
+        for a in PRINTF_ARGS:
+            exprs.append("printf('%s'%s)" % (f, a))
+            exprs.append("format('%s|%s'%s)" % (f, f, a))
+    exprs += ["printf('%.40000000c', 'x')", "printf()", "printf(NULL, 1)", "printf(5)", "printf(x'25642e', 7)", "format('%s %s', 'a')"]
+    wrong = []
+    for i in range(0, len(exprs), 100):
+        part = exprs[i:i + 100]
+        q = "select " + ", ".join("quote(%s)" % e for e in part)
+        want = list(db.execute(q).fetchone())
+        got = [v.decode() if isinstance(v, bytes) else v for v in query(r, "db", q)[1]]
+        wrong += [(e, w, g) for e, w, g in zip(part, want, got) if w != g]
+    assert not wrong, wrong[:10]
+
+
 # ---- heavy calls are stopped ------------------------------------------------------
 
 # Each runs for minutes (or much longer) with SQLite's own function.

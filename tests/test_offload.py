@@ -52,7 +52,7 @@ def test_a_long_read_runs_on_a_worker_while_others_are_served(server, big):
     # Served while the read runs: plain commands, and SQL on the same database.
     assert big.ping()
     assert big.set("other", "1")
-    assert query(big, "db", "select count(*) from t")[1] == [ROWS]
+    assert query(big, "db", "select max(id) from t")[1] == [ROWS]  # one seek: stays here
     assert sql(big, "db", "insert into t values(?, '99')", ROWS + 1) == 1  # would count 20 more
     assert t.is_alive(), "the long read ended before the others were served: make it longer"
     t.join(60)

@@ -3,6 +3,8 @@
  * prepares) and module.c (memory methods, configs). */
 #include "budget.h"
 
+#include "pcache.h"
+
 #include <stdio.h>
 #include <stdint.h>
 #include <time.h>
@@ -26,8 +28,23 @@ long long budget_call_memory_kb = 131072;
 
 
 /* Ticks between two reads of the precise clock that decides whether a
- * call moves to a worker thread (about a thousand virtual machine steps). */
+ * call moves to a worker thread (about a thousand virtual machine steps).
+ * Between them the coarse clock, read at every tick anyway, decides. */
 #define OFFLOAD_CHECK_TICKS 64
+#define OFFLOAD_MARGIN_MS 16
+
+/* Work that no progress tick sees: SQLite's functions build their result
+ * in one step, and OP_Count reads a whole table in one. Every allocation
+ * of at least this many bytes (the result of such a function, a value
+ * read from overflow pages, a growing group_concat) is checked as a tick
+ * is (a main-thread call that stays lets others in there too, as at a
+ * tick: only SQL.KILL runs then); so is every PCACHE_CHECK_FETCHES'th page
+ * fetch (pcache.c), and every CHECK_EVERY_ALLOCS'th allocation. A
+ * check after at most BIG_BLOCK bytes or that many pages of work is a
+ * few hundred microseconds apart at most. None happens on the hot path
+ * (a point select makes no block this big and fetches a handful of
+ * pages); counting costs it a few instructions. */
+#define BIG_BLOCK (16 * 1024)
 
 /* The call running on this thread. Redis runs one command at a time on its
  * main thread, and while a call yields only commands flagged allow-busy
@@ -40,7 +57,14 @@ static _Thread_local struct {
     int may_yield;                   /* not inside MULTI or a script; -1 until asked */
     long long offload_after_us;      /* run this long, it moves to a worker (0: never) */
     long long offload_at_us;         /* ... from this time on (0: not known yet) */
+    long long last_tick_ms;          /* the coarse clock at the last tick */
+    int slow_ticks;                  /* ticks in a row that came long after the one before */
+    int ticks_each_step;             /* the progress handler runs at every step */
+    int big_values;                  /* works on a value of BUDGET_BIG_VALUE bytes or more */
+    int refused;                     /* SQLite was refused memory */
+    int keep_connection;             /* budget_keep_connection() */
     unsigned ticks;
+    sqlite3 *db;                     /* told to stop (sqlite3_interrupt) by checks outside a tick */
     const volatile int *killed;      /* a worker's call: set by SQL.KILL from the main thread */
     enum budget_stop stop;
 } call;
@@ -54,6 +78,19 @@ static long long coarse_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The coarse clock's step in milliseconds (at least 1), read once. */
+static long long coarse_step_ms(void) {
+    static long long step;
+    if (!step) {
+        struct timespec res;
+        long long ms = clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0
+                         ? (long long)res.tv_sec * 1000 + (res.tv_nsec + 999999) / 1000000
+                         : 10;
+        __atomic_store_n(&step, ms > 0 ? ms : 1, __ATOMIC_RELAXED);
+    }
+    return step;
 }
 
 /* Lets Redis serve other clients: past busy-reply-threshold they get -BUSY,
@@ -77,13 +114,23 @@ static long long precise_us(void) {
 /* Whether a main-thread call that may move has run long enough to move.
  * Asked only then (off the hot path): never inside MULTI or a script,
  * which must stay atomic and synchronous, nor for a client that cannot
- * block; such a call runs on here to its end. */
-static int time_to_offload(void) {
-    if (!call.offload_after_us || ++call.ticks % OFFLOAD_CHECK_TICKS) return 0;
-    long long now = precise_us();
+ * block; such a call runs on here to its end. The precise clock is read
+ * every OFFLOAD_CHECK_TICKS ticks, or at once when `now` (the coarse
+ * clock) shows the call has surely run that long, or when `heavy` (a
+ * check outside a tick, after much work). */
+static int time_to_offload(long long now, int heavy) {
+    if (!call.offload_after_us) return 0;
+    /* The coarse clock moves a call that has surely run long: by a margin
+     * of OFFLOAD_MARGIN_MS, so that a short call that the system merely
+     * descheduled for a few milliseconds does not move. */
+    long long step = coarse_step_ms(), margin = OFFLOAD_MARGIN_MS > 2 * step ? OFFLOAD_MARGIN_MS : 2 * step;
+    long long surely_ms = (call.offload_after_us + 999) / 1000 + margin;
+    int late = call.big_values || now - call.started_ms >= surely_ms; /* big values: at once */
+    if (++call.ticks % OFFLOAD_CHECK_TICKS && !late && !heavy) return 0;
+    long long us = precise_us();
     if (!call.offload_at_us) /* the first look, a few microseconds in: short calls never read the clock */
-        call.offload_at_us = now + call.offload_after_us;
-    if (now < call.offload_at_us) return 0;
+        call.offload_at_us = us + call.offload_after_us;
+    if (us < call.offload_at_us && !late) return 0;
     const int stay = REDISMODULE_CTX_FLAGS_LUA | REDISMODULE_CTX_FLAGS_MULTI | REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
     if (RedisModule_GetContextFlags(call.ctx) & stay) {
         call.offload_after_us = 0;
@@ -92,22 +139,51 @@ static int time_to_offload(void) {
     return 1;
 }
 
+/* Whether the running call must stop now: SQL.KILL, time to move, the
+ * time limit (heavy: asked outside a tick). */
+static void refuse_all_memory(void);
+
+/* A call that stops to move while its connection must be kept (it holds
+ * TEMP objects, which closing would lose) gets memory still: a connection
+ * SQLite was refused memory in is closed (exec.c). It unwinds at SQLite's
+ * next look at the interrupt instead. */
+static int keeps_memory(void) {
+    return call.keep_connection && call.stop == STOP_OFFLOAD;
+}
+
+static int must_stop(long long now, int heavy) {
+    if (call.stop) return 1;
+    if (call.killed && *call.killed) call.stop = STOP_KILL;
+    else if (time_to_offload(now, heavy)) call.stop = STOP_OFFLOAD;
+    else if (call.timeout_ms > 0 && now - call.started_ms >= call.timeout_ms) call.stop = STOP_TIME;
+    return call.stop != RUNS;
+}
+
+static int on_progress(void *arg);
+
+/* On the main thread, steps that each take long (two steps of the coarse
+ * clock or more between two ticks, twice in a row: not a thread that
+ * was merely descheduled once) make SQLite tick at every step for the
+ * rest of the call: then no more than one step's work passes unchecked.
+ * A worker keeps its pace: a step or two past its time limit holds no
+ * one else up. */
+static void adapt_steps(long long now) {
+    int slow = now - call.last_tick_ms >= 2 * coarse_step_ms();
+    call.last_tick_ms = now;
+    if (!call.ctx || !call.db || call.ticks_each_step) return;
+    if (slow && call.slow_ticks++) {
+        sqlite3_progress_handler(call.db, 1, on_progress, NULL);
+        call.ticks_each_step = 1;
+    } else if (!slow) {
+        call.slow_ticks = 0;
+    }
+}
+
 int budget_tick(void) {
     if (!call.active) return 0;
-    if (call.stop) return 1;
-    if (call.killed && *call.killed) {
-        call.stop = STOP_KILL;
-        return 1;
-    }
-    if (time_to_offload()) {
-        call.stop = STOP_OFFLOAD;
-        return 1;
-    }
     long long now = coarse_ms();
-    if (call.timeout_ms > 0 && now - call.started_ms >= call.timeout_ms) {
-        call.stop = STOP_TIME;
-        return 1;
-    }
+    if (must_stop(now, 0)) return 1;
+    adapt_steps(now);
     if (call.ctx && now >= call.next_yield_ms) {
         call.next_yield_ms = now + YIELD_EVERY_MS;
         let_others_in();
@@ -118,6 +194,39 @@ int budget_tick(void) {
 static int on_progress(void *arg) {
     (void)arg;
     return budget_tick();
+}
+
+/* A check outside a tick, after much work in one step: the call's
+ * statement is interrupted (SQLite looks at that between pages of
+ * OP_Count and at its next jump) when it must stop. A block of
+ * BUDGET_BIG_VALUE bytes or more moves a main-thread call at once. */
+static int check_heavy_work(size_t bytes) {
+    if (!call.active) return 0;
+    if (bytes >= BUDGET_BIG_VALUE) call.big_values = 1;
+    long long now = coarse_ms();
+    if (!must_stop(now, 1)) {
+        if (call.ctx && now >= call.next_yield_ms) { /* a main-thread call that stays: -BUSY, SQL.KILL */
+            call.next_yield_ms = now + YIELD_EVERY_MS;
+            let_others_in(); /* as from the progress handler: only SQL.KILL runs, and it touches no SQLite */
+        }
+        return 0;
+    }
+    if (call.db) sqlite3_interrupt(call.db);
+    if (keeps_memory()) return 0;
+    refuse_all_memory(); /* stopped in the middle of a step: SQLite unwinds at its next allocation */
+    return 1;
+}
+
+static void on_page_fetches(void) {
+    check_heavy_work(0);
+}
+
+void budget_keep_connection(void) {
+    if (call.active) call.keep_connection = 1;
+}
+
+void budget_big_values(void) {
+    if (call.active) call.big_values = 1;
 }
 
 /* ---- memory ------------------------------------------------------------- */
@@ -147,7 +256,18 @@ static void count_bytes(long long n) {
     call_bytes += n;
 }
 
+/* A call found stopped inside a step gets no more memory: SQLite gives
+ * up what it was doing (preparing a statement runs no progress handler,
+ * and an authorizer's refusal does not end it) and unwinds. A call
+ * stopped at a tick unwinds by itself and keeps its memory (and so its
+ * connection: exec.c closes one that SQLite was refused memory in). */
+static void refuse_all_memory(void) {
+    call_cap = 0;
+}
+
 static void *refuse_memory(void) {
+    call.refused = 1;
+    if (call.active && call.stop) return NULL; /* stopped for another reason: keep it */
     if (call.active && !call.stop) call.stop = STOP_MEMORY;
     return NULL;
 }
@@ -159,8 +279,25 @@ static int over_cap(size_t n) {
     return call_cap >= 0 && (n > (size_t)call_cap || call_bytes > call_cap - (long long)n);
 }
 
+/* About every this many allocations are checked as a tick is: preparing
+ * a statement (views inside views) runs no progress handler and may make
+ * millions of small blocks. One count for all threads, read and written
+ * without a lock (a thread's allocations may go uncounted when another
+ * counts at the same time; each thread meets the zero in proportion to
+ * how much it allocates): a thread-local count costs the hot path a
+ * __tls_get_addr per allocation in a module. */
+#define CHECK_EVERY_ALLOCS 1024
+static unsigned allocs_to_check = CHECK_EVERY_ALLOCS;
+
+/* Whether an allocation of n bytes is the place to check the call. */
+static int time_to_check(int n) {
+    unsigned left = __atomic_load_n(&allocs_to_check, __ATOMIC_RELAXED) - 1;
+    __atomic_store_n(&allocs_to_check, left ? left : CHECK_EVERY_ALLOCS, __ATOMIC_RELAXED);
+    return !left || n >= BIG_BLOCK;
+}
+
 static void *mem_malloc(int n) {
-    if (over_cap((size_t)n)) return refuse_memory();
+    if (over_cap((size_t)n) || (time_to_check(n) && check_heavy_work((size_t)n))) return refuse_memory();
     void *p = BLOCK_ALLOC((size_t)n);
     if (p) count_bytes((long long)BLOCK_SIZE(p));
     return p;
@@ -174,7 +311,8 @@ static void mem_free(void *p) {
 
 static void *mem_realloc(void *p, int n) {
     size_t old = BLOCK_SIZE(p);
-    if ((size_t)n > old && over_cap((size_t)n - old)) return refuse_memory();
+    if ((size_t)n > old && (over_cap((size_t)n - old) || (time_to_check(n) && check_heavy_work((size_t)n))))
+        return refuse_memory();
     void *q = BLOCK_REALLOC(p, (size_t)n);
     if (q) count_bytes((long long)BLOCK_SIZE(q) - (long long)old);
     return q;
@@ -190,6 +328,7 @@ static int mem_roundup(int n) {
 
 static int mem_init(void *arg) {
     (void)arg;
+    kvsql_pcache_on_fetches(on_page_fetches); /* SQLite starts: its page cache reports to us */
     return SQLITE_OK;
 }
 
@@ -215,6 +354,10 @@ static void begin_call(sqlite3 *db) {
     call.memory_kb = budget_call_memory_kb;
     call.may_yield = -1; /* not known yet */
     call.ticks = 0;
+    call.last_tick_ms = call.started_ms;
+    call.slow_ticks = call.ticks_each_step = 0;
+    call.big_values = call.refused = call.keep_connection = 0;
+    call.db = db;
     call.stop = RUNS;
     call_bytes = 0;
     call_cap = call.memory_kb > 0 ? call.memory_kb * 1024 : -1;
@@ -242,6 +385,7 @@ void budget_end(sqlite3 *db) {
     call_cap = -1;
     call.active = 0;
     call.ctx = NULL;
+    call.db = NULL;
 }
 
 long long budget_now_ms(void) {
@@ -251,7 +395,12 @@ long long budget_now_ms(void) {
 int budget_kill(void) {
     if (!call.active) return 0;
     if (!call.stop) call.stop = STOP_KILL;
+    refuse_all_memory();
     return 1;
+}
+
+int budget_memory_refused(void) {
+    return call.refused;
 }
 
 int budget_stop_kind(void) {

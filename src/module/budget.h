@@ -2,9 +2,14 @@
  *
  * exec.c opens a budget around every call (budget_begin/budget_end). While
  * it is open, SQLite's progress handler (installed here, removed at the
- * end) and the authorizer (guard.c, during statement preparation) call
- * budget_tick(), which stops the call past kvsql.query-timeout-ms or after
- * SQL.KILL and lets Redis answer -BUSY while it runs long. SQLite allocates
+ * end), the authorizer (guard.c, during statement preparation) and NAMED
+ * binding (exec.c) call budget_tick(), which stops the call past
+ * kvsql.query-timeout-ms or after SQL.KILL, moves it (STOP_OFFLOAD) and
+ * lets Redis answer -BUSY while it runs long. Work inside one step is
+ * checked too: at big and every 1024th
+ * allocation and every 256th page fetch (pcache.h); a stopped call is
+ * refused all further memory and its statement interrupted (see
+ * docs/SECURITY.md, "The main thread"). SQLite allocates
  * through budget_memory_methods (module.c installs them), which count every
  * byte and refuse what would take a call past kvsql.call-memory-kb (each
  * thread's call counts what that thread allocates). */
@@ -37,6 +42,13 @@ long long budget_now_ms(void);
  * Lets other clients in (-BUSY) now and then. 0 outside a call. */
 int budget_tick(void);
 
+/* Values of this many bytes or more (made, read or given) move a call
+ * off the main thread at once, when it may move: one step of SQLite's
+ * functions on such a value takes milliseconds (docs/SECURITY.md). */
+#define BUDGET_BIG_VALUE (1024 * 1024)
+/* The running call was given such a value (an argument, its SQL text). */
+void budget_big_values(void);
+
 /* Whether and why the running call was stopped. */
 enum budget_stop { RUNS = 0, STOP_KILL, STOP_TIME, STOP_MEMORY, STOP_OFFLOAD };
 int budget_stop_kind(void);
@@ -47,6 +59,14 @@ const char *budget_stop_reason(void);
 /* The same words for a stop of this kind, with its limit (ms for
  * STOP_TIME, KiB for STOP_MEMORY) written into buf when they name it. */
 const char *budget_stop_words(int kind, long long limit, char *buf, size_t len);
+
+/* The running call's connection must be kept (it holds TEMP objects):
+ * stopping to move refuses it no memory (see budget_memory_refused). */
+void budget_keep_connection(void);
+
+/* Whether SQLite was refused memory during the running call: its
+ * connection may hold what SQLite could not undo (close it). */
+int budget_memory_refused(void);
 
 /* SQL.KILL: stops the call running on the main thread. 0 when none runs. */
 int budget_kill(void);

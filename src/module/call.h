@@ -21,6 +21,7 @@ typedef struct call {
     int may_wait;         /* a write the lease refuses may wait for it (leasewait.h) */
     options opt;
     unsigned char *used;  /* NAMED: which pairs bound a parameter (nargs bytes) */
+    struct named_index *named; /* NAMED: the pairs by name, made by the first statement (exec.c) */
     int max_params;       /* most parameters of any statement */
     int has_rows;         /* the last statement returns columns */
     long long changes;    /* rows changed by the last statement (its result rows go to `rows`) */

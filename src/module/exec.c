@@ -162,6 +162,7 @@ static int bind_value(call *k, sqlite3_stmt *stmt, int param, int v) {
     RedisModuleString *arg = k->args[k->opt.named ? 2 * v + 1 : v];
     const char *p = RedisModule_StringPtrLen(arg, &len);
     if (len > INT_MAX) return SQLITE_TOOBIG;
+    if (len >= BUDGET_BIG_VALUE) budget_big_values(); /* steps on it take long: the call moves at once */
     char letter = k->opt.spec ? k->opt.spec[v] : 'a';
     switch (letter) {
     case 'n': return sqlite3_bind_null(stmt, param);
@@ -173,26 +174,79 @@ static int bind_value(call *k, sqlite3_stmt *stmt, int param, int v) {
     }
 }
 
-/* NAMED: the pair whose name is that of parameter `name` (":x", "@x",
- * "$x"), given with or without a prefix (x, :x, @x, $x all name :x, @x
- * and $x); -1 when none. */
+/* NAMED: the pairs sorted by name (without its prefix), then by order:
+ * a parameter finds its pair by binary search, so that binding takes
+ * O((parameters + pairs) log pairs), not parameters times pairs. */
+typedef struct named_entry {
+    const char *name;
+    size_t len;
+    int v;
+} named_entry;
+
+struct named_index {
+    int n;
+    named_entry e[];
+};
+
+/* A pair's name without its prefix: x, :x, @x and $x all name :x, @x and $x. */
+static named_entry pair_name(call *k, int v) {
+    named_entry e;
+    e.name = RedisModule_StringPtrLen(k->args[2 * v], &e.len);
+    e.v = v;
+    if (e.len > 0 && strchr(":@$", e.name[0])) {
+        e.name++;
+        e.len--;
+    }
+    return e;
+}
+
+static int compare_names(const char *a, size_t alen, const char *b, size_t blen) {
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    return c ? c : (alen > blen) - (alen < blen);
+}
+
+static int compare_entries(const void *pa, const void *pb) {
+    const named_entry *a = pa, *b = pb;
+    int c = compare_names(a->name, a->len, b->name, b->len);
+    return c ? c : (a->v > b->v) - (a->v < b->v);
+}
+
+static struct named_index *named_index_of(call *k) {
+    if (k->named) return k->named;
+    struct named_index *x = RedisModule_Alloc(sizeof(*x) + (size_t)k->nargs * sizeof(named_entry));
+    x->n = k->nargs;
+    for (int v = 0; v < k->nargs; v++) x->e[v] = pair_name(k, v);
+    qsort(x->e, (size_t)x->n, sizeof(named_entry), compare_entries);
+    return k->named = x;
+}
+
+static void named_index_free(call *k) {
+    if (k->named) RedisModule_Free(k->named);
+    k->named = NULL;
+}
+
+/* NAMED: the first pair whose name is that of parameter `name` (":x",
+ * "@x", "$x"); -1 when none. */
 static int find_named(call *k, const char *name) {
+    const struct named_index *x = named_index_of(k);
     const char *want = name + 1;
     size_t wlen = strlen(want);
-    for (int v = 0; v < k->nargs; v++) {
-        size_t len;
-        const char *p = RedisModule_StringPtrLen(k->args[2 * v], &len);
-        if (len > 0 && strchr(":@$", p[0])) {
-            p++;
-            len--;
-        }
-        if (len == wlen && memcmp(p, want, len) == 0) return v;
+    int lo = 0, hi = x->n; /* the first entry not below want */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (compare_names(x->e[mid].name, x->e[mid].len, want, wlen) < 0) lo = mid + 1;
+        else hi = mid;
     }
-    return -1;
+    return lo < x->n && compare_names(x->e[lo].name, x->e[lo].len, want, wlen) == 0 ? x->e[lo].v : -1;
 }
+
+/* SQLite finds a parameter's name by walking the list of them: binding
+ * many takes time in one piece, checked as a step is every so many. */
+#define NAMED_CHECK_EVERY 64
 
 static int bind_named(call *k, sqlite3_stmt *stmt, int n) {
     for (int i = 1; i <= n; i++) {
+        if (i % NAMED_CHECK_EVERY == 0 && budget_tick()) return SQLITE_INTERRUPT;
         const char *name = sqlite3_bind_parameter_name(stmt, i);
         if (!name || name[0] == '?') {
             snprintf(k->err, sizeof(k->err),
@@ -332,6 +386,9 @@ static int run_stmt(call *k, sqlite3_stmt *stmt) {
         if (k->has_rows && (rc = result_add_row(k->rows, stmt)) != SQLITE_OK) return rc;
     }
     if (rc != SQLITE_DONE) return rc;
+    /* Stopped inside a step (budget.c's checks outside its ticks), SQLite
+     * may end the statement as if done: OP_Count with part of a count. */
+    if (budget_stop_kind()) return SQLITE_INTERRUPT;
     /* DDL leaves sqlite3_changes() as the last DML set it: report 0. */
     k->changes = sqlite3_total_changes64(k->c->db) != before ? sqlite3_changes64(k->c->db) : 0;
     return SQLITE_OK;
@@ -406,13 +463,18 @@ int call_run(call *k, const char *text, size_t len) {
     else budget_begin_worker(db, k->killed, k->started_ms);
     guard_call_begin(db, &k->c->g);
     int rc = cache_apply_settings(k->c);
+    if (len >= BUDGET_BIG_VALUE) budget_big_values(); /* moves at once, when it may (arguments: bind_value) */
+    if (k->c->has_temp) budget_keep_connection(); /* moving must not close it */
     if (rc == SQLITE_OK) rc = run_all(k, text, len);
+    named_index_free(k);
     if (k->c->g.temp_written) k->c->has_temp = 1;
     k->offloaded = budget_stop_kind() == STOP_OFFLOAD; /* not an error: it goes on elsewhere */
     if (rc == SQLITE_OK && budget_stop_reason() && !k->offloaded) rc = SQLITE_NOMEM; /* got by with less, but stop */
     if (rc != SQLITE_OK && !k->offloaded) set_sqlite_error(k, rc);
     int ok = close_transaction(k, rc == SQLITE_OK);
-    if (budget_stop_reason() && !k->offloaded) k->c->stale = 1; /* out of memory or time: start afresh */
+    /* Out of memory or time, or moved after SQLite was refused memory (a
+     * stopped call is refused all: budget.c): start afresh. */
+    if (budget_stop_reason() && (!k->offloaded || budget_memory_refused())) k->c->stale = 1;
     budget_end(db);
     if (guard_call_end(db, &k->c->g, CACHE_TEMP_KEEP_BYTES)) k->c->stale = 1;
     return ok;
@@ -447,11 +509,10 @@ static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key,
 static void move_or_rerun(call *k, RedisModuleString *keyname, RedisModuleKey *key, const char *text, size_t len) {
     uint32_t npages = keyspace_store_npages(k->c->store);
     uint32_t psz = (uint32_t)keyspace_store_page_size(k->c->store);
-    int temp = k->c->has_temp; /* TEMP objects live only in this connection */
     result_reset(k->rows);
     cache_release(k->c);
     k->c = NULL;
-    if (!temp && offload_call(k, keyname, npages, psz)) return;
+    if (offload_call(k, keyname, npages, psz)) return; /* a call that may use TEMP objects never stops to move */
     k->offload_us = 0;
     k->offloaded = k->has_rows = k->max_params = 0;
     k->changes = 0;
@@ -469,7 +530,8 @@ static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key,
         return;
     }
     if (!k->readonly) changes_call_begin(k->ctx, keyname, k->c->db, &k->c->g); /* capture: if on for the key */
-    if (k->c->has_temp) k->offload_us = 0;
+    if (k->c->has_temp && k->offload_us && guard_may_use_temp(k->c->db, &k->c->g, text, len, k->readonly))
+        k->offload_us = 0; /* TEMP objects live only in this connection: the call stays */
     int ok = call_run(k, text, len);
     if (ok) ok = keyspace_store_flush(k->c->store, k->err, sizeof(k->err)) == 0; /* refused: nothing written */
     if (!ok && keyspace_store_has_pending(k->c->store)) {

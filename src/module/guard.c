@@ -198,6 +198,85 @@ sqlite3_int64 guard_read_pragma(sqlite3 *db, guard *g, const char *sql) {
     return v;
 }
 
+/* ---- TEMP objects and SQL text ---------------------------------------- */
+
+/* A character of a word as SQLite's tokenizer reads identifiers. */
+static int word_char(unsigned char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+           ch == '$' || ch >= 0x80;
+}
+
+static int same_word(const char *a, size_t alen, const char *b) {
+    return strlen(b) == alen && strncasecmp(a, b, alen) == 0;
+}
+
+typedef struct temp_names {
+    int n, triggers, unreadable;
+    char *name[GUARD_TEMP_NAMES_MAX];
+} temp_names;
+
+/* Whether name is one word (as word_char reads it). */
+static int plain_word(const char *name) {
+    if (!*name) return 0;
+    for (const char *p = name; *p; p++)
+        if (!word_char((unsigned char)*p)) return 0;
+    return 1;
+}
+
+/* Reads the TEMP schema's names into t (up to the limit; past it, or on
+ * an error or a name that is no plain word, t->unreadable). */
+static void read_temp_names(sqlite3 *db, guard *g, temp_names *t) {
+    sqlite3_stmt *st;
+    memset(t, 0, sizeof(*t));
+    g->trusted = 1;
+    if (sqlite3_prepare_v2(db, "SELECT type, name FROM temp.sqlite_schema", -1, &st, 0) != SQLITE_OK) {
+        t->unreadable = 1;
+    } else {
+        int rc;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW && !t->unreadable) {
+            const char *type = (const char *)sqlite3_column_text(st, 0), *name = (const char *)sqlite3_column_text(st, 1);
+            if (type && strcmp(type, "trigger") == 0) t->triggers = 1;
+            if (!name || !plain_word(name) || t->n == GUARD_TEMP_NAMES_MAX || !(t->name[t->n] = sqlite3_mprintf("%s", name)))
+                t->unreadable = 1;
+            else
+                t->n++;
+        }
+        if (rc != SQLITE_DONE && rc != SQLITE_ROW) t->unreadable = 1;
+        sqlite3_finalize(st);
+    }
+    g->trusted = 0;
+}
+
+/* Whether the word w[0..n) names a TEMP object, or the TEMP schema or
+ * every schema. */
+static int word_touches_temp(const char *w, size_t n, const temp_names *t) {
+    if (same_word(w, n, "temp") || same_word(w, n, "temporary") || same_word(w, n, "pragma") ||
+        (n >= 7 && strncasecmp(w, "pragma_", 7) == 0))
+        return 1;
+    for (int i = 0; i < t->n; i++)
+        if (same_word(w, n, t->name[i])) return 1;
+    return 0;
+}
+
+int guard_may_use_temp(sqlite3 *db, guard *g, const char *text, size_t len, int readonly) {
+    temp_names t;
+    read_temp_names(db, g, &t);
+    int uses = t.unreadable || (t.triggers && !readonly);
+    if (!uses && t.n > 0) {
+        for (size_t i = 0; i < len && !uses;) {
+            if (!word_char((unsigned char)text[i])) {
+                i++;
+                continue;
+            }
+            size_t start = i;
+            while (i < len && word_char((unsigned char)text[i])) i++;
+            uses = word_touches_temp(text + start, i - start, &t);
+        }
+    }
+    for (int i = 0; i < t.n; i++) sqlite3_free(t.name[i]);
+    return uses;
+}
+
 /* Whether the TEMP database holds more than max bytes (or cannot say). */
 static int temp_too_big(sqlite3 *db, guard *g, long long max) {
     sqlite3_int64 pages = guard_read_pragma(db, g, "PRAGMA temp.page_count");

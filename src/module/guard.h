@@ -14,6 +14,8 @@
 
 #include "module/heavy.h"
 
+#include <stddef.h>
+
 #include <sqlite3.h>
 
 typedef struct guard {
@@ -44,6 +46,18 @@ int guard_install(sqlite3 *db, guard *g);
  * call left TEMP objects of more than max_temp_bytes. */
 void guard_call_begin(sqlite3 *db, guard *g);
 int guard_call_end(sqlite3 *db, guard *g, long long max_temp_bytes);
+
+/* Whether SQL text may use db's TEMP objects, which live in this
+ * connection only (so a call that may use them cannot move to a worker
+ * thread's connection): it names one of them (any word of the text,
+ * string literals included, equal to one's name, ASCII case folded),
+ * says temp, temporary or pragma (which lists every schema), or, unless
+ * readonly, db has TEMP triggers, which writes to main tables fire.
+ * Also 1 when db has more than GUARD_TEMP_NAMES_MAX TEMP objects, one
+ * whose name is not a plain word, or they cannot be read. 0 without any
+ * TEMP object. */
+#define GUARD_TEMP_NAMES_MAX 64
+int guard_may_use_temp(sqlite3 *db, guard *g, const char *text, size_t len, int readonly);
 
 /* Runs kvsql's own SQL (connection settings) past the guard. */
 int guard_exec_trusted(sqlite3 *db, guard *g, const char *sql);

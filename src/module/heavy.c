@@ -7,7 +7,9 @@
 
 #include "fts5_snippet.h"
 
+#include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -464,25 +466,189 @@ static void call_glob(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     pattern_call(ctx, argc, argv, r);
 }
 
+/* ---- SQLite's own function, on a private connection ---------------------- */
+
+/* json_patch and printf are not re-implemented: once their inputs are
+ * known to be cheap enough, SQLite's own versions run on a private
+ * in-memory connection of the calling thread (worker threads run calls
+ * too), whose statements "SELECT f(?1, ..., ?n)" are kept by function
+ * and number of arguments. */
+#define PRIVATE_MAX_ARGS 127 /* SQLITE_MAX_FUNCTION_ARG */
+enum { PRIVATE_JSON_PATCH, PRIVATE_PRINTF, PRIVATE_FUNCTIONS };
+static const char *const private_names[PRIVATE_FUNCTIONS] = {"json_patch", "printf"};
+static _Thread_local sqlite3 *private_db;
+static _Thread_local sqlite3_stmt *private_stmts[PRIVATE_FUNCTIONS][PRIVATE_MAX_ARGS + 1];
+
+/* Closes the thread's private connection as the thread ends (a worker
+ * thread that kvsql.worker-threads retires). */
+static pthread_key_t private_key;
+static pthread_once_t private_once = PTHREAD_ONCE_INIT;
+
+static void private_close(void *unused) {
+    (void)unused;
+    for (int fn = 0; fn < PRIVATE_FUNCTIONS; fn++)
+        for (int n = 0; n <= PRIVATE_MAX_ARGS; n++) {
+            sqlite3_finalize(private_stmts[fn][n]);
+            private_stmts[fn][n] = NULL;
+        }
+    sqlite3_close(private_db);
+    private_db = NULL;
+}
+
+static void private_key_create(void) {
+    pthread_key_create(&private_key, private_close);
+}
+
+static sqlite3 *private_connection(void) {
+    if (private_db) return private_db;
+    if (sqlite3_open_v2(":memory:", &private_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_MEMORY, NULL) != SQLITE_OK) {
+        sqlite3_close(private_db);
+        private_db = NULL;
+        return NULL;
+    }
+    pthread_once(&private_once, private_key_create);
+    pthread_setspecific(private_key, private_db); /* non-NULL: private_close runs at the thread's end */
+    return private_db;
+}
+
+static sqlite3_stmt *private_statement(int fn, int argc) {
+    if (argc < 0 || argc > PRIVATE_MAX_ARGS) return NULL;
+    if (private_stmts[fn][argc]) return private_stmts[fn][argc];
+    if (!private_connection()) return NULL;
+    char sql[64 + 6 * PRIVATE_MAX_ARGS];
+    int n = snprintf(sql, sizeof(sql), "SELECT %s(", private_names[fn]);
+    for (int i = 1; i <= argc; i++) n += snprintf(sql + n, sizeof(sql) - (size_t)n, "%s?%d", i > 1 ? "," : "", i);
+    snprintf(sql + n, sizeof(sql) - (size_t)n, ")");
+    sqlite3_prepare_v3(private_db, sql, -1, SQLITE_PREPARE_PERSISTENT, &private_stmts[fn][argc], NULL);
+    return private_stmts[fn][argc];
+}
+
+/* Sets ctx's result to SQLite's own function fn on argv. */
+static void call_private(sqlite3_context *ctx, int fn, int argc, sqlite3_value **argv) {
+    sqlite3_stmt *st = private_statement(fn, argc);
+    if (!st) return sqlite3_result_error_nomem(ctx);
+    sqlite3 *db = sqlite3_context_db_handle(ctx);
+    sqlite3_limit(private_db, SQLITE_LIMIT_LENGTH, sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1));
+    int rc = SQLITE_OK;
+    for (int i = 0; rc == SQLITE_OK && i < argc; i++) rc = sqlite3_bind_value(st, i + 1, argv[i]);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        sqlite3_result_value(ctx, sqlite3_column_value(st, 0));
+    } else {
+        sqlite3_result_error(ctx, sqlite3_errmsg(private_db), -1);
+        sqlite3_result_error_code(ctx, sqlite3_extended_errcode(private_db));
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* ---- printf(F, ...) and format(F, ...) ------------------------------------ */
+
+/* SQLite 3.40's %c repeats its character `precision` times, one append
+ * at a time, and goes on counting after its result has outgrown
+ * SQLITE_LIMIT_LENGTH: printf('%.*c', 900000000, 'x') spent seconds in
+ * one step to return NULL. Its format is read here as SQLite reads it
+ * (flags, width, precision, '*' taking the next argument as an integer);
+ * when the %c conversions repeat more characters than the limit allows,
+ * the result is NULL, as SQLite's would be; otherwise SQLite's printf
+ * runs (call_private). */
+
+typedef struct format_args {
+    int argc, next; /* argv[next] is the next argument; argv[0] is the format */
+    sqlite3_value **argv;
+} format_args;
+
+static int int_arg(format_args *a) {
+    return a->next < a->argc ? (int)sqlite3_value_int64(a->argv[a->next++]) : 0;
+}
+
+/* Arguments a conversion takes: 1, or 0 for %% and %n; -1 for one that
+ * ends the format (unknown, or kvsql-internal as %T and %S). */
+static int conversion_args(unsigned c) {
+    if (c == '%' || c == 'n') return 0;
+    return c && strchr("dsgzqQwcouxXifeEGpr", (int)c) ? 1 : -1;
+}
+
+/* Characters the %c conversions of the format repeat, as SQLite counts. */
+static long long repeated_chars(const unsigned char *fmt, format_args *a) {
+    long long total = 0;
+    for (const unsigned char *p = fmt; *p; p++) {
+        if (*p != '%') continue;
+        unsigned c = *++p;
+        if (!c) break;
+        long long precision = -1;
+        int done = 0;
+        do {
+            switch (c) {
+            case '-': case '+': case ' ': case '#': case '!': case '0': case ',': break;
+            case 'l':
+                c = *++p;
+                if (c == 'l') c = *++p;
+                done = 1;
+                break;
+            case '1': case '2': case '3': case '4': case '5': case '6': case '7': case '8': case '9':
+                while ((c = *++p) >= '0' && c <= '9') {}
+                if (c != '.' && c != 'l') done = 1;
+                else p--;
+                break;
+            case '*':
+                int_arg(a); /* the width */
+                if ((c = p[1]) != '.' && c != 'l') {
+                    c = *++p;
+                    done = 1;
+                }
+                break;
+            case '.':
+                c = *++p;
+                if (c == '*') {
+                    int v = int_arg(a);
+                    precision = v >= 0 ? v : v >= -2147483647 ? -(long long)v : -1;
+                    c = *++p;
+                } else {
+                    unsigned px = 0;
+                    while (c >= '0' && c <= '9') {
+                        px = px * 10 + c - '0';
+                        c = *++p;
+                    }
+                    precision = px & 0x7fffffff;
+                }
+                if (c == 'l') --p;
+                else done = 1;
+                break;
+            default: done = 1; break;
+            }
+        } while (!done && (c = *++p) != 0);
+        int takes = conversion_args(c);
+        if (takes < 0) break;
+        if (c == 'c' && precision > 1) total += precision;
+        a->next += takes;
+        if (!*p) break;
+    }
+    return total;
+}
+
+static void call_printf(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    const unsigned char *fmt = argc >= 1 ? sqlite3_value_text(argv[0]) : NULL;
+    if (!fmt) return; /* NULL, as SQLite's */
+    format_args a = {argc, 1, argv};
+    long long repeats = repeated_chars(fmt, &a);
+    if (repeats > sqlite3_limit(sqlite3_context_db_handle(ctx), SQLITE_LIMIT_LENGTH, -1))
+        return; /* SQLite's result is too big: NULL */
+    effort e = effort_of(ctx); /* a call already stopped does not start this much work */
+    if (must_stop(&e, (uint64_t)repeats)) return result_stopped(ctx);
+    if (repeats >= CHECK_EVERY) { /* the result's memory, asked for first: a call that */
+        void *room = sqlite3_malloc64((sqlite3_uint64)repeats); /* must stop is refused it (budget.c) */
+        if (!room) return e.conf->tick && e.conf->tick() ? result_stopped(ctx) : sqlite3_result_error_nomem(ctx);
+        sqlite3_free(room);
+    }
+    call_private(ctx, PRIVATE_PRINTF, argc, argv);
+}
+
 /* ---- json_patch(T, P) --------------------------------------------------- */
 
 /* SQLite's json_patch compares every member of the patch with every member
- * of the target at the same level: quadratic. Not re-implemented: run by
- * SQLite on a private connection once the inputs are known to be small
- * enough. */
-static sqlite3 *json_db;
-static sqlite3_stmt *json_patch_stmt;
-
-static sqlite3_stmt *json_patch_statement(void) {
-    if (json_patch_stmt) return json_patch_stmt;
-    if (!json_db && sqlite3_open_v2(":memory:", &json_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_MEMORY, NULL) != SQLITE_OK) {
-        sqlite3_close(json_db);
-        json_db = NULL;
-        return NULL;
-    }
-    sqlite3_prepare_v3(json_db, "SELECT json_patch(?1, ?2)", -1, SQLITE_PREPARE_PERSISTENT, &json_patch_stmt, NULL);
-    return json_patch_stmt;
-}
+ * of the target at the same level: quadratic. Run by SQLite
+ * (call_private) once the inputs are known to be small enough. */
 
 /* Whether text is a JSON object (its first character past white space). */
 static int is_object(const unsigned char *t) {
@@ -505,27 +671,12 @@ static int json_patch_too_big(sqlite3_value **argv) {
 }
 
 static void call_json_patch(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
-    (void)argc;
     if (json_patch_too_big(argv))
         return sqlite3_result_error(ctx,
                                     "json_patch: target and patch too large for one call inside Redis (members of the "
                                     "target times bytes of the patch above 67108864; see docs/SECURITY.md)",
                                     -1);
-    sqlite3_stmt *st = json_patch_statement();
-    if (!st) return sqlite3_result_error_nomem(ctx);
-    sqlite3 *db = sqlite3_context_db_handle(ctx);
-    sqlite3_limit(json_db, SQLITE_LIMIT_LENGTH, sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1));
-    int rc = sqlite3_bind_value(st, 1, argv[0]);
-    if (rc == SQLITE_OK) rc = sqlite3_bind_value(st, 2, argv[1]);
-    if (rc == SQLITE_OK) rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        sqlite3_result_value(ctx, sqlite3_column_value(st, 0));
-    } else {
-        sqlite3_result_error(ctx, sqlite3_errmsg(json_db), -1);
-        sqlite3_result_error_code(ctx, sqlite3_extended_errcode(json_db));
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    call_private(ctx, PRIVATE_JSON_PATCH, argc, argv);
 }
 
 /* ---- installing --------------------------------------------------------- */
@@ -567,6 +718,7 @@ static const struct {
     {"instr", 2, call_instr}, {"replace", 3, call_replace}, {"trim", 2, call_trim},
     {"ltrim", 2, call_ltrim}, {"rtrim", 2, call_rtrim},      {"like", 2, call_like},
     {"like", 3, call_like},   {"glob", 2, call_glob},       {"json_patch", 2, call_json_patch},
+    {"printf", -1, call_printf}, {"format", -1, call_printf},
 };
 
 int heavy_install(sqlite3 *db, heavy_conf *conf) {

@@ -3,11 +3,14 @@
  * can stop (or whose input is bounded).
  *
  * One call of instr, replace, trim/ltrim/rtrim with a character set,
- * LIKE/GLOB or json_patch runs inside a single virtual machine step, so
+ * LIKE/GLOB, json_patch or printf/format (whose %c repeats count on past
+ * the length limit) runs inside a single virtual machine step, so
  * the progress handler never sees it; on values of SQLITE_LIMIT_LENGTH
  * bytes SQLite's own versions run for hours. The versions here keep the
  * same results and call tick() now and then while they work; json_patch,
- * which is not re-implemented, is refused when its inputs could take long;
+ * and printf, which are not re-implemented, are refused (printf: NULL, as
+ * SQLite's) when their inputs could take long, and otherwise run SQLite's
+ * own on a private connection of the calling thread;
  * FTS5's snippet() and highlight() are replaced too (fts5_snippet.c).
  * guard_install() (guard.c) installs them on every connection; the audit
  * behind the list is in docs/SECURITY.md. Free of the Redis API. */
