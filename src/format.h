@@ -83,17 +83,18 @@ const char *kvsql_hashed_part(const char *key, size_t len, size_t *part_len);
 #define KVSQL_QUEUE_LAPSE_MS 250
 /* T:queue's members: "<arrival ms, KVSQL_QUEUE_ARRIVAL digits>:<waiter>". */
 #define KVSQL_QUEUE_ARRIVAL 15
+#define KVSQL_AUX_ID ":id" /* the identity of the version T:v holds: "<v>:<KVSQL_ID_HEX hex digits>" */
 /* Every suffix above, for code that must name all of a database's keys
  * (deleting, copying or listing databases: kvsql_aux_all below). */
 #define KVSQL_AUX_ALL                                                                                          \
     KVSQL_AUX_VERSION, KVSQL_AUX_LEASE, KVSQL_AUX_READERS, KVSQL_AUX_UNDO, KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER, \
         KVSQL_AUX_LOG, KVSQL_AUX_CHANGES, KVSQL_AUX_CHANGES_CONFIG, KVSQL_AUX_STAGE, KVSQL_AUX_STAGE_OLD, \
-        KVSQL_AUX_WSTAGE, KVSQL_AUX_QUEUE
+        KVSQL_AUX_WSTAGE, KVSQL_AUX_QUEUE, KVSQL_AUX_ID
 
 /* The list above as an array, its one owner for code that handles a
  * database as a whole: `kvsql rm/cp/mv/ls` (tools/kvsql_keys.c), SQL.DROP
  * (src/module/drop.c), tools/slt_sqlite.c. */
-#define KVSQL_AUX_COUNT 13
+#define KVSQL_AUX_COUNT 14
 extern const char *const kvsql_aux_all[KVSQL_AUX_COUNT];
 
 /* Whether name (len bytes) is the name of an auxiliary key of some
@@ -130,6 +131,20 @@ int kvsql_stream_has_room(const char *last_id, size_t len, uint64_t need);
  * entries are kept. Written by every commit while the key exists. */
 #define KVSQL_LOG_ENTRIES 64
 #define KVSQL_LOG_ENTRY_PAGES 256
+
+/* A commit's identity (docs/FORMAT.md, "Identity"): T:id is set by every
+ * commit, in the same atomic step as T:v, to "<new version>:<id>", id
+ * KVSQL_ID_HEX random lower-case hex digits. */
+#define KVSQL_ID_HEX 16
+
+/* The longest a reader registration or lease may claim to live
+ * (lease_ms's upper bound): a registration scored further ahead than
+ * this is dropped as forged wherever the readers are read. */
+#define KVSQL_LEASE_MAX_MS 3600000
+
+/* T:changes:cfg's maxlen: "0" (or missing) for no limit, else a decimal
+ * integer of at most this many digits, without leading zeros. */
+#define KVSQL_MAXLEN_DIGITS 18
 
 /* Writes the name of the auxiliary key `suffix` (a KVSQL_AUX_*) of key
  * (len bytes) into out: T + suffix, where T is key itself when it has a

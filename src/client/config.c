@@ -6,6 +6,8 @@
 #include "client/config.h"
 #include "sqlite.h"
 
+#include "format.h"
+
 #include <errno.h>
 #include <stddef.h>
 #include <limits.h>
@@ -103,7 +105,7 @@ static const param params[] = {
     {"db", KIND_INT, 0, INT_MAX, FIELD(db)},
     {"connect_timeout_ms", KIND_INT, 1, 3600000, FIELD(connect_timeout_ms)},
     {"timeout_ms", KIND_INT, 0, 3600000, FIELD(timeout_ms)},
-    {"lease_ms", KIND_INT, 10, 3600000, FIELD(lease_ms)},
+    {"lease_ms", KIND_INT, 10, KVSQL_LEASE_MAX_MS, FIELD(lease_ms)},
     {"wait", KIND_INT, 0, 1000, FIELD(wait_replicas)},
     {"wait_timeout_ms", KIND_INT, 1, 3600000, FIELD(wait_timeout_ms)},
     {"cache_kb", KIND_INT, 1, KVSQL_CACHE_KB_MAX, FIELD(cache_kb)},

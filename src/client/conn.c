@@ -309,13 +309,18 @@ void kvsql_conn_send(kvsql_conn *cn, int argc, const char **argv) {
 
 /* ---- connecting ---------------------------------------------------------- */
 
-static void new_token(kvsql_conn *cn) {
-    unsigned char b[16];
+void kvsql_random_hex(char *out, size_t nbytes) {
+    unsigned char b[32];
+    if (nbytes > sizeof(b)) nbytes = sizeof(b);
     int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    ssize_t got = fd >= 0 ? read(fd, b, sizeof(b)) : -1;
+    ssize_t got = fd >= 0 ? read(fd, b, nbytes) : -1;
     if (fd >= 0) close(fd);
-    if (got != (ssize_t)sizeof(b)) sqlite3_randomness(sizeof(b), b);
-    for (int i = 0; i < 16; i++) snprintf(cn->token + 2 * i, 3, "%02x", b[i]);
+    if (got != (ssize_t)nbytes) sqlite3_randomness((int)nbytes, b);
+    for (size_t i = 0; i < nbytes; i++) snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+static void new_token(kvsql_conn *cn) {
+    kvsql_random_hex(cn->token, 16);
 }
 
 /* Connects to cn->node (the seed of redis=, or a node of the cluster),

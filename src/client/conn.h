@@ -117,4 +117,8 @@ redisReply *kvsql_conn_run_script(kvsql_conn *cn, int id, kvsql_call *k);
  * instructions of a warm point select (bench/PROFILE.md). */
 char *kvsql_put_decimal(char *p, unsigned long long n);
 
+/* Writes 2 * nbytes random lower-case hex digits and a NUL to out
+ * (nbytes at most 32): a connection's token, a commit's identity. */
+void kvsql_random_hex(char *out, size_t nbytes);
+
 #endif

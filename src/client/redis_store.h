@@ -20,7 +20,7 @@
 /* In the order the commit script takes them as KEYS[2..] (scripts.h). */
 enum {
     AUX_V, AUX_LEASE, AUX_READERS, AUX_UNDO, AUX_UNDO_IDX, AUX_UNDO_VER, AUX_LOG, AUX_CHANGES, AUX_CHANGES_CFG,
-    AUX_COUNT
+    AUX_ID, AUX_COUNT
 };
 typedef struct redis_store {
     kvsql_store base;
@@ -32,7 +32,9 @@ typedef struct redis_store {
     char *queue;               /* T:queue: the writers waiting for the lease */
     kvsql_conn conn;           /* to the node that serves key (client/conn.c) */
     kvsql_txn *active;         /* the transaction at READ or WRITE */
-    char snapshot[24];         /* decimal version of the snapshot */
+    char snapshot[48];         /* the snapshot's identity: T:id "<v>:<hex>", or
+                                * the decimal version alone when T:id did not
+                                * name it (docs/FORMAT.md, "Identity") */
     char member[96];           /* our reader registration, "" when none; kept
                                 * after a read-only transaction, for the next
                                 * begin to replace (or redis_destroy to end) */
@@ -49,7 +51,13 @@ typedef struct redis_store {
      * the log does not reach back), and at every reconnection. */
     pagecache cache;           /* bounded by cfg.cache_kb (client/pagecache.h) */
     uint64_t cache_version;
+    char cache_ident[48];      /* the identity at cache_version: the cache is
+                                * trusted across begins only when it has an id */
     uint32_t cache_hlen;       /* HLEN of the hash at cache_version */
+    uint32_t restarts;         /* begins that trusted nothing cached: with
+                                * conn.connections, kvsql_txn.generation, so
+                                * SQLite's own cache is dropped too when the
+                                * identity, not only the version, changed */
     int gap;                   /* the hash at cache_version lacks its lock-byte
                                 * field (an older module's; format.h) */
     uint32_t log_connection;   /* the connection that last renewed T:log */
@@ -81,6 +89,12 @@ int rs_reply_is(const redisReply *r, size_t i, const char *word);
 long long rs_reply_int(const redisReply *r);
 /* An answer of the wrong shape from the script `what`. */
 int rs_bad_reply(redis_store *s, const char *what);
+/* The refusals every script may answer before it writes anything
+ * (scripts.h): an SQLite code with the reason recorded, or -1 when r is
+ * none of them. */
+int rs_refusal(redis_store *s, const redisReply *r);
+/* Whether the identity names a commit ("<v>:<hex>"), not a bare version. */
+int rs_ident_named(const char *ident);
 double rs_monotonic_ms(void);
 
 #define NARGS(a) ((int)(sizeof(a) / sizeof((a)[0])))

@@ -19,18 +19,89 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
+/* The snapshot's identity (docs/FORMAT.md, "Identity"): T:id when it
+ * names the version T:v holds ("<v>:<16 hex>", set by every commit), else
+ * the bare version (a database last written by older code, or whose T:id
+ * went missing: no identity, so no cache is trusted across begins). Also
+ * refuses a T:v that is not a version number before anything is written. */
+#define IDENT_FN                                                               \
+    "local function ident(vk, ik)\n"                                           \
+    "  local v = redis.call('GET', vk) or '0'\n"                               \
+    "  if not string.match(v, '^%d+$') or #v > 15 then return nil, v end\n"    \
+    "  local id = redis.call('GET', ik)\n"                                     \
+    "  if id and string.sub(id, 1, #v + 1) == v .. ':' then return v, id end\n" \
+    "  return v, v\n"                                                          \
+    "end\n"
+/* {'version', value} when T:v is no version number (after IDENT_FN). */
+#define BAD_VERSION "{'version', id}"
+/* Every check before the first write: {'aux', key, its type, the type it
+ * must have} for the first of the (key, type) pairs whose key holds
+ * another type ('none' always fits). */
+#define BADTYPE_FN                                                             \
+    "local function badtype(list)\n"                                           \
+    "  for i = 1, #list, 2 do\n"                                               \
+    "    local t = redis.call('TYPE', list[i])['ok']\n"                        \
+    "    if t ~= 'none' and t ~= list[i + 1] then return {'aux', list[i], t, list[i + 1]} end\n" \
+    "  end\n"                                                                  \
+    "end\n"
+/* Drops the registrations of T:readers (key rk) that lapsed, and those
+ * that claim to lapse more than KVSQL_LEASE_MAX_MS from now (no client
+ * registers so far ahead: such a member was forged, and would keep undo
+ * records forever). Needs `ms` (NOW_MS). */
+#define DROP_LAPSED(rk)                                                        \
+    "redis.call('ZREMRANGEBYSCORE', " rk ", '-inf', '(' .. ms)\n"              \
+    "redis.call('ZREMRANGEBYSCORE', " rk ", '(' .. (ms + " STR(KVSQL_LEASE_MAX_MS) "), '+inf')\n"
+
+/* capture_head(stream key, cfg key, k): the head of the XADD of a commit
+ * that adds k entries to T:changes, checked before anything is written:
+ * nil and {'changes', type} when T:changes is not a stream, {'changes',
+ * 'exhausted'} when its IDs cannot take k more entries, {'cfg', field,
+ * value} when T:changes:cfg holds a maxlen that is not "0" (or missing:
+ * no limit) or a decimal integer from 1 to KVSQL_MAXLEN_DIGITS digits, or
+ * a trim other than "~" or "=" (or missing). */
+#define CAPTURE_CHECK_FN                                                       \
+    "local function capture_head(sk, ck, k)\n"                                 \
+    "  local t = redis.call('TYPE', sk)['ok']\n"                               \
+    "  if t ~= 'none' and t ~= 'stream' then return nil, {'changes', t} end\n" \
+    "  local ct = redis.call('TYPE', ck)['ok']\n"                              \
+    "  if ct ~= 'hash' then return nil, {'aux', ck, ct, 'hash'} end\n"        \
+    "  local cfg = redis.call('HMGET', ck, 'maxlen', 'trim')\n"                \
+    "  local maxlen, trim = cfg[1] or '', cfg[2] or ''\n"                      \
+    "  if trim ~= '' and trim ~= '~' and trim ~= '=' then return nil, {'cfg', 'trim', trim} end\n" \
+    "  local head = {sk}\n"                                                    \
+    "  if maxlen ~= '' and maxlen ~= '0' then\n"                               \
+    "    if not string.match(maxlen, '^[1-9]%d*$') or #maxlen > " STR(KVSQL_MAXLEN_DIGITS) " then\n" \
+    "      return nil, {'cfg', 'maxlen', maxlen}\n"                            \
+    "    end\n"                                                                \
+    "    head = {sk, 'MAXLEN', trim == '=' and '=' or '~', maxlen}\n"         \
+    "  end\n"                                                                  \
+    "  if t == 'stream' then\n"                                                \
+    "    local info, last = redis.call('XINFO', 'STREAM', sk), ''\n"          \
+    "    for i = 1, #info - 1, 2 do\n"                                         \
+    "      if info[i] == 'last-generated-id' then last = info[i + 1] end\n"    \
+    "    end\n"                                                                \
+    "    local ms, seq = string.match(last, '^(%d+)-(%d+)$')\n"               \
+    "    if ms == '18446744073709551615' and #seq == 20 and string.sub(seq, 1, 10) == '1844674407'\n" \
+    "       and 3709551615 - tonumber(string.sub(seq, 11)) < k then return nil, {'changes', 'exhausted'} end\n" \
+    "  end\n"                                                                  \
+    "  return head\n"                                                          \
+    "end\n"
+
 #define NOW_MS                                                                 \
     "local now = redis.call('TIME')\n"                                         \
     "local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n"
 
-/* Snapshot: {'ok', v, HLEN} when the client holds page 0 of this very
- * hash (ARGV[4] is "<v>:<HLEN>" as it last saw them, "" when it holds
- * nothing; HLEN too, so a hash changed by hand is seen), else {'ok', v,
+/* Snapshot: {'ok', id, HLEN} when the client holds page 0 of this very
+ * hash (ARGV[4] is "<id>/<HLEN>" as it last saw them, "" when it holds
+ * nothing or its id named no commit; id is the identity, IDENT_FN: a
+ * version number alone never vouches for a cache; HLEN too, so a hash
+ * changed by hand is seen), else {'ok', id,
  * HLEN, page 0 (whole), whether field HLEN-1 exists, whether field HLEN
  * exists} (a field at HLEN means a field below it is missing: the
  * lock-byte gap of an older module, which the client judges with
  * format.c's rule), followed, when T:log covers every commit since the
- * client's version, by the count k of pages those commits changed and k
+ * client's version and its entries ("<v>:<pages>;<base id>;<new id>")
+ * chain from the client's id to the current one, by the count k of pages those commits changed and k
  * pairs (page, its value now or nil): the first INLINE_PAGES values are
  * sent, the others only named. Registers the reader as <v>:<token>,
  * replacing the previous member ARGV[3], and, unless ARGV[5] is "",
@@ -73,11 +144,15 @@
  * the begin script, as said above). The head reads the snapshot; the tail
  * registers the reader and answers. */
 #define BEGIN_HEAD                                                             \
+    IDENT_FN BADTYPE_FN                                                        \
     "local n = redis.pcall('HLEN', KEYS[1])\n"                                  \
     "if type(n) == 'table' then return {'type', redis.call('TYPE', KEYS[1])['ok']} end\n" \
-    "local v = redis.call('GET', KEYS[2]) or '0'\n"                             \
-    "local out = {redis.call('EXISTS', KEYS[5]) == 1 and 'capture' or 'ok', v, n}\n"
+    "local v, id = ident(KEYS[2], KEYS[8])\n"                                   \
+    "if not v then return " BAD_VERSION " end\n"                               \
+    "local out = {redis.call('EXISTS', KEYS[5]) == 1 and 'capture' or 'ok', id, n}\n"
 #define BEGIN_TAIL                                                             \
+    "local bad = badtype({KEYS[3], 'zset', KEYS[4], 'list', KEYS[6], 'string'})\n" \
+    "if bad then return bad end\n"                                              \
     NOW_MS                                                                     \
     "redis.set_repl(redis.REPL_NONE)\n"                                         \
     "if intent == '1' then\n"                                                   \
@@ -103,21 +178,22 @@
     "  redis.call('LPUSH', KEYS[4], 'from:' .. v)\n"                            \
     "  redis.call('PEXPIRE', KEYS[4], log_ttl)\n"                               \
     "end\n"                                                                     \
-    "if n == 0 or v .. ':' .. n == cached then return out end\n"                \
+    "if n == 0 or (id ~= v and id .. '/' .. n == cached) then return out end\n" \
     "out[4] = redis.call('HGET', KEYS[1], '0')\n"                               \
     "out[5] = redis.call('HEXISTS', KEYS[1], tostring(n - 1))\n"                \
     "out[6] = redis.call('HEXISTS', KEYS[1], tostring(n))\n"                    \
-    "local cv = tonumber(string.match(cached, '^(%d+):') or '')\n"              \
+    "local cid = string.match(cached, '^(%d+:%x+)/')\n"                         \
+    "local cv = cid and tonumber(string.match(cid, '^%d+'))\n"                  \
     "local d = cv and tonumber(v) - cv or 0\n"                                  \
     "if d < 1 or d > " STR(KVSQL_LOG_ENTRIES) " then return out end\n"         \
     "local log = redis.call('LRANGE', KEYS[4], 0, d - 1)\n"                     \
     "if #log < d then return out end\n"                                         \
-    "local seen, pages = {}, {}\n"                                              \
+    "local seen, pages, want = {}, {}, id\n"                                    \
     "for j = 1, d do\n"                                                         \
-    "  local sep = string.find(log[j], ':', 1, true)\n"                         \
-    "  if not sep or string.sub(log[j], 1, sep - 1) ~= string.format('%d', tonumber(v) - j + 1) then return out end\n" \
-    "  local list = string.sub(log[j], sep + 1)\n"                              \
+    "  local ver, list, base, new = string.match(log[j], '^(%d+):([^;]*);([^;]*);([^;]*)$')\n" \
+    "  if not ver or ver ~= string.format('%d', tonumber(v) - j + 1) or new ~= want then return out end\n" \
     "  if list == '*' then return out end\n"                                    \
+    "  want = base\n"                                                           \
     "  for p in string.gmatch(list, '%d+') do\n"                                \
     "    if not seen[p] then\n"                                                 \
     "      seen[p] = true\n"                                                    \
@@ -126,6 +202,7 @@
     "    end\n"                                                                 \
     "  end\n"                                                                   \
     "end\n"                                                                     \
+    "if want ~= cid then return out end\n"                                      \
     "out[7] = #pages\n"                                                         \
     "for j, p in ipairs(pages) do\n"                                            \
     "  out[#out + 1] = p\n"                                                     \
@@ -144,22 +221,31 @@ static const char begin_lua[] =
  * Redis restarted): its undo may have been trimmed. Renews the
  * registration, and the writer's lease when it is ours. */
 static const char read_lua[] =
-    "local token, s, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
-    "local v = redis.call('GET', KEYS[2]) or '0'\n"
-    "local member = s .. ':' .. token\n"
-    "if v ~= s and not redis.call('ZSCORE', KEYS[3], member) then return {'old', v} end\n" NOW_MS
+    "local token, s, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])\n" IDENT_FN BADTYPE_FN
+    "local v, id = ident(KEYS[2], KEYS[7])\n"
+    "if not v then return " BAD_VERSION " end\n"
+    "local bad = badtype({KEYS[3], 'zset', KEYS[4], 'hash', KEYS[5], 'zset', KEYS[6], 'string', KEYS[8], 'zset'})\n"
+    "if bad then return bad end\n"
+    "local sv = tonumber(string.match(s, '^%d+'))\n"
+    "local member = string.match(s, '^%d+') .. ':' .. token\n"
+    "if id ~= s then\n"
+    "  if tonumber(v) <= sv or not redis.call('ZSCORE', KEYS[3], member) then return {'old', v} end\n"
+    "  if redis.call('HGET', KEYS[4], 'base:' .. string.format('%016x', sv + 1)) ~= s then return {'old', v} end\n"
+    "  local nrec = redis.call('HLEN', KEYS[4])\n"
+    "  if redis.call('ZCARD', KEYS[5]) ~= nrec or redis.call('ZCARD', KEYS[8]) ~= nrec then return {'old', v} end\n"
+    "end\n" NOW_MS
     "redis.set_repl(redis.REPL_NONE)\n"
     "redis.call('ZADD', KEYS[3], ms + lease, member)\n"
     "if redis.call('GET', KEYS[6]) == token then redis.call('PEXPIRE', KEYS[6], lease) end\n"
     "local out = {'ok'}\n"
-    "if v == s then\n"
+    "if id == s then\n"
     "  for j = 4, #ARGV, 1000 do\n"
     "    local pages = redis.call('HMGET', KEYS[1], unpack(ARGV, j, math.min(j + 999, #ARGV)))\n"
     "    for k = 1, #pages do out[#out + 1] = pages[k] end\n"
     "  end\n"
     "  return out\n"
     "end\n"
-    "local after = string.format('%016x', tonumber(s) + 1)\n"
+    "local after = string.format('%016x', sv + 1)\n"
     "for j = 4, #ARGV do\n"
     "  local p = string.format('%08x', tonumber(ARGV[j]))\n"
     "  local u = redis.call('ZRANGEBYLEX', KEYS[5], '[' .. p .. ':' .. after, '(' .. p .. ';', 'LIMIT', 0, 1)\n"
@@ -178,10 +264,12 @@ static const char read_lua[] =
  * keeps its place when answered stale (a commit landed between its
  * begin and this lock: it begins again at once, SQLite's busy handler). */
 static const char lock_lua[] =
-    "local v = redis.call('GET', KEYS[1]) or '0'\n"
+    IDENT_FN
+    "local v, id = ident(KEYS[1], KEYS[4])\n"
+    "if not v then return id end\n"
     "local cur = redis.call('GET', KEYS[2])\n" NOW_MS QUEUE_FUNCS
     "redis.set_repl(redis.REPL_NONE)\n"
-    "if v ~= ARGV[2] then\n"
+    "if id ~= ARGV[2] then\n"
     "  if ARGV[5] == '1' and cur ~= ARGV[1] then\n"
     "    local _, mine = queue_turn(KEYS[3], ARGV[1], ms)\n"
     "    queue_wait(KEYS[3], ARGV[1], ms, mine)\n"
@@ -212,22 +300,33 @@ static const char lock_lua[] =
  * nothing (ARGV[6] ""; capture was turned on after its begin), {'changes',
  * type} when T:changes is not a stream: nothing written. */
 static const char commit_lua[] =
-    "local token, s, lease, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])\n"
+    "local token, s, lease, n, newid = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6]\n"
+    IDENT_FN BADTYPE_FN CAPTURE_CHECK_FN
     "if redis.call('GET', KEYS[3]) ~= token then return {'lease'} end\n"
-    "local v = redis.call('GET', KEYS[2]) or '0'\n"
-    "if v ~= s then return {'stale', v} end\n"
-    "local first = ARGV[6] == '' and 7 or 7 + tonumber(ARGV[6])\n"
+    "local v, id = ident(KEYS[2], KEYS[11])\n"
+    "if not v then return " BAD_VERSION " end\n"
+    "if id ~= s then return {'stale', v} end\n"
+    "local first = ARGV[7] == '' and 8 or 8 + tonumber(ARGV[7])\n"
+    "local bad = badtype({KEYS[1], 'hash', KEYS[4], 'zset', KEYS[5], 'hash', KEYS[6], 'zset', KEYS[7], 'zset',\n"
+    "                     KEYS[8], 'list', KEYS[11], 'string'})\n"
+    "if bad then return bad end\n"
     "local capture = redis.call('EXISTS', KEYS[10]) == 1\n"
-    "if capture and ARGV[6] == '' then return {'capture', v} end\n"
+    "if capture and ARGV[7] == '' then return {'capture', v} end\n"
+    "local head\n"
     "if capture then\n"
-    "  local t = redis.call('TYPE', KEYS[9])['ok']\n"
-    "  if t ~= 'none' and t ~= 'stream' then return {'changes', t} end\n"
+    "  local nentries = 0\n"
+    "  local j = 8\n"
+    "  while j < first do nentries = nentries + 1; j = j + 1 + tonumber(ARGV[j]) end\n"
+    "  head, bad = capture_head(KEYS[9], KEYS[10], math.max(nentries, 1))\n"
+    "  if bad then return bad end\n"
     "end\n" NOW_MS
     "local old = redis.call('HLEN', KEYS[1])\n"
     "if ARGV[5] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[5]) == 0 then old = old + 1 end\n"
-    "local nv = tonumber(s) + 1\n"
+    "local nv = tonumber(v) + 1\n"
+    "local nvs = string.format('%d', nv)\n"
+    "local nid = nvs .. ':' .. newid\n"
     "redis.set_repl(redis.REPL_NONE)\n"
-    "redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ms)\n"
+    DROP_LAPSED("KEYS[4]")
     "local oldest = nil\n"
     "for _, m in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do\n"
     "  local sep = string.find(m, ':', 1, true)\n"
@@ -243,14 +342,16 @@ static const char commit_lua[] =
     "end\n"
     "if oldest then\n"
     "  local ver = string.format('%016x', nv)\n"
-    "  local function save(i)\n"
-    "    local page = redis.call('HGET', KEYS[1], tostring(i))\n"
-    "    if not page then return end\n"
-    "    local f = string.format('%08x', i) .. ':' .. ver\n"
+    "  local function keep(f, page)\n"
     "    redis.call('HSET', KEYS[5], f, page)\n"
     "    redis.call('ZADD', KEYS[6], 0, f)\n"
     "    redis.call('ZADD', KEYS[7], nv, f)\n"
     "  end\n"
+    "  local function save(i)\n"
+    "    local page = redis.call('HGET', KEYS[1], tostring(i))\n"
+    "    if page then keep(string.format('%08x', i) .. ':' .. ver, page) end\n"
+    "  end\n"
+    "  keep('base:' .. ver, s)\n"
     "  for j = first, #ARGV, 2 do\n"
     "    local i = tonumber(ARGV[j])\n"
     "    if i < old then save(i) end\n"
@@ -270,13 +371,9 @@ static const char commit_lua[] =
     "local cut = {}\n"
     "for i = n, old - 1 do cut[#cut + 1] = tostring(i) end\n"
     "chunked('HDEL', KEYS[1], cut)\n"
-    "local nvs = tostring(redis.call('INCR', KEYS[2]))\n"
+    "redis.call('INCR', KEYS[2])\n"
+    "redis.call('SET', KEYS[11], nid)\n"
     "if capture then\n"
-    "  local cfg = redis.call('HMGET', KEYS[10], 'maxlen', 'trim')\n"
-    "  local head = {KEYS[9]}\n"
-    "  if cfg[1] and cfg[1] ~= '' and cfg[1] ~= '0' then\n"
-    "    head = {KEYS[9], 'MAXLEN', cfg[2] == '=' and '=' or '~', cfg[1]}\n"
-    "  end\n"
     "  head[#head + 1] = '*'\n"
     "  head[#head + 1] = 'version'\n"
     "  head[#head + 1] = nvs\n"
@@ -285,8 +382,8 @@ static const char commit_lua[] =
     "    for _, f in ipairs(fields) do a[#a + 1] = f end\n"
     "    redis.call('XADD', unpack(a))\n"
     "  end\n"
-    "  if first == 7 then xadd({'op', 'commit'}) end\n"
-    "  local j = 7\n"
+    "  if first == 8 then xadd({'op', 'commit'}) end\n"
+    "  local j = 8\n"
     "  while j < first do\n"
     "    local n = tonumber(ARGV[j])\n"
     "    xadd({unpack(ARGV, j + 1, j + n)})\n"
@@ -301,18 +398,20 @@ static const char commit_lua[] =
     "  end\n"
     "  for i = n, old - 1 do changed[#changed + 1] = tostring(i) end\n"
     "  local list = #changed > " STR(KVSQL_LOG_ENTRY_PAGES) " and '*' or table.concat(changed, ',')\n"
-    "  redis.call('LPUSH', KEYS[8], nvs .. ':' .. list)\n"
+    "  redis.call('LPUSH', KEYS[8], nvs .. ':' .. list .. ';' .. s .. ';' .. nid)\n"
     "  redis.call('LTRIM', KEYS[8], 0, " STR(KVSQL_LOG_ENTRIES) " - 1)\n"
     "end\n"
-    "redis.call('ZREM', KEYS[4], s .. ':' .. token)\n"
+    "redis.call('ZREM', KEYS[4], string.match(s, '^%d+') .. ':' .. token)\n"
     "redis.call('ZADD', KEYS[4], ms + lease, nvs .. ':' .. token)\n"
     "redis.call('PEXPIRE', KEYS[3], lease)\n"
-    "return {'ok', nvs}\n";
+    "return {'ok', nid}\n";
 
 /* Ends a transaction: drops the lease if it is still ours, and the
  * reader registration when one is named; the last reader out deletes the
  * undo records, which nobody can need any more. */
 static const char end_lua[] =
+    BADTYPE_FN
+    "if badtype({KEYS[1], 'string', KEYS[2], 'zset'}) then return 0 end\n"
     "redis.set_repl(redis.REPL_NONE)\n"
     "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end\n"
     "if ARGV[2] ~= '' then\n"
@@ -332,34 +431,46 @@ static const char end_lua[] =
  * value of each page it overwrites below the old length as an undo record
  * of the coming version (as the commit script does). */
 static const char stage_put_lua[] =
-    "local token, s, lease, old = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5])\n"
+    "local token, s, lease, old, have = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5]), tonumber(ARGV[7])\n"
+    IDENT_FN BADTYPE_FN
     "if redis.call('GET', KEYS[2]) ~= token then return {'lease'} end\n"
-    "local v = redis.call('GET', KEYS[3]) or '0'\n"
-    "if v ~= s then return {'stale', v} end\n"
+    "local v, id = ident(KEYS[3], KEYS[8])\n"
+    "if not v then return " BAD_VERSION " end\n"
+    "if id ~= s then return {'stale', v} end\n"
+    "local bad = badtype({KEYS[4], 'hash', KEYS[5], 'hash', KEYS[6], 'zset', KEYS[7], 'zset'})\n"
+    "if bad then return bad end\n"
+    "if ARGV[4] ~= '1' and redis.call('HLEN', KEYS[1]) ~= have then return {'gone'} end\n"
     "redis.set_repl(redis.REPL_NONE)\n"
     "redis.call('PEXPIRE', KEYS[2], lease)\n"
-    "local nv = tonumber(s) + 1\n"
+    "local nv = tonumber(v) + 1\n"
     "local ver = string.format('%016x', nv)\n"
-    "for j = 7, #ARGV, 2 do\n"
+    "local function keep(f, page)\n"
+    "  redis.call('HSET', KEYS[5], f, page)\n"
+    "  redis.call('ZADD', KEYS[6], 0, f)\n"
+    "  redis.call('ZADD', KEYS[7], nv, f)\n"
+    "end\n"
+    "keep('base:' .. ver, s)\n"
+    "for j = 8, #ARGV, 2 do\n"
     "  local i = tonumber(ARGV[j])\n"
     "  local page = i < old and redis.call('HGET', KEYS[4], ARGV[j])\n"
-    "  if page then\n"
-    "    local f = string.format('%08x', i) .. ':' .. ver\n"
-    "    redis.call('HSET', KEYS[5], f, page)\n"
-    "    redis.call('ZADD', KEYS[6], 0, f)\n"
-    "    redis.call('ZADD', KEYS[7], nv, f)\n"
-    "  end\n"
+    "  if page then keep(string.format('%08x', i) .. ':' .. ver, page) end\n"
     "end\n"
     "redis.set_repl(redis.REPL_ALL)\n"
     "if ARGV[4] == '1' then redis.call('UNLINK', KEYS[1]) end\n"
-    "redis.call('HSET', KEYS[1], unpack(ARGV, 7))\n"
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 8))\n"
     "redis.call('PEXPIRE', KEYS[1], ARGV[6])\n"
-    "return {'ok'}\n";
+    "return {'ok', redis.call('HLEN', KEYS[1])}\n";
 
 /* Copies into T:stage the pages from..to-1 of K it lacks (those the
- * commit does not write). */
+ * commit does not write), when T:stage still holds the `have` fields the
+ * steps before left (else {'gone'}: it was deleted or evicted, and a copy
+ * would refill it from the old pages). */
 static const char stage_copy_lua[] =
+    BADTYPE_FN
     "if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'lease'} end\n"
+    "local bad = badtype({KEYS[1], 'hash', KEYS[2], 'hash'})\n"
+    "if bad then return bad end\n"
+    "if redis.call('HLEN', KEYS[1]) ~= tonumber(ARGV[6]) then return {'gone'} end\n"
     "redis.set_repl(redis.REPL_NONE)\n"
     "redis.call('PEXPIRE', KEYS[3], ARGV[2])\n"
     "redis.set_repl(redis.REPL_ALL)\n"
@@ -371,27 +482,36 @@ static const char stage_copy_lua[] =
     "  end\n"
     "end\n"
     "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
-    "return {'ok'}\n";
+    "return {'ok', redis.call('HLEN', KEYS[1])}\n";
 
 /* The commit itself, when the lease is still ours, no commit came after
- * the snapshot, capture is off and T:stage holds every page: K becomes
- * T:stage (RENAME K T:stage:old, RENAME T:stage K, UNLINK T:stage:old: the
- * old hash is freed in the background; K keeps its TTL, or has none),
- * T:v grows by one and T:log says '*'. The undo records were saved by the uploads; with no other reader
- * left they all go (UNLINK). An error when T:stage lacks pages (it lapsed).
- * Replies as the commit script. */
+ * the snapshot, capture is off and T:stage holds exactly the fields the
+ * steps left (ARGV[6]: every one uploaded or copied, none lost since) and
+ * the new length: K becomes T:stage (RENAME K T:stage:old, RENAME T:stage
+ * K, UNLINK T:stage:old: the old hash is freed in the background; K keeps
+ * its TTL, or has none), T:v grows by one, T:id names the new version and
+ * T:log says '*'. The undo records were saved by the uploads; with no
+ * other reader left they all go (UNLINK). {'gone'} when T:stage lacks
+ * pages (deleted, evicted, lapsed): nothing written. Replies as the
+ * commit script. */
 static const char stage_publish_lua[] =
-    "local token, s, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])\n"
+    "local token, s, lease, newid = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[5]\n"
+    IDENT_FN BADTYPE_FN
     "if redis.call('GET', KEYS[5]) ~= token then return {'lease'} end\n"
-    "local v = redis.call('GET', KEYS[4]) or '0'\n"
-    "if v ~= s then return {'stale', v} end\n"
+    "local v, id = ident(KEYS[4], KEYS[12])\n"
+    "if not v then return " BAD_VERSION " end\n"
+    "if id ~= s then return {'stale', v} end\n"
     "if redis.call('EXISTS', KEYS[11]) == 1 then return {'capture', v} end\n"
-    "if redis.call('HLEN', KEYS[2]) ~= tonumber(ARGV[4]) then\n"
-    "  return redis.error_reply('kvsql: the staged commit lacks pages (T:stage lapsed or was changed); '\n"
-    "    .. 'nothing was written')\n"
-    "end\n" NOW_MS
+    "local bad = badtype({KEYS[1], 'hash', KEYS[2], 'hash', KEYS[6], 'zset', KEYS[7], 'hash', KEYS[8], 'zset',\n"
+    "                     KEYS[9], 'zset', KEYS[10], 'list', KEYS[12], 'string'})\n"
+    "if bad then return bad end\n"
+    "local have = redis.call('HLEN', KEYS[2])\n"
+    "if have ~= tonumber(ARGV[4]) or have ~= tonumber(ARGV[6]) then return {'gone'} end\n"
+    NOW_MS
+    "local nvs = string.format('%d', tonumber(v) + 1)\n"
+    "local nid = nvs .. ':' .. newid\n"
     "redis.set_repl(redis.REPL_NONE)\n"
-    "redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ms)\n"
+    DROP_LAPSED("KEYS[6]")
     "local others = false\n"
     "for _, m in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do\n"
     "  local sep = string.find(m, ':', 1, true)\n"
@@ -404,32 +524,33 @@ static const char stage_publish_lua[] =
     "redis.call('RENAME', KEYS[2], KEYS[1])\n"
     "if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end\n"
     "redis.call('UNLINK', KEYS[3])\n"
-    "local nvs = tostring(redis.call('INCR', KEYS[4]))\n"
+    "redis.call('INCR', KEYS[4])\n"
+    "redis.call('SET', KEYS[12], nid)\n"
     "redis.set_repl(redis.REPL_NONE)\n"
     "if redis.call('EXISTS', KEYS[10]) == 1 then\n"
-    "  redis.call('LPUSH', KEYS[10], nvs .. ':*')\n"
+    "  redis.call('LPUSH', KEYS[10], nvs .. ':*;' .. s .. ';' .. nid)\n"
     "  redis.call('LTRIM', KEYS[10], 0, " STR(KVSQL_LOG_ENTRIES) " - 1)\n"
     "end\n"
-    "redis.call('ZREM', KEYS[6], s .. ':' .. token)\n"
+    "redis.call('ZREM', KEYS[6], string.match(s, '^%d+') .. ':' .. token)\n"
     "redis.call('ZADD', KEYS[6], ms + lease, nvs .. ':' .. token)\n"
     "redis.call('PEXPIRE', KEYS[5], lease)\n"
-    "return {'ok', nvs}\n";
+    "return {'ok', nid}\n";
 
 /* The warm begin: begin's work with fewer arguments, and none of its
  * writes when nothing changed. The client sends it only while its reader
  * registration <cached v>:<token> is fresh (renewed less than lease_ms/4
  * ago on this connection, so it outlives a transaction that reads no more
  * than that long) and it needs neither the changelog's renewal nor the
- * write-intent lease. Then, when T:v and HLEN are still ARGV[3]
- * ("<v>:<HLEN>"), that registration already protects the snapshot: the
- * reply is begin's {'ok', v, HLEN} (or 'capture'), and Redis ran three
+ * write-intent lease. Then, when the identity and HLEN are still ARGV[3]
+ * ("<T:id>/<HLEN>"), that registration already protects the snapshot: the
+ * reply is begin's {'ok', T:id, HLEN} (or 'capture'), and Redis ran four
  * reads and no write. Else it goes on as begin, with previous member
  * "<cached v>:<token>", no changelog renewal, no write intent. */
 static const char begin_warm_lua[] =
     "local token, lease, cached, log_ttl, intent = ARGV[1], ARGV[2], ARGV[3], '', ''\n"
     "local prev = (string.match(cached, '^(%d+):') or '') .. ':' .. token\n"
     QUEUE_FUNCS BEGIN_HEAD
-    "if v .. ':' .. n == cached then return out end\n"
+    "if id ~= v and id .. '/' .. n == cached then return out end\n"
     BEGIN_TAIL;
 
 const char *const kvsql_scripts[SCRIPT_COUNT] = {begin_lua,     read_lua,       lock_lua,         commit_lua,

@@ -15,29 +15,33 @@
 #define INLINE_PAGES 8
 
 enum {
-    SCRIPT_BEGIN,  /* KEYS: K T:v T:readers T:log T:changes:cfg T:lease
-                      ARGV: token lease_ms previous-member cached-"v:HLEN"-or-""
+    SCRIPT_BEGIN,  /* KEYS: K T:v T:readers T:log T:changes:cfg T:lease T:id
+                      ARGV: token lease_ms previous-member cached-"id/HLEN"-or-""
                             log_ttl_ms write-intent-"1"-or-"" */
-    SCRIPT_READ,   /* KEYS: K T:v T:readers T:undo T:undo:idx T:lease
+    SCRIPT_READ,   /* KEYS: K T:v T:readers T:undo T:undo:idx T:lease T:id T:undo:ver
                       ARGV: token snapshot lease_ms page-index... */
-    SCRIPT_LOCK,   /* KEYS: T:v T:lease              ARGV: token snapshot lease_ms */
+    SCRIPT_LOCK,   /* KEYS: T:v T:lease T:id         ARGV: token snapshot lease_ms */
     SCRIPT_COMMIT, /* KEYS: K T:v T:lease T:readers T:undo T:undo:idx T:undo:ver T:log
-                            T:changes T:changes:cfg
+                            T:changes T:changes:cfg T:id
                       ARGV: token snapshot lease_ms npages
-                      lock-byte-gap-field-or-"" E-or-"" [E strings of row changes]
+                      lock-byte-gap-field-or-"" new-id E-or-"" [E strings of row changes]
                       [index page]... */
     SCRIPT_END,    /* KEYS: T:lease T:readers T:undo T:undo:idx T:undo:ver
                       ARGV: token member-or-"" */
+    /* Every script's reply may also be {'aux', key, type, wanted type},
+     * {'version', T:v} (not a version number) or, with capture on,
+     * {'cfg', field, value} / {'changes', type-or-"exhausted"}: refused
+     * before anything was written; the staged steps {'gone'}. */
     /* A big commit, staged (client/store_stage.c): */
-    SCRIPT_STAGE_PUT,     /* KEYS: T:stage T:lease T:v K T:undo T:undo:idx T:undo:ver
+    SCRIPT_STAGE_PUT,     /* KEYS: T:stage T:lease T:v K T:undo T:undo:idx T:undo:ver T:id
                              ARGV: token snapshot lease_ms first-"1"-or-"0" old-npages stage_ttl_ms
-                             [index page]... */
-    SCRIPT_STAGE_COPY,    /* KEYS: T:stage K T:lease    ARGV: token lease_ms from to stage_ttl_ms */
+                             have [index page]... */
+    SCRIPT_STAGE_COPY,    /* KEYS: T:stage K T:lease    ARGV: token lease_ms from to stage_ttl_ms have */
     SCRIPT_STAGE_PUBLISH, /* KEYS: K T:stage T:stage:old T:v T:lease T:readers T:undo T:undo:idx
-                                   T:undo:ver T:log T:changes:cfg
-                             ARGV: token snapshot lease_ms npages */
+                                   T:undo:ver T:log T:changes:cfg T:id
+                             ARGV: token snapshot lease_ms npages new-id have */
     SCRIPT_BEGIN_WARM, /* KEYS: as SCRIPT_BEGIN's (T:lease unused)
-                          ARGV: token lease_ms cached-"v:HLEN" (store_redis.c, "warm begins") */
+                          ARGV: token lease_ms cached-"id/HLEN" (store_redis.c, "warm begins") */
     SCRIPT_COUNT
 };
 

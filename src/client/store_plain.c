@@ -9,10 +9,11 @@
  * records for it: it is checked instead. The begin reads the version, the
  * length and whether capture is on, then page 0 and the checks of the last fields, then the
  * version and the length again (two round trips, plain read commands):
- * a commit changes the pages and T:v in one atomic step, so when T:v and
- * HLEN did not move, what was read between is the snapshot's; else it
- * tries again (PLAIN_TRIES times, then SQLITE_BUSY). Each read sends GET
- * T:v after its HMGET (store_read.c): once another client committed, the
+ * a commit changes the pages, T:v and T:id in one atomic step, so when the
+ * identity (MGET T:v T:id, docs/FORMAT.md "Identity") and HLEN did not
+ * move, what was read between is the snapshot's; else it tries again
+ * (PLAIN_TRIES times, then SQLITE_BUSY). Each read sends MGET T:v T:id
+ * after its HMGET (store_read.c): once another client committed, the
  * transaction's reads fail "snapshot too old" (SQLITE_IOERR_READ), never
  * other data. docs/LIBRARY.md, "Readers that may not write", says what
  * this costs. */
@@ -93,26 +94,30 @@ static redisReply *first_error(redisReply **r, int n) {
     return NULL;
 }
 
-/* T:v as read ("0" when missing) into v (24 bytes); 0, or -1 when it is
- * not a version. */
+/* The identity MGET T:v T:id answered (docs/FORMAT.md, "Identity"): T:id
+ * when it names the version T:v holds, else T:v ("0" when missing), into
+ * v (48 bytes); 0, or -1 when T:v is not a version. */
 static int version_text(const redisReply *r, char *v) {
-    if (r->type == REDIS_REPLY_NIL) {
-        strcpy(v, "0");
-        return 0;
-    }
-    if (r->type != REDIS_REPLY_STRING || r->len == 0 || r->len >= 24) return -1;
-    memcpy(v, r->str, r->len + 1);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return -1;
+    const redisReply *ver = r->element[0], *id = r->element[1];
+    if (ver->type == REDIS_REPLY_NIL) strcpy(v, "0");
+    else if (ver->type != REDIS_REPLY_STRING || ver->len == 0 || ver->len >= 24) return -1;
+    else memcpy(v, ver->str, ver->len + 1);
+    size_t vl = strlen(v);
+    if (id->type == REDIS_REPLY_STRING && id->len < 48 && strncmp(id->str, v, vl) == 0 && id->str[vl] == ':')
+        memcpy(v, id->str, id->len + 1);
     return 0;
 }
 
 /* One attempt: *out is the answer, an error reply, or NULL with *moved
  * set when the database changed meanwhile; -1 when the connection broke. */
 static int begin_once(redis_store *s, const char *cached, redisReply **out, int *moved) {
-    const char *get[] = {"GET", s->aux[AUX_V]}, *hlen[] = {"HLEN", s->key}, *cfg[] = {"EXISTS", s->aux[AUX_CHANGES_CFG]};
+    const char *get[] = {"MGET", s->aux[AUX_V], s->aux[AUX_ID]}, *hlen[] = {"HLEN", s->key},
+               *cfg[] = {"EXISTS", s->aux[AUX_CHANGES_CFG]};
     const char **first[] = {get, hlen, cfg};
-    const int firstc[] = {2, 2, 2};
+    const int firstc[] = {3, 2, 2};
     redisReply *r[5];
-    char v[24], again[24], n1[24], n0[24];
+    char v[48], again[48], n1[24], n0[24];
     *out = NULL;
     *moved = 0;
     if (kvsql_conn_pipeline(&s->conn, 3, firstc, first, r) != 0) return -1;
@@ -122,8 +127,8 @@ static int begin_once(redis_store *s, const char *cached, redisReply **out, int 
     const char *head = r[2]->type == REDIS_REPLY_INTEGER && r[2]->integer == 1 ? "capture" : "ok";
     free_replies(r, 3);
     if (bad) return 0; /* *out NULL, not moved: the caller says it */
-    char vn[48];
-    snprintf(vn, sizeof(vn), "%s:%lld", v, n);
+    char vn[80];
+    snprintf(vn, sizeof(vn), "%s/%lld", v, n); /* as begin_once of store_redis.c sends it: named identities only */
     if (n == 0 || strcmp(vn, cached) == 0) { /* page 0 as of v is cached (or there is none) */
         *out = begin_answer(head, v, n, NULL, 0);
         return 0;
@@ -132,7 +137,7 @@ static int begin_once(redis_store *s, const char *cached, redisReply **out, int 
     snprintf(n0, sizeof(n0), "%lld", n);
     const char *page0[] = {"HGET", s->key, "0"}, *last[] = {"HEXISTS", s->key, n1}, *past[] = {"HEXISTS", s->key, n0};
     const char **second[] = {page0, last, past, get, hlen};
-    const int secondc[] = {3, 3, 3, 2, 2};
+    const int secondc[] = {3, 3, 3, 3, 2};
     if (kvsql_conn_pipeline(&s->conn, 5, secondc, second, r) != 0) return -1;
     if ((*out = first_error(r, 5))) return 0;
     *moved = version_text(r[3], again) != 0 || strcmp(again, v) != 0 || r[4]->type != REDIS_REPLY_INTEGER ||

@@ -39,10 +39,13 @@ static int take_pages(redis_store *s, redisReply *const *el, const uint32_t *idx
 static int read_outcome(redis_store *s, const redisReply *r, const uint32_t *idx, uint32_t n, uint32_t wanted,
                         uint32_t psz, unsigned char *out) {
     if (r->type == REDIS_REPLY_ERROR) return kvsql_conn_reply_error(&s->conn, r, "read");
+    int refused = rs_refusal(s, r);
+    if (refused >= 0) return refused;
     if (rs_reply_is(r, 0, "old"))
         return rs_fail(s, SQLITE_IOERR_SHORT_READ,
                     "key %s: snapshot too old: the transaction's snapshot (version %s) lapsed after lease_ms=%d "
-                    "while others committed; begin it again",
+                    "while others committed, or its history is gone (the database was replaced or restored, "
+                    "its undo records deleted); begin it again",
                     s->key, s->snapshot, s->cfg.lease_ms);
     if (!rs_reply_is(r, 0, "ok") || r->elements != (size_t)n + 1) return rs_bad_reply(s, "read");
     s->renewed_ms = rs_monotonic_ms();
@@ -52,9 +55,12 @@ static int read_outcome(redis_store *s, const redisReply *r, const uint32_t *idx
 /* ---- reads without a script ----
  * For lease_ms/4 after a read script renewed the reader's registration
  * (and the lease when ours), a read needs no script: HMGET of the pages,
- * then GET T:v, sent together (one round trip). The pages are those of the
- * snapshot exactly when T:v is still the snapshot after the HMGET: versions
- * only grow, and a commit changes the pages and T:v in one step. Else (a
+ * then MGET T:v T:id, sent together (one round trip). The pages are those
+ * of the snapshot exactly when the identity (T:id when it names T:v,
+ * docs/FORMAT.md "Identity") is still the snapshot's after the HMGET:
+ * every commit changes the pages, T:v and T:id in one step, and no two
+ * commits get the same id, so a version reached again by another history
+ * (FLUSHALL, a restore, a failover) is never taken for the snapshot. Else (a
  * commit came, an error, a redirection) the script reads them. Redis runs
  * HMGET without Lua's copies: half the server's work of a scan. */
 #define FAST_NO (-1) /* read_fast: use the script (no SQLite code) */
@@ -64,7 +70,7 @@ static int fast_ok(const redis_store *s) {
            (s->plain || rs_monotonic_ms() - s->renewed_ms < s->cfg.lease_ms / 4.0);
 }
 
-/* Queues HMGET K idx... and GET T:v. 0, or -1 when out of memory (then
+/* Queues HMGET K idx... and MGET T:v T:id. 0, or -1 when out of memory (then
  * the connection is dropped: half of it may have been queued). */
 static int append_fast(redis_store *s, const uint32_t *idx, uint32_t n) {
     char *names = malloc((size_t)n * 11);
@@ -77,9 +83,9 @@ static int append_fast(redis_store *s, const uint32_t *idx, uint32_t n) {
             char *f = names + (size_t)i * 11;
             kvsql_call_add(&k, f, (size_t)snprintf(f, 11, "%u", idx[i]));
         }
-        const char *get[] = {"GET", s->aux[AUX_V]};
+        const char *get[] = {"MGET", s->aux[AUX_V], s->aux[AUX_ID]};
         rc = kvsql_link_append_argv(s->conn.c, k.argc, k.argv, k.lens) == REDIS_OK &&
-                     kvsql_link_append_argv(s->conn.c, 2, get, NULL) == REDIS_OK
+                     kvsql_link_append_argv(s->conn.c, 3, get, NULL) == REDIS_OK
                  ? 0
                  : -1;
     }
@@ -93,14 +99,27 @@ static int append_fast(redis_store *s, const uint32_t *idx, uint32_t n) {
  * fall back on the read script: an error reply is the read's error, and a
  * version that moved ends the snapshot. FAST_NO when the pages may be
  * taken. */
-static int plain_outcome(redis_store *s, const redisReply *pages, const char *now) {
+static int plain_outcome(redis_store *s, const redisReply *pages, int same) {
     if (pages->type == REDIS_REPLY_ERROR) return kvsql_conn_reply_error(&s->conn, pages, "read");
-    if (now && strcmp(now, s->snapshot) == 0) return FAST_NO;
+    if (same) return FAST_NO;
     return rs_fail(s, SQLITE_IOERR_SHORT_READ,
                    "key %s: snapshot too old: another client committed after this transaction's snapshot (version "
                    "%s), which is not registered (the server refused the begin script: a user that may only read, "
                    "or maxmemory reached); begin it again",
                    s->key, s->snapshot);
+}
+
+/* Whether MGET T:v T:id answered the snapshot's identity: T:id when it
+ * names the version T:v holds, else T:v alone ("0" when missing). */
+static int ident_is_snapshot(const redis_store *s, const redisReply *r) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return 0;
+    const redisReply *v = r->element[0], *id = r->element[1];
+    const char *ver = v->type == REDIS_REPLY_STRING ? v->str : v->type == REDIS_REPLY_NIL ? "0" : NULL;
+    if (!ver) return 0;
+    size_t vl = strlen(ver);
+    if (id->type == REDIS_REPLY_STRING && strncmp(id->str, ver, vl) == 0 && id->str[vl] == ':')
+        return strcmp(id->str, s->snapshot) == 0;
+    return strcmp(ver, s->snapshot) == 0;
 }
 
 /* Reads the two replies of append_fast and takes the pages when they are
@@ -112,11 +131,10 @@ static int take_fast(redis_store *s, const uint32_t *idx, uint32_t n, uint32_t w
         freeReplyObject(pages);
         return kvsql_conn_lost(&s->conn, SQLITE_IOERR, "read");
     }
-    const char *now = v->type == REDIS_REPLY_STRING ? v->str : v->type == REDIS_REPLY_NIL ? "0" : NULL;
     int rc = FAST_NO;
-    if (s->plain) rc = plain_outcome(s, pages, now); /* no script to fall back on */
-    if (rc == FAST_NO && now && strcmp(now, s->snapshot) == 0 && pages->type == REDIS_REPLY_ARRAY &&
-        pages->elements == n) {
+    int same = ident_is_snapshot(s, v);
+    if (s->plain) rc = plain_outcome(s, pages, same); /* no script to fall back on */
+    if (rc == FAST_NO && same && pages->type == REDIS_REPLY_ARRAY && pages->elements == n) {
         char keep[sizeof(s->conn.err)];
         memcpy(keep, s->conn.err, sizeof(keep));
         rc = take_pages(s, pages->element, idx, n, wanted, psz, out);
@@ -141,11 +159,11 @@ static int read_fast(redis_store *s, const uint32_t *idx, uint32_t n, uint32_t w
 
 /* The read script's call for pages idx[0..n-1]; names holds their
  * decimal text (n * 11 bytes). 0, or -1 when out of memory. */
-#define READ_KEYS 6
+#define READ_KEYS 8
 static int read_call(redis_store *s, const uint32_t *idx, uint32_t n, kvsql_call *k, char *names, char *nkeys) {
     if (kvsql_call_init(k, 6 + READ_KEYS + (int)n) != 0) return -1;
-    const char *head[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_UNDO], s->aux[AUX_UNDO_IDX],
-                          s->aux[AUX_LEASE], /* KEYS */
+    const char *head[] = {s->key,           s->aux[AUX_V],    s->aux[AUX_READERS], s->aux[AUX_UNDO],
+                          s->aux[AUX_UNDO_IDX], s->aux[AUX_LEASE], s->aux[AUX_ID], s->aux[AUX_UNDO_VER], /* KEYS */
                           s->conn.token, s->snapshot, s->lease};
     kvsql_call_script(k, READ_KEYS, nkeys);
     for (int i = 0; i < NARGS(head); i++) kvsql_call_str(k, head[i]);

@@ -46,7 +46,8 @@
 
 static const char *const aux_suffix[AUX_COUNT] = {KVSQL_AUX_VERSION,  KVSQL_AUX_LEASE,    KVSQL_AUX_READERS,
                                                    KVSQL_AUX_UNDO,     KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER,
-                                                   KVSQL_AUX_LOG,      KVSQL_AUX_CHANGES,  KVSQL_AUX_CHANGES_CONFIG};
+                                                   KVSQL_AUX_LOG,      KVSQL_AUX_CHANGES,  KVSQL_AUX_CHANGES_CONFIG,
+                                                   KVSQL_AUX_ID};
 
 
 static const kvsql_store_methods redis_methods;
@@ -89,7 +90,7 @@ static void send_end(redis_store *s, const char *member) {
 /* Runs script id with nkeys keys and then the other arguments, nargs C
  * strings in all (at most RUN_ARGS_MAX), for begin and lock: no allocation.
  * NULL, the connection dropped and why recorded, when it broke. */
-#define RUN_ARGS_MAX 13
+#define RUN_ARGS_MAX 14
 redisReply *rs_run_script(redis_store *s, int id, const char *what, int nkeys, int nargs, const char **args) {
     const char *argv[3 + RUN_ARGS_MAX];
     size_t lens[3 + RUN_ARGS_MAX];
@@ -153,6 +154,40 @@ int rs_bad_reply(redis_store *s, const char *what) {
     return rs_fail(s, SQLITE_IOERR, "redis at %s: unexpected reply to %s of key %s", s->conn.where, what, s->key);
 }
 
+static const char *elem_str(const redisReply *r, size_t i) {
+    return r->elements > i && r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : "?";
+}
+
+int rs_refusal(redis_store *s, const redisReply *r) {
+    if (rs_reply_is(r, 0, "aux"))
+        return rs_fail(s, SQLITE_ERROR, "key %s: its auxiliary key %s holds a %s, not a %s (damaged or written by "
+                                     "hand; docs/FORMAT.md): nothing was written",
+                       s->key, elem_str(r, 1), elem_str(r, 2), elem_str(r, 3));
+    if (rs_reply_is(r, 0, "version"))
+        return rs_fail(s, SQLITE_ERROR, "key %s: its version key %s holds '%.40s', not a version number (damaged or "
+                                     "written by hand): nothing was written",
+                       s->key, s->aux[AUX_V], elem_str(r, 1));
+    if (rs_reply_is(r, 0, "cfg"))
+        return rs_fail(s, SQLITE_ERROR, "key %s: kvsql changes: %s holds %s '%.40s', which is not valid (maxlen: 0 or "
+                                     "a decimal integer of at most %d digits; trim: ~ or =): nothing was written",
+                       s->key, s->aux[AUX_CHANGES_CFG], elem_str(r, 1), elem_str(r, 2), KVSQL_MAXLEN_DIGITS);
+    if (rs_reply_is(r, 0, "changes") && strcmp(elem_str(r, 1), "exhausted") == 0)
+        return rs_fail(s, SQLITE_ERROR, "key %s: kvsql changes: the stream %s has no stream IDs left for this "
+                                     "commit's entries: nothing was written", s->key, s->aux[AUX_CHANGES]);
+    if (rs_reply_is(r, 0, "changes"))
+        return rs_fail(s, SQLITE_ERROR, "key %s: kvsql changes: %s holds a %s, not a stream: nothing was written",
+                       s->key, s->aux[AUX_CHANGES], elem_str(r, 1));
+    if (rs_reply_is(r, 0, "gone"))
+        return rs_fail(s, SQLITE_IOERR_WRITE, "key %s: the staged commit lost pages it had uploaded (%s was deleted, "
+                                           "evicted or lapsed between steps): nothing was written",
+                       s->key, s->stage);
+    return -1;
+}
+
+int rs_ident_named(const char *ident) {
+    return strchr(ident, ':') != NULL;
+}
+
 /* Brings the cache from cache_version to the snapshot with begin's
  * changelog answer (reply elements 6..: count, then page/value pairs):
  * changed pages are dropped, or replaced by the value sent. Returns 0, or
@@ -172,16 +207,18 @@ static int apply_changes(redis_store *s, const redisReply *r, uint32_t psz) {
     return 0;
 }
 
-/* Takes v (len bytes, as begin answered it) as the snapshot, and
- * "<v>:<token>" as the reader's member. -1 when v is too long. */
-static int set_snapshot(redis_store *s, const char *v, size_t len) {
-    size_t tl = strlen(s->conn.token);
-    if (len >= sizeof(s->snapshot) || len + 2 + tl > sizeof(s->member)) return -1;
-    memcpy(s->snapshot, v, len);
+/* Takes the identity id (len bytes, as begin or a commit answered it:
+ * "<v>:<hex>" or "<v>") as the snapshot, and "<v>:<token>" as the
+ * reader's member. -1 when it is too long or does not begin with a
+ * version. */
+static int set_snapshot(redis_store *s, const char *id, size_t len) {
+    size_t tl = strlen(s->conn.token), vl = strspn(id, "0123456789");
+    if (len >= sizeof(s->snapshot) || vl == 0 || vl > 20 || vl + 2 + tl > sizeof(s->member)) return -1;
+    memcpy(s->snapshot, id, len);
     s->snapshot[len] = 0;
-    memcpy(s->member, v, len);
-    s->member[len] = ':';
-    memcpy(s->member + len + 1, s->conn.token, tl + 1);
+    memcpy(s->member, id, vl);
+    s->member[vl] = ':';
+    memcpy(s->member + vl + 1, s->conn.token, tl + 1);
     return 0;
 }
 
@@ -194,6 +231,8 @@ static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
     if (rs_reply_is(r, 0, "type"))
         return rs_fail(s, SQLITE_NOTADB, "key %s holds a %s, not a kvsql database", s->key,
                     r->elements > 1 && r->element[1]->str ? r->element[1]->str : "value of another type");
+    int refused = rs_refusal(s, r);
+    if (refused >= 0) return refused;
     const char *head = r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_STRING
                            ? r->element[0]->str
                            : "";
@@ -214,12 +253,18 @@ static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
     t->npages = (uint32_t)n;
     t->page_size = 0;
     readahead_begin(&s->ra);
-    int warm = t->version == s->cache_version && s->cache_hlen == (uint32_t)n && pagecache_has(&s->cache, 0);
+    int warm = rs_ident_named(s->snapshot) && strcmp(s->snapshot, s->cache_ident) == 0 &&
+               s->cache_hlen == (uint32_t)n && pagecache_has(&s->cache, 0);
     int logged = !warm && r->elements > 6 && r->element[3]->type == REDIS_REPLY_STRING &&
                  apply_changes(s, r, (uint32_t)r->element[3]->len) == 0;
-    if (!warm && !logged) pagecache_reset(&s->cache);
+    if (!warm && !logged) { /* nothing vouches for what SQLite cached either */
+        pagecache_reset(&s->cache);
+        s->restarts++;
+    }
+    t->generation = s->conn.connections + s->restarts;
     if (logged) s->stats.log_begins++;
     s->cache_version = t->version;
+    snprintf(s->cache_ident, sizeof(s->cache_ident), "%s", s->snapshot);
     s->cache_hlen = (uint32_t)n;
     if (n == 0) return SQLITE_OK;
     if (r->elements < 6) {
@@ -276,16 +321,16 @@ static int warm_begin_ok(const redis_store *s, const char *cached, const char *l
            now - last < s->cfg.lease_ms / 4.0;
 }
 
-/* Sends the begin or the warm begin script (cached: "v:HLEN" of the
+/* Sends the begin or the warm begin script (cached: "id/HLEN" of the
  * cache, or ""); its reply, NULL when the connection broke. */
 static redisReply *send_begin(redis_store *s, int warm, const char *cached, const char *log_ttl) {
     if (warm) {
         const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
-                              /* KEYS */ s->conn.token, s->lease, cached};
-        return rs_run_script(s, SCRIPT_BEGIN_WARM, "begin", 5, NARGS(args), args);
+                              s->aux[AUX_LEASE], s->aux[AUX_ID], /* KEYS */ s->conn.token, s->lease, cached};
+        return rs_run_script(s, SCRIPT_BEGIN_WARM, "begin", 7, NARGS(args), args);
     }
     const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
-                          s->aux[AUX_LEASE], s->queue, /* KEYS */
+                          s->aux[AUX_LEASE], s->queue, s->aux[AUX_ID], /* KEYS */
                           s->conn.token, s->lease, s->member, cached, log_ttl, s->intent ? "1" : ""};
     return rs_run_script(s, SCRIPT_BEGIN, "begin", 7, NARGS(args), args);
 }
@@ -296,13 +341,10 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
         return rs_fail(s, SQLITE_MISUSE, "a redis store serves one connection; open the database again instead");
     int rc = kvsql_conn_connect(&s->conn);
     if (rc != SQLITE_OK) return rc;
-    char cached[40] = "", log_ttl[16];
+    char cached[80] = "", log_ttl[16];
     log_ttl_arg(s, log_ttl, sizeof(log_ttl));
-    if (pagecache_has(&s->cache, 0)) {
-        char *p = kvsql_put_decimal(cached, s->cache_version);
-        *p++ = ':';
-        *kvsql_put_decimal(p, s->cache_hlen) = 0;
-    }
+    if (pagecache_has(&s->cache, 0) && rs_ident_named(s->cache_ident)) /* a bare version vouches for nothing */
+        snprintf(cached, sizeof(cached), "%s/%u", s->cache_ident, s->cache_hlen);
     double now = rs_monotonic_ms();
     if (rs_retrying(s)) s->intent = 1; /* turns, above */
     int warm = warm_begin_ok(s, cached, log_ttl, now);
@@ -320,7 +362,7 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
     if (!warm) s->begun_ms = now; /* the begin script renewed the registration */
     s->stats.begins++;
     s->member[0] = 0;
-    t->generation = s->conn.connections;
+    t->generation = s->conn.connections + s->restarts;
     rc = r->type == REDIS_REPLY_ERROR ? kvsql_conn_reply_error(&s->conn, r, "begin") : take_snapshot(s, t, r);
     freeReplyObject(r);
     if (plain) s->member[0] = 0; /* not registered: nothing to end */
@@ -414,10 +456,10 @@ static const char *queue_arg(const redis_store *s) {
 /* The lock script for the token, taking over the lease of `dead` ("" for
  * none): its reply, NULL when the connection broke. */
 static redisReply *run_lock(redis_store *s, const char *dead) {
-    const char *args[] = {s->aux[AUX_V], s->aux[AUX_LEASE], s->queue, /* KEYS */
+    const char *args[] = {s->aux[AUX_V], s->aux[AUX_LEASE], s->queue, s->aux[AUX_ID], /* KEYS */
                           s->conn.token, s->snapshot, s->lease, dead, queue_arg(s)};
     s->stats.locks++;
-    return rs_run_script(s, SCRIPT_LOCK, "lock", 3, NARGS(args), args);
+    return rs_run_script(s, SCRIPT_LOCK, "lock", 4, NARGS(args), args);
 }
 
 static int redis_lock(kvsql_store *st, kvsql_txn *t) {
@@ -446,7 +488,8 @@ static int redis_lock(kvsql_store *st, kvsql_txn *t) {
     int rc;
     s->busy_ms = rs_reply_is(r, 0, "busy") || rs_reply_is(r, 0, "stale") ? rs_monotonic_ms() : 0; /* refused */
     if (r->type == REDIS_REPLY_ERROR) rc = kvsql_conn_reply_error(&s->conn, r, "lock");
-    else if (rs_reply_is(r, 0, "ok")) {
+    else if ((rc = rs_refusal(s, r)) >= 0) {
+    } else if (rs_reply_is(r, 0, "ok")) {
         rc = SQLITE_OK;
         s->stats.dead_leases += takeover;
         s->holds_lease = 1;
@@ -464,11 +507,14 @@ static int redis_lock(kvsql_store *st, kvsql_txn *t) {
 
 /* ---- commit -------------------------------------------------------------- */
 
-/* After our commit landed: t's snapshot is the new state. */
-static void adopt_commit(redis_store *s, kvsql_txn *t, const kvsql_batch *b, const char *version) {
-    snprintf(s->snapshot, sizeof(s->snapshot), "%s", version);
-    snprintf(s->member, sizeof(s->member), "%s:%s", s->snapshot, s->conn.token);
-    t->version = strtoull(version, NULL, 10);
+/* After our commit landed: t's snapshot is the new state, named by the
+ * identity the commit answered. */
+static void adopt_commit(redis_store *s, kvsql_txn *t, const kvsql_batch *b, const char *ident) {
+    if (set_snapshot(s, ident, strlen(ident)) != 0) { /* cannot happen: the script made it */
+        s->snapshot[0] = 0;
+        pagecache_reset(&s->cache);
+    }
+    t->version = strtoull(s->snapshot, NULL, 10);
     t->npages = b->npages;
     t->page_size = b->page_size;
     /* The cache held the old version; the batch turns it into the new. */
@@ -479,12 +525,15 @@ static void adopt_commit(redis_store *s, kvsql_txn *t, const kvsql_batch *b, con
         }
     pagecache_drop_from(&s->cache, b->npages);
     s->cache_version = t->version;
+    snprintf(s->cache_ident, sizeof(s->cache_ident), "%s", s->snapshot);
     s->gap = 0; /* the commit stored the lock-byte page, or cut below it */
     s->cache_hlen = b->npages;
 }
 
 static int commit_outcome(redis_store *s, kvsql_txn *t, const kvsql_batch *b, const redisReply *r) {
     if (r->type == REDIS_REPLY_ERROR) return kvsql_conn_reply_error(&s->conn, r, "commit");
+    int refused = rs_refusal(s, r);
+    if (refused >= 0) return refused;
     if (rs_reply_is(r, 0, "ok") && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
         s->stats.commits++;
         s->stats.pages_written += b->count;
@@ -596,7 +645,7 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     const change_log *log;
     int rc = changes_of_commit(s, &log);
     if (rc != SQLITE_OK) return rc;
-    char nkeys[8], npages[16], gap[KVSQL_FIELD_MAX] = "", nchanges[24] = "";
+    char nkeys[8], npages[16], gap[KVSQL_FIELD_MAX] = "", nchanges[24] = "", newid[KVSQL_ID_HEX + 1];
     uint32_t lb = kvsql_lock_byte_index(b->page_size);
     int fill = fills_gap(s, b, lb);
     size_t nstr = change_strings(log);
@@ -604,7 +653,7 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     char (*counts)[4] = log && log->n ? malloc(log->n * sizeof(*counts)) : NULL;
     void *zeros = fill ? calloc(1, b->page_size) : NULL;
     kvsql_call k;
-    int ok = kvsql_call_init(&k, 24 + 2 * (int)b->count + (int)nstr) == 0 && idx && (zeros || !fill) &&
+    int ok = kvsql_call_init(&k, 26 + 2 * (int)b->count + (int)nstr) == 0 && idx && (zeros || !fill) &&
              (counts || !log || !log->n);
     if (!ok) {
         kvsql_call_free(&k);
@@ -623,6 +672,8 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     kvsql_call_str(&k, s->lease);
     kvsql_call_str(&k, npages);
     kvsql_call_str(&k, gap);
+    kvsql_random_hex(newid, KVSQL_ID_HEX / 2);
+    kvsql_call_str(&k, newid);
     if (log) snprintf(nchanges, sizeof(nchanges), "%zu", nstr);
     kvsql_call_str(&k, nchanges);
     if (log) add_changes(&k, log, counts);

@@ -3,8 +3,17 @@
  *
  * Coordination writes (readers, undo) go through RedisModule_Call without
  * the "!" flag, so Redis neither replicates them nor appends them to the
- * AOF; the version's INCR is propagated explicitly, after the pages, so
- * replicas and the AOF get HSET ... INCR T:v in one MULTI/EXEC. */
+ * AOF; the version's INCR and the identity's SET are propagated
+ * explicitly, after the pages, so replicas and the AOF get HSET ... INCR
+ * T:v, SET T:id in one MULTI/EXEC.
+ *
+ * Identity (docs/FORMAT.md): every write gives the version it makes a new
+ * random id, T:id = "<new version>:<16 hex>", so that a version number
+ * reached again by another history (FLUSHALL, a deleted or restored
+ * database, a failover) is never taken by a library client for the one it
+ * cached. The changelog entry and the undo records of a write name the
+ * identity they start from (its base) and, for the log, the one they
+ * make, so a client follows them only along one history. */
 #include "protocol.h"
 
 #include "format.h"
@@ -14,6 +23,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The write under way (one per aux_keys, main thread only): the random
+ * part of the identity protocol_save_undo chose for the next version, and
+ * the whole identity protocol_bump_version wrote, for propagation. */
+struct protocol_write {
+    char hex[KVSQL_ID_HEX + 1];
+    char ident[48];
+};
 
 /* ---- key names --------------------------------------------------------- */
 
@@ -39,14 +56,20 @@ void aux_keys_make(RedisModuleString *keyname, aux_keys *a) {
     a->undo_idx = aux_key_name(NULL, keyname, KVSQL_AUX_UNDO_IDX);
     a->undo_ver = aux_key_name(NULL, keyname, KVSQL_AUX_UNDO_VER);
     a->log = aux_key_name(NULL, keyname, KVSQL_AUX_LOG);
+    a->id = aux_key_name(NULL, keyname, KVSQL_AUX_ID);
+    a->write = RedisModule_Alloc(sizeof(*a->write));
+    memset(a->write, 0, sizeof(*a->write));
 }
 
 void aux_keys_free(aux_keys *a) {
-    RedisModuleString **all[] = {&a->version, &a->lease, &a->readers, &a->undo, &a->undo_idx, &a->undo_ver, &a->log};
+    RedisModuleString **all[] = {&a->version, &a->lease, &a->readers, &a->undo, &a->undo_idx, &a->undo_ver, &a->log,
+                                 &a->id};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         if (*all[i]) RedisModule_FreeString(NULL, *all[i]);
         *all[i] = NULL;
     }
+    if (a->write) RedisModule_Free(a->write);
+    a->write = NULL;
 }
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -124,6 +147,17 @@ static int live_readers(RedisModuleCtx *ctx, const aux_keys *a, uint64_t *oldest
         RedisModule_Call(ctx, "ZREMRANGEBYSCORE", "scl", a->readers, "-inf", RedisModule_Milliseconds());
     if (!call_ok(r)) {
         int rc = call_failed(r, "drop lapsed readers of", a->readers, err, errlen);
+        free_reply(r);
+        return rc;
+    }
+    free_reply(r);
+    /* no client registers further ahead than the longest lease: a member
+     * scored so (forged) would keep every undo record forever */
+    char beyond[32];
+    snprintf(beyond, sizeof(beyond), "(%lld", RedisModule_Milliseconds() + (long long)KVSQL_LEASE_MAX_MS);
+    r = RedisModule_Call(ctx, "ZREMRANGEBYSCORE", "scc", a->readers, beyond, "+inf");
+    if (!call_ok(r)) {
+        int rc = call_failed(r, "drop forged readers of", a->readers, err, errlen);
         free_reply(r);
         return rc;
     }
@@ -221,17 +255,24 @@ static RedisModuleString *page_value(RedisModuleKey *key, uint32_t index) {
 }
 
 /* Writes the before-images of `indexes` as records of `version`:
- * HSET T:undo, ZADD T:undo:idx 0 ..., ZADD T:undo:ver version ... */
+ * HSET T:undo, ZADD T:undo:idx 0 ..., ZADD T:undo:ver version ...; and
+ * the record "base:<version, 16 hex>" naming the identity they were taken
+ * from (a reader follows records only from its own snapshot's identity). */
 static int write_undo(RedisModuleCtx *ctx, const aux_keys *a, RedisModuleKey *key, const uint32_t *indexes,
-                      size_t n, uint64_t version, char *err, size_t errlen) {
-    RedisModuleString **pairs = RedisModule_Alloc(sizeof(*pairs) * (2 * n + 1));
-    RedisModuleString **idx = RedisModule_Alloc(sizeof(*idx) * (2 * n + 1));
-    RedisModuleString **ver = RedisModule_Alloc(sizeof(*ver) * (2 * n + 1));
+                      size_t n, uint64_t version, const char *base, char *err, size_t errlen) {
+    RedisModuleString **pairs = RedisModule_Alloc(sizeof(*pairs) * (2 * n + 3));
+    RedisModuleString **idx = RedisModule_Alloc(sizeof(*idx) * (2 * n + 3));
+    RedisModuleString **ver = RedisModule_Alloc(sizeof(*ver) * (2 * n + 3));
     RedisModuleString *zero = RedisModule_CreateString(ctx, "0", 1);
-    char vbuf[24];
+    char vbuf[24], bfield[32];
     int vlen = snprintf(vbuf, sizeof(vbuf), "%llu", (unsigned long long)version);
     RedisModuleString *vstr = RedisModule_CreateString(ctx, vbuf, (size_t)vlen);
-    size_t m = 0;
+    int blen = snprintf(bfield, sizeof(bfield), "base:%016llx", (unsigned long long)version);
+    RedisModuleString *bf = RedisModule_CreateString(ctx, bfield, (size_t)blen);
+    pairs[0] = bf, pairs[1] = RedisModule_CreateString(ctx, base, strlen(base));
+    idx[0] = zero, idx[1] = bf;
+    ver[0] = vstr, ver[1] = bf;
+    size_t m = 1;
     for (size_t i = 0; i < n; i++) {
         RedisModuleString *old = page_value(key, indexes[i]);
         if (!old) continue; /* a page never stored (the lock-byte gap) */
@@ -244,7 +285,7 @@ static int write_undo(RedisModuleCtx *ctx, const aux_keys *a, RedisModuleKey *ke
         m++;
     }
     int rc = 0;
-    if (m) {
+    {
         RedisModuleCallReply *r1 = RedisModule_Call(ctx, "HSET", "sv", a->undo, pairs, 2 * m);
         RedisModuleCallReply *r2 = RedisModule_Call(ctx, "ZADD", "sv", a->undo_idx, idx, 2 * m);
         RedisModuleCallReply *r3 = RedisModule_Call(ctx, "ZADD", "sv", a->undo_ver, ver, 2 * m);
@@ -266,24 +307,28 @@ static int write_undo(RedisModuleCtx *ctx, const aux_keys *a, RedisModuleKey *ke
 
 /* ---- the changelog ------------------------------------------------------ */
 
-/* The entry "<version>:<page>,<page>,..." ("<version>:*" past
- * KVSQL_LOG_ENTRY_PAGES pages), as format.h writes it. Free it. */
-static char *log_entry(uint64_t version, const uint32_t *indexes, size_t n, size_t *len) {
+/* The entry "<version>:<page>,<page>,...;<base>;<version>:<hex>"
+ * ("<version>:*;..." past KVSQL_LOG_ENTRY_PAGES pages), as format.h writes
+ * it: the pages, the identity the commit starts from and the one it
+ * makes. Free it. */
+static char *log_entry(uint64_t version, const uint32_t *indexes, size_t n, const char *base, const char *hex,
+                       size_t *len) {
     int all = n > KVSQL_LOG_ENTRY_PAGES;
-    size_t cap = 32 + (all ? 1 : n * 11), at = 0;
+    size_t cap = 96 + strlen(base) + (all ? 1 : n * 11), at = 0;
     char *e = RedisModule_Alloc(cap);
     if (!e) return NULL;
     at += (size_t)snprintf(e, cap, all ? "%llu:*" : "%llu:", (unsigned long long)version);
     for (size_t i = 0; !all && i < n; i++) at += (size_t)snprintf(e + at, cap - at, i ? ",%u" : "%u", indexes[i]);
+    at += (size_t)snprintf(e + at, cap - at, ";%s;%llu:%s", base, (unsigned long long)version, hex);
     *len = at;
     return e;
 }
 
 /* LPUSH the entry of the next version (version + 1) to T:log and LTRIM it. */
 static int log_changes(RedisModuleCtx *ctx, const aux_keys *a, uint64_t version, const uint32_t *indexes, size_t n,
-                       char *err, size_t errlen) {
+                       const char *base, char *err, size_t errlen) {
     size_t len;
-    char *e = log_entry(version + 1, indexes, n, &len);
+    char *e = log_entry(version + 1, indexes, n, base, a->write->hex, &len);
     if (!e) return call_failed(NULL, "log the changed pages (out of memory) in", a->log, err, errlen);
     RedisModuleCallReply *r = RedisModule_Call(ctx, "LPUSH", "sb", a->log, e, len);
     RedisModule_Free(e);
@@ -297,20 +342,78 @@ static int log_changes(RedisModuleCtx *ctx, const aux_keys *a, uint64_t version,
     return rc;
 }
 
+/* The identity of `version`, the version T:v holds (docs/FORMAT.md,
+ * "Identity"): T:id when it names that version, else the version alone. */
+static int current_ident(RedisModuleCtx *ctx, const aux_keys *a, uint64_t version, char *out, size_t cap, char *err,
+                         size_t errlen) {
+    int vl = snprintf(out, cap, "%llu", (unsigned long long)version);
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "GET", "s", a->id);
+    if (!call_ok(r)) {
+        int rc = call_failed(r, "read the identity", a->id, err, errlen);
+        free_reply(r);
+        return rc;
+    }
+    size_t len = 0;
+    const char *p = RedisModule_CallReplyType(r) == REDISMODULE_REPLY_NULL ? NULL : RedisModule_CallReplyStringPtr(r, &len);
+    if (p && len < cap && len > (size_t)vl && memcmp(p, out, (size_t)vl) == 0 && p[vl] == ':') {
+        memcpy(out, p, len);
+        out[len] = 0;
+    }
+    free_reply(r);
+    return 0;
+}
+
+/* Whether key holds `type` or nothing; else the error for a key of
+ * another type: checked before anything of a write is written. */
+static int type_fits(RedisModuleCtx *ctx, RedisModuleString *name, int type, const char *what, char *err,
+                     size_t errlen) {
+    RedisModuleKey *k = RedisModule_OpenKey(ctx, name, REDISMODULE_READ | REDISMODULE_OPEN_KEY_NOTOUCH);
+    int t = k ? RedisModule_KeyType(k) : REDISMODULE_KEYTYPE_EMPTY;
+    if (k) RedisModule_CloseKey(k);
+    if (t == REDISMODULE_KEYTYPE_EMPTY || t == type) return 0;
+    size_t len;
+    const char *n = RedisModule_StringPtrLen(name, &len);
+    snprintf(err, errlen, "ERR kvsql: the auxiliary key '%.*s' holds another type than a %s (damaged or written by "
+                          "hand, docs/FORMAT.md): nothing was written",
+             (int)(len > 200 ? 200 : len), n, what);
+    return -1;
+}
+
+/* Every auxiliary key a write may touch holds its own type: checked before
+ * the first write (the version's own value is checked by current_version
+ * and, in place, by protocol_bump_version before the pages). */
+static int aux_types_fit(RedisModuleCtx *ctx, const aux_keys *a, char *err, size_t errlen) {
+    return type_fits(ctx, a->version, REDISMODULE_KEYTYPE_STRING, "string", err, errlen) ||
+           type_fits(ctx, a->id, REDISMODULE_KEYTYPE_STRING, "string", err, errlen) ||
+           type_fits(ctx, a->log, REDISMODULE_KEYTYPE_LIST, "list", err, errlen) ||
+           type_fits(ctx, a->readers, REDISMODULE_KEYTYPE_ZSET, "sorted set", err, errlen) ||
+           type_fits(ctx, a->undo, REDISMODULE_KEYTYPE_HASH, "hash", err, errlen) ||
+           type_fits(ctx, a->undo_idx, REDISMODULE_KEYTYPE_ZSET, "sorted set", err, errlen) ||
+           type_fits(ctx, a->undo_ver, REDISMODULE_KEYTYPE_ZSET, "sorted set", err, errlen)
+               ? -1
+               : 0;
+}
+
 int protocol_save_undo(RedisModuleCtx *ctx, const aux_keys *a, RedisModuleKey *key, const uint32_t *indexes,
                        size_t n, char *err, size_t errlen) {
+    RedisModule_GetRandomHexChars(a->write->hex, KVSQL_ID_HEX);
+    a->write->hex[KVSQL_ID_HEX] = 0;
+    a->write->ident[0] = 0;
     int logged = key_exists(ctx, a->log); /* a library client keeps the changelog */
     int readers = key_exists(ctx, a->readers);
     if (!logged && !readers) /* no library client around: the common case */
         return key_exists(ctx, a->undo) ? delete_undo(ctx, a, err, errlen) : 0;
     uint64_t oldest = 0, version = 0;
-    if (current_version(ctx, a, &version, err, errlen) != 0) return -1;
-    if (logged && log_changes(ctx, a, version, indexes, n, err, errlen) != 0) return -1;
+    char base[48];
+    if (aux_types_fit(ctx, a, err, errlen) != 0 || current_version(ctx, a, &version, err, errlen) != 0 ||
+        current_ident(ctx, a, version, base, sizeof(base), err, errlen) != 0)
+        return -1;
+    if (logged && log_changes(ctx, a, version, indexes, n, base, err, errlen) != 0) return -1;
     if (!readers) return key_exists(ctx, a->undo) ? delete_undo(ctx, a, err, errlen) : 0;
     int live = live_readers(ctx, a, &oldest, err, errlen);
     if (live < 0) return -1;
     if (live == 0) return delete_undo(ctx, a, err, errlen);
-    if (write_undo(ctx, a, key, indexes, n, version + 1, err, errlen) != 0) return -1;
+    if (write_undo(ctx, a, key, indexes, n, version + 1, base, err, errlen) != 0) return -1;
     return trim_undo(ctx, a, oldest, err, errlen);
 }
 
@@ -355,20 +458,58 @@ static int increment_in_place(RedisModuleKey *key) {
  * what a plain counter never holds (see increment_in_place) and in a
  * cluster, where it refuses a version key in another slot than the
  * database (docs/FORMAT.md) that a direct write would create there. */
+/* SET T:id to the identity of the version just made, `made` (the new
+ * value of T:v): in place outside a cluster, as for the INCR. */
+static int set_ident(RedisModuleCtx *ctx, const aux_keys *a, long long made, char *err, size_t errlen) {
+    int len = snprintf(a->write->ident, sizeof(a->write->ident), "%lld:%s", made, a->write->hex);
+    RedisModuleString *val = RedisModule_CreateString(ctx, a->write->ident, (size_t)len);
+    RedisModuleKey *key = in_cluster(ctx) ? NULL : RedisModule_OpenKey(ctx, a->id, REDISMODULE_READ | REDISMODULE_WRITE);
+    int rc = 0;
+    if (key && RedisModule_StringSet(key, val) == REDISMODULE_OK) {
+        RedisModule_NotifyKeyspaceEvent(ctx, REDISMODULE_NOTIFY_STRING, "set", a->id);
+    } else {
+        RedisModuleCallReply *r = RedisModule_Call(ctx, "SET", "ss", a->id, val);
+        rc = call_ok(r) ? 0 : call_failed(r, "set the identity", a->id, err, errlen);
+        free_reply(r);
+    }
+    if (key) RedisModule_CloseKey(key);
+    RedisModule_FreeString(ctx, val);
+    return rc;
+}
+
+/* The value of a decimal string key just incremented in place. */
+static long long value_in_place(RedisModuleKey *key) {
+    size_t len;
+    char *p = RedisModule_StringDMA(key, &len, REDISMODULE_READ);
+    char buf[24] = "";
+    if (p && len < sizeof(buf)) memcpy(buf, p, len);
+    return strtoll(buf, NULL, 10);
+}
+
+/* INCR T:v. In place, without RedisModule_Call, which cost an insert
+ * 3,800 instructions of its 46,000 (bench/PROFILE.md); the call stays for
+ * what a plain counter never holds (see increment_in_place) and in a
+ * cluster, where it refuses a version key in another slot than the
+ * database (docs/FORMAT.md) that a direct write would create there. Then
+ * T:id names the new version (set_ident). */
 int protocol_bump_version(RedisModuleCtx *ctx, const aux_keys *a, char *err, size_t errlen) {
+    if (type_fits(ctx, a->id, REDISMODULE_KEYTYPE_STRING, "string", err, errlen) != 0) return -1;
     RedisModuleKey *key = in_cluster(ctx) ? NULL : RedisModule_OpenKey(ctx, a->version, REDISMODULE_READ | REDISMODULE_WRITE);
     int done = key && increment_in_place(key) == 0;
+    long long made = done ? value_in_place(key) : 0;
     if (key) RedisModule_CloseKey(key);
     if (done) {
         RedisModule_NotifyKeyspaceEvent(ctx, REDISMODULE_NOTIFY_STRING, "incrby", a->version);
-        return 0;
+        return set_ident(ctx, a, made, err, errlen);
     }
     RedisModuleCallReply *r = RedisModule_Call(ctx, "INCR", "s", a->version);
     int rc = call_ok(r) ? 0 : call_failed(r, "increment the version", a->version, err, errlen);
+    if (rc == 0) made = RedisModule_CallReplyInteger(r);
     free_reply(r);
-    return rc;
+    return rc == 0 ? set_ident(ctx, a, made, err, errlen) : rc;
 }
 
 void protocol_propagate_version(RedisModuleCtx *ctx, const aux_keys *a) {
     RedisModule_Replicate(ctx, "INCR", "s", a->version);
+    if (a->write->ident[0]) RedisModule_Replicate(ctx, "SET", "sc", a->id, a->write->ident);
 }

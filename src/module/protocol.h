@@ -6,9 +6,9 @@
  * this order, before it writes any page:
  *   protocol_lease_held   -> refuse to write while a library writer holds it
  *   protocol_save_undo    -> before-images for live readers (or drop undo)
- *   protocol_bump_version -> INCR T:v
+ *   protocol_bump_version -> INCR T:v, SET T:id "<new v>:<random hex>"
  * then, after its own HSET/HDEL propagation, protocol_propagate_version.
- * Only the pages and T:v are propagated; the lease, the readers and the
+ * Only the pages, T:v and T:id are propagated; the lease, the readers and the
  * undo keys and the changelog never reach replicas or the AOF. With no
  * library client around, the cost is a few key lookups and one INCR. */
 #ifndef KVSQL_PROTOCOL_H
@@ -20,7 +20,9 @@
 
 /* The auxiliary keys of one database (format.h names them). */
 typedef struct aux_keys {
-    RedisModuleString *version, *lease, *readers, *undo, *undo_idx, *undo_ver, *log;
+    RedisModuleString *version, *lease, *readers, *undo, *undo_idx, *undo_ver, *log, *id;
+    struct protocol_write *write; /* the write under way: the identity it gives
+                                   * the new version (protocol.c) */
 } aux_keys;
 
 /* The name of keyname's auxiliary key `suffix` (a KVSQL_AUX_* of format.h),
@@ -52,10 +54,13 @@ int protocol_lease_held(RedisModuleCtx *ctx, const aux_keys *a);
 int protocol_save_undo(RedisModuleCtx *ctx, const aux_keys *a, RedisModuleKey *key, const uint32_t *indexes,
                        size_t n, char *err, size_t errlen);
 
-/* INCR T:v, not propagated yet. Returns 0, or -1 with an error in err. */
+/* INCR T:v and SET T:id to the new version's identity (docs/FORMAT.md,
+ * "Identity"; the one protocol_save_undo chose), not propagated yet.
+ * Returns 0, or -1 with an error in err. */
 int protocol_bump_version(RedisModuleCtx *ctx, const aux_keys *a, char *err, size_t errlen);
 
-/* Propagates the INCR T:v of protocol_bump_version (after the pages). */
+/* Propagates the INCR T:v and SET T:id of protocol_bump_version (after
+ * the pages). */
 void protocol_propagate_version(RedisModuleCtx *ctx, const aux_keys *a);
 
 #endif

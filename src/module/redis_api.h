@@ -22,6 +22,8 @@
 #define REDISMODULE_KEYTYPE_EMPTY 0
 #define REDISMODULE_KEYTYPE_STRING 1
 #define REDISMODULE_KEYTYPE_HASH 3
+#define REDISMODULE_KEYTYPE_LIST 2
+#define REDISMODULE_KEYTYPE_ZSET 5
 
 
 #define REDISMODULE_HASH_NONE 0
@@ -252,6 +254,8 @@ typedef struct RedisModuleCallReply RedisModuleCallReply;
     X(int, GetClientInfoById, (void *ci, uint64_t id))                                               \
     X(char *, StringDMA, (RedisModuleKey * key, size_t *len, int mode))                              \
     X(int, StringTruncate, (RedisModuleKey * key, size_t newlen))                                    \
+    X(int, StringSet, (RedisModuleKey * key, RedisModuleString * str))                               \
+    X(void, GetRandomHexChars, (char *dst, size_t len))                                              \
     X(RedisModuleCommandFilter *, RegisterCommandFilter,                                             \
       (RedisModuleCtx * ctx, RedisModuleCommandFilterFunc cb, int flags))                            \
     X(int, CommandFilterArgsCount, (RedisModuleCommandFilterCtx * fctx))                            \
