@@ -294,7 +294,7 @@ def test_replicas_get_the_stream_with_the_pages_in_one_multi_exec(servers):
     seen = monitored_commands(rep.client(), lambda: sql(m, "db", "insert into t values (random())"), "EXEC")
     names = [c.split()[0] for c in seen if c.split()[0] != "PING"]
     assert names[0] == "MULTI" and names[-1] == "EXEC"
-    assert names[1:-1] == ["HSET", "INCR", "XADD"], seen
+    assert names[1:-1] == ["HSET", "INCR", "SET", "XADD"], seen
     for i in range(30):
         sql(m, "db", "insert into t values (?)", i)
     m.execute_command("WAIT", 1, 5000)
