@@ -22,18 +22,20 @@
 /* The snapshot's identity (docs/FORMAT.md, "Identity"): T:id when it
  * names the version T:v holds ("<v>:<16 hex>", set by every commit), else
  * the bare version (a database last written by older code, or whose T:id
- * went missing: no identity, so no cache is trusted across begins). Also
- * refuses a T:v that is not a version number before anything is written. */
+ * went missing: no identity, so no cache is trusted across begins). Or
+ * nil and the refusal, before anything is written: {'version', T:v} when
+ * T:v is not a version number, {'aux', ...} when T:v or T:id is not a
+ * string. */
 #define IDENT_FN                                                               \
     "local function ident(vk, ik)\n"                                           \
-    "  local v = redis.call('GET', vk) or '0'\n"                               \
-    "  if not string.match(v, '^%d+$') or #v > 15 then return nil, v end\n"    \
-    "  local id = redis.call('GET', ik)\n"                                     \
+    "  local v, id = redis.pcall('GET', vk), redis.pcall('GET', ik)\n"         \
+    "  if type(v) == 'table' then return nil, {'aux', vk, redis.call('TYPE', vk)['ok'], 'string'} end\n" \
+    "  if type(id) == 'table' then return nil, {'aux', ik, redis.call('TYPE', ik)['ok'], 'string'} end\n" \
+    "  v = v or '0'\n"                                                         \
+    "  if not string.match(v, '^%d+$') or #v > 15 then return nil, {'version', v} end\n" \
     "  if id and string.sub(id, 1, #v + 1) == v .. ':' then return v, id end\n" \
     "  return v, v\n"                                                          \
     "end\n"
-/* {'version', value} when T:v is no version number (after IDENT_FN). */
-#define BAD_VERSION "{'version', id}"
 /* Every check before the first write: {'aux', key, its type, the type it
  * must have} for the first of the (key, type) pairs whose key holds
  * another type ('none' always fits). */
@@ -148,7 +150,7 @@
     "local n = redis.pcall('HLEN', KEYS[1])\n"                                  \
     "if type(n) == 'table' then return {'type', redis.call('TYPE', KEYS[1])['ok']} end\n" \
     "local v, id = ident(KEYS[2], KEYS[8])\n"                                   \
-    "if not v then return " BAD_VERSION " end\n"                               \
+    "if not v then return id end\n"                                            \
     "local out = {redis.call('EXISTS', KEYS[5]) == 1 and 'capture' or 'ok', id, n}\n"
 #define BEGIN_TAIL                                                             \
     "local bad = badtype({KEYS[3], 'zset', KEYS[4], 'list', KEYS[6], 'string'})\n" \
@@ -223,7 +225,7 @@ static const char begin_lua[] =
 static const char read_lua[] =
     "local token, s, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])\n" IDENT_FN BADTYPE_FN
     "local v, id = ident(KEYS[2], KEYS[7])\n"
-    "if not v then return " BAD_VERSION " end\n"
+    "if not v then return id end\n"
     "local bad = badtype({KEYS[3], 'zset', KEYS[4], 'hash', KEYS[5], 'zset', KEYS[6], 'string', KEYS[8], 'zset'})\n"
     "if bad then return bad end\n"
     "local sv = tonumber(string.match(s, '^%d+'))\n"
@@ -304,7 +306,7 @@ static const char commit_lua[] =
     IDENT_FN BADTYPE_FN CAPTURE_CHECK_FN
     "if redis.call('GET', KEYS[3]) ~= token then return {'lease'} end\n"
     "local v, id = ident(KEYS[2], KEYS[11])\n"
-    "if not v then return " BAD_VERSION " end\n"
+    "if not v then return id end\n"
     "if id ~= s then return {'stale', v} end\n"
     "local first = ARGV[7] == '' and 8 or 8 + tonumber(ARGV[7])\n"
     "local bad = badtype({KEYS[1], 'hash', KEYS[4], 'zset', KEYS[5], 'hash', KEYS[6], 'zset', KEYS[7], 'zset',\n"
@@ -435,7 +437,7 @@ static const char stage_put_lua[] =
     IDENT_FN BADTYPE_FN
     "if redis.call('GET', KEYS[2]) ~= token then return {'lease'} end\n"
     "local v, id = ident(KEYS[3], KEYS[8])\n"
-    "if not v then return " BAD_VERSION " end\n"
+    "if not v then return id end\n"
     "if id ~= s then return {'stale', v} end\n"
     "local bad = badtype({KEYS[4], 'hash', KEYS[5], 'hash', KEYS[6], 'zset', KEYS[7], 'zset'})\n"
     "if bad then return bad end\n"
@@ -499,7 +501,7 @@ static const char stage_publish_lua[] =
     IDENT_FN BADTYPE_FN
     "if redis.call('GET', KEYS[5]) ~= token then return {'lease'} end\n"
     "local v, id = ident(KEYS[4], KEYS[12])\n"
-    "if not v then return " BAD_VERSION " end\n"
+    "if not v then return id end\n"
     "if id ~= s then return {'stale', v} end\n"
     "if redis.call('EXISTS', KEYS[11]) == 1 then return {'capture', v} end\n"
     "local bad = badtype({KEYS[1], 'hash', KEYS[2], 'hash', KEYS[6], 'zset', KEYS[7], 'hash', KEYS[8], 'zset',\n"
