@@ -125,11 +125,13 @@ bench: deps $(MODULE) $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/kvsql-bench $(BUILD)
 
 # A bounded soak: SOAK_SECONDS (default 180) of mixed load with restarts.
 # Then as long again of offloaded writes while Redis pauses writes
-# (CLIENT PAUSE, FAILOVER, SHUTDOWN: tools/soak_pause.py).
+# (CLIENT PAUSE, FAILOVER, SHUTDOWN: tools/soak_pause.py), and of the
+# library under faults (tools/soak_library.py).
 SOAK_SECONDS ?= 180
 soak: deps all
 	@BUILD=$(BUILD) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) tools/soak.py
 	@BUILD=$(BUILD) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) tools/soak_pause.py
+	@BUILD=$(BUILD) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) tools/soak_library.py
 
 # libFuzzer targets (clang): SQL and damaged pages through the VFS.
 FUZZ_SECONDS ?= 60
