@@ -59,6 +59,8 @@ RESTARTS = {
     "del K and T:v, T:id left": lambda r, key: r.delete(key, "{%s}:v" % key),
     "del K, T:v and T:id": lambda r, key: r.delete(key, "{%s}:v" % key, "{%s}:id" % key),
     "unlink every key of the database": lambda r, key: r.delete(*r.keys("*%s*" % key)),
+    "K and T:v expired": lambda r, key: (r.pexpire(key, 1), r.pexpire("{%s}:v" % key, 1),
+                                         wait_for(lambda: not r.exists(key, "{%s}:v" % key), what="expiry")),
 }
 
 
@@ -106,6 +108,20 @@ def test_a_restored_backup_is_a_new_history_once_committed_to(servers):
     b.execute("update t set v = 'redo-1' where id = 1")
     assert (r.get("{k}:v"), r.hlen("k")) == (v, n)
     assert a.execute("select * from t order by id").fetchall() == [(1, "redo-1"), (2, "base-2")]
+
+
+def test_a_database_renamed_over_the_key_is_another_history(servers):
+    """Another database's keys brought to K (RENAME, as MOVE, COPY or
+    SWAPDB would): same version, same length, another identity."""
+    s = servers(module=False)
+    r = s.client()
+    a = build(pydb(s, "k"), "old")
+    assert a.execute("select * from t order by id").fetchall()[0] == (1, "old-1")
+    build(pydb(s, "k2"), "NEW")
+    assert (r.get("{k}:v"), r.hlen("k")) == (r.get("{k2}:v"), r.hlen("k2"))
+    for suffix in ("", ":v", ":id"):
+        r.rename(("k2" if not suffix else "{k2}" + suffix), ("k" if not suffix else "{k}" + suffix))
+    assert a.execute("select * from t order by id").fetchall() == [(1, "NEW-1"), (2, "NEW-2")]
 
 
 def test_a_client_of_a_master_demoted_by_hand_never_reads_the_commits_it_lost(servers):
