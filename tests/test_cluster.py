@@ -233,7 +233,7 @@ def test_database_migrated_away_and_back_is_read_afresh(shared):
     assert query(h, key, "select v from t")[1:] == [[b"first home"]]
     assert query(home_replica, key, "select v from t")[1:] == [[b"first home"]]
 
-    moved = [key.encode(), (key + ":v").encode()]  # the database and its version (FORMAT.md)
+    moved = [key.encode(), (key + ":id").encode(), (key + ":v").encode()]  # the database, its version and identity (FORMAT.md)
     assert sorted(move_slot(shared, slot, home, away)) == moved
     a = away.client()
     assert sql(a, key, "insert into t values ('away'); delete from t where v = 'first home'") == 1
@@ -337,7 +337,7 @@ def test_a_database_and_its_hash_tagged_keys_share_one_slot(shared):
              "return redis.call('INCR', KEYS[2])"
     assert c.eval(script, 2, db, counter, "ink") == 2
     assert query(c, db, "select count(*) from o")[1:] == [[2]]
-    assert c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot_of(db)) == 3  # with db's version key
+    assert c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot_of(db)) == 4  # with db's version and identity keys
     assert c.get(db + ":v") == b"3"
     # keys in different slots cannot be used together
     other = next("k%d" % i for i in range(1000) if slot_of("k%d" % i) != slot_of(db))
