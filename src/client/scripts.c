@@ -1,15 +1,21 @@
 /* scripts.c - the Lua text of the `redis` VFS protocol (scripts.h).
  *
  * Sent by client/store_redis.c. Conventions shared by every script:
- *   - a snapshot is the decimal text of T:v when it was taken ("0" when
- *     T:v is missing), compared as text;
- *   - a reader registration is the member "<snapshot>:<token>" of
+ *   - a snapshot is the identity of the state it saw (IDENT_FN): T:id,
+ *     "<v>:<16 hex>", when it names the version T:v holds, else the
+ *     decimal text of T:v ("0" when missing), compared as text;
+ *   - a reader registration is the member "<version>:<token>" of
  *     T:readers, scored by the Redis TIME in ms at which it lapses;
  *   - an undo record is field "<page %08x>:<version %016x>" of T:undo, the
  *     page as it was just before commit <version>, indexed in T:undo:idx
- *     (score 0, by name) and T:undo:ver (score = version);
- *   - only the pages (K) and the version (T:v) are replicated: every other
- *     write comes after redis.set_repl(redis.REPL_NONE).
+ *     (score 0, by name) and T:undo:ver (score = version); the field
+ *     "base:<version %016x>" names the identity those records were taken
+ *     from;
+ *   - every check comes before the first write: a script never stops
+ *     between two of its writes;
+ *   - only the pages (K), the version (T:v) and its identity (T:id) are
+ *     replicated: every other write comes after
+ *     redis.set_repl(redis.REPL_NONE).
  * Replies are arrays whose first element says what happened. */
 #include "client/scripts.h"
 #include "sqlite.h"
@@ -216,12 +222,17 @@ static const char begin_lua[] =
     "local token, lease, prev, cached, log_ttl, intent = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]\n"
     QUEUE_FUNCS BEGIN_HEAD BEGIN_TAIL;
 
-/* The pages ARGV[4..] (indices, any order) as of the snapshot: from K
- * while no commit came since, else each from its first undo record after
- * the snapshot, or from K when it has none. {'old'} when commits came and
- * the reader's registration is gone (a commit dropped it as lapsed, or
- * Redis restarted): its undo may have been trimmed. Renews the
- * registration, and the writer's lease when it is ours. */
+/* The pages ARGV[4..] (indices, any order) as of the snapshot ARGV[2]
+ * (an identity, IDENT_FN): from K while the identity is still the
+ * snapshot's, else each from its first undo record after the snapshot, or
+ * from K when it has none. {'old'} when the history since the snapshot
+ * cannot be vouched for: the reader's registration is gone (a commit
+ * dropped it as lapsed, or Redis restarted: its undo may have been
+ * trimmed), T:v is not past the snapshot's version, the record
+ * 'base:<s+1>' does not name the snapshot (the database was replaced,
+ * restored, flushed) or the three undo keys disagree on their count (one
+ * was deleted). Renews the registration, and the writer's lease when it
+ * is ours. */
 static const char read_lua[] =
     "local token, s, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])\n" IDENT_FN BADTYPE_FN
     "local v, id = ident(KEYS[2], KEYS[7])\n"
@@ -256,8 +267,8 @@ static const char read_lua[] =
     "end\n"
     "return out\n";
 
-/* Makes the token the writer: {'stale'} when a commit came after the
- * snapshot; {'busy', holder} when another token holds the lease (unless
+/* Makes the token the writer: {'stale'} when the identity is no longer
+ * the snapshot's (a commit came, or the database was replaced); {'busy', holder} when another token holds the lease (unless
  * that token is ARGV[4]: its connection is gone, the client asked CLIENT
  * LIST ID, store_redis.c, and its lease is taken over), and {'busy', ''}
  * when the lease is free but another writer waited longer (T:queue,
@@ -289,17 +300,22 @@ static const char lock_lua[] =
     "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])\n"
     "return {'ok'}\n";
 
-/* Applies a batch if the token still holds the lease and no commit came
- * after the snapshot; saves undo for the other live readers first. Logs
- * the pages below the old length it overwrote or cut off in T:log when
- * that exists. The committer's own registration moves to the new version.
+/* Applies a batch if the token still holds the lease and the identity is
+ * still the snapshot's, after checking every key it touches (BADTYPE_FN,
+ * IDENT_FN, capture_head) so that nothing is written unless all of it is;
+ * saves undo for the other live readers first, with 'base:<v+1>' naming
+ * the snapshot; drops lapsed and forged registrations (DROP_LAPSED). Sets
+ * T:id to "<v+1>:<ARGV[6]>" with INCR T:v. Logs the pages below the old
+ * length it overwrote or cut off in T:log when that exists, with the
+ * identities it went from and to. The committer's own registration moves
+ * to the new version. Answers {'ok', new identity}.
  * While capture is on (T:changes:cfg exists) it appends the row changes
- * the client captured (ARGV[6] strings from ARGV[7] on: each entry its
+ * the client captured (ARGV[7] strings from ARGV[8] on: each entry its
  * string count, then its field/value pairs but the version) to T:changes
  * after INCR T:v, replicated with the pages, tagged with the new version;
  * one 'commit' entry when there are none (docs/FORMAT.md, "The changes
  * stream"). {'capture', v} when capture is on but the client captured
- * nothing (ARGV[6] ""; capture was turned on after its begin), {'changes',
+ * nothing (ARGV[7] ""; capture was turned on after its begin), {'changes',
  * type} when T:changes is not a stream: nothing written. */
 static const char commit_lua[] =
     "local token, s, lease, n, newid = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6]\n"
