@@ -20,7 +20,7 @@ def aux_keys(key):
     """Every auxiliary key name of key (docs/FORMAT.md), the format's list."""
     t = key if "{" in key and "}" in key[key.index("{") + 2:] else "{%s}" % key
     return [t + s for s in (":v", ":lease", ":readers", ":undo", ":undo:idx", ":undo:ver", ":log", ":changes",
-                            ":changes:cfg", ":stage", ":stage:old", ":wstage")]
+                            ":changes:cfg", ":stage", ":stage:old", ":wstage", ":id")]
 
 
 def keys_of(r, key):
