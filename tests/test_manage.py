@@ -20,7 +20,7 @@ def aux_keys(key):
     """Every auxiliary key name of key (docs/FORMAT.md), the format's list."""
     t = key if "{" in key and "}" in key[key.index("{") + 2:] else "{%s}" % key
     return [t + s for s in (":v", ":lease", ":readers", ":undo", ":undo:idx", ":undo:ver", ":log", ":changes",
-                            ":changes:cfg", ":stage", ":stage:old", ":wstage", ":id")]
+                            ":changes:cfg", ":stage", ":stage:old", ":id", ":wstage")]
 
 
 def keys_of(r, key):
@@ -262,7 +262,7 @@ def test_sql_drop_is_refused_under_a_lease_unless_force(server):
     with pytest.raises(Exception, match="lease"):
         r.execute_command("SQL.DROP", "db")
     assert r.exists("db")
-    assert r.execute_command("SQL.DROP", "db", "FORCE") == 3  # db, {db}:v, {db}:lease
+    assert r.execute_command("SQL.DROP", "db", "FORCE") == 4  # db, {db}:v, {db}:id, {db}:lease
     r.set("s", "x")
     with pytest.raises(Exception, match="WRONGTYPE"):
         r.execute_command("SQL.DROP", "s")
