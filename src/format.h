@@ -142,9 +142,6 @@ int kvsql_stream_has_room(const char *last_id, size_t len, uint64_t need);
  * this is dropped as forged wherever the readers are read. */
 #define KVSQL_LEASE_MAX_MS 3600000
 
-/* T:changes:cfg's maxlen: "0" (or missing) for no limit, else a decimal
- * integer of at most this many digits, without leading zeros. */
-#define KVSQL_MAXLEN_DIGITS 18
 
 /* Writes the name of the auxiliary key `suffix` (a KVSQL_AUX_*) of key
  * (len bytes) into out: T + suffix, where T is key itself when it has a

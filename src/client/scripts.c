@@ -65,7 +65,8 @@
  * nil and {'changes', type} when T:changes is not a stream, {'changes',
  * 'exhausted'} when its IDs cannot take k more entries, {'cfg', field,
  * value} when T:changes:cfg holds a maxlen that is not "0" (or missing:
- * no limit) or a decimal integer from 1 to KVSQL_MAXLEN_DIGITS digits, or
+ * no limit) or a decimal integer of 1 to KVSQL_CHANGES_MAXLEN_DIGITS digits
+ * (format.h: kvsql_changes_maxlen_valid, the module's rule), or
  * a trim other than "~" or "=" (or missing). */
 #define CAPTURE_CHECK_FN                                                       \
     "local function capture_head(sk, ck, k)\n"                                 \
@@ -78,7 +79,7 @@
     "  if trim ~= '' and trim ~= '~' and trim ~= '=' then return nil, {'cfg', 'trim', trim} end\n" \
     "  local head = {sk}\n"                                                    \
     "  if maxlen ~= '' and maxlen ~= '0' then\n"                               \
-    "    if not string.match(maxlen, '^[1-9]%d*$') or #maxlen > " STR(KVSQL_MAXLEN_DIGITS) " then\n" \
+    "    if not string.match(maxlen, '^[1-9]%d*$') or #maxlen > " STR(KVSQL_CHANGES_MAXLEN_DIGITS) " then\n" \
     "      return nil, {'cfg', 'maxlen', maxlen}\n"                            \
     "    end\n"                                                                \
     "    head = {sk, 'MAXLEN', trim == '=' and '=' or '~', maxlen}\n"         \

@@ -170,7 +170,7 @@ int rs_refusal(redis_store *s, const redisReply *r) {
     if (rs_reply_is(r, 0, "cfg"))
         return rs_fail(s, SQLITE_ERROR, "key %s: kvsql changes: %s holds %s '%.40s', which is not valid (maxlen: 0 or "
                                      "a decimal integer of at most %d digits; trim: ~ or =): nothing was written",
-                       s->key, s->aux[AUX_CHANGES_CFG], elem_str(r, 1), elem_str(r, 2), KVSQL_MAXLEN_DIGITS);
+                       s->key, s->aux[AUX_CHANGES_CFG], elem_str(r, 1), elem_str(r, 2), KVSQL_CHANGES_MAXLEN_DIGITS);
     if (rs_reply_is(r, 0, "changes") && strcmp(elem_str(r, 1), "exhausted") == 0)
         return rs_fail(s, SQLITE_ERROR, "key %s: kvsql changes: the stream %s has no stream IDs left for this "
                                      "commit's entries: nothing was written", s->key, s->aux[AUX_CHANGES]);
