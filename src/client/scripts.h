@@ -15,12 +15,13 @@
 #define INLINE_PAGES 8
 
 enum {
-    SCRIPT_BEGIN,  /* KEYS: K T:v T:readers T:log T:changes:cfg T:lease T:id
+    SCRIPT_BEGIN,  /* KEYS: K T:v T:readers T:log T:changes:cfg T:lease T:queue T:id
                       ARGV: token lease_ms previous-member cached-"id/HLEN"-or-""
                             log_ttl_ms write-intent-"1"-or-"" */
     SCRIPT_READ,   /* KEYS: K T:v T:readers T:undo T:undo:idx T:lease T:id T:undo:ver
                       ARGV: token snapshot lease_ms page-index... */
-    SCRIPT_LOCK,   /* KEYS: T:v T:lease T:id         ARGV: token snapshot lease_ms */
+    SCRIPT_LOCK,   /* KEYS: T:v T:lease T:queue T:id
+                      ARGV: token snapshot lease_ms dead-token-or-"" retrying-"1"-or-"" */
     SCRIPT_COMMIT, /* KEYS: K T:v T:lease T:readers T:undo T:undo:idx T:undo:ver T:log
                             T:changes T:changes:cfg T:id
                       ARGV: token snapshot lease_ms npages

@@ -326,13 +326,13 @@ static int warm_begin_ok(const redis_store *s, const char *cached, const char *l
 static redisReply *send_begin(redis_store *s, int warm, const char *cached, const char *log_ttl) {
     if (warm) {
         const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
-                              s->aux[AUX_LEASE], s->aux[AUX_ID], /* KEYS */ s->conn.token, s->lease, cached};
-        return rs_run_script(s, SCRIPT_BEGIN_WARM, "begin", 7, NARGS(args), args);
+                              s->aux[AUX_LEASE], s->queue, s->aux[AUX_ID], /* KEYS */ s->conn.token, s->lease, cached};
+        return rs_run_script(s, SCRIPT_BEGIN_WARM, "begin", 8, NARGS(args), args);
     }
     const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
                           s->aux[AUX_LEASE], s->queue, s->aux[AUX_ID], /* KEYS */
                           s->conn.token, s->lease, s->member, cached, log_ttl, s->intent ? "1" : ""};
-    return rs_run_script(s, SCRIPT_BEGIN, "begin", 7, NARGS(args), args);
+    return rs_run_script(s, SCRIPT_BEGIN, "begin", 8, NARGS(args), args);
 }
 
 static int begin_once(kvsql_store *st, kvsql_txn *t) {
