@@ -255,7 +255,7 @@ typedef struct RedisModuleCallReply RedisModuleCallReply;
     X(char *, StringDMA, (RedisModuleKey * key, size_t *len, int mode))                              \
     X(int, StringTruncate, (RedisModuleKey * key, size_t newlen))                                    \
     X(int, StringSet, (RedisModuleKey * key, RedisModuleString * str))                               \
-    X(void, GetRandomHexChars, (char *dst, size_t len))                                              \
+    X(void, GetRandomBytes, (unsigned char *dst, size_t len))                                        \
     X(RedisModuleCommandFilter *, RegisterCommandFilter,                                             \
       (RedisModuleCtx * ctx, RedisModuleCommandFilterFunc cb, int flags))                            \
     X(int, CommandFilterArgsCount, (RedisModuleCommandFilterCtx * fctx))                            \
