@@ -334,3 +334,19 @@ def test_promoted_replica_continues_the_stream(servers, tmp_path):
     r.replicaof("no", "one")
     sql(r, "db", "update t set a = -a where a % 2 = 0")
     assert replay_rows(r, tmp_path) == module_rows(r)
+
+
+def test_big_values_captured_land_once_and_the_server_lives(r):
+    """A value of 1 MiB or more stops a main-thread call at its next check
+    (budget.c); a check that refused SQLite memory inside the preupdate
+    hook crashed redis-server in the insert that called it. Each insert
+    lands once, with its entry."""
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    sql(r, "db", "create table t(id integer primary key, b)")
+    assert sql(r, "db", "insert into t(b) values (zeroblob(2000000))") == 1
+    assert sql(r, "db", "insert into t(b) values (randomblob(1500000))") == 1
+    assert sql(r, "db", "insert into t(b) select zeroblob(600000) from (select 1 union all select 2)") == 2
+    assert query(r, "db", "select count(*), sum(length(b)) from t")[1] == [4, 4700000]
+    ops = [e[1][b"op"] for e in r.xrange("{db}:changes")]
+    assert ops.count(b"insert") == 4
+    assert r.ping()

@@ -63,6 +63,7 @@ static _Thread_local struct {
     int big_values;                  /* works on a value of BUDGET_BIG_VALUE bytes or more */
     int refused;                     /* SQLite was refused memory */
     int keep_connection;             /* budget_keep_connection() */
+    int in_hook;                     /* inside SQLite's preupdate hook: budget_hook() */
     unsigned ticks;
     sqlite3 *db;                     /* told to stop (sqlite3_interrupt) by checks outside a tick */
     const volatile int *killed;      /* a worker's call: set by SQL.KILL from the main thread */
@@ -296,8 +297,21 @@ static int time_to_check(int n) {
     return !left || n >= BIG_BLOCK;
 }
 
+/* Whether an allocation of n more bytes is refused: past the call's cap,
+ * or the call must stop. Never inside the preupdate hook (budget_hook):
+ * SQLite's insert that called it does not survive an allocation refused
+ * there; the next check after it stops the call. */
+static int refused_now(size_t n, int asked) {
+    if (call.in_hook) return 0;
+    return over_cap(n) || (time_to_check(asked) && check_heavy_work((size_t)asked));
+}
+
+void budget_hook(int inside) {
+    call.in_hook = inside;
+}
+
 static void *mem_malloc(int n) {
-    if (over_cap((size_t)n) || (time_to_check(n) && check_heavy_work((size_t)n))) return refuse_memory();
+    if (refused_now((size_t)n, n)) return refuse_memory();
     void *p = BLOCK_ALLOC((size_t)n);
     if (p) count_bytes((long long)BLOCK_SIZE(p));
     return p;
@@ -311,8 +325,7 @@ static void mem_free(void *p) {
 
 static void *mem_realloc(void *p, int n) {
     size_t old = BLOCK_SIZE(p);
-    if ((size_t)n > old && (over_cap((size_t)n - old) || (time_to_check(n) && check_heavy_work((size_t)n))))
-        return refuse_memory();
+    if ((size_t)n > old && refused_now((size_t)n - old, n)) return refuse_memory();
     void *q = BLOCK_REALLOC(p, (size_t)n);
     if (q) count_bytes((long long)BLOCK_SIZE(q) - (long long)old);
     return q;

@@ -63,6 +63,10 @@ const char *budget_stop_words(int kind, long long limit, char *buf, size_t len);
 /* The running call's connection must be kept (it holds TEMP objects):
  * stopping to move refuses it no memory (see budget_memory_refused). */
 void budget_keep_connection(void);
+/* Around SQLite's preupdate hook (change capture): no allocation is
+ * refused inside it (an insert whose hook was refused memory crashed
+ * SQLite), the stop waits for the first check after it. */
+void budget_hook(int inside);
 
 /* Whether SQLite was refused memory during the running call: its
  * connection may hold what SQLite could not undo (close it). */

@@ -21,6 +21,7 @@
 #include "changes.h"
 
 #include "acl.h"
+#include "budget.h"
 #include "change_log.h"
 #include "format.h"
 #include "protocol.h"
@@ -50,7 +51,9 @@ static void on_preupdate(void *arg, sqlite3 *db, int op, const char *dbname, con
                          sqlite3_int64 key2) {
     (void)arg;
     if (!cur.active || strcmp(dbname, "main") != 0) return; /* TEMP tables are not stored */
+    budget_hook(1);
     change_log_record(&cur.log, db, op, table, key1, key2);
+    budget_hook(0);
 }
 
 /* ---- statements: transactions, savepoints, DDL ------------------------------ */

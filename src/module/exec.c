@@ -468,8 +468,13 @@ int call_run(call *k, const char *text, size_t len) {
     if (rc == SQLITE_OK) rc = run_all(k, text, len);
     named_index_free(k);
     if (k->c->g.temp_written) k->c->has_temp = 1;
-    k->offloaded = budget_stop_kind() == STOP_OFFLOAD; /* not an error: it goes on elsewhere */
-    if (rc == SQLITE_OK && budget_stop_reason() && !k->offloaded) rc = SQLITE_NOMEM; /* got by with less, but stop */
+    /* Stopped to move: not an error, it goes on elsewhere. But a call whose
+     * statements all ended well is done, however late the stop came (a
+     * check at an allocation after its last step): its commit waits in the
+     * store, and running it again would apply it twice. */
+    int moving = budget_stop_kind() == STOP_OFFLOAD;
+    k->offloaded = moving && rc != SQLITE_OK;
+    if (rc == SQLITE_OK && budget_stop_reason() && !moving) rc = SQLITE_NOMEM; /* got by with less, but stop */
     if (rc != SQLITE_OK && !k->offloaded) set_sqlite_error(k, rc);
     int ok = close_transaction(k, rc == SQLITE_OK);
     /* Out of memory or time, or moved after SQLite was refused memory (a
