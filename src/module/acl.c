@@ -90,8 +90,8 @@ static unsigned slot_of(const char *user, size_t ulen, const char *key, size_t k
 }
 
 static int same_check(const passed_check *p, const char *user, size_t ulen, const char *key, size_t klen) {
-    return p->generation == generation && p->user_len == ulen && p->key_len == klen && memcmp(p->user, user, ulen) == 0 &&
-           memcmp(p->key, key, klen) == 0;
+    return p->generation == generation && p->user_len == ulen && p->key_len == klen &&
+           memcmp(p->user, user, ulen) == 0 && memcmp(p->key, key, klen) == 0;
 }
 
 int acl_may_write_aux(RedisModuleCtx *ctx, RedisModuleString *keyname, char *err, size_t errlen) {
@@ -99,7 +99,8 @@ int acl_may_write_aux(RedisModuleCtx *ctx, RedisModuleString *keyname, char *err
     if (!uname) return 0; /* no client or no user: Redis itself */
     size_t ulen, klen;
     const char *user = RedisModule_StringPtrLen(uname, &ulen), *key = RedisModule_StringPtrLen(keyname, &klen);
-    passed_check *p = ulen <= PASSED_NAME_MAX && klen <= PASSED_NAME_MAX ? &passed[slot_of(user, ulen, key, klen)] : NULL;
+    int fits = ulen <= PASSED_NAME_MAX && klen <= PASSED_NAME_MAX;
+    passed_check *p = fits ? &passed[slot_of(user, ulen, key, klen)] : NULL;
     int rc = 0;
     if (!p || !same_check(p, user, ulen, key, klen)) {
         rc = may_write_named(ctx, keyname, written_aux, sizeof(written_aux) / sizeof(written_aux[0]), err, errlen);
