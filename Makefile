@@ -30,7 +30,7 @@ LDFLAGS += $(SANFLAGS)
 
 CORE_SRC   := src/blockpool.c src/format.c src/memfile.c src/pagemap.c src/vfs.c src/store_memory.c src/real_text.c src/change_entry.c src/change_log.c
 MODULE_SRC := $(CORE_SRC) src/pcache.c $(wildcard src/module/*.c)
-HEADERS    := $(wildcard include/*.h src/*.h src/module/*.h src/client/*.h)
+HEADERS    := $(wildcard include/*.h src/*.h src/module/*.h src/client/*.h src/client/*/*.h)
 
 MODULE := $(BUILD)/kvsql.so
 UNIT   := $(BUILD)/test_unit
@@ -39,7 +39,7 @@ SLT    := $(BUILD)/kvsql-slt
 SLT_SRC := $(wildcard tools/slt*.c)
 LIBRARY  := $(BUILD)/libkvsql.so
 CONTRACT := $(BUILD)/test_contract
-CLIENT_SRC := $(filter-out src/client/preload.c,$(wildcard src/client/*.c))
+CLIENT_SRC := $(filter-out src/client/preload.c,$(wildcard src/client/*.c src/client/*/*.c))
 # libkvsql.so's objects: the same sources compiled again with -DKVSQL_EXTENSION
 # (src/sqlite.h: SQLite reached only through the loading host's routines).
 EXT_OBJS := $(addprefix $(BUILD)/ext/,$(CORE_SRC:%.c=%.o) $(CLIENT_SRC:%.c=%.o) src/client/preload.o)

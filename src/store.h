@@ -8,7 +8,7 @@
  *   store_memory.c            process memory (unit tests, slt, speedtest1)
  *   module/store_keyspace.c   a Redis hash, from inside the module
  *   module/store_snapshot.c   a snapshot of that hash, for SQL on a worker thread
- *   client/store_redis.c      a Redis hash over the network (the `redis` VFS)
+ *   client/hash/store_redis.c      a Redis hash over the network (the `redis` VFS)
  *
  * A connection's transaction state is a kvsql_txn that the VFS owns and
  * passes to every call; a store may be shared by several connections (the

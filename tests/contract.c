@@ -9,7 +9,7 @@
  * failed". */
 #include "check.h"
 #include "client/config.h"
-#include "client/store_redis.h"
+#include "client/hash/store_redis.h"
 #include "kvsql.h"
 #include "store.h"
 

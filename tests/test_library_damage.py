@@ -1,7 +1,7 @@
 """test_library_damage.py - damaged auxiliary keys never make a commit land half (issue 23, items 3; issue 22, item 9).
 
 Every library script checks everything it will touch before its first
-write (src/client/scripts.c): an auxiliary key of another type, a version
+write (src/client/hash/scripts.c): an auxiliary key of another type, a version
 key that is not a number, capture's configuration, the changes stream's
 IDs. A commit refused so is told so and leaves the pages, T:v and T:id as
 they were; once the key is repaired the next commit lands. The module's

@@ -2,7 +2,7 @@
 (issue 23 item 7): a user whose ACL allows only reads of the database's
 keys, and a server at maxmemory with noeviction, both refuse the begin
 script (it registers the reader: a write). Such a reader begins without
-scripts (src/client/store_plain.c): its snapshot is checked, not
+scripts (src/client/hash/store_plain.c): its snapshot is checked, not
 registered, so a commit by another client ends its read transaction with
 "snapshot too old", never other data. A refused write is SQLITE_PERM, an
 ACL refusal inside a script included.

@@ -2,7 +2,7 @@
 
 A commit of more than stage_kb= of pages is uploaded in short scripts into
 T:stage, completed there with the pages it does not write, and published by
-one short script that renames T:stage to K (src/client/store_redis.c, "big
+one short script that renames T:stage to K (src/client/hash/store_redis.c, "big
 commits"; docs/FORMAT.md, "Big commits"), so that other clients never wait
 long. These tests check that such a commit lands whole, shows nothing
 before its publish (its writer stopped mid-upload), publishes nothing once

@@ -8,9 +8,9 @@
  * format's auxiliary keys. */
 #include "kvsql_keys.h"
 
-#include "client/cluster.h"
-#include "client/conn.h"
-#include "client/transport.h"
+#include "client/net/cluster.h"
+#include "client/net/conn.h"
+#include "client/net/transport.h"
 #include "format.h"
 
 #include <stdlib.h>

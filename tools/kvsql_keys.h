@@ -3,7 +3,7 @@
  * databases of a server or cluster, and removing one in one atomic step.
  *
  * Used by tools/kvsql.c (ls, rm, mv). Goes through the library's
- * connection code (src/client/conn.c), so credentials, Redis Cluster
+ * connection code (src/client/net/conn.c), so credentials, Redis Cluster
  * routing and every connection option of the library apply. The names of
  * the auxiliary keys come from their one owner, src/format.h. */
 #ifndef KVSQL_TOOLS_KEYS_H

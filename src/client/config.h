@@ -4,7 +4,7 @@
  * Filled from a database URI's parameters (file:KEY?vfs=redis&redis=...),
  * from the KVSQL_DEFAULT environment variable (redis://...) and from
  * KVSQL_PASSWORD. Used by the VFS opener (client/extension.c) and by the
- * store (client/store_redis.c); docs/LIBRARY.md lists every parameter. */
+ * store (client/hash/store_redis.c); docs/LIBRARY.md lists every parameter. */
 #ifndef KVSQL_CLIENT_CONFIG_H
 #define KVSQL_CLIENT_CONFIG_H
 
@@ -27,9 +27,9 @@ typedef struct kvsql_redis_config {
     int lease_ms;       /* writer lease and reader registration */
     int wait_replicas;  /* wait=: after each commit, WAIT for this many replicas (0: no WAIT) */
     int wait_timeout_ms; /* wait_timeout_ms=: WAIT's timeout */
-    int cache_kb;       /* cache_kb=: the page cache's bound, KiB (client/pagecache.h) */
+    int cache_kb;       /* cache_kb=: the page cache's bound, KiB (client/cache/pagecache.h) */
     int stage_kb;       /* stage_kb=: a commit of more KiB of pages is staged (store_stage.c); 0: never */
-    /* TLS (client/tls.c): tls=1 or rediss:// */
+    /* TLS (client/net/tls.c): tls=1 or rediss:// */
     int tls;
     char tls_ca[512];          /* tls_ca=: PEM file (or directory) of CAs; "" : the system's store */
     char tls_cert[512];        /* tls_cert=, tls_key=: the client's, for mutual TLS */

@@ -4,7 +4,7 @@
  * SQLite calls sqlite3_kvsql_init when a program loads the library as an
  * extension (`.load libkvsql` in the sqlite3 shell, load_extension() in
  * Python); a C program calls kvsql_register_redis() (include/kvsql.h).
- * Either registers the VFS "redis" (src/vfs.c on client/store_redis.c):
+ * Either registers the VFS "redis" (src/vfs.c on client/hash/store_redis.c):
  * each database file it opens gets its own store, configured from the
  * file's URI parameters over the defaults (KVSQL_DEFAULT, KVSQL_PASSWORD;
  * client/config.c; a parameter neither kvsql nor SQLite knows is refused,
@@ -25,7 +25,7 @@
  * (-lsqlite3). */
 #include "client/config.h"
 #include "client/hooks.h"
-#include "client/store_redis.h"
+#include "client/hash/store_redis.h"
 #include "kvsql.h"
 #include "sqlite.h"
 #include "vfs.h"

@@ -4,7 +4,7 @@
  *
  * Called by SQLite (the preupdate hook and the trace callback), by
  * client/extension.c (kvsql_hooks_attach, for each new connection) and by
- * client/store_redis.c (begin, commit, end of a transaction).
+ * client/hash/store_redis.c (begin, commit, end of a transaction).
  *
  * The entries are the module's (change_log.c): the preupdate hook records
  * each row change of the main database and names its values by column
@@ -24,7 +24,7 @@
 #include "client/hooks.h"
 #include "sqlite.h"
 
-#include "client/store_redis.h"
+#include "client/hash/store_redis.h"
 #include "vfs.h"
 
 #include <stdio.h>

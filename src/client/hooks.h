@@ -6,7 +6,7 @@
  * after registration (sqlite3_auto_extension); on a connection whose main
  * database is on the redis VFS it installs SQLite's preupdate hook and
  * trace callback (STMT and PROFILE) and hands the capture they fill to
- * the store (client/store_redis.c), which owns it from then on.
+ * the store (client/hash/store_redis.c), which owns it from then on.
  *
  * The capture keeps the row changes of the running transaction when
  * capture is on for the database (T:changes:cfg exists, docs/FORMAT.md

@@ -112,7 +112,7 @@ static void free_strings(RedisModuleCtx *ctx, RedisModuleString **v, size_t n) {
 /* ---- the lease ---------------------------------------------------------- */
 
 /* The CLIENT ID a lease's token names after its 32 hex digits
- * ("<hex>-<id>", src/client/conn.c), or 0 when it names none. */
+ * ("<hex>-<id>", src/client/net/conn.c), or 0 when it names none. */
 static uint64_t lease_owner_id(RedisModuleCallReply *r) {
     size_t len;
     const char *p = r ? RedisModule_CallReplyStringPtr(r, &len) : NULL;

@@ -5,11 +5,11 @@
 #ifndef KVSQL_CLIENT_REDIS_STORE_H
 #define KVSQL_CLIENT_REDIS_STORE_H
 
-#include "client/conn.h"
+#include "client/net/conn.h"
 #include "client/hooks.h"
-#include "client/pagecache.h"
-#include "client/readahead.h"
-#include "client/store_redis.h"
+#include "client/cache/pagecache.h"
+#include "client/cache/readahead.h"
+#include "client/hash/store_redis.h"
 
 #include <hiredis/hiredis.h>
 
@@ -30,7 +30,7 @@ typedef struct redis_store {
     char *aux[AUX_COUNT];      /* T:v, T:lease, ... */
     char *stage, *stage_old;   /* T:stage, T:stage:old: a big commit's (store_stage.c) */
     char *queue;               /* T:queue: the writers waiting for the lease */
-    kvsql_conn conn;           /* to the node that serves key (client/conn.c) */
+    kvsql_conn conn;           /* to the node that serves key (client/net/conn.c) */
     kvsql_txn *active;         /* the transaction at READ or WRITE */
     char snapshot[48];         /* the snapshot's identity: T:id "<v>:<hex>", or
                                 * the decimal version alone when T:id did not
@@ -49,7 +49,7 @@ typedef struct redis_store {
      * and from our own commits. A begin that finds another version keeps
      * them but for the pages T:log says changed since (all of them when
      * the log does not reach back), and at every reconnection. */
-    pagecache cache;           /* bounded by cfg.cache_kb (client/pagecache.h) */
+    pagecache cache;           /* bounded by cfg.cache_kb (client/cache/pagecache.h) */
     uint64_t cache_version;
     char cache_ident[48];      /* the identity at cache_version: the cache is
                                 * trusted across begins only when it has an id */
@@ -62,11 +62,11 @@ typedef struct redis_store {
                                 * field (an older module's; format.h) */
     uint32_t log_connection;   /* the connection that last renewed T:log */
     double log_renewed_ms;     /* when (monotonic clock) */
-    readahead ra;              /* what a miss reads ahead (client/readahead.c) */
+    readahead ra;              /* what a miss reads ahead (client/cache/readahead.c) */
     uint32_t pre[AHEAD_MAX];   /* a scan's next read, sent before SQLite asked */
     uint32_t npre;             /* its pages; 0 when none is on the way */
     sqlite3_int64 pre_mark;    /* stats.round_trips after it was sent: another exchange since
-                                * read its reply with the pending ones (client/conn.c) */
+                                * read its reply with the pending ones (client/net/conn.c) */
     uint32_t pre_conn;         /* conn.connections then */
     int pre_fast;              /* it was sent as HMGET + GET (read_fast) */
     double renewed_ms;         /* when a read script last renewed the registration and lease */

@@ -1,11 +1,11 @@
 /* pagecache.c - the bounded page cache of a `redis` VFS store
- * (pagecache.h); called by client/store_redis.c and store_read.c.
+ * (pagecache.h); called by client/hash/store_redis.c and store_read.c.
  *
  * Pages sit in an array of entries (their order is CLOCK's circle); an
  * open-addressing hash of entry numbers finds them by index. Both tables
  * grow by doubling up to what the byte limit allows, so a small database
  * costs little whatever the limit. */
-#include "client/pagecache.h"
+#include "client/cache/pagecache.h"
 #include "sqlite.h"
 
 #include <stdlib.h>

@@ -2,15 +2,15 @@
  * node: a plain hiredis connection, or a TLS session (OpenSSL) when the
  * configuration asks for TLS (tls=1, rediss://).
  *
- * Used by client/conn.c (the store's connection), client/store_read.c
- * (its pipelined reads) and client/cluster.c (an ASK's connection of its
+ * Used by client/net/conn.c (the store's connection), client/hash/store_read.c
+ * (its pipelined reads) and client/net/cluster.c (an ASK's connection of its
  * own); nothing else in the library knows which of the two carries the
  * bytes. Both give the same promises: commands are queued and written
  * together (pipelining), replies come back in order as hiredis
  * redisReply objects, the timeouts of the configuration hold (connect,
  * then per read and write), and a broken link stays broken with why in
  * kvsql_link_error(). A TLS link verifies the server's certificate and
- * its name unless tls_verify=0 (client/tls.c). */
+ * its name unless tls_verify=0 (client/net/tls.c). */
 #ifndef KVSQL_CLIENT_TRANSPORT_H
 #define KVSQL_CLIENT_TRANSPORT_H
 

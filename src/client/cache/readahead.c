@@ -1,6 +1,6 @@
 /* readahead.c - which pages a `redis` VFS store reads ahead of SQLite
- * (readahead.h); called by client/store_read.c. */
-#include "client/readahead.h"
+ * (readahead.h); called by client/hash/store_read.c. */
+#include "client/cache/readahead.h"
 #include "sqlite.h"
 
 #include <stdlib.h>

@@ -4,13 +4,13 @@
  * Hiredis connects the socket in both cases (connect timeout, TCP_NODELAY,
  * read/write timeouts, keep-alive) and its redisContext says whether the
  * link broke (err) and why (errstr, or the link's own longer why). Plain: hiredis does all of the I/O. TLS: the
- * session of client/tls.c carries the bytes; commands are formatted as
+ * session of client/net/tls.c carries the bytes; commands are formatted as
  * hiredis does (redisFormatCommandArgv) and queued here, replies are parsed
  * by a hiredis redisReader fed with what SSL_read returns, so both give the
  * same redisReply objects, in the same order, with the same pipelining. */
-#include "client/transport.h"
+#include "client/net/transport.h"
 
-#include "client/tls.h"
+#include "client/net/tls.h"
 
 #include <limits.h>
 #include <openssl/err.h>

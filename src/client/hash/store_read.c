@@ -1,10 +1,10 @@
 /* store_read.c - the reads of a `redis` VFS store (redis_store.h): one
  * round trip per miss, whatever its count, read-ahead while SQLite scans
- * (client/readahead.c), a scan's next read sent before SQLite asks, and
+ * (client/cache/readahead.c), a scan's next read sent before SQLite asks, and
  * reads without a script while the reader's registration is fresh. The
- * pages read are kept in the store's page cache (client/pagecache.c).
+ * pages read are kept in the store's page cache (client/cache/pagecache.c).
  * Called by the VFS through store_redis.c's methods. */
-#include "client/redis_store.h"
+#include "client/hash/redis_store.h"
 #include "sqlite.h"
 
 #include "format.h"
@@ -195,7 +195,7 @@ static int read_remote(redis_store *s, kvsql_txn *t, const uint32_t *idx, uint32
     return rc;
 }
 
-/* Read-ahead (client/readahead.c): a miss that follows a scan reads up
+/* Read-ahead (client/cache/readahead.c): a miss that follows a scan reads up
  * to AHEAD_MAX pages, or a quarter of the cache. Once the window is full,
  * the scan's next read is sent before SQLite asks for it (prefetch_next),
  * so that Redis reads while SQLite works. */
@@ -218,7 +218,7 @@ static void prefetch_next(redis_store *s, const kvsql_txn *t, uint32_t at) {
             kvsql_conn_drop(&s->conn);
             return;
         }
-        s->conn.pending += 2; /* read here (take_prefetch) or dropped by the next exchange (client/conn.c) */
+        s->conn.pending += 2; /* read here (take_prefetch) or dropped by the next exchange (client/net/conn.c) */
     } else {
         char nkeys[8], *names = malloc((size_t)n * 11);
         kvsql_call k = {0, NULL, NULL};

@@ -1,17 +1,17 @@
 /* conn.c - the connection of a `redis` VFS store to its Redis node
- * (conn.h), over a plain or TLS link (client/transport.c).
+ * (conn.h), over a plain or TLS link (client/net/transport.c).
  *
- * Called by client/store_redis.c only. Connects (to the slot's owner in a
- * Redis Cluster, with client/cluster.c), does the handshake (AUTH, SELECT,
+ * Called by client/hash/store_redis.c only. Connects (to the slot's owner in a
+ * Redis Cluster, with client/net/cluster.c), does the handshake (AUTH, SELECT,
  * SCRIPT LOAD, CLUSTER SLOTS in one round trip), sends script calls
  * (formatted here, not by hiredis: append_command) and
  * reads their replies, following MOVED, ASK and TRYAGAIN, and reads the
  * replies of end scripts sent without waiting before the next command's.
  * Every wait for a reply counts in stats->round_trips. */
-#include "client/conn.h"
+#include "client/net/conn.h"
 #include "sqlite.h"
 
-#include "client/scripts.h"
+#include "client/hash/scripts.h"
 #include "vfs.h"
 
 #include <fcntl.h>
@@ -75,7 +75,7 @@ static int error_code(const char *msg) {
     if (!strncmp(msg, "OOM", 3)) return SQLITE_FULL;
     if (!strncmp(msg, "LOADING", 7) || !strncmp(msg, "BUSY", 4) || !strncmp(msg, "MASTERDOWN", 10))
         return SQLITE_BUSY;
-    /* Redis Cluster: nothing ran; another node, or later (client/cluster.c) */
+    /* Redis Cluster: nothing ran; another node, or later (client/net/cluster.c) */
     if (!strncmp(msg, "MOVED ", 6) || !strncmp(msg, "ASK ", 4) || !strncmp(msg, "TRYAGAIN", 8) ||
         !strncmp(msg, "CLUSTERDOWN", 11))
         return SQLITE_BUSY;
@@ -193,7 +193,7 @@ redisReply *kvsql_conn_round_trip(kvsql_conn *cn, int argc, const char **argv, c
     return r && r->type == REDIS_REPLY_ERROR ? routed_reply(cn, r, argc, argv, lens) : r;
 }
 
-/* ---- Redis Cluster: redirections (client/cluster.c) ----------------------- */
+/* ---- Redis Cluster: redirections (client/net/cluster.c) ----------------------- */
 
 /* TRYAGAIN: the slot's keys are being migrated. Sends the command again
  * after a pause (5 ms, doubling to 100 ms). */

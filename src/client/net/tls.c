@@ -1,6 +1,6 @@
 /* tls.c - a TLS session (OpenSSL) over a connected socket (tls.h).
  *
- * Called by client/transport.c when it opens a link with cfg->tls. A
+ * Called by client/net/transport.c when it opens a link with cfg->tls. A
  * context holds the trusted CAs (tls_ca= file or directory, else the
  * system's store), the client certificate and key (tls_cert=, tls_key=),
  * TLS 1.2 at least; sessions of the same files share one ("contexts,
@@ -9,7 +9,7 @@
  * is sent as SNI and checked (X509_VERIFY_PARAM_set1_host), an IP address
  * is checked against the certificate's IP addresses. Failures are worded
  * with the parameter to change. */
-#include "client/tls.h"
+#include "client/net/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

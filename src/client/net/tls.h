@@ -4,7 +4,7 @@
  * server's certificate must carry (tls_server_name=, else the host), and
  * verification on unless tls_verify=0.
  *
- * Used by client/transport.c only. Every failure comes back as a message
+ * Used by client/net/transport.c only. Every failure comes back as a message
  * that says what to change. */
 #ifndef KVSQL_CLIENT_TLS_H
 #define KVSQL_CLIENT_TLS_H

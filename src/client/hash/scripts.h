@@ -2,7 +2,7 @@
  *
  * Each is run atomically by Redis (EVALSHA, EVAL when the server does not
  * know it); docs/FORMAT.md "The protocol of the redis VFS" says what each
- * does. Used by client/store_redis.c and client/conn.c. Every script
+ * does. Used by client/hash/store_redis.c and client/net/conn.c. Every script
  * declares all the keys it touches in KEYS, all in the database's cluster
  * slot. */
 #ifndef KVSQL_CLIENT_SCRIPTS_H
@@ -33,7 +33,7 @@ enum {
      * {'version', T:v} (not a version number) or, with capture on,
      * {'cfg', field, value} / {'changes', type-or-"exhausted"}: refused
      * before anything was written; the staged steps {'gone'}. */
-    /* A big commit, staged (client/store_stage.c): */
+    /* A big commit, staged (client/hash/store_stage.c): */
     SCRIPT_STAGE_PUT,     /* KEYS: T:stage T:lease T:v K T:undo T:undo:idx T:undo:ver T:id
                              ARGV: token snapshot lease_ms first-"1"-or-"0" old-npages stage_ttl_ms
                              have [index page]... */

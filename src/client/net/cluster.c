@@ -1,12 +1,12 @@
 /* cluster.c - Redis Cluster routing for the `redis` VFS (cluster.h).
  *
- * Called by client/conn.c: kvsql_cluster_candidate() when it
+ * Called by client/net/conn.c: kvsql_cluster_candidate() when it
  * connects, kvsql_cluster_take_slots() with the CLUSTER SLOTS reply of its
  * handshake, kvsql_cluster_redirect()/_moved()/_ask() when a node answers
  * MOVED or ASK, kvsql_cluster_is_tryagain() for TRYAGAIN. Every reply from
  * the network is checked before use: a malformed one is ignored, never
  * trusted. */
-#include "client/cluster.h"
+#include "client/net/cluster.h"
 #include "sqlite.h"
 
 #include "format.h"

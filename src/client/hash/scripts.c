@@ -1,6 +1,6 @@
 /* scripts.c - the Lua text of the `redis` VFS protocol (scripts.h).
  *
- * Sent by client/store_redis.c. Conventions shared by every script:
+ * Sent by client/hash/store_redis.c. Conventions shared by every script:
  *   - a snapshot is the identity of the state it saw (IDENT_FN): T:id,
  *     "<v>:<16 hex>", when it names the version T:v holds, else the
  *     decimal text of T:v ("0" when missing), compared as text;
@@ -17,7 +17,7 @@
  *     replicated: every other write comes after
  *     redis.set_repl(redis.REPL_NONE).
  * Replies are arrays whose first element says what happened. */
-#include "client/scripts.h"
+#include "client/hash/scripts.h"
 #include "sqlite.h"
 
 #include "format.h"

@@ -17,7 +17,7 @@
  * transaction's reads fail "snapshot too old" (SQLITE_IOERR_READ), never
  * other data. docs/LIBRARY.md, "Readers that may not write", says what
  * this costs. */
-#include "client/redis_store.h"
+#include "client/hash/redis_store.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* store_stage.c - big commits of a `redis` VFS store (redis_store.h),
  * staged in short scripts so that Redis never stalls on them. Called by
  * store_redis.c's commit. */
-#include "client/redis_store.h"
+#include "client/hash/redis_store.h"
 #include "sqlite.h"
 
 #include "format.h"
@@ -14,7 +14,7 @@
 /* A commit of more than stage_kb= of pages in one script would hold Redis
  * for as long as the script runs (about 0.2 s for 40 MB on loopback) while
  * every other client waits. Such a commit is staged instead
- * (docs/FORMAT.md, "Big commits"), in short scripts (client/scripts.c):
+ * (docs/FORMAT.md, "Big commits"), in short scripts (client/hash/scripts.c):
  *   upload  its pages into T:stage, STAGE_CHUNK per script, each saving the
  *           undo of the pages it overwrites;
  *   copy    the pages of K it does not write into T:stage, STAGE_COPY per

@@ -2,7 +2,7 @@
  *
  * Called by SQLite through the VFS (client/extension.c) and by
  * tests/contract.c. Implements store.h's transactions over one connection
- * (client/conn.c) with the Lua scripts of client/scripts.c (docs/FORMAT.md,
+ * (client/net/conn.c) with the Lua scripts of client/hash/scripts.c (docs/FORMAT.md,
  * "The protocol of the redis VFS"), and keeps the page cache:
  *   begin  one round trip: snapshot version, length, page 0; registers
  *          the reader (a warm begin, when nothing changed and the
@@ -12,13 +12,13 @@
  *          capture is on (T:changes:cfg);
  *   read   one round trip per miss, whatever its count; page 0 comes
  *          with begin, and a miss reads ahead while SQLite scans
- *          (client/store_read.c). Pages read stay cached while the
- *          version does not change, up to cache_kb= (client/pagecache.c);
+ *          (client/hash/store_read.c). Pages read stay cached while the
+ *          version does not change, up to cache_kb= (client/cache/pagecache.c);
  *   lock   one round trip: the writer's lease (none when begin took it);
  *   commit one round trip: the whole batch, and the row changes
  *          client/hooks.c captured while capture is on; a batch above
  *          stage_kb= is staged instead, in short steps
- *          (client/store_stage.c);
+ *          (client/hash/store_stage.c);
  *   unlock no round trip: the end script is sent at once and its reply is
  *          read with the next command's.
  * Every wait for a reply counts in stats.round_trips.
@@ -26,7 +26,7 @@
  * A connection error makes the call fail with SQLITE_IOERR and drops the
  * connection; the next begin connects again with a new token, so a late
  * reply or lease of the old connection can never be taken for the new. */
-#include "client/redis_store.h"
+#include "client/hash/redis_store.h"
 #include "sqlite.h"
 
 #include "format.h"
@@ -302,7 +302,7 @@ static void log_ttl_arg(redis_store *s, char *buf, size_t n) {
  * a begin or read script of this connection renewed it less than
  * lease_ms/4 ago, so it outlives a transaction that reads no longer than
  * that (later reads renew it, store_redis.c "reads without a script"). Then
- * begin sends the warm script (client/scripts.c), which reads T:v, HLEN
+ * begin sends the warm script (client/hash/scripts.c), which reads T:v, HLEN
  * and T:changes:cfg and, when they say nothing changed, writes nothing:
  * the registration's TIME and ZADD and a third of the arguments were 40% of
  * the server's instructions of a warm read transaction (bench/PROFILE.md,
@@ -421,7 +421,7 @@ static int redis_begin(kvsql_store *st, kvsql_txn *t) {
  * A lease whose owner's connection is gone can never be used again (the
  * token dies with its connection), so it need not block the others for
  * lease_ms. The token ends in the owner's CLIENT ID ("<hex>-<id>",
- * client/conn.c); a lock that finds the lease taken asks `CLIENT LIST ID
+ * client/net/conn.c); a lock that finds the lease taken asks `CLIENT LIST ID
  * <id>` on the same node, at most once per OWNER_CHECK_MS, and when no
  * such client exists runs the lock again naming that token, which the
  * script then takes over (docs/FORMAT.md, "Lock"). Client ids are never

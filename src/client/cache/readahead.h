@@ -1,6 +1,6 @@
 /* readahead.h - which pages a `redis` VFS store reads ahead of SQLite.
  *
- * Used by client/store_read.c only. SQLite asks for one page at a time;
+ * Used by client/hash/store_read.c only. SQLite asks for one page at a time;
  * a miss that follows a scan's order brings more: the children of the
  * last b-tree interior page SQLite got, in key order (a table's leaves
  * wherever they lie in the file), then the next interior page of the scan
@@ -11,7 +11,7 @@
 #ifndef KVSQL_CLIENT_READAHEAD_H
 #define KVSQL_CLIENT_READAHEAD_H
 
-#include "client/pagecache.h"
+#include "client/cache/pagecache.h"
 
 #include <stdint.h>
 

@@ -1,7 +1,7 @@
 /* cluster.h - Redis Cluster routing for the `redis` VFS: which node holds
  * a database's slot, and what MOVED, ASK and TRYAGAIN replies mean.
  *
- * Used by client/conn.c (the store's connection) only: when it
+ * Used by client/net/conn.c (the store's connection) only: when it
  * connects (which node to try, the CLUSTER SLOTS reply pipelined into the
  * handshake) and when a reply comes back (redirections). A store serves
  * one key, so one slot: the state is that slot's owner and the nodes a
@@ -11,7 +11,7 @@
 #define KVSQL_CLIENT_CLUSTER_H
 
 #include "client/config.h"
-#include "client/transport.h"
+#include "client/net/transport.h"
 
 #include <hiredis/hiredis.h>
 #include <stddef.h>
@@ -82,7 +82,7 @@ redisReply *kvsql_cluster_ask(const kvsql_node *to, const kvsql_redis_config *cf
                               const size_t *lens, char *err, size_t errlen);
 
 /* Appends AUTH (with the user when cfg names one) to l when cfg has a
- * password, for the handshake of client/conn.c and of an ASK connection.
+ * password, for the handshake of client/net/conn.c and of an ASK connection.
  * Returns the number of commands appended, 0 or 1. */
 int kvsql_append_auth(kvsql_link *l, const kvsql_redis_config *cfg);
 

@@ -1,18 +1,18 @@
 /* conn.h - the connection of a `redis` VFS store to the Redis node that
  * serves its key (a single server, or the slot's owner in a Redis
- * Cluster), over a plain or TLS link (client/transport.h).
+ * Cluster), over a plain or TLS link (client/net/transport.h).
  *
- * Used by the redis store only (client/redis_store.h): each store embeds one kvsql_conn,
+ * Used by the redis store only (client/hash/redis_store.h): each store embeds one kvsql_conn,
  * connects it at a begin (kvsql_conn_connect) and runs its scripts
  * through it. Failures are said in cn->err (and to the VFS); counters go
  * to the store's stats. */
 #ifndef KVSQL_CLIENT_CONN_H
 #define KVSQL_CLIENT_CONN_H
 
-#include "client/cluster.h"
+#include "client/net/cluster.h"
 #include "client/config.h"
-#include "client/scripts.h"
-#include "client/transport.h"
+#include "client/hash/scripts.h"
+#include "client/net/transport.h"
 #include "kvsql.h"
 
 #include <hiredis/hiredis.h>
@@ -26,7 +26,7 @@ typedef struct kvsql_conn {
     void (*on_drop)(void *owner);  /* told each time the connection is dropped */
     void *owner;
     char where[300];            /* host:port, for messages */
-    kvsql_cluster cl;           /* Redis Cluster routing (client/cluster.c) */
+    kvsql_cluster cl;           /* Redis Cluster routing (client/net/cluster.c) */
     kvsql_node node;            /* the node connected to, or last tried */
     int rerouted;               /* a MOVED named another node (the caller clears it) */
     kvsql_link *c;              /* NULL: not connected */

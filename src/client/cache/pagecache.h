@@ -1,6 +1,6 @@
 /* pagecache.h - the bounded page cache of a `redis` VFS store.
  *
- * Used by client/store_redis.c only: each store keeps the pages it read
+ * Used by client/hash/store_redis.c only: each store keeps the pages it read
  * (and wrote) as of one version of its database here, so that a warm
  * transaction costs no page reads. The cache never holds more than its
  * byte limit (the URI parameter cache_kb=, docs/LIBRARY.md): the page
