@@ -86,9 +86,19 @@ static int mem_device_characteristics(sqlite3_file *pf) {
 }
 
 static const sqlite3_io_methods mem_methods = {
-    1, mem_close, mem_read, mem_write, mem_truncate, mem_sync, mem_file_size,
-    mem_lock, mem_lock, mem_check_reserved, mem_file_control, mem_sector_size,
-    mem_device_characteristics, 0, 0, 0, 0, 0, 0,
+    .iVersion = 1,
+    .xClose = mem_close,
+    .xRead = mem_read,
+    .xWrite = mem_write,
+    .xTruncate = mem_truncate,
+    .xSync = mem_sync,
+    .xFileSize = mem_file_size,
+    .xLock = mem_lock,
+    .xUnlock = mem_lock,
+    .xCheckReservedLock = mem_check_reserved,
+    .xFileControl = mem_file_control,
+    .xSectorSize = mem_sector_size,
+    .xDeviceCharacteristics = mem_device_characteristics,
 };
 
 void memfile_open(sqlite3_file *f) {

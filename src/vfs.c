@@ -506,9 +506,20 @@ static int db_close(sqlite3_file *pf) {
 }
 
 static const sqlite3_io_methods db_methods = {
-    1, db_close, db_read, db_write, db_truncate, db_sync, db_file_size,
-    db_lock, db_unlock, db_check_reserved, db_file_control, sector_size,
-    device_characteristics, 0, 0, 0, 0, 0, 0,
+    .iVersion = 1,
+    .xClose = db_close,
+    .xRead = db_read,
+    .xWrite = db_write,
+    .xTruncate = db_truncate,
+    .xSync = db_sync,
+    .xFileSize = db_file_size,
+    .xLock = db_lock,
+    .xUnlock = db_unlock,
+    .xCheckReservedLock = db_check_reserved,
+    .xFileControl = db_file_control,
+    .xSectorSize = sector_size,
+    .xDeviceCharacteristics = device_characteristics,
+    /* version 2 and 3 methods (shared memory, mmap): none, no WAL here */
 };
 
 /* ---- the VFS ----------------------------------------------------------- */
@@ -698,10 +709,26 @@ int kvsql_vfs_register(const char *vfs_name, kvsql_store_opener open, int share_
         char *name = (char *)(vi + 1);
         memcpy(name, vfs_name, n);
         *vi = (vfs_info){open, share_by_name};
-        *vfs = (sqlite3_vfs){2, sizeof(file), MAX_PATHNAME, 0, name, vi, vfs_open, vfs_delete,
-                             vfs_access, vfs_full_pathname, vfs_dlopen, vfs_dlerror, vfs_dlsym,
-                             vfs_dlclose, vfs_randomness, vfs_sleep, vfs_current_time,
-                             vfs_last_error, vfs_current_time64, 0, 0, 0};
+        *vfs = (sqlite3_vfs){
+            .iVersion = 2,
+            .szOsFile = sizeof(file),
+            .mxPathname = MAX_PATHNAME,
+            .zName = name,
+            .pAppData = vi,
+            .xOpen = vfs_open,
+            .xDelete = vfs_delete,
+            .xAccess = vfs_access,
+            .xFullPathname = vfs_full_pathname,
+            .xDlOpen = vfs_dlopen,
+            .xDlError = vfs_dlerror,
+            .xDlSym = vfs_dlsym,
+            .xDlClose = vfs_dlclose,
+            .xRandomness = vfs_randomness,
+            .xSleep = vfs_sleep,
+            .xCurrentTime = vfs_current_time,
+            .xGetLastError = vfs_last_error,
+            .xCurrentTimeInt64 = vfs_current_time64,
+        };
         rc = sqlite3_vfs_register(vfs, make_default);
     } else if (make_default) {
         rc = sqlite3_vfs_register(vfs, 1); /* registered already: now the default too */

@@ -314,6 +314,9 @@ class Soak:
         except (redis.RedisError, OSError) as e:  # a server is gone: close() says why
             failures = ["the checks could not run: %s" % e]
         crashes = aborts(dirs)  # before close() removes the directories of servers without problems
+        if failures:  # the servers' own account of what went wrong
+            failures += ["%s log:\n%s" % (name, s.log()[-2500:])
+                         for name, s in (("master", self.master), ("replica", self.replica))]
         problems = self.replica.close() + self.master.close() + crashes
         self.report(failures, problems)
         unexpected = sum(n for k, n in self.events.items() if "UNEXPECTED" in k)
