@@ -20,6 +20,8 @@ import redis
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("BUILD", "build")
 MODULE = os.environ.get("KVSQL_MODULE", os.path.join(ROOT, BUILD, "kvsql.so"))
+# The servers run with the sanitizer runtime preloaded (make test SANITIZE=1).
+SANITIZED = bool(os.environ.get("KVSQL_PRELOAD"))
 
 
 def sql(r, *args):
@@ -255,6 +257,49 @@ class Server:
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def fork_children(self):
+        """(pid, seconds alive) of each fork child of this server (BGSAVE,
+        AOF rewrite, a diskless sync's RDB)."""
+        if not self.alive():
+            return []
+        out = []
+        ticks, uptime = os.sysconf("SC_CLK_TCK"), float(open("/proc/uptime").read().split()[0])
+        for name in os.listdir("/proc"):
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # not a process, or gone meanwhile
+            if int(fields[1]) == self.proc.pid:  # fields[1] is the parent's pid, [19] the start time
+                out.append((int(name), uptime - int(fields[19]) / ticks))
+        return out
+
+    def unstick_fork_child(self, after_s=20):
+        """Under the sanitizer only: kills a fork child of this server alive
+        for more than after_s seconds, and returns its stack ('' when there
+        was none). GCC 12's AddressSanitizer takes no lock around fork(), so
+        a child forked while a module worker thread held the sanitizer
+        allocator's lock waits for it forever (LLVM added the missing
+        pthread_atfork handler in December 2023); a production build, on
+        jemalloc or glibc malloc, has those handlers. Killed, the child is
+        forked again by Redis (a replica's sync) or the next rewrite."""
+        if not SANITIZED:
+            return ""
+        for pid, age in self.fork_children():
+            if age < after_s:
+                continue
+            try:
+                stack = subprocess.run(["gdb", "-batch", "-p", str(pid), "-ex", "bt"], stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, timeout=30).stdout.decode(errors="replace")
+            except (OSError, subprocess.TimeoutExpired) as e:
+                stack = "(no stack: %s)" % e
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return "fork child %d, %.0f s old:\n%s" % (pid, age, stack[-3000:])
+        return ""
 
     def stop(self, save=False):
         """Shut down cleanly; with save=True as a `SHUTDOWN SAVE`."""

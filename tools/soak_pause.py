@@ -138,13 +138,14 @@ class Writer:
 class Soak:
     def __init__(self):
         args = ["--appendonly", "yes", "--appendfsync", "always", "--shutdown-timeout", "2"]
+        self.stop = threading.Event()
+        self.events = collections.Counter()
+        self.lock = threading.Lock()
+        self.stacks = []  # of fork children that hung (unstick_sync)
         self.master = Server(args=args).start()
         self.replica = Server(args=args).start()
         self.replica.client().replicaof("127.0.0.1", self.master.port)
         self.wait_link()
-        self.stop = threading.Event()
-        self.events = collections.Counter()
-        self.lock = threading.Lock()
         self.writers = [Writer(self, i) for i in range(WRITERS)]
         self.clients = {}
         self.pause_waits, self.pause_waits_last = 0, {}
@@ -172,8 +173,18 @@ class Soak:
                     return True
             except NO_REPLY:
                 pass
+            self.unstick_sync()
             time.sleep(0.1)
         return False
+
+    def unstick_sync(self):
+        """A sanitized master's fork child for the replica's sync can hang
+        (harness.Server.unstick_fork_child says why): killed after 20 s, and
+        counted, so the run goes on and says it happened."""
+        stack = self.master.unstick_fork_child(after_s=20)
+        if stack:
+            self.count("sanitizer: a fork child hung and was killed")
+            self.stacks.append(stack)
 
     def caught_up(self):
         m, r = self.master.client(), self.replica.client()
@@ -331,6 +342,8 @@ class Soak:
                   (w.key, len(w.acked), len(w.refused), len(w.unknown) + len(w.big_unknown), w.big_acked))
         print("soak_pause: servers: " + ("no abort, no sanitizer report" if not problems else problems[-3000:]))
         print("soak_pause: checks: " + ("ok" if not failures else "; ".join(failures)))
+        for stack in self.stacks:
+            print("soak_pause: hung " + stack)
 
 
 if __name__ == "__main__":
