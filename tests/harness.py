@@ -34,6 +34,19 @@ def query(r, *args):
     return r.execute_command("SQL.QUERY", *args)
 
 
+def run_threads_for(seconds, targets, stop, join_s=120):
+    """Runs each function of targets on a thread of its own for seconds,
+    then sets stop (a threading.Event they watch) and waits up to join_s
+    seconds for each to end. The soaks' load loop."""
+    threads = [threading.Thread(target=t) for t in targets]
+    for t in threads:
+        t.start()
+    stop.wait(seconds)
+    stop.set()
+    for t in threads:
+        t.join(timeout=join_s)
+
+
 def wait_for(cond, timeout=15, what="condition", interval=0.05):
     """Polls cond() until it is true; fails after timeout seconds."""
     deadline = time.time() + timeout

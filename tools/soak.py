@@ -10,6 +10,7 @@ operations, errors by kind, and exits non-zero on any failed check or
 unexpected error.
 """
 import collections
+import functools
 import os
 import random
 import sys
@@ -19,7 +20,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import redis  # noqa: E402
 
-from harness import Server, query, sql  # noqa: E402
+from harness import Server, query, run_threads_for, sql  # noqa: E402
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "180"))
 DATABASES = 24
@@ -123,14 +124,8 @@ class Soak:
     def run(self):
         time.sleep(1)
         start_mem = self.memory()
-        threads = [threading.Thread(target=self.worker, args=(i,)) for i in range(WORKERS)]
-        threads.append(threading.Thread(target=self.restarter))
-        for t in threads:
-            t.start()
-        time.sleep(SECONDS)
-        self.stop.set()
-        for t in threads:
-            t.join(timeout=60)
+        workers = [functools.partial(self.worker, i) for i in range(WORKERS)]
+        run_threads_for(SECONDS, workers + [self.restarter], self.stop, join_s=60)
         end_mem = self.memory()
         failures = self.check()
         self.report(start_mem, end_mem, failures)

@@ -29,7 +29,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import redis  # noqa: E402
 
-from harness import Server, query, sql  # noqa: E402
+from harness import Server, query, run_threads_for, sql  # noqa: E402
 
 SECONDS = int(os.environ.get("SOAK_SECONDS", "180"))
 WRITERS = 3
@@ -311,14 +311,7 @@ class Soak:
         m = self.master.client()
         for w in self.writers:
             w.prepare(m)
-        threads = [threading.Thread(target=w.run) for w in self.writers]
-        threads.append(threading.Thread(target=self.disrupt))
-        for t in threads:
-            t.start()
-        time.sleep(SECONDS)
-        self.stop.set()
-        for t in threads:
-            t.join(timeout=120)
+        run_threads_for(SECONDS, [w.run for w in self.writers] + [self.disrupt], self.stop)
         dirs = [self.master.dir, self.replica.dir]
         try:
             failures = self.check()
