@@ -4,6 +4,7 @@
 #include "budget.h"
 
 #include "pcache.h"
+#include "settings.h"
 
 #include <stdio.h>
 #include <stdint.h>
@@ -23,8 +24,6 @@
 /* Least time between two calls to RedisModule_Yield. */
 #define YIELD_EVERY_MS 5
 
-long long budget_timeout_ms = 10000;
-long long budget_call_memory_kb = 131072;
 
 
 /* Ticks between two reads of the precise clock that decides whether a

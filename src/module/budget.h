@@ -20,9 +20,8 @@
 
 #include <sqlite3.h>
 
-/* Configs (module.c registers them). 0 means no limit. */
-extern long long budget_timeout_ms;
-extern long long budget_call_memory_kb;
+/* Its configs, kvsql.query-timeout-ms and kvsql.call-memory-kb, are in
+ * settings.h (0: no limit). */
 
 /* Opens the budget of a call on db, on Redis's main thread; pair with
  * budget_end(db). With offload_after_us > 0 the call stops (STOP_OFFLOAD)

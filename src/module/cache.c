@@ -13,6 +13,7 @@
 #include "kvsql.h"
 #include "store_keyspace.h"
 #include "vfs.h"
+#include "settings.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -21,21 +22,16 @@
 static RedisModuleDict *by_id;
 static void evict_over_max(void);
 static conn *lru_head, *lru_tail;
-static long long count, max_count = 10000; /* kvsql.max-connections (module.c) */
+static long long count; /* connections open; at most kvsql.max-connections */
 static cache_stats stats;
 #define COUNT(field, n) __atomic_fetch_add(&stats.field, (n), __ATOMIC_RELAXED)
 static unsigned long long settings_generation = 1;
-
-long long cache_page_cache_kb = 8192;
-long long cache_page_cache_total_mb = 256;
-long long cache_max_sql_kb = 1024;
 
 void cache_init(RedisModuleCtx *ctx) {
     by_id = RedisModule_CreateDict(ctx);
 }
 
-void cache_set_max(long long max) {
-    max_count = max;
+void cache_max_changed(void) {
     evict_over_max();
 }
 
@@ -366,7 +362,7 @@ static void conn_forget(conn *c) {
 
 static void evict_over_max(void) {
     conn *c = lru_tail;
-    while (count > max_count && c) {
+    while (count > settings_max_connections && c) {
         conn *prev = c->prev;
         if (!c->in_use) conn_close(c);
         c = prev;

@@ -115,18 +115,17 @@ int cache_is_empty(void);
 void cache_sweep(RedisModuleCtx *ctx);
 long long cache_sweep_max_step_us(void);
 
-void cache_set_max(long long max);
+/* kvsql.max-connections changed: closes the least recently used
+ * connections over it. */
+void cache_max_changed(void);
 
-/* Connection settings from the configs (module.c registers them):
+/* Connection settings come from the configs (settings.h):
  * kvsql.page-cache-kb and kvsql.max-sql-kb; the longest string or BLOB
- * follows kvsql.call-memory-kb (budget.h). After a change, call
+ * follows kvsql.call-memory-kb. After a change, settings.c calls
  * cache_settings_changed(): each connection takes the new settings at the
- * start of its next call, so no SQL ever runs outside a call. */
-extern long long cache_page_cache_kb;
-extern long long cache_max_sql_kb;
-/* kvsql.page-cache-total-mb: at each release, the least recently used
+ * start of its next call, so no SQL ever runs outside a call.
+ * kvsql.page-cache-total-mb: at each release, the least recently used
  * connections free their pages while all caches together hold more. */
-extern long long cache_page_cache_total_mb;
 /* TEMP objects a connection may keep from one call to the next: a call
  * that leaves more closes it (guard_call_end). */
 #define CACHE_TEMP_KEEP_BYTES (2 * 1024 * 1024)

@@ -28,6 +28,7 @@
 #include "store_keyspace.h"
 #include "utf8.h"
 #include "worker.h"
+#include "settings.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -44,7 +45,6 @@ static result main_rows;
 static exec_stats stats;
 #define COUNT(field) __atomic_fetch_add(&stats.field, 1, __ATOMIC_RELAXED)
 
-long long exec_offload_after_us = 1000;
 
 exec_stats exec_get_stats(void) {
     return stats;

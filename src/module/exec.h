@@ -40,9 +40,6 @@ typedef struct offload_stats {
 } offload_stats;
 offload_stats offload_get_stats(void);
 
-/* kvsql.offload-after-us (module.c registers it): how long a call runs on
- * the main thread before it moves to a worker thread; 0: never. */
-extern long long exec_offload_after_us;
 /* SQLite's name of a primary result code ("CONSTRAINT"), or NULL. */
 const char *exec_code_name(int code);
 

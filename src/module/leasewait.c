@@ -20,6 +20,7 @@
 #include "format.h"
 #include "module/call.h"
 #include "module/protocol.h"
+#include "module/settings.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,6 @@
 
 #define TICK_MS 1
 
-long long leasewait_ms = 5000;
 
 static leasewait_stats stats;
 

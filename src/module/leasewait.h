@@ -12,10 +12,6 @@
 
 #include "module/redis_api.h"
 
-/* kvsql.lease-wait-ms (module.c registers it): how long a write waits for
- * the lease; 0: refused at once. */
-extern long long leasewait_ms;
-
 /* Whether err is the refusal of a write because a library writer holds
  * the lease (store_keyspace.c's text). */
 int leasewait_refused(const char *err);

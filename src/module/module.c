@@ -18,6 +18,7 @@
 #include "kvsql.h"
 #include "leasewait.h"
 #include "pcache.h"
+#include "settings.h"
 #include "snapshot.h"
 #include "store_keyspace.h"
 #include "worker.h"
@@ -179,43 +180,6 @@ static int subscribe(RedisModuleCtx *ctx) {
         return REDISMODULE_ERR;
     RedisModule_CreateTimer(ctx, SWEEP_EVERY_MS, on_sweep_timer, NULL);
     return REDISMODULE_OK;
-}
-
-/* ---- configs ---------------------------------------------------------- */
-
-static long long max_connections = 10000; /* ~30 KB each for a small database: docs/COMMANDS.md */
-
-static long long get_numeric(const char *name, void *priv) {
-    (void)name;
-    return *(long long *)priv;
-}
-
-static int set_numeric(const char *name, long long val, void *priv, RedisModuleString **err) {
-    (void)err;
-    *(long long *)priv = val;
-    if (strcmp(name, "max-connections") == 0) cache_set_max(val);
-    else if (strcmp(name, "worker-threads") == 0) workers_config_changed();
-    else cache_settings_changed(); /* connections take it at their next call */
-    return REDISMODULE_OK;
-}
-
-static int numeric_config(RedisModuleCtx *ctx, const char *name, long long *var, long long min, long long max) {
-    return RedisModule_RegisterNumericConfig(ctx, name, *var, REDISMODULE_CONFIG_DEFAULT, min, max, get_numeric,
-                                             set_numeric, NULL, var);
-}
-
-static int register_configs(RedisModuleCtx *ctx) {
-    if (numeric_config(ctx, "max-connections", &max_connections, 1, 1000000) != REDISMODULE_OK ||
-        numeric_config(ctx, "page-cache-kb", &cache_page_cache_kb, 16, 16777216) != REDISMODULE_OK ||
-        numeric_config(ctx, "page-cache-total-mb", &cache_page_cache_total_mb, 0, 16777216) != REDISMODULE_OK ||
-        numeric_config(ctx, "query-timeout-ms", &budget_timeout_ms, 0, 86400000) != REDISMODULE_OK ||
-        numeric_config(ctx, "call-memory-kb", &budget_call_memory_kb, 0, 1LL << 32) != REDISMODULE_OK ||
-        numeric_config(ctx, "max-sql-kb", &cache_max_sql_kb, 1, 1000000) != REDISMODULE_OK ||
-        numeric_config(ctx, "worker-threads", &worker_threads, 0, 64) != REDISMODULE_OK ||
-        numeric_config(ctx, "offload-after-us", &exec_offload_after_us, 0, 1000000000) != REDISMODULE_OK ||
-        numeric_config(ctx, "lease-wait-ms", &leasewait_ms, 0, 86400000) != REDISMODULE_OK)
-        return REDISMODULE_ERR;
-    return RedisModule_LoadConfigs(ctx);
 }
 
 /* ---- INFO kvsql ------------------------------------------------------ */
@@ -405,7 +369,7 @@ __attribute__((visibility("default"))) int RedisModule_OnLoad(RedisModuleCtx *ct
     RedisModule_SetModuleOptions(ctx, REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED);
     cache_init(ctx);
     if (create_commands(ctx) != REDISMODULE_OK || subscribe(ctx) != REDISMODULE_OK ||
-        register_configs(ctx) != REDISMODULE_OK || RedisModule_RegisterInfoFunc(ctx, info) != REDISMODULE_OK) {
+        settings_register(ctx) != REDISMODULE_OK || RedisModule_RegisterInfoFunc(ctx, info) != REDISMODULE_OK) {
         RedisModule_Log(ctx, "warning", "kvsql: cannot register commands, events or configs");
         return REDISMODULE_ERR;
     }

@@ -45,6 +45,7 @@
 #include "store_keyspace.h"
 #include "store_snapshot.h"
 #include "worker.h"
+#include "settings.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -24,6 +24,7 @@
 #include "replicas.h"
 #include "slot_keys.h"
 #include "worker.h"
+#include "settings.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,6 +4,7 @@
  * ends when it next finds nothing to do, so lowering the config shrinks
  * the pool. At shutdown, queued tasks are dropped: the process ends. */
 #include "worker.h"
+#include "settings.h"
 
 #include <pthread.h>
 #include <time.h>
@@ -12,7 +13,6 @@
 /* How long shutdown waits for tasks to leave SQLite. */
 #define SHUTDOWN_WAIT_MS 2000
 
-long long worker_threads = 2;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;

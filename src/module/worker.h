@@ -23,8 +23,6 @@ typedef struct worker_task {
     struct worker_task *next;
 } worker_task;
 
-extern long long worker_threads; /* kvsql.worker-threads: 0 keeps every call on the main thread */
-
 /* Main thread: queues t, starting threads if needed (ctx gives their
  * contexts). Returns 0, or -1 when there is no worker thread to run it. */
 int workers_submit(RedisModuleCtx *ctx, worker_task *t);
