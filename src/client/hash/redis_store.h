@@ -6,7 +6,7 @@
 #define KVSQL_CLIENT_REDIS_STORE_H
 
 #include "client/net/conn.h"
-#include "client/hooks.h"
+#include "client/capture.h"
 #include "client/cache/pagecache.h"
 #include "client/cache/readahead.h"
 #include "client/hash/store_redis.h"
