@@ -1,7 +1,10 @@
 /* redis_store.h - the inside of a `redis` VFS store (store_redis.h), shared
  * by the files that implement it: store_redis.c (begin, lock, commit,
- * unlock, making a store), store_read.c (reads, the page cache, read-ahead)
- * and store_stage.c (big commits, staged). Nothing else includes it. */
+ * unlock, making a store), store_read.c (reads, the page cache, read-ahead),
+ * store_stage.c (big commits, staged), store_plain.c (begins without
+ * scripts) and store_replies.c (errors and replies, which the others
+ * share). Each calls only the files listed after it, and store_redis.c
+ * the others. Nothing else includes it. */
 #ifndef KVSQL_CLIENT_REDIS_STORE_H
 #define KVSQL_CLIENT_REDIS_STORE_H
 
@@ -79,6 +82,8 @@ typedef struct redis_store {
     uint32_t plain_connection; /* the connection whose ACL refused the scripts (conn.connections) */
     kvsql_redis_stats stats;
 } redis_store;
+
+/* store_replies.c: why a call failed, and what a reply says. */
 
 /* Records why rc happened for errmsg() and the VFS, then returns rc. */
 int rs_fail(redis_store *s, int rc, const char *fmt, ...);

@@ -54,15 +54,6 @@ static const kvsql_store_methods redis_methods;
 
 /* ---- errors and the connection ------------------------------------------ */
 
-/* Records why rc happened for errmsg() and the VFS, then returns rc. */
-int rs_fail(redis_store *s, int rc, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    rc = kvsql_conn_vfail(&s->conn, rc, fmt, ap);
-    va_end(ap);
-    return rc;
-}
-
 /* The connection was dropped: the lease and the reader registration went
  * with it, and the server may have lost commits: trust nothing read. */
 static void forget_connection(void *owner) {
@@ -70,11 +61,6 @@ static void forget_connection(void *owner) {
     s->holds_lease = 0;
     s->member[0] = 0;
     pagecache_reset(&s->cache);
-}
-
-/* A call within a transaction whose connection was dropped. */
-int rs_connection_gone(redis_store *s) {
-    return rs_fail(s, SQLITE_IOERR, "redis at %s: the connection was lost in this transaction", s->conn.where);
 }
 
 /* Sends the end script without waiting: its reply is read before the
@@ -91,7 +77,7 @@ static void send_end(redis_store *s, const char *member) {
  * strings in all (at most RUN_ARGS_MAX), for begin and lock: no allocation.
  * NULL, the connection dropped and why recorded, when it broke. */
 #define RUN_ARGS_MAX 14
-redisReply *rs_run_script(redis_store *s, int id, const char *what, int nkeys, int nargs, const char **args) {
+static redisReply *rs_run_script(redis_store *s, int id, const char *what, int nkeys, int nargs, const char **args) {
     const char *argv[3 + RUN_ARGS_MAX];
     size_t lens[3 + RUN_ARGS_MAX];
     char nbuf[8];
@@ -137,55 +123,6 @@ static int accept_page0(redis_store *s, kvsql_txn *t, uint32_t hlen, const redis
     t->page_size = (uint32_t)p0->len;
     if (pagecache_put(&s->cache, 0, h, (uint32_t)p0->len) < 0) return rs_fail(s, SQLITE_NOMEM, "out of memory");
     return SQLITE_OK;
-}
-
-int rs_reply_is(const redisReply *r, size_t i, const char *word) {
-    return r->type == REDIS_REPLY_ARRAY && r->elements > i && r->element[i]->type == REDIS_REPLY_STRING &&
-           strcmp(r->element[i]->str, word) == 0;
-}
-
-long long rs_reply_int(const redisReply *r) {
-    if (r->type == REDIS_REPLY_INTEGER) return r->integer;
-    if (r->type == REDIS_REPLY_STRING) return strtoll(r->str, NULL, 10);
-    return -1;
-}
-
-int rs_bad_reply(redis_store *s, const char *what) {
-    return rs_fail(s, SQLITE_IOERR, "redis at %s: unexpected reply to %s of key %s", s->conn.where, what, s->key);
-}
-
-static const char *elem_str(const redisReply *r, size_t i) {
-    return r->elements > i && r->element[i]->type == REDIS_REPLY_STRING ? r->element[i]->str : "?";
-}
-
-int rs_refusal(redis_store *s, const redisReply *r) {
-    if (rs_reply_is(r, 0, "aux"))
-        return rs_fail(s, SQLITE_ERROR, "key %s: its auxiliary key %s holds a %s, not a %s (damaged or written by "
-                                     "hand; docs/FORMAT.md): nothing was written",
-                       s->key, elem_str(r, 1), elem_str(r, 2), elem_str(r, 3));
-    if (rs_reply_is(r, 0, "version"))
-        return rs_fail(s, SQLITE_ERROR, "key %s: its version key %s holds '%.40s', not a version number (damaged or "
-                                     "written by hand): nothing was written",
-                       s->key, s->aux[AUX_V], elem_str(r, 1));
-    if (rs_reply_is(r, 0, "cfg"))
-        return rs_fail(s, SQLITE_ERROR, "key %s: kvsql changes: %s holds %s '%.40s', which is not valid (maxlen: 0 or "
-                                     "a decimal integer of at most %d digits; trim: ~ or =): nothing was written",
-                       s->key, s->aux[AUX_CHANGES_CFG], elem_str(r, 1), elem_str(r, 2), KVSQL_CHANGES_MAXLEN_DIGITS);
-    if (rs_reply_is(r, 0, "changes") && strcmp(elem_str(r, 1), "exhausted") == 0)
-        return rs_fail(s, SQLITE_ERROR, "key %s: kvsql changes: the stream %s has no stream IDs left for this "
-                                     "commit's entries: nothing was written", s->key, s->aux[AUX_CHANGES]);
-    if (rs_reply_is(r, 0, "changes"))
-        return rs_fail(s, SQLITE_ERROR, "key %s: kvsql changes: %s holds a %s, not a stream: nothing was written",
-                       s->key, s->aux[AUX_CHANGES], elem_str(r, 1));
-    if (rs_reply_is(r, 0, "gone"))
-        return rs_fail(s, SQLITE_IOERR_WRITE, "key %s: the staged commit lost pages it had uploaded (%s was deleted, "
-                                           "evicted or lapsed between steps): nothing was written",
-                       s->key, s->stage);
-    return -1;
-}
-
-int rs_ident_named(const char *ident) {
-    return strchr(ident, ':') != NULL;
 }
 
 /* Brings the cache from cache_version to the snapshot with begin's
@@ -277,12 +214,6 @@ static int take_snapshot(redis_store *s, kvsql_txn *t, const redisReply *r) {
     int rc = accept_page0(s, t, (uint32_t)n, r->element[3], rs_reply_int(r->element[4]), rs_reply_int(r->element[5]));
     if (rc == SQLITE_OK) pagecache_drop_from(&s->cache, t->npages);
     return rc;
-}
-
-double rs_monotonic_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 /* Begin's ARGV[5]: the changelog's time to live when it is due for
