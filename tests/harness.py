@@ -284,7 +284,8 @@ class Server:
                     fields = f.read().rsplit(")", 1)[1].split()
             except (OSError, IndexError):
                 continue  # not a process, or gone meanwhile
-            if int(fields[1]) == self.proc.pid:  # fields[1] is the parent's pid, [19] the start time
+            # fields[0] is the state (Z: gone, not yet reaped), [1] the parent's pid, [19] the start time
+            if int(fields[1]) == self.proc.pid and fields[0] != "Z":
                 out.append((int(name), uptime - int(fields[19]) / ticks))
         return out
 
@@ -294,9 +295,12 @@ class Server:
         was none). GCC 12's AddressSanitizer takes no lock around fork(), so
         a child forked while a module worker thread held the sanitizer
         allocator's lock waits for it forever (LLVM added the missing
-        pthread_atfork handler in December 2023); a production build, on
-        jemalloc or glibc malloc, has those handlers. Killed, the child is
-        forked again by Redis (a replica's sync) or the next rewrite."""
+        pthread_atfork handler in December 2023): seen in the soak of
+        offloaded writes, a diskless sync's child stopped in zmalloc ->
+        SizeClassAllocator64::GetFromAllocator -> Mutex::Lock. A production
+        build, on jemalloc or glibc malloc, has those handlers. Killed, the
+        child is forked again by Redis (a replica's sync) or the next
+        rewrite."""
         if not SANITIZED:
             return ""
         for pid, age in self.fork_children():
