@@ -1,5 +1,5 @@
 /* pagemap.c - open-addressing hash map from page index to page buffer.
- * See pagemap.h; callers are vfs.c, store_memory.c and the module's
+ * See pagemap.h; callers are dbfile.c, store_memory.c and the module's
  * stores (src/module/). */
 #include "pagemap.h"
 

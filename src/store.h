@@ -1,6 +1,6 @@
 /* store.h - the page store interface: where a database's pages live.
  *
- * The VFS (vfs.c) is written against this interface only. A store keeps
+ * The VFS (vfs.c, dbfile.c) is written against this interface only. A store keeps
  * the pages of one database, page i+1 of the SQLite file at index i
  * (docs/FORMAT.md), hands out consistent snapshots of it, admits one writer
  * at a time and applies a transaction's pages as one atomic batch.
@@ -105,7 +105,7 @@ typedef struct kvsql_store_methods {
 
 struct kvsql_store {
     const kvsql_store_methods *m;
-    /* Why the VFS itself refused the transaction's commit (src/vfs.c: a
+    /* Why the VFS itself refused the transaction's commit (src/dbfile.c: a
      * new page size), "" when it did not; cleared by the next begin.
      * kvsql_store_errmsg() says it before errmsg()'s words. */
     char vfs_err[200];

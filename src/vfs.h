@@ -1,7 +1,8 @@
 /* vfs.h - how a store backend becomes an SQLite VFS.
  *
- * vfs.c implements one VFS on top of store.h; each registered VFS differs
- * only in how a file name becomes a store. Used by vfs.c itself (the
+ * vfs.c implements one VFS on top of store.h (its database file is
+ * dbfile.c's); each registered VFS differs only in how a file name
+ * becomes a store. The words of the last failed open are dbfile.c's. Used by vfs.c itself (the
  * "kvsql" and "kvsql-memory" VFSes) and by src/client/ (the "redis" VFS). */
 #ifndef KVSQL_VFS_H
 #define KVSQL_VFS_H
