@@ -195,6 +195,20 @@ static void sql_error(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     sqlite3_result_text(ctx, kvsql_errmsg(sqlite3_context_db_handle(ctx)), -1, SQLITE_TRANSIENT);
 }
 
+/* kvsql_version([schema]): the version of the snapshot the connection's
+ * open read transaction reads, or NULL outside one. */
+static void sql_version(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    const char *schema = argc > 0 ? (const char *)sqlite3_value_text(argv[0]) : "main";
+    kvsql_fcntl_store fs = {0, 0};
+    if (!schema ||
+        sqlite3_file_control(sqlite3_context_db_handle(ctx), schema, KVSQL_FCNTL_STORE, &fs) != SQLITE_OK) {
+        sqlite3_result_error(ctx, "kvsql_version(): that database is not on a kvsql VFS", -1);
+        return;
+    }
+    if (fs.txn->level == KVSQL_LOCK_NONE) sqlite3_result_null(ctx);
+    else sqlite3_result_int64(ctx, (sqlite3_int64)fs.txn->version);
+}
+
 /* kvsql_stats([schema]): the counters of a redis database as JSON. */
 static void sql_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
     const char *schema = argc > 0 ? (const char *)sqlite3_value_text(argv[0]) : "main";
@@ -250,6 +264,8 @@ static int register_functions(sqlite3 *db, char **pzErrMsg, const sqlite3_api_ro
     if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_error", 0, SQLITE_UTF8, 0, sql_error, 0, 0);
     if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_stats", 0, SQLITE_UTF8, 0, sql_stats, 0, 0);
     if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_stats", 1, SQLITE_UTF8, 0, sql_stats, 0, 0);
+    if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_version", 0, SQLITE_UTF8, 0, sql_version, 0, 0);
+    if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_version", 1, SQLITE_UTF8, 0, sql_version, 0, 0);
     return rc;
 }
 
