@@ -31,7 +31,10 @@
 #include <string.h>
 #include <strings.h>
 
-static struct {
+/* The capture of the call running on this thread: Redis's main thread,
+ * or a worker thread that runs a moved write and then lands it (offload.c)
+ * while this state holds its entries. */
+static _Thread_local struct {
     int active;
     sqlite3 *db;
     guard *g;
@@ -180,23 +183,64 @@ int changes_on(RedisModuleCtx *ctx, RedisModuleString *keyname) {
     return on;
 }
 
-void changes_call_begin(RedisModuleCtx *ctx, RedisModuleString *keyname, sqlite3 *db, guard *g) {
+/* Reads the configuration into cur (maxlen, trim, bad): whether capture
+ * is on (a valid configuration or not). */
+static int load_config(RedisModuleCtx *ctx, RedisModuleString *keyname) {
     char why[160] = "";
     capture_state st = read_config(ctx, keyname, cur.maxlen, cur.trim, why, sizeof(why));
-    if (st == CAPTURE_OFF) return;
     cur.bad[0] = 0;
     if (st == CAPTURE_BAD) bad_config_error(keyname, why, "nothing was written", cur.bad, sizeof(cur.bad));
+    return st != CAPTURE_OFF;
+}
+
+void changes_capture_begin(RedisModuleString *keyname, sqlite3 *db, guard *g) {
+    changes_call_end(); /* a worker's earlier run of the same call: its entries go */
     cur.active = 1;
     cur.db = db;
     cur.g = g;
-    cur.stream = aux_key_name(ctx, keyname, KVSQL_AUX_CHANGES);
+    cur.stream = aux_key_name(NULL, keyname, KVSQL_AUX_CHANGES);
     change_log_reset(&cur.log);
     sqlite3_preupdate_hook(db, on_preupdate, NULL);
 }
 
+void changes_call_begin(RedisModuleCtx *ctx, RedisModuleString *keyname, sqlite3 *db, guard *g) {
+    if (!load_config(ctx, keyname)) return;
+    char maxlen[24], trim[2], bad[512];
+    memcpy(maxlen, cur.maxlen, sizeof(maxlen));
+    memcpy(trim, cur.trim, sizeof(trim));
+    memcpy(bad, cur.bad, sizeof(bad));
+    changes_capture_begin(keyname, db, g);
+    memcpy(cur.maxlen, maxlen, sizeof(maxlen));
+    memcpy(cur.trim, trim, sizeof(trim));
+    memcpy(cur.bad, bad, sizeof(bad));
+}
+
+void changes_capture_detach(void) {
+    if (!cur.active || !cur.db) return;
+    sqlite3_preupdate_hook(cur.db, NULL, NULL);
+    cur.db = NULL;
+    cur.g = NULL;
+}
+
+int changes_land_begin(RedisModuleCtx *ctx, RedisModuleString *keyname, char *err, size_t errlen) {
+    int captured = cur.active, on = changes_on(ctx, keyname);
+    if (on && !captured) {
+        snprintf(err, errlen, "SQLITE_BUSY kvsql: change capture was turned on while the write ran on a worker "
+                              "thread: nothing was written (retry)");
+        return -1;
+    }
+    if (!on && captured) {
+        snprintf(err, errlen, "SQLITE_BUSY kvsql: change capture was turned off while the write ran on a worker "
+                              "thread: nothing was written (retry)");
+        return -1;
+    }
+    if (on) load_config(ctx, keyname); /* the configuration of this moment: a bad one fails the write */
+    return 0;
+}
+
 void changes_call_end(void) {
     if (!cur.active) return;
-    sqlite3_preupdate_hook(cur.db, NULL, NULL);
+    changes_capture_detach();
     change_log_free(&cur.log);
     RedisModule_FreeString(NULL, cur.stream);
     cur.stream = NULL;

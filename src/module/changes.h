@@ -9,7 +9,9 @@
  * pages), and by module.c, which registers SQL.CHANGES. With capture off a
  * write call costs one key lookup here and nothing else: no hook is
  * installed. The preupdate hook is installed only for the duration of a
- * call and removed at its end. */
+ * call and removed at its end. A long write moved to a worker thread
+ * captures there and writes its entries in the worker's atomic landing
+ * of the write (offload.c, changes_capture_begin). */
 #ifndef KVSQL_CHANGES_H
 #define KVSQL_CHANGES_H
 
@@ -19,8 +21,8 @@
 #include <sqlite3.h>
 
 /* Whether capture is on for the database at keyname: T:changes:cfg
- * exists, a valid configuration or not (offload.c keeps such writes on the
- * main thread, where the capture runs and an invalid one fails them). */
+ * exists, a valid configuration or not (an invalid one fails the write
+ * where the entries would be written). */
 int changes_on(RedisModuleCtx *ctx, RedisModuleString *keyname);
 
 /* exec.c: at the start of a write call on keyname's connection db (guard
@@ -35,6 +37,23 @@ int changes_stmt_end(sqlite3_stmt *stmt, char *err, size_t errlen);
 /* At the end of the call, written or not: removes the hook, drops the
  * entries. */
 void changes_call_end(void);
+
+/* A write moved to a worker thread (offload.c), on that thread. The
+ * capture's state is per thread, so the worker that runs the SQL keeps
+ * its entries until it lands the write (or gives up: changes_call_end).
+ * changes_capture_begin, without Redis's lock, when capture was on at the
+ * move: installs the hook on the worker's connection db (each new run of
+ * the call starts afresh). changes_capture_detach before that connection
+ * closes: removes the hook, keeps the entries. changes_land_begin,
+ * holding Redis's lock, before the write: 0 when capture is still as it
+ * was during the run (then its configuration is read again: the entries
+ * go with the configuration of the moment they are written), or -1 with
+ * err set when it was turned on or off meanwhile (nothing may be
+ * written). Then keyspace_store_flush or stage_publish check and write
+ * the entries (changes_check_write, changes_write) as on the main thread. */
+void changes_capture_begin(RedisModuleString *keyname, sqlite3 *db, guard *g);
+void changes_capture_detach(void);
+int changes_land_begin(RedisModuleCtx *ctx, RedisModuleString *keyname, char *err, size_t errlen);
 
 /* store_keyspace.c: about how many bytes the call's entries add to the
  * replication stream (its check of commits too big for the replicas). */

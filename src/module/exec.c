@@ -402,10 +402,9 @@ static int run_all(call *k, const char *sql, size_t len) {
         int rc = cache_prepare(k->c, sql, (size_t)(end - sql), &stmt, &tail);
         if (rc != SQLITE_OK) return rc;
         if (stmt) {
-            int capture = k->ctx != NULL; /* a worker's call never captures (offload_call) */
-            if (capture) rc = changes_stmt_begin(stmt, k->err, sizeof(k->err));
+            rc = changes_stmt_begin(stmt, k->err, sizeof(k->err)); /* capture, when on (this thread's) */
             if (rc == SQLITE_OK) rc = run_stmt(k, stmt);
-            if (rc == SQLITE_OK && capture) rc = changes_stmt_end(stmt, k->err, sizeof(k->err));
+            if (rc == SQLITE_OK) rc = changes_stmt_end(stmt, k->err, sizeof(k->err));
             cache_finish_stmt(k->c, stmt);
             if (rc != SQLITE_OK) return rc;
         }

@@ -34,7 +34,15 @@
  *
  * A write of more than STAGE_MIN_BYTES of pages is not written in one
  * step: the worker stages the new hash in steps, then swaps it in
- * (stage.h). */
+ * (stage.h).
+ *
+ * A write on a database whose change capture is on (SQL.CHANGES) moves
+ * too: the worker captures its row changes as the main thread would
+ * (changes.h: capture's state is per thread) and writes their entries in
+ * the same hold of the lock as the pages, after the version's INCR, in
+ * the one MULTI/EXEC of the write or of a staged write's swap; what could
+ * make an entry fail is checked before anything is written. Capture
+ * turned on or off while the write ran fails it with nothing written. */
 #include "acl.h"
 #include "budget.h"
 #include "call.h"
@@ -82,6 +90,7 @@ typedef struct job {
     int run_here; /* it wrote TEMP objects, which must live in the key's connection: run it there */
     int gone;     /* its client disconnected: write nothing (set under Redis's lock) */
     int may_stage; /* its user may write the staging keys (acl.h): else a big write lands in one step */
+    int captures;  /* a write on a database whose change capture was on: the worker captures its entries */
     struct job *next_live; /* in live_jobs, from BlockClient to job_free (under Redis's lock) */
     char err[1024];
 } job;
@@ -234,7 +243,9 @@ static int run_once(job *j, RedisModuleCtx *tsctx, int gil_held) {
     size_t len;
     const char *text = RedisModule_StringPtrLen(j->sql, &len);
     result_reset(&j->rows);
+    if (j->captures) changes_capture_begin(j->keyname, c->db, &c->g); /* its entries: this thread's */
     j->ok = call_run(&k, text, len);
+    changes_capture_detach(); /* the connection closes below; the entries stay for the write */
     int state = snapshot_store_state(st);
     if (j->ok && !j->readonly && snapshot_store_take_pending(st, &j->pending)) make_values(j);
     j->has_rows = k.has_rows;
@@ -259,6 +270,7 @@ static void stage_job(job *j, RedisModuleCtx *tsctx) {
     w->started_ms = j->started_ms;
     w->replica_waits = &stats.staged_waits;
     w->pause_waits = &stats.pause_waits;
+    w->captures = j->captures;
     int rc = stage_build(w, tsctx, j->err, sizeof(j->err));
     if (rc == STAGE_CONFLICT) COUNT(conflicts);
     if (rc != 0) j->ok = 0;
@@ -274,11 +286,8 @@ static int unchanged(RedisModuleCtx *ctx, job *j) {
         snprintf(j->err, sizeof(j->err), "%s", STAGE_CONFLICT_ERROR);
         return 0;
     }
-    if (changes_on(ctx, j->keyname)) { /* turned on meanwhile: the write has no entries to go with it */
-        snprintf(j->err, sizeof(j->err), "%s", STAGE_CAPTURE_ERROR);
-        return 0;
-    }
-    return 1;
+    /* Capture turned on or off meanwhile: the entries would not match it. */
+    return changes_land_begin(ctx, j->keyname, j->err, sizeof(j->err)) == 0;
 }
 
 /* Swaps in a staged write's new hash (stage.h). Returns non-zero when
@@ -378,8 +387,17 @@ static void land_write(job *j, RedisModuleCtx *tsctx) {
     worker_gil_unlock(tsctx); /* what the write propagated is sent here */
 }
 
+static void run_job(job *j, RedisModuleCtx *tsctx);
+
 static void job_run(worker_task *t, RedisModuleCtx *tsctx) {
-    job *j = (job *)t;
+    run_job((job *)t, tsctx);
+    changes_call_end(); /* the entries of a captured write: written with it or not at all */
+}
+
+/* Runs the job's SQL, on a new snapshot while the database changes under
+ * it, then lands a write (staged first when big). */
+static void run_job(job *j, RedisModuleCtx *tsctx) {
+    worker_task *t = &j->task;
     for (int attempt = 0;; attempt++) {
         int hold = attempt >= SNAPSHOT_TRIES; /* the last resort: Redis waits, as on the main thread */
         if (hold) worker_gil_lock(tsctx);
@@ -434,8 +452,8 @@ static int job_reply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
 }
 
 int offload_call(call *k, RedisModuleString *keyname, uint32_t npages, uint32_t page_size) {
-    if (!k->readonly && changes_on(k->ctx, keyname)) return 0;
     job *j = job_new(k, keyname);
+    j->captures = !k->readonly && changes_on(k->ctx, keyname);
     j->task.run = job_run;
     j->task.done = job_done;
     j->may_stage = !k->readonly && acl_may_stage(k->ctx, keyname);

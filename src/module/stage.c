@@ -110,7 +110,7 @@ static int must_stop(stage_write *w, RedisModuleCtx *ctx, const aux_keys *a, cha
         snprintf(err, errlen, "SQLITE_BUSY database is locked: a library client holds the write lease (retry)");
         return STAGE_CONFLICT;
     }
-    if (changes_on(ctx, w->keyname)) {
+    if (changes_on(ctx, w->keyname) != w->captures) {
         snprintf(err, errlen, "%s", STAGE_CAPTURE_ERROR);
         return STAGE_CONFLICT;
     }
@@ -378,10 +378,13 @@ int stage_publish(RedisModuleCtx *ctx, stage_write *w, char *err, size_t errlen)
     else if (!stage_complete(ctx, w, name))
         snprintf(err, errlen, "SQLITE_BUSY kvsql: the staging key of a big write was removed or changed while the "
                               "write was staged: nothing was written (retry)");
+    else if (changes_check_write(ctx, err, errlen) != 0) /* the call's change entries can be written */
+        ;
     else if (record_write(ctx, w, &a, err, errlen) == 0 && (rc = swap_in(ctx, w->keyname, name, had_key)) != 0)
         snprintf(err, errlen, "ERR kvsql: the staged pages of a big write could not be renamed to the database");
     if (rc == 0) {
         protocol_propagate_version(ctx, &a);
+        changes_write(ctx, a.version); /* the row changes, in the same MULTI/EXEC */
         w->dirty = 0;
     }
     RedisModule_FreeString(NULL, name);

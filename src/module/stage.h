@@ -41,8 +41,8 @@
     "SQLITE_ABORT kvsql: the database's key was deleted, replaced or moved while the SQL ran on a worker thread: " \
     "nothing was written"
 #define STAGE_CAPTURE_ERROR                                                                                   \
-    "SQLITE_BUSY kvsql: change capture was turned on while the write ran on a worker thread: nothing was "      \
-    "written (retry)"
+    "SQLITE_BUSY kvsql: change capture was turned on or off while the write ran on a worker thread: nothing "   \
+    "was written (retry)"
 
 /* One staged write: filled by offload.c, which owns every pointer. */
 typedef struct stage_write {
@@ -58,6 +58,7 @@ typedef struct stage_write {
     uint32_t *overwritten;       /* then: the indexes of the hash's pages it overwrites or cuts off */
     size_t noverwritten;
     int dirty;                   /* the staging key may exist: unlink it unless published */
+    int captures;                /* change capture was on during the run: its entries go with the publish */
     long long *replica_waits;    /* or NULL: counts each 1 ms pause for a replica's full output
                                   * buffer (atomically: INFO reads it while the worker runs) */
     long long *pause_waits;      /* or NULL: the same, for each 1 ms wait while Redis pauses writes */
@@ -75,9 +76,11 @@ int stage_build(stage_write *w, RedisModuleCtx *tsctx, char *err, size_t errlen)
 
 /* On the worker holding Redis's lock, the key's db selected, at a moment
  * when Redis does not pause writes (offload.c), after the caller checked
- * the snapshot (write unchanged) and change capture:
+ * the snapshot (write unchanged) and change capture (changes_land_begin):
  * publishes the staging key as the database in one atomic step,
- * propagated as one MULTI/EXEC. Returns 0, or -1 with an error reply text
+ * propagated as one MULTI/EXEC, with the call's change entries after the
+ * version's INCR when capture is on (changes.h; checked before anything is
+ * written, as the pages are). Returns 0, or -1 with an error reply text
  * in err (nothing published; call stage_abandon). */
 int stage_publish(RedisModuleCtx *ctx, stage_write *w, char *err, size_t errlen);
 
