@@ -134,8 +134,12 @@ def test_values_longer_than_the_limit_are_refused(r):
 
 
 def test_time_limit_holds_inside_multi_and_scripts(server):
+    """With offloading off (offload-after-us 0) the time limit is what
+    bounds a call inside MULTI or a script; with it on such a call stops
+    sooner (test_main_thread.py)."""
     r = server.client()
     r.config_set("kvsql.query-timeout-ms", 300)
+    r.config_set("kvsql.offload-after-us", 0)
     sql(r, "db", "create table t(x)")
     forever = ("with recursive c(x) as (select 1 union all select x + 1 from c)"
                " select count(*) from c")
@@ -198,8 +202,10 @@ def test_a_call_past_its_memory_limit_is_stopped_and_writes_nothing(server):
     with pytest.raises(redis.ResponseError, match="more than 8192 KiB of memory"):
         query(r, "db", "with recursive c(x) as (select 1 union all select x + 1 from c where x < 20000)"
                        " select randomblob(1000) from c order by 1")
+    r.config_set("kvsql.offload-after-us", 0)  # a TEMP call runs here; with offloading on it stops sooner
     with pytest.raises(redis.ResponseError, match="more than 8192 KiB of memory"):
         sql(r, "db", "create temp table tt as " + big.replace(" insert into t", ""))
+    r.config_set("kvsql.offload-after-us", 1000)
     assert query(r, "db", "select count(*) from t")[1] == [1]
     assert query(r, "db", "pragma integrity_check")[1] == [b"ok"]
     r.config_set("kvsql.call-memory-kb", 0)

@@ -1,5 +1,7 @@
 """test_main_thread.py - no call holds Redis's main thread for long (issue
-22, items 4 to 7).
+22, items 4 to 7, and calls that cannot move to a worker thread: inside
+MULTI/EXEC, scripts and functions, or using TEMP objects, which are
+stopped past kvsql.offload-after-us plus 30 ms).
 
 The time limit, SQL.KILL and the move to a worker thread wait for a check,
 and SQLite's progress handler runs only between virtual machine steps.
@@ -10,6 +12,9 @@ all its work in a few steps and held the main thread for seconds. Each
 test waits for events, never for a time: the call runs on a worker thread
 while another client's PING is answered, then SQL.KILL stops it (or it
 ends as it should)."""
+
+import re
+import time
 
 import pytest
 import redis
@@ -123,11 +128,11 @@ def test_a_database_with_temp_objects_still_moves_calls_that_do_not_use_them(ser
     sql(r, "db", "create table t(a); create temp table scratch(a); create temp view sv as select 1")
     out = on_a_worker_while_ping_is_answered(server, lambda c: query(c, "db", COUNT_3M % 100000000))
     assert "stopped by SQL.KILL" in out["error"]
-    # A call that names a TEMP object stays here, and sees it.
+    # A short call that names a TEMP object runs here, and sees it.
     before = info(r)["kvsql_offloaded_calls"]
-    q = "select count(*), (select count(*) from scratch) from (%s)" % (COUNT_3M % 300000)
+    q = "select count(*), (select count(*) from scratch) from (%s)" % (COUNT_3M % 3000)
     assert query(r, "db", q)[1] == [1, 0]
-    assert query(r, "db", "select count(*) from SV, (%s)" % (COUNT_3M % 300000))[1] == [1]
+    assert query(r, "db", "select count(*) from SV, (%s)" % (COUNT_3M % 3000))[1] == [1]
     assert info(r)["kvsql_offloaded_calls"] == before
 
 
@@ -135,9 +140,120 @@ def test_a_temp_table_shadowing_a_main_table_keeps_the_call_here(r):
     sql(r, "db", "create table t(a); insert into t values (1), (2)")
     sql(r, "db", "create temp table t(a); insert into temp.t values (5)")
     before = info(r)["kvsql_offloaded_calls"]
-    q = "select sum(a), (%s) from t" % (COUNT_3M % 300000)
+    q = "select sum(a), (%s) from t" % (COUNT_3M % 3000)
     assert query(r, "db", q)[1][0] == 5  # TEMP's t, as SQLite resolves it
+    # A long one cannot move (a worker would read main's t): it is stopped.
+    with pytest.raises(redis.ResponseError, match=STAYED % "that makes or may use TEMP objects"):
+        query(r, "db", "select sum(a), (%s) from t" % (COUNT_3M % 3000000))
     assert info(r)["kvsql_offloaded_calls"] == before
+
+
+# ---- calls that cannot move are stopped, not left to hold the main thread -------------
+
+# The error of a call that could not move and ran past offload-after-us
+# plus the margin (budget.c), for the words of its reason.
+STAYED = "SQLITE_INTERRUPT SQL stopped after [0-9]+ ms on Redis's main thread: a long call %s cannot move"
+LONG_READ = COUNT_3M % 3000000  # about 0.6 s here
+LONG_WRITE = "insert into t(a) select count(*) from (%s)" % LONG_READ  # writes one row, at the end
+
+
+def while_pinging(server, call):
+    """Runs call(client) on a client of its own in a thread while another
+    client PINGs (at most 100,000 times). Returns the call's outcome and
+    the slowest PING in seconds: reported in failure messages, never
+    asserted (speed goes in make bench)."""
+    other = server.client()
+    t, out = run_in_thread(lambda: call(server.client()))
+    slowest = 0.0
+    for _ in range(100000):
+        if not t.is_alive():
+            break
+        start = time.monotonic()
+        assert other.ping()
+        slowest = max(slowest, time.monotonic() - start)
+    t.join(60)
+    assert not t.is_alive()
+    return out, slowest
+
+
+def in_multi(c, cmd, text):
+    p = c.pipeline(transaction=True)
+    p.execute_command(cmd, "db", text)
+    p.execute_command("SQL.QUERY", "db", "select 1")
+    first, second = p.execute(raise_on_error=False)
+    assert second[1] == [1]  # the rest of the transaction ran
+    if isinstance(first, Exception):
+        raise first
+    return first
+
+
+def in_eval(c, cmd, text):
+    return c.eval("return redis.call(ARGV[1], KEYS[1], ARGV[2])", 1, "db", cmd, text)
+
+
+FUNCTION = "#!lua name=kvsqltest\nredis.register_function('sqlcall', function(keys, args) " \
+           "return redis.call(args[1], keys[1], args[2]) end)"
+
+
+def in_function(c, cmd, text):
+    return c.fcall("sqlcall", 1, "db", cmd, text)
+
+
+@pytest.mark.parametrize("where,words", [(in_multi, "inside MULTI/EXEC"), (in_eval, "inside a Lua script or function"),
+                                         (in_function, "inside a Lua script or function")])
+@pytest.mark.parametrize("cmd", ["SQL.QUERY", "SQL.EXEC"])
+def test_a_long_call_inside_multi_or_a_script_is_stopped_with_nothing_written(server, where, words, cmd):
+    """A call inside MULTI/EXEC or a script cannot move to a worker (no
+    client can block there) and ran on the main thread up to
+    kvsql.query-timeout-ms (10 s): now it stops past offload-after-us plus
+    30 ms, with a reply that says why and what to do."""
+    r = server.client()
+    r.function_load(FUNCTION, replace=True)
+    sql(r, "db", "create table t(a)")
+    v0, before = r.get("{db}:v"), info(r)
+    out, slowest = while_pinging(server, lambda c: where(c, cmd, LONG_WRITE if cmd == "SQL.EXEC" else LONG_READ))
+    assert re.search(STAYED % words, out.get("error", "")), (out, "slowest PING %.3f s" % slowest)
+    assert "nothing was written" in out["error"] and "run it on its own" in out["error"]
+    after = info(r)
+    assert after["kvsql_stay_stops"] == before["kvsql_stay_stops"] + 1
+    assert after["kvsql_offloaded_calls"] == before["kvsql_offloaded_calls"]
+    assert r.get("{db}:v") == v0 and query(r, "db", "select count(*) from t")[1] == [0]
+    # A short call there runs as before.
+    assert where(r, cmd, "insert into t values (1)" if cmd == "SQL.EXEC" else "select 7") in (1, [[[b"7", b"int"]], [7]])
+    assert r.ping() and not server.problems()
+
+
+def test_a_long_call_using_temp_objects_is_stopped_and_they_stay(server):
+    """Item 6's other half: a call that may use the connection's TEMP
+    objects cannot move (they live only in that connection) and ran up to
+    the time limit on the main thread; now it stops, nothing written, and
+    the TEMP objects are still there."""
+    r = server.client()
+    sql(r, "db", "create table t(a); create temp table scratch(a); insert into scratch values (1)")
+    v0 = r.get("{db}:v")
+    for call in (lambda c: query(c, "db", "select count(*) from scratch, (%s)" % LONG_READ),
+                 lambda c: sql(c, "db", "insert into t(a) select count(*) from scratch, (%s)" % LONG_READ)):
+        out, slowest = while_pinging(server, call)
+        assert re.search(STAYED % "that makes or may use TEMP objects", out.get("error", "")), \
+            (out, "slowest PING %.3f s" % slowest)
+        assert "drop the TEMP objects" in out["error"] and "nothing was written" in out["error"]
+    assert r.get("{db}:v") == v0 and query(r, "db", "select count(*) from t")[1] == [0]
+    assert query(r, "db", "select count(*) from scratch")[1] == [1]  # the connection kept them
+
+
+def test_a_long_call_that_makes_temp_objects_is_stopped(server):
+    """Its worker finds it made TEMP objects, which must live in the key's
+    connection: it runs again on the main thread, where it cannot move."""
+    r = server.client()
+    sql(r, "db", "create table t(a)")
+    before = info(r)
+    out, slowest = while_pinging(server, lambda c: sql(c, "db", "create temp table x as %s" % LONG_READ))
+    assert re.search(STAYED % "that makes or may use TEMP objects", out.get("error", "")), \
+        (out, "slowest PING %.3f s" % slowest)
+    assert info(r)["kvsql_offload_run_here"] == before["kvsql_offload_run_here"] + 1
+    with pytest.raises(redis.ResponseError, match="no such table"):
+        query(r, "db", "select count(*) from temp.x")
+    assert sql(r, "db", "create temp table y as select 1") == 0  # a short one is made
 
 
 # ---- one step over a whole table ---------------------------------------------------------

@@ -107,14 +107,19 @@ def test_sql_kill_and_the_time_limit_stop_a_worker_call(server, big):
 
 
 def test_multi_and_lua_stay_synchronous(big):
+    """Calls inside MULTI and scripts never move; a long one is stopped
+    instead (test_main_thread.py)."""
     before = info(big)["kvsql_offloaded_calls"]
     p = big.pipeline(transaction=True)
-    p.execute_command("SQL.QUERY", "db", SLOW_READ)
+    p.execute_command("SQL.QUERY", "db", "select count(*) from t where id > ?", ROWS - 1000)
     p.execute_command("SQL.EXEC", "db", "update t set v = 'm' where id = 1")
-    res = p.execute()
-    assert res[1] == 1
-    assert big.eval("return redis.call('SQL.QUERY', KEYS[1], ARGV[1])[2][1]", 1, "db", SLOW_READ) > 0
+    p.execute_command("SQL.QUERY", "db", SLOW_READ)
+    res = p.execute(raise_on_error=False)
+    assert res[0][1] == [1000] and res[1] == 1
+    assert "inside MULTI/EXEC cannot move to a worker thread" in str(res[2])
+    assert big.eval("return redis.call('SQL.QUERY', KEYS[1], ARGV[1])[2][1]", 1, "db", "select count(*) from t") == ROWS
     assert info(big)["kvsql_offloaded_calls"] == before
+    assert query(big, "db", "select v from t where id = 1")[1] == [b"m"]  # MULTI's update landed
 
 
 @pytest.mark.parametrize("how", ["del", "flushall", "migrate"])
@@ -319,14 +324,19 @@ def test_a_long_write_reaches_the_replica_and_the_aof(servers):
 
 def test_temp_objects_stay_with_the_keys_connection(big):
     """TEMP objects live in the key's cached connection: a long call that
-    makes one runs there (here its TEMP statement comes after the call has
-    moved), and calls on a connection that has some stay there, so every
-    later call sees them."""
+    makes one runs again there (here its TEMP statement comes after the
+    call has moved) and, since it cannot move from there, stops past
+    offload-after-us with nothing made (test_main_thread.py); a short one
+    makes them, and calls on that connection stay there and see them."""
     before = info(big)
-    sql(big, "db", SLOW_READ + "; create temp table tt as select id from t where v like '%99%'")
+    with pytest.raises(redis.ResponseError, match="makes or may use TEMP objects cannot move"):
+        sql(big, "db", SLOW_READ + "; create temp table tt as select id from t where v like '%99%'")
     after = info(big)
     assert after["kvsql_offload_run_here"] == before["kvsql_offload_run_here"] + 1
-    expected = sum(1 for x in range(1, ROWS + 1) if "99" in "v%d" % x)
-    assert query(big, "db", "select count(*) from tt")[1] == [expected]
-    assert query(big, "db", SLOW_READ.replace("from t a", "from t a join tt using(id)"))[1][0] > 0
+    with pytest.raises(redis.ResponseError, match="no such table"):
+        query(big, "db", "select count(*) from tt")
+    sql(big, "db", "create temp table tt as select id from t where id between 1 and 500")
+    assert query(big, "db", "select count(*) from tt")[1] == [500]
+    assert query(big, "db", "select count(*) from t join tt using(id) where v like '%9%'")[1] == \
+        [sum(1 for x in range(1, 501) if "9" in "v%d" % x)]
     assert info(big)["kvsql_offloaded_calls"] == after["kvsql_offloaded_calls"]  # stayed here

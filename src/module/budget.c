@@ -31,6 +31,11 @@
  * Between them the coarse clock, read at every tick anyway, decides. */
 #define OFFLOAD_CHECK_TICKS 64
 #define OFFLOAD_MARGIN_MS 16
+/* A main-thread call that cannot move (budget_stay) stops with an error
+ * once the coarse clock shows it has run offload-after-us plus this long:
+ * with the clock's step and the unwinding, under the 50 ms the main
+ * thread may be held past offload-after-us (docs/SECURITY.md). */
+#define STAY_MARGIN_MS 30
 
 /* Work that no progress tick sees: SQLite's functions build their result
  * in one step, and OP_Count reads a whole table in one. Every allocation
@@ -62,6 +67,7 @@ static _Thread_local struct {
     int big_values;                  /* works on a value of BUDGET_BIG_VALUE bytes or more */
     int refused;                     /* SQLite was refused memory */
     int keep_connection;             /* budget_keep_connection() */
+    int stays;                       /* why it cannot move (enum budget_stay), 0 while it may */
     int in_hook;                     /* inside SQLite's preupdate hook: budget_hook() */
     unsigned ticks;
     sqlite3 *db;                     /* told to stop (sqlite3_interrupt) by checks outside a tick */
@@ -119,7 +125,7 @@ static long long precise_us(void) {
  * clock) shows the call has surely run that long, or when `heavy` (a
  * check outside a tick, after much work). */
 static int time_to_offload(long long now, int heavy) {
-    if (!call.offload_after_us) return 0;
+    if (!call.offload_after_us || call.stays) return 0;
     /* The coarse clock moves a call that has surely run long: by a margin
      * of OFFLOAD_MARGIN_MS, so that a short call that the system merely
      * descheduled for a few milliseconds does not move. */
@@ -131,12 +137,20 @@ static int time_to_offload(long long now, int heavy) {
     if (!call.offload_at_us) /* the first look, a few microseconds in: short calls never read the clock */
         call.offload_at_us = us + call.offload_after_us;
     if (us < call.offload_at_us && !late) return 0;
-    const int stay = REDISMODULE_CTX_FLAGS_LUA | REDISMODULE_CTX_FLAGS_MULTI | REDISMODULE_CTX_FLAGS_DENY_BLOCKING;
-    if (RedisModule_GetContextFlags(call.ctx) & stay) {
-        call.offload_after_us = 0;
-        return 0;
-    }
-    return 1;
+    int flags = RedisModule_GetContextFlags(call.ctx);
+    call.stays = flags & REDISMODULE_CTX_FLAGS_MULTI          ? STAY_MULTI
+                 : flags & REDISMODULE_CTX_FLAGS_LUA          ? STAY_SCRIPT
+                 : flags & REDISMODULE_CTX_FLAGS_DENY_BLOCKING ? STAY_CLIENT
+                                                               : 0;
+    return !call.stays;
+}
+
+/* Whether a main-thread call that cannot move has run as long as it may
+ * (budget_stay): offload-after-us plus STAY_MARGIN_MS, by the coarse
+ * clock. */
+static int past_stay_limit(long long now) {
+    if (!call.stays || !call.offload_after_us) return 0;
+    return now - call.started_ms >= (call.offload_after_us + 999) / 1000 + STAY_MARGIN_MS;
 }
 
 /* Whether the running call must stop now: SQL.KILL, time to move, the
@@ -148,13 +162,14 @@ static void refuse_all_memory(void);
  * SQLite was refused memory in is closed (exec.c). It unwinds at SQLite's
  * next look at the interrupt instead. */
 static int keeps_memory(void) {
-    return call.keep_connection && call.stop == STOP_OFFLOAD;
+    return call.keep_connection && (call.stop == STOP_OFFLOAD || call.stop == STOP_STAY);
 }
 
 static int must_stop(long long now, int heavy) {
     if (call.stop) return 1;
     if (call.killed && *call.killed) call.stop = STOP_KILL;
     else if (time_to_offload(now, heavy)) call.stop = STOP_OFFLOAD;
+    else if (past_stay_limit(now)) call.stop = STOP_STAY;
     else if (call.timeout_ms > 0 && now - call.started_ms >= call.timeout_ms) call.stop = STOP_TIME;
     return call.stop != RUNS;
 }
@@ -227,6 +242,10 @@ void budget_keep_connection(void) {
 
 void budget_big_values(void) {
     if (call.active) call.big_values = 1;
+}
+
+void budget_stay(int why) {
+    if (call.active) call.stays = why;
 }
 
 /* ---- memory ------------------------------------------------------------- */
@@ -368,7 +387,7 @@ static void begin_call(sqlite3 *db) {
     call.ticks = 0;
     call.last_tick_ms = call.started_ms;
     call.slow_ticks = call.ticks_each_step = 0;
-    call.big_values = call.refused = call.keep_connection = 0;
+    call.big_values = call.refused = call.keep_connection = call.stays = 0;
     call.db = db;
     call.stop = RUNS;
     call_bytes = 0;
@@ -434,8 +453,32 @@ const char *budget_stop_words(int kind, long long limit, char *buf, size_t len) 
     }
 }
 
+/* Why a call that cannot move was stopped, and what to do, into buf. */
+static const char *stay_words(int why, long long limit_ms, char *buf, size_t len) {
+    const char *where = why == STAY_MULTI    ? "inside MULTI/EXEC"
+                        : why == STAY_SCRIPT ? "inside a Lua script or function"
+                        : why == STAY_TEMP   ? "that makes or may use TEMP objects"
+                        : why == STAY_LEASE  ? "run again after it waited for a library client's write lease"
+                                             : "for a client that cannot be blocked";
+    const char *todo = why == STAY_MULTI    ? "run it on its own, outside MULTI/EXEC"
+                       : why == STAY_SCRIPT ? "run it on its own, not from a script"
+                       : why == STAY_LEASE  ? "retry it: a call that does not wait may move"
+                       : why == STAY_TEMP
+                           ? "TEMP objects live only in the database's connection on Redis's main thread, so such "
+                             "a call cannot move to a worker thread: drop the TEMP objects (DROP TABLE temp.name, "
+                             "...) or keep that data in tables of the database"
+                           : "run it from a client of its own";
+    snprintf(buf, len,
+             "SQL stopped after %lld ms on Redis's main thread: a long call %s cannot move to a worker thread "
+             "(kvsql.offload-after-us plus %d ms is the most it may hold Redis): nothing was written; %s",
+             limit_ms, where, STAY_MARGIN_MS, todo);
+    return buf;
+}
+
 const char *budget_stop_reason(void) {
-    static _Thread_local char msg[160];
+    static _Thread_local char msg[512];
+    if (call.stop == STOP_STAY)
+        return stay_words(call.stays, (call.offload_after_us + 999) / 1000 + STAY_MARGIN_MS, msg, sizeof(msg));
     return budget_stop_words(call.stop, call.stop == STOP_MEMORY ? call.memory_kb : call.timeout_ms, msg,
                              sizeof(msg));
 }

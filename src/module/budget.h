@@ -25,9 +25,11 @@
 
 /* Opens the budget of a call on db, on Redis's main thread; pair with
  * budget_end(db). With offload_after_us > 0 the call stops (STOP_OFFLOAD)
- * once it has run that long, so that exec.c moves it to a worker thread,
- * unless it runs inside MULTI or a script, or for a client that cannot
- * block. */
+ * once it has run that long, so that exec.c moves it to a worker thread;
+ * one that cannot move (inside MULTI or a script, for a client that
+ * cannot block, or budget_stay) stops with an error (STOP_STAY) a margin
+ * later, so that no call holds the main thread much longer. With
+ * offload_after_us 0 (offloading off) only the time limit bounds it. */
 void budget_begin(RedisModuleCtx *ctx, sqlite3 *db, long long offload_after_us);
 /* The same on a worker thread (worker.c): the call also stops when
  * *killed becomes non-zero (SQL.KILL), and its time limit counts from
@@ -49,11 +51,18 @@ int budget_tick(void);
 void budget_big_values(void);
 
 /* Whether and why the running call was stopped. */
-enum budget_stop { RUNS = 0, STOP_KILL, STOP_TIME, STOP_MEMORY, STOP_OFFLOAD };
+enum budget_stop { RUNS = 0, STOP_KILL, STOP_TIME, STOP_MEMORY, STOP_OFFLOAD, STOP_STAY };
+
+/* Why a main-thread call cannot move to a worker thread. */
+enum budget_stay { STAY_MULTI = 1, STAY_SCRIPT, STAY_CLIENT, STAY_TEMP, STAY_LEASE };
+/* The running call cannot move (why: STAY_TEMP or STAY_LEASE, exec.c): past
+ * offload-after-us plus a margin it stops with an error instead. */
+void budget_stay(int why);
 int budget_stop_kind(void);
 
 /* Why the call was stopped, in words for the user ("SQL stopped ..."), or
- * NULL when it was not. */
+ * NULL when it was not. A STOP_STAY's words say why it could not move and
+ * what to do. */
 const char *budget_stop_reason(void);
 /* The same words for a stop of this kind, with its limit (ms for
  * STOP_TIME, KiB for STOP_MEMORY) written into buf when they name it. */

@@ -26,6 +26,8 @@ typedef struct call {
     int has_rows;         /* the last statement returns columns */
     long long changes;    /* rows changed by the last statement (its result rows go to `rows`) */
     long long offload_us; /* main thread: move to a worker past this many microseconds (0: never) */
+    int stay;             /* main thread: why it cannot move (budget.h, enum budget_stay), 0 when it may;
+                           * then it stops with an error a margin past offload_us */
     int offloaded;        /* it stopped to move to a worker: not an error, nothing to reply */
     const volatile int *killed; /* on a worker: SQL.KILL's flag */
     long long started_ms; /* on a worker: when the command began */
@@ -44,16 +46,20 @@ void call_reply_result(RedisModuleCtx *ctx, result *rows, int has_rows, long lon
 /* Main thread: replies an error and counts it by its first word. */
 int call_reply_error(RedisModuleCtx *ctx, const char *err);
 
-/* exec.c, main thread: runs a call whose worker found it must run here
- * (it wrote TEMP objects, which live in the key's cached connection):
- * as SQL.EXEC/SQL.QUERY would, but never moving it. */
+/* exec.c, main thread: runs a call that must run here (why: STAY_TEMP,
+ * its worker wrote TEMP objects, which live in the key's cached
+ * connection; STAY_LEASE, run from a reply callback after it waited for
+ * the write lease): as SQL.EXEC/SQL.QUERY would, but never moving it: it
+ * stops with an error past kvsql.offload-after-us and a margin. */
 void exec_run_here(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString **argv, int argc,
-                   int readonly);
+                   int readonly, int why);
 
 /* offload.c, main thread: moves a call that stopped to offload (its
  * connection released, nothing written) to a worker: blocks the client and
- * returns 1. Returns 0 when the call cannot move (change capture is on,
- * no worker thread): run it again on the main thread. */
+ * returns 1. Returns 0 when the call cannot move (no memory for its
+ * snapshot, Redis would not block the client): run it again on the main
+ * thread. A write on a database whose change capture is on moves too: the
+ * worker captures its entries and writes them with its pages. */
 int offload_call(call *k, RedisModuleString *keyname, uint32_t npages, uint32_t page_size);
 
 #endif

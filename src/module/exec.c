@@ -13,7 +13,11 @@
  * rolls back and starts again on a worker thread (worker.c), on a snapshot
  * of its database (snapshot.h), while its client waits blocked and Redis
  * serves everyone else; its reply, and a writing call's write, happen back
- * on the main thread (docs/COMMANDS.md, "Long calls"). */
+ * on the main thread (docs/COMMANDS.md, "Long calls"). A call that cannot
+ * move (inside MULTI or a script, using the connection's TEMP objects, run
+ * again here: call.h's stay) stops with an error instead, a margin past
+ * kvsql.offload-after-us (budget.h), so that none holds the main thread
+ * long; only with offloading off does the time limit alone bound it. */
 #include "exec.h"
 
 #include "acl.h"
@@ -333,6 +337,7 @@ static void set_stop_error(call *k, const char *reason) {
     int kind = budget_stop_kind(), code = kind == STOP_MEMORY ? SQLITE_NOMEM : SQLITE_INTERRUPT;
     if (kind == STOP_KILL) COUNT(kills);
     else if (kind == STOP_TIME) COUNT(timeouts);
+    else if (kind == STOP_STAY) COUNT(stay_stops);
     else COUNT(memory_stops);
     snprintf(k->err, sizeof(k->err), "SQLITE_%s %s", code_names[code], reason);
 }
@@ -460,6 +465,7 @@ int call_run(call *k, const char *text, size_t len) {
     sqlite3 *db = k->c->db;
     if (k->ctx) budget_begin(k->ctx, db, k->offload_us);
     else budget_begin_worker(db, k->killed, k->started_ms);
+    if (k->ctx && k->stay) budget_stay(k->stay);
     guard_call_begin(db, &k->c->g);
     int rc = cache_apply_settings(k->c);
     if (len >= BUDGET_BIG_VALUE) budget_big_values(); /* moves at once, when it may (arguments: bind_value) */
@@ -471,14 +477,17 @@ int call_run(call *k, const char *text, size_t len) {
      * statements all ended well is done, however late the stop came (a
      * check at an allocation after its last step): its commit waits in the
      * store, and running it again would apply it twice. */
-    int moving = budget_stop_kind() == STOP_OFFLOAD;
+    int kind = budget_stop_kind(), moving = kind == STOP_OFFLOAD;
     k->offloaded = moving && rc != SQLITE_OK;
-    if (rc == SQLITE_OK && budget_stop_reason() && !moving) rc = SQLITE_NOMEM; /* got by with less, but stop */
+    /* Got by with less memory, but stop; a call that could not move and
+     * ended well just as its time ran out is done. */
+    if (rc == SQLITE_OK && kind && !moving && kind != STOP_STAY) rc = SQLITE_NOMEM;
     if (rc != SQLITE_OK && !k->offloaded) set_sqlite_error(k, rc);
     int ok = close_transaction(k, rc == SQLITE_OK);
-    /* Out of memory or time, or moved after SQLite was refused memory (a
-     * stopped call is refused all: budget.c): start afresh. */
-    if (budget_stop_reason() && (!k->offloaded || budget_memory_refused())) k->c->stale = 1;
+    /* Out of memory or time, or moved or stopped for staying after SQLite
+     * was refused memory (a stopped call is refused all, unless its
+     * connection holds TEMP objects: budget.c): start afresh. */
+    if (kind && (!(k->offloaded || kind == STOP_STAY) || budget_memory_refused())) k->c->stale = 1;
     budget_end(db);
     if (guard_call_end(db, &k->c->g, CACHE_TEMP_KEEP_BYTES)) k->c->stale = 1;
     return ok;
@@ -509,7 +518,8 @@ static long long offload_after(void) {
 static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key, const char *text, size_t len);
 
 /* A call stopped to move (nothing written): hands it to a worker, or, when
- * it cannot move, runs it again here to its end. */
+ * it cannot move (out of memory for its snapshot, a client Redis would not
+ * block), runs it again here, as a call that cannot move. */
 static void move_or_rerun(call *k, RedisModuleString *keyname, RedisModuleKey *key, const char *text, size_t len) {
     uint32_t npages = keyspace_store_npages(k->c->store);
     uint32_t psz = (uint32_t)keyspace_store_page_size(k->c->store);
@@ -517,7 +527,7 @@ static void move_or_rerun(call *k, RedisModuleString *keyname, RedisModuleKey *k
     cache_release(k->c);
     k->c = NULL;
     if (offload_call(k, keyname, npages, psz)) return; /* a call that may use TEMP objects never stops to move */
-    k->offload_us = 0;
+    k->stay = STAY_CLIENT;
     k->offloaded = k->has_rows = k->max_params = 0;
     k->changes = 0;
     k->err[0] = 0;
@@ -534,8 +544,8 @@ static void run_on_key(call *k, RedisModuleString *keyname, RedisModuleKey *key,
         return;
     }
     if (!k->readonly) changes_call_begin(k->ctx, keyname, k->c->db, &k->c->g); /* capture: if on for the key */
-    if (k->c->has_temp && k->offload_us && guard_may_use_temp(k->c->db, &k->c->g, text, len, k->readonly))
-        k->offload_us = 0; /* TEMP objects live only in this connection: the call stays */
+    if (k->c->has_temp && k->offload_us && !k->stay && guard_may_use_temp(k->c->db, &k->c->g, text, len, k->readonly))
+        k->stay = STAY_TEMP; /* TEMP objects live only in this connection: the call cannot move */
     int ok = call_run(k, text, len);
     if (ok) ok = keyspace_store_flush(k->c->store, k->err, sizeof(k->err)) == 0; /* refused: nothing written */
     if (!ok && keyspace_store_has_pending(k->c->store)) {
@@ -569,10 +579,10 @@ static int refuse_second_writer(RedisModuleCtx *ctx, RedisModuleString *keyname,
     return 1;
 }
 
-/* argv: [options...] sql [arg ...]; may_move: the call may move to a
- * worker thread when it runs long. */
+/* argv: [options...] sql [arg ...]; stay: why the call cannot move to a
+ * worker thread when it runs long (budget.h), 0 when it may. */
 static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString **argv, int argc,
-                       int readonly, int may_move) {
+                       int readonly, int stay) {
     call k;
     memset(&k, 0, sizeof(k));
     int nopt = parse_options(argv, argc, &k.opt, k.err, sizeof(k.err));
@@ -586,8 +596,9 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
     k.args = argv + nopt + 1;
     k.nraw = argc - nopt - 1;
     k.readonly = readonly;
-    k.may_wait = may_move && !readonly; /* not when run again (exec_run_here) */
-    k.offload_us = may_move ? offload_after() : 0;
+    k.may_wait = !stay && !readonly; /* not when run again (exec_run_here) */
+    k.offload_us = offload_after();
+    k.stay = stay;
     if (refuse_text(text, len, k.err, sizeof(k.err)) || refuse_args(&k.opt, k.nraw, &k.nargs, k.err, sizeof(k.err)) ||
         (!readonly && refuse_second_writer(ctx, keyname, k.err, sizeof(k.err))) ||
         (!readonly && acl_may_write_aux(ctx, keyname, k.err, sizeof(k.err)) != 0))
@@ -610,8 +621,8 @@ static int run_command(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisMod
 }
 
 void exec_run_here(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString **argv, int argc,
-                   int readonly) {
-    run_command(ctx, keyname, argv, argc, readonly, 0);
+                   int readonly, int why) {
+    run_command(ctx, keyname, argv, argc, readonly, why);
 }
 
 int cmd_sql(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
@@ -620,17 +631,17 @@ int cmd_sql(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
         return call_reply_error(ctx, "ERR SQL works on the fixed key " DEFAULT_DB_KEY
                                 ", which Redis Cluster cannot route: use SQL.EXEC <key> <sql>");
     RedisModuleString *keyname = RedisModule_CreateString(ctx, DEFAULT_DB_KEY, strlen(DEFAULT_DB_KEY));
-    int r = run_command(ctx, keyname, argv + 1, argc - 1, 0, 1);
+    int r = run_command(ctx, keyname, argv + 1, argc - 1, 0, 0);
     RedisModule_FreeString(ctx, keyname);
     return r;
 }
 
 int cmd_sql_exec(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     if (argc < 3) return RedisModule_WrongArity(ctx);
-    return run_command(ctx, argv[1], argv + 2, argc - 2, 0, 1);
+    return run_command(ctx, argv[1], argv + 2, argc - 2, 0, 0);
 }
 
 int cmd_sql_query(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     if (argc < 3) return RedisModule_WrongArity(ctx);
-    return run_command(ctx, argv[1], argv + 2, argc - 2, 1, 1);
+    return run_command(ctx, argv[1], argv + 2, argc - 2, 1, 0);
 }

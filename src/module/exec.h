@@ -22,6 +22,7 @@ typedef struct exec_stats {
     long long errors_other;       /* WRONGTYPE */
     long long timeouts;           /* calls stopped by kvsql.query-timeout-ms */
     long long kills;              /* calls stopped by SQL.KILL */
+    long long stay_stops;         /* calls that could not move, stopped past offload-after-us and a margin */
     long long memory_stops;       /* calls stopped by kvsql.call-memory-kb */
 } exec_stats;
 

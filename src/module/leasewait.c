@@ -18,6 +18,7 @@
 #include "module/leasewait.h"
 
 #include "format.h"
+#include "module/budget.h"
 #include "module/call.h"
 #include "module/protocol.h"
 #include "module/settings.h"
@@ -166,7 +167,7 @@ static int on_unblocked(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         __atomic_fetch_add(&stats.timeouts, 1, __ATOMIC_RELAXED);
         return call_reply_error(ctx, err);
     }
-    exec_run_here(ctx, w->keyname, w->argv, w->argc, 0);
+    exec_run_here(ctx, w->keyname, w->argv, w->argc, 0, STAY_LEASE);
     queue_leave(ctx, w);
     return REDISMODULE_OK;
 }

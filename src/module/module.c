@@ -238,6 +238,7 @@ static void info(RedisModuleInfoCtx *ctx, int for_crash_report) {
     RedisModule_InfoAddFieldLongLong(ctx, "timeouts", es.timeouts);
     RedisModule_InfoAddFieldLongLong(ctx, "kills", es.kills);
     RedisModule_InfoAddFieldLongLong(ctx, "memory_stops", es.memory_stops);
+    RedisModule_InfoAddFieldLongLong(ctx, "stay_stops", es.stay_stops);
     info_workers(ctx);
     leasewait_stats lw = leasewait_get_stats();
     RedisModule_InfoAddFieldLongLong(ctx, "lease_waits", lw.waits);
