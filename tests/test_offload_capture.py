@@ -13,8 +13,9 @@ written. Only the order of events and counters are asserted, never times.
 import re
 
 import pytest
+import redis
 
-from harness import query, run_in_thread, sql, wait_for
+from harness import attach_replica, query, run_in_thread, sql, wait_for
 from test_offload_stage import BIG_WRITE, ROWS as STAGED_ROWS, STAGE, aof_commands, make_db
 
 STREAM = "{db}:changes"
@@ -146,3 +147,25 @@ def test_capture_turned_on_or_off_while_the_write_runs_fails_it(server, turn):
     assert version(r) == v0
     assert r.xlen(STREAM) == length + 1  # the marker only
     assert query(r, "db", "select count(*) from t where v like '%x'")[1] == [0]
+
+
+def test_entries_too_big_for_a_replicas_buffer_fail_a_staged_write_with_nothing_written(servers):
+    """A staged write's pages reach the replicas in steps, but its change
+    entries go in the swap's one MULTI/EXEC: more bytes of them than a
+    replica's output buffer may hold (client-output-buffer-limit replica
+    8mb) would make Redis drop the replica and resync it in full."""
+    master = servers()
+    m = master.client()
+    m.config_set("client-output-buffer-limit", "replica 8mb 4mb 60")
+    replica = attach_replica(servers, master)
+    make_db(m)
+    m.execute_command("SQL.CHANGES", "db", "ON")
+    before, v0, syncs = info(m), version(m), m.info("stats")["sync_full"]
+    with pytest.raises(redis.ResponseError, match="SQLITE_TOOBIG kvsql: the change entries of this write"):
+        sql(m, "db", BIG_WRITE, 1, 1)  # about 11 MB of entries
+    assert info(m)["kvsql_offloaded_calls"] == before["kvsql_offloaded_calls"] + 1
+    assert version(m) == v0 and m.xlen(STREAM) == 1 and not m.exists(STAGE)
+    assert query(m, "db", "select count(*) from t")[1] == [1]
+    assert sql(m, "db", "insert into t values (2, 'two')") == 1  # a small one goes
+    m.execute_command("WAIT", 1, 5000)
+    assert replica.client().xlen(STREAM) == 2 and m.info("stats")["sync_full"] == syncs

@@ -360,6 +360,25 @@ static int swap_in(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleS
     return rc;
 }
 
+/* The change entries of a captured write go to the replicas in the swap's
+ * one MULTI/EXEC (its pages went in steps): refused, before anything is
+ * written, when they would overflow a replica's output buffer, as a
+ * one-step write is (store_keyspace.c). 0, or -1 with err set. */
+static int entries_fit_replicas(RedisModuleCtx *ctx, char *err, size_t errlen) {
+    size_t bytes = changes_bytes();
+    long long hard, soft;
+    if (bytes < 64 * 1024) return 0;
+    replicas_buffer_limits(ctx, &hard, &soft);
+    if (hard <= 0 || (long long)bytes <= hard || replicas_count(ctx) == 0) return 0;
+    snprintf(err, errlen,
+             "SQLITE_TOOBIG kvsql: the change entries of this write would send about %zu bytes to the replicas at "
+             "once, more than client-output-buffer-limit allows a replica (hard limit %lld bytes): Redis would drop "
+             "the replica and resync it in full. Nothing was written. Raise the limit (CONFIG SET "
+             "client-output-buffer-limit \"replica <hard> <soft> <seconds>\") or change fewer rows per call",
+             bytes, hard);
+    return -1;
+}
+
 int stage_publish(RedisModuleCtx *ctx, stage_write *w, char *err, size_t errlen) {
     if (!w->built) {
         snprintf(err, errlen, "ERR kvsql: a staged write was published before it was staged (a bug)");
@@ -378,8 +397,8 @@ int stage_publish(RedisModuleCtx *ctx, stage_write *w, char *err, size_t errlen)
     else if (!stage_complete(ctx, w, name))
         snprintf(err, errlen, "SQLITE_BUSY kvsql: the staging key of a big write was removed or changed while the "
                               "write was staged: nothing was written (retry)");
-    else if (changes_check_write(ctx, err, errlen) != 0) /* the call's change entries can be written */
-        ;
+    else if (changes_check_write(ctx, err, errlen) != 0 || entries_fit_replicas(ctx, err, errlen) != 0)
+        ; /* the call's change entries cannot be written, or not to the replicas at once */
     else if (record_write(ctx, w, &a, err, errlen) == 0 && (rc = swap_in(ctx, w->keyname, name, had_key)) != 0)
         snprintf(err, errlen, "ERR kvsql: the staged pages of a big write could not be renamed to the database");
     if (rc == 0) {
