@@ -120,7 +120,8 @@ static long long precise_us(void) {
 /* Whether a main-thread call that may move has run long enough to move.
  * Asked only then (off the hot path): never inside MULTI or a script,
  * which must stay atomic and synchronous, nor for a client that cannot
- * block; such a call runs on here to its end. The precise clock is read
+ * block; such a call is marked as one that stays (call.stays), and
+ * past_stay_limit stops it a margin later. The precise clock is read
  * every OFFLOAD_CHECK_TICKS ticks, or at once when `now` (the coarse
  * clock) shows the call has surely run that long, or when `heavy` (a
  * check outside a tick, after much work). */
