@@ -1,7 +1,9 @@
 /* changes.c - change data capture into the stream T:changes, and the
  * command SQL.CHANGES; see changes.h and docs/FORMAT.md ("The changes
  * stream"). Called by exec.c around each write call and statement, by
- * store_keyspace.c in the end-of-call write, and by module.c (SQL.CHANGES).
+ * store_keyspace.c in the end-of-call write, by offload.c and stage.c for
+ * a write moved to a worker thread (which captures on that thread and
+ * writes the entries in its landing), and by module.c (SQL.CHANGES).
  * The entries, their encoding and the following of savepoints are the
  * core's (change_log.c, change_entry.c: the library captures the same way);
  * what is here reads the configuration and writes the stream.
@@ -14,7 +16,8 @@
  * are dropped, and adds a schema entry after DDL. At the end of a call
  * that wrote pages, store_keyspace.c calls changes_write: one XADD per
  * entry, each propagated (RedisModule_Call "!") in the MULTI/EXEC that
- * carries the pages, so the stream holds exactly the committed changes. A
+ * carries the pages (a staged write's: stage_publish, after its swap), so
+ * the stream holds exactly the committed changes. A
  * call that fails writes nothing at all, pages or entries. */
 /* Debian's libsqlite3 is built with it; the declarations need the macro. */
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
