@@ -148,3 +148,41 @@ int kvsql_stream_has_room(const char *last_id, size_t len, uint64_t need) {
      * then the next ms from seq 0. Only the last ms can run out. */
     return ms < UINT64_MAX || UINT64_MAX - seq >= need;
 }
+
+size_t kvsql_spread_run_key(char *out, size_t cap, const char *key, size_t len, uint32_t run) {
+    size_t hlen;
+    const char *h = kvsql_hashed_part(key, len, &hlen);
+    char num[KVSQL_FIELD_MAX];
+    size_t nlen = kvsql_field_name(num, run);
+    size_t slen = strlen(KVSQL_SPREAD_RUN_SUFFIX);
+    size_t n = 1 + hlen + 1 + nlen + 1 + len + slen;
+    if (n + 1 > cap) return n;
+    char *p = out;
+    *p++ = '{';
+    memcpy(p, h, hlen);
+    p += hlen;
+    *p++ = '/';
+    memcpy(p, num, nlen);
+    p += nlen;
+    *p++ = '}';
+    memcpy(p, key, len);
+    p += len;
+    memcpy(p, KVSQL_SPREAD_RUN_SUFFIX, slen + 1);
+    return n;
+}
+
+size_t kvsql_spread_copy_field(char out[KVSQL_SPREAD_COPY_FIELD_MAX], uint32_t page, const char *copy_id) {
+    size_t n = kvsql_field_name(out, page);
+    out[n++] = ':';
+    memcpy(out + n, copy_id, KVSQL_ID_HEX);
+    n += KVSQL_ID_HEX;
+    out[n] = 0;
+    return n;
+}
+
+int kvsql_spread_copy_id_valid(const char *s, size_t len) {
+    if (len != KVSQL_ID_HEX) return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
+    return 1;
+}

@@ -84,17 +84,19 @@ const char *kvsql_hashed_part(const char *key, size_t len, size_t *part_len);
 /* T:queue's members: "<arrival ms, KVSQL_QUEUE_ARRIVAL digits>:<waiter>". */
 #define KVSQL_QUEUE_ARRIVAL 15
 #define KVSQL_AUX_ID ":id" /* the identity of the version T:v holds: "<v>:<KVSQL_ID_HEX hex digits>" */
+#define KVSQL_AUX_GC ":gc"           /* spread layout: page copies superseded, to collect (below) */
+#define KVSQL_AUX_PENDING ":pending" /* spread layout: copies written but not yet published */
 /* Every suffix above, for code that must name all of a database's keys
  * (deleting, copying or listing databases: kvsql_aux_all below). */
 #define KVSQL_AUX_ALL                                                                                          \
     KVSQL_AUX_VERSION, KVSQL_AUX_LEASE, KVSQL_AUX_READERS, KVSQL_AUX_UNDO, KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER, \
         KVSQL_AUX_LOG, KVSQL_AUX_CHANGES, KVSQL_AUX_CHANGES_CONFIG, KVSQL_AUX_STAGE, KVSQL_AUX_STAGE_OLD, \
-        KVSQL_AUX_WSTAGE, KVSQL_AUX_QUEUE, KVSQL_AUX_ID
+        KVSQL_AUX_WSTAGE, KVSQL_AUX_QUEUE, KVSQL_AUX_ID, KVSQL_AUX_GC, KVSQL_AUX_PENDING
 
 /* The list above as an array, its one owner for code that handles a
  * database as a whole: `kvsql rm/cp/mv/ls` (tools/kvsql_keys.c), SQL.DROP
  * (src/module/drop.c), tools/slt_sqlite.c. */
-#define KVSQL_AUX_COUNT 14
+#define KVSQL_AUX_COUNT 16
 extern const char *const kvsql_aux_all[KVSQL_AUX_COUNT];
 
 /* Whether name (len bytes) is the name of an auxiliary key of some
@@ -154,5 +156,46 @@ size_t kvsql_aux_key(char *out, size_t cap, const char *key, size_t len, const c
  * digits. KVSQL_UNDO_FIELD_LEN is the length without the NUL. */
 #define KVSQL_UNDO_FIELD_LEN 25
 void kvsql_undo_field(char out[KVSQL_UNDO_FIELD_LEN + 1], uint32_t index, uint64_t version);
+
+/* ---- the spread layout (docs/FORMAT.md, "The spread layout") ------------
+ *
+ * K is the page map: field KVSQL_SPREAD_LAYOUT_FIELD holds
+ * KVSQL_SPREAD_LAYOUT (present only in a spread database: a one-hash K has
+ * only decimal fields), fields KVSQL_SPREAD_NPAGES_FIELD and
+ * KVSQL_SPREAD_PSIZE_FIELD the length in pages and the page size, field
+ * "<page index>" (kvsql_field_name) the copy id of that page's current
+ * copy: KVSQL_ID_HEX lower-case hex digits, the random part of the
+ * identity of the commit that wrote it. The copies live in run keys
+ * (kvsql_spread_run_key), KVSQL_SPREAD_RUN consecutive pages per key,
+ * field "<page index>:<copy id>" (kvsql_spread_copy_field) -> the page. */
+#define KVSQL_SPREAD_LAYOUT_FIELD "layout"
+#define KVSQL_SPREAD_LAYOUT "spread"
+#define KVSQL_SPREAD_NPAGES_FIELD "npages"
+#define KVSQL_SPREAD_PSIZE_FIELD "psize"
+#define KVSQL_SPREAD_RUN 16
+/* A run key's suffix, after its hash tag and the database's key. */
+#define KVSQL_SPREAD_RUN_SUFFIX ":p"
+
+/* The run that holds page index `page`. */
+static inline uint32_t kvsql_spread_run(uint32_t page) {
+    return page / KVSQL_SPREAD_RUN;
+}
+
+/* Writes the name of run `run` of the database at key (len bytes) into
+ * out: "{<H>/<run>}<key>:p", where H is the part of key Redis Cluster
+ * hashes (kvsql_hashed_part: its tag's content, or the whole key). The tag
+ * differs per (H, run), so the runs of one database spread over the
+ * slots; the key itself follows, so two databases sharing a tag never
+ * share a run key. Returns the name's length; writes it (NUL-terminated)
+ * only when it fits in cap bytes (cap = 0: just the length). */
+size_t kvsql_spread_run_key(char *out, size_t cap, const char *key, size_t len, uint32_t run);
+
+/* A copy's field name in its run key: "<page index>:<copy id>". */
+#define KVSQL_SPREAD_COPY_FIELD_MAX (KVSQL_FIELD_MAX + 1 + KVSQL_ID_HEX)
+size_t kvsql_spread_copy_field(char out[KVSQL_SPREAD_COPY_FIELD_MAX], uint32_t page, const char *copy_id);
+
+/* Whether s (len bytes) is a copy id: exactly KVSQL_ID_HEX lower-case hex
+ * digits. */
+int kvsql_spread_copy_id_valid(const char *s, size_t len);
 
 #endif

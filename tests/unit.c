@@ -196,6 +196,57 @@ static int undo_fields_are_page_and_version_in_hex(void) {
     return 0;
 }
 
+/* Redis Cluster's key slot of a tag's content: CRC16 (XMODEM) mod 16384,
+ * bit by bit (the test's own, to check format.c against the real rule). */
+static unsigned slot_of(const char *p, size_t n) {
+    unsigned crc = 0;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= (unsigned)(unsigned char)p[i] << 8;
+        for (int b = 0; b < 8; b++) crc = (crc & 0x8000) ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+    }
+    return crc % 16384;
+}
+
+static int spread_run_keys_name_their_database_and_spread_over_slots(void) {
+    char b[96];
+    CHECK(kvsql_spread_run_key(b, sizeof(b), "db", 2, 0) == strlen("{db/0}db:p") && strcmp(b, "{db/0}db:p") == 0);
+    kvsql_spread_run_key(b, sizeof(b), "{a}x", 4, 17);
+    CHECK(strcmp(b, "{a/17}{a}x:p") == 0);
+    kvsql_spread_run_key(b, sizeof(b), "{a}y", 4, 17); /* same tag, another database: another key */
+    CHECK(strcmp(b, "{a/17}{a}y:p") == 0);
+    CHECK(kvsql_spread_run_key(NULL, 0, "db", 2, 123) == strlen("{db/123}db:p"));
+    CHECK(kvsql_spread_run_key(b, 10, "db", 2, 0) == 10 && b[0] == '{'); /* no room for the NUL: untouched */
+    CHECK(kvsql_spread_run(0) == 0 && kvsql_spread_run(KVSQL_SPREAD_RUN - 1) == 0 &&
+          kvsql_spread_run(KVSQL_SPREAD_RUN) == 1);
+    /* 3 masters, slots split in 3 ranges as redis-cli --cluster create
+     * does: 6144 runs (96 K pages) of one database land about a third on
+     * each. */
+    unsigned per[3] = {0, 0, 0};
+    for (uint32_t r = 0; r < 6144; r++) {
+        size_t n = kvsql_spread_run_key(b, sizeof(b), "db", 2, r);
+        size_t tlen = (size_t)(strchr(b, '}') - b) - 1;
+        CHECK(n < sizeof(b));
+        unsigned slot = slot_of(b + 1, tlen);
+        per[slot < 5461 ? 0 : slot < 10923 ? 1 : 2]++;
+    }
+    for (int i = 0; i < 3; i++) CHECK(per[i] > 2048 * 9 / 10 && per[i] < 2048 * 11 / 10);
+    return 0;
+}
+
+static int spread_copy_fields_and_ids(void) {
+    char f[KVSQL_SPREAD_COPY_FIELD_MAX];
+    CHECK(kvsql_spread_copy_field(f, 42, "0123456789abcdef") == 19 && strcmp(f, "42:0123456789abcdef") == 0);
+    CHECK(kvsql_spread_copy_field(f, UINT32_MAX, "ffffffffffffffff") == KVSQL_SPREAD_COPY_FIELD_MAX - 1);
+    CHECK(kvsql_spread_copy_id_valid("0123456789abcdef", 16));
+    CHECK(!kvsql_spread_copy_id_valid("0123456789ABCDEF", 16));
+    CHECK(!kvsql_spread_copy_id_valid("0123456789abcde", 15));
+    CHECK(!kvsql_spread_copy_id_valid("0123456789abcdeg", 16));
+    size_t dl;
+    CHECK(kvsql_is_aux_key("{db}:gc", 7, &dl) && dl == 4);
+    CHECK(kvsql_is_aux_key("{db}:pending", 12, &dl) && dl == 4);
+    return 0;
+}
+
 /* ---- page map ---------------------------------------------------------- */
 
 static int pagemap_keeps_and_drops_pages(void) {
@@ -494,6 +545,8 @@ static const test tests[] = {
     T(lock_byte_page_is_the_page_at_1_gib),
     T(hash_tags_are_read_as_redis_cluster_reads_them),
     T(aux_keys_share_the_slot_of_their_database),
+    T(spread_run_keys_name_their_database_and_spread_over_slots),
+    T(spread_copy_fields_and_ids),
     T(undo_fields_are_page_and_version_in_hex),
     T(pagemap_keeps_and_drops_pages),
     T(sql_round_trip_on_memory_store),
