@@ -39,7 +39,9 @@ static inline uint32_t kvsql_header_page_size(const unsigned char *page1) {
 /* Checks that page1 (len bytes, the value of field "0") is the first page
  * of a database in the kvsql format: the SQLite magic, a valid page size
  * equal to len, rollback-journal mode (not WAL). Returns 0, or -1 with the
- * reason in words in why (why_len bytes). */
+ * reason in words in why (why_len bytes): a copy id there (field "0" of a
+ * spread database's page map, below) is said to be the spread layout, so
+ * that no one-hash reader (module or library) takes that map for pages. */
 int kvsql_check_page1(const unsigned char *page1, size_t len, char *why, size_t why_len);
 
 /* ---- the lock-byte page ------------------------------------------------ */

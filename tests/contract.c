@@ -2,14 +2,15 @@
  *
  * Built as build/test_contract. The same cases run on the memory store
  * (two transactions on one shared store are two connections) and, when
- * KVSQL_TEST_REDIS=host:port names a redis-server, on the redis store (two
- * stores on one key are two connections). Run alone by tests/run (memory
+ * KVSQL_TEST_REDIS=host:port names a redis-server, on the redis store and
+ * on the spread store (two stores on one key are two connections). Run alone by tests/run (memory
  * only) and with a server by tests/test_contract.py. Prints "ok
  * STORE/NAME" or "FAIL STORE/NAME: why" per case, then "N passed, N
  * failed". */
 #include "check.h"
 #include "client/config.h"
 #include "client/hash/store_redis.h"
+#include "client/spread/store_spread.h"
 #include "kvsql.h"
 #include "store.h"
 
@@ -122,6 +123,26 @@ static long long redis_stored_pages(backend *b) {
 
 static const char *redis_uri(backend *b, const char *name, char *out, size_t n) {
     snprintf(out, n, "file:%s?vfs=redis&redis=%s:%d", name, b->cfg.host, b->cfg.port);
+    return out;
+}
+
+/* spread: the same server, the spread store (client/spread/); pages
+ * stored: the map's page fields (all but layout, npages, psize) */
+
+static int spread_connect(backend *b, conn *c) {
+    memset(c, 0, sizeof(*c));
+    return kvsql_spread_store_new(b->key, &b->cfg, &c->store);
+}
+
+static long long spread_stored_pages(backend *b) {
+    redisReply *r = admin_cmd(b, "HLEN %s", b->key);
+    long long n = r && r->type == REDIS_REPLY_INTEGER ? (r->integer ? r->integer - 3 : 0) : -2;
+    freeReplyObject(r);
+    return n;
+}
+
+static const char *spread_uri(backend *b, const char *name, char *out, size_t n) {
+    snprintf(out, n, "file:%s?vfs=redis&redis=%s:%d&layout=spread", name, b->cfg.host, b->cfg.port);
     return out;
 }
 
@@ -463,6 +484,15 @@ int main(void) {
         else {
             printf("FAIL redis: %s\n", err);
             failed++;
+        }
+        if (rb.admin) redisFree(rb.admin);
+        if (redis_backend(&rb, addr, err, sizeof(err)) == 0) {
+            rb.name = "spread";
+            rb.connect = spread_connect;
+            rb.stored_pages = spread_stored_pages;
+            rb.uri = spread_uri;
+            rb.seq = 1000; /* keys apart from the redis store's databases */
+            run_cases(&rb, &passed, &failed);
         }
         if (rb.admin) redisFree(rb.admin);
     } else {

@@ -1,6 +1,7 @@
 """test_contract.py - the store contract (tests/contract.c) on a real
 redis-server: build/test_contract runs every case on the memory store and,
-with KVSQL_TEST_REDIS set, on the redis store of the library."""
+with KVSQL_TEST_REDIS set, on the redis store and the spread store of the
+library."""
 import os
 import subprocess
 
@@ -19,3 +20,4 @@ def test_every_store_keeps_the_contract(servers):
     failed = [line for line in p.stdout.splitlines() if line.startswith("FAIL")]
     assert p.returncode == 0 and not failed, p.stdout + p.stderr
     assert any(line.startswith("ok redis/") for line in p.stdout.splitlines())
+    assert any(line.startswith("ok spread/") for line in p.stdout.splitlines())

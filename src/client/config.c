@@ -110,6 +110,7 @@ static const param params[] = {
     {"wait_timeout_ms", KIND_INT, 1, 3600000, FIELD(wait_timeout_ms)},
     {"cache_kb", KIND_INT, 1, KVSQL_CACHE_KB_MAX, FIELD(cache_kb)},
     {"stage_kb", KIND_INT, 0, INT_MAX, FIELD(stage_kb)},
+    {"layout", KIND_TEXT, 0, 0, FIELD(layout)},
     /* TLS (docs/LIBRARY.md, "TLS"), checked as a whole by check_tls. */
     {"tls", KIND_INT, 0, 1, FIELD(tls)},
     {"tls_ca", KIND_TEXT, 0, 0, FIELD(tls_ca)},
@@ -175,6 +176,10 @@ int kvsql_redis_config_apply(kvsql_redis_config *c, kvsql_param_lookup get, void
         if (!v) continue;
         if (apply_param(c, &params[i], v, err, errlen) != 0) return -1;
         if (!tls_given && strncmp(params[i].name, "tls_", 4) == 0) tls_given = params[i].name;
+    }
+    if (c->layout[0] && strcmp(c->layout, "hash") != 0 && strcmp(c->layout, "spread") != 0) {
+        snprintf(err, errlen, "layout=%s: expected hash or spread", c->layout);
+        return -1;
     }
     return check_tls(c, tls_given, err, errlen);
 }

@@ -29,6 +29,7 @@ typedef struct kvsql_redis_config {
     int wait_timeout_ms; /* wait_timeout_ms=: WAIT's timeout */
     int cache_kb;       /* cache_kb=: the page cache's bound, KiB (client/cache/pagecache.h) */
     int stage_kb;       /* stage_kb=: a commit of more KiB of pages is staged (store_stage.c); 0: never */
+    char layout[16];    /* layout=: "" or "hash" (one hash, the default) or "spread" (docs/FORMAT.md) */
     /* TLS (client/net/tls.c): tls=1 or rediss:// */
     int tls;
     char tls_ca[512];          /* tls_ca=: PEM file (or directory) of CAs; "" : the system's store */

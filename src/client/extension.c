@@ -26,6 +26,7 @@
 #include "client/config.h"
 #include "client/hooks.h"
 #include "client/hash/store_redis.h"
+#include "client/spread/store_spread.h"
 #include "kvsql.h"
 #include "sqlite.h"
 #include "vfs.h"
@@ -159,6 +160,7 @@ static int open_redis_store(const char *name, kvsql_store **out) {
         kvsql_vfs_set_errmsg("the redis VFS needs a key: file:KEY?vfs=redis");
         return SQLITE_CANTOPEN;
     }
+    if (strcmp(cfg.layout, "spread") == 0) return kvsql_spread_store_new(name, &cfg, out);
     return kvsql_redis_store_new(name, &cfg, out);
 }
 

@@ -20,45 +20,8 @@
 #include "client/hash/scripts.h"
 #include "sqlite.h"
 
+#include "client/hash/script_parts.h"
 #include "format.h"
-
-#define STR_(x) #x
-#define STR(x) STR_(x)
-
-/* The snapshot's identity (docs/FORMAT.md, "Identity"): T:id when it
- * names the version T:v holds ("<v>:<16 hex>", set by every commit), else
- * the bare version (a database last written by older code, or whose T:id
- * went missing: no identity, so no cache is trusted across begins). Or
- * nil and the refusal, before anything is written: {'version', T:v} when
- * T:v is not a version number, {'aux', ...} when T:v or T:id is not a
- * string. */
-#define IDENT_FN                                                               \
-    "local function ident(vk, ik)\n"                                           \
-    "  local v, id = redis.pcall('GET', vk), redis.pcall('GET', ik)\n"         \
-    "  if type(v) == 'table' then return nil, {'aux', vk, redis.call('TYPE', vk)['ok'], 'string'} end\n" \
-    "  if type(id) == 'table' then return nil, {'aux', ik, redis.call('TYPE', ik)['ok'], 'string'} end\n" \
-    "  v = v or '0'\n"                                                         \
-    "  if not string.match(v, '^%d+$') or #v > 15 then return nil, {'version', v} end\n" \
-    "  if id and string.sub(id, 1, #v + 1) == v .. ':' then return v, id end\n" \
-    "  return v, v\n"                                                          \
-    "end\n"
-/* Every check before the first write: {'aux', key, its type, the type it
- * must have} for the first of the (key, type) pairs whose key holds
- * another type ('none' always fits). */
-#define BADTYPE_FN                                                             \
-    "local function badtype(list)\n"                                           \
-    "  for i = 1, #list, 2 do\n"                                               \
-    "    local t = redis.call('TYPE', list[i])['ok']\n"                        \
-    "    if t ~= 'none' and t ~= list[i + 1] then return {'aux', list[i], t, list[i + 1]} end\n" \
-    "  end\n"                                                                  \
-    "end\n"
-/* Drops the registrations of T:readers (key rk) that lapsed, and those
- * that claim to lapse more than KVSQL_LEASE_MAX_MS from now (no client
- * registers so far ahead: such a member was forged, and would keep undo
- * records forever). Needs `ms` (NOW_MS). */
-#define DROP_LAPSED(rk)                                                        \
-    "redis.call('ZREMRANGEBYSCORE', " rk ", '-inf', '(' .. ms)\n"              \
-    "redis.call('ZREMRANGEBYSCORE', " rk ", '(' .. (ms + " STR(KVSQL_LEASE_MAX_MS) "), '+inf')\n"
 
 /* capture_head(stream key, cfg key, k): the head of the XADD of a commit
  * that adds k entries to T:changes, checked before anything is written:
@@ -96,9 +59,6 @@
     "  return head\n"                                                          \
     "end\n"
 
-#define NOW_MS                                                                 \
-    "local now = redis.call('TIME')\n"                                         \
-    "local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n"
 
 /* Snapshot: {'ok', id, HLEN} when the client holds page 0 of this very
  * hash (ARGV[4] is "<id>/<HLEN>" as it last saw them, "" when it holds
@@ -125,28 +85,6 @@
  * held lease is left alone (the lock script waits for it as usual); the
  * first word then ends in '+next' when no other writer waits longer. Or
  * {'type', T} for a key of another type. */
-/* Turns (docs/FORMAT.md, "Turns"): a writer that finds the lease taken
- * queues in T:queue, and a free lease goes to the oldest waiter. Two Lua
- * functions on the sorted set q, member "<arrival ms, 15 digits>:<me>"
- * scored by when it lapses: queue_turn drops lapsed members and says
- * whether it is me's turn (no one waits, or me waited longest), with me's
- * member when me waits; queue_wait puts me in the queue (arriving now) or
- * keeps its place a while longer, and the queue itself (it lapses when no
- * one waits any more). */
-#define QUEUE_FUNCS                                                            \
-    "local function queue_turn(q, me, ms)\n"                                   \
-    "  redis.call('ZREMRANGEBYSCORE', q, '-inf', '(' .. ms)\n"                 \
-    "  local head, mine\n"                                                     \
-    "  for _, m in ipairs(redis.call('ZRANGE', q, 0, -1)) do\n"                \
-    "    if not head or m < head then head = m end\n"                          \
-    "    if string.sub(m, " STR(KVSQL_QUEUE_ARRIVAL) " + 2) == me then mine = m end\n" \
-    "  end\n"                                                                  \
-    "  return not head or head == mine, mine\n"                                \
-    "end\n"                                                                    \
-    "local function queue_wait(q, me, ms, mine)\n"                             \
-    "  redis.call('ZADD', q, ms + " STR(KVSQL_QUEUE_LAPSE_MS) ", mine or string.format('%0" STR(KVSQL_QUEUE_ARRIVAL) "d', ms) .. ':' .. me)\n" \
-    "  redis.call('PEXPIRE', q, " STR(KVSQL_QUEUE_LAPSE_MS) ")\n"             \
-    "end\n"
 
 /* Begin's text in two parts that both begin scripts share, on the
  * locals token, lease, prev, cached, log_ttl and intent (ARGV[1..6] of
