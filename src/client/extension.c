@@ -187,7 +187,27 @@ int kvsql_redis_stats_get(sqlite3 *db, const char *schema, kvsql_redis_stats *ou
     if (!sqlite3_api) return SQLITE_MISUSE;
 #endif
     kvsql_store *s = store_of(db, schema);
-    return s && kvsql_redis_store_stats(s, out) == 0 ? SQLITE_OK : SQLITE_NOTFOUND;
+    return s && (kvsql_redis_store_stats(s, out) == 0 || kvsql_spread_store_stats(s, out) == 0) ? SQLITE_OK
+                                                                                               : SQLITE_NOTFOUND;
+}
+
+/* kvsql_gc([schema]): collects the page copies of a spread database that
+ * no reader can need (client/spread/store_spread.c); the number deleted. */
+static void sql_gc(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    const char *schema = argc > 0 ? (const char *)sqlite3_value_text(argv[0]) : "main";
+    kvsql_store *s = store_of(sqlite3_context_db_handle(ctx), schema);
+    if (!kvsql_spread_store_is(s)) {
+        sqlite3_result_error(ctx, "kvsql_gc(): that database is not of layout spread", -1);
+        return;
+    }
+    long long removed = 0;
+    if (kvsql_spread_store_gc(s, 1000, &removed) != SQLITE_OK) {
+        char *msg = sqlite3_mprintf("kvsql_gc(): %s", s->m->errmsg(s));
+        sqlite3_result_error(ctx, msg ? msg : "kvsql_gc(): failed", -1);
+        sqlite3_free(msg);
+        return;
+    }
+    sqlite3_result_int64(ctx, removed);
 }
 
 /* kvsql_error(): the last store error in words, or ''. */
@@ -268,6 +288,8 @@ static int register_functions(sqlite3 *db, char **pzErrMsg, const sqlite3_api_ro
     if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_stats", 1, SQLITE_UTF8, 0, sql_stats, 0, 0);
     if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_version", 0, SQLITE_UTF8, 0, sql_version, 0, 0);
     if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_version", 1, SQLITE_UTF8, 0, sql_version, 0, 0);
+    if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_gc", 0, SQLITE_UTF8, 0, sql_gc, 0, 0);
+    if (rc == SQLITE_OK) rc = sqlite3_create_function(db, "kvsql_gc", 1, SQLITE_UTF8, 0, sql_gc, 0, 0);
     return rc;
 }
 

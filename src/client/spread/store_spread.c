@@ -17,8 +17,8 @@
  * cached and kept across other clients' commits by following T:log.
  *
  * Test knob: KVSQL_TEST_SPREAD_STOP=lock|copies makes the committing
- * process stop itself (SIGSTOP) before it writes its copies, or after it
- * wrote them and before the publish: the fault tests stop a writer
+ * process stop itself (SIGSTOP), once, before it writes its copies, or
+ * after it wrote them and before the publish: the fault tests stop a writer
  * exactly at a step boundary this way (tests/test_spread_faults.py). */
 #include "client/spread/store_spread.h"
 #include "client/cache/pagecache.h"
@@ -545,10 +545,16 @@ static int by_index(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* Test knob (file header): stops this process at step boundary `at`. */
+/* Test knob (file header): stops this process at step boundary `at`, the
+ * first time it gets there (SQLite's rollback after a failed commit
+ * commits again: it goes on). */
 static void stop_here(const char *at) {
+    static int stopped;
     const char *want = getenv("KVSQL_TEST_SPREAD_STOP");
-    if (want && strcmp(want, at) == 0) kill(getpid(), SIGSTOP);
+    if (!stopped && want && strcmp(want, at) == 0) {
+        stopped = 1;
+        kill(getpid(), SIGSTOP);
+    }
 }
 
 /* A commit's requests to its run keys: one HSET (copies) or HDEL per run
@@ -858,6 +864,17 @@ static void sweep_intent(spread_store *s, const char *m, uint32_t npages) {
 
 int kvsql_spread_store_is(const kvsql_store *st) {
     return st && st->m == &spread_methods;
+}
+
+int kvsql_spread_store_stats(kvsql_store *st, kvsql_redis_stats *out) {
+    if (!kvsql_spread_store_is(st)) return -1;
+    const spread_store *s = (const spread_store *)st;
+    *out = s->stats;
+    out->cache_pages = s->cache.count;
+    out->cache_bytes = (sqlite3_int64)pagecache_bytes(&s->cache);
+    out->cache_limit = (sqlite3_int64)s->cache.limit;
+    out->cache_evictions = (sqlite3_int64)s->cache.evictions;
+    return 0;
 }
 
 int kvsql_spread_store_gc(kvsql_store *st, int max_steps, long long *removed) {

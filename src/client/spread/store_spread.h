@@ -19,6 +19,9 @@ int kvsql_spread_store_new(const char *key, const kvsql_redis_config *cfg, kvsql
 /* Whether s is a spread store. */
 int kvsql_spread_store_is(const kvsql_store *s);
 
+/* The counters of s (kvsql_stats()), or -1 when s is not a spread store. */
+int kvsql_spread_store_stats(kvsql_store *s, kvsql_redis_stats *out);
+
 /* Collects, in steps of at most SPREAD_GC_BATCH copies, the page copies
  * no registered reader can need any more, up to max_steps steps; adds the
  * copies deleted to *removed. An SQLite code; errmsg() says why. */

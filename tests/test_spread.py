@@ -1,0 +1,234 @@
+"""test_spread.py - the spread layout (docs/FORMAT.md, "The spread layout")
+through the library, on one non-cluster redis-server: a database made with
+layout=spread, what each layout says when opened as the other (library and
+module), and the commit protocol under faults: a writer stopped at each step
+boundary (by the store's test knob KVSQL_TEST_SPREAD_STOP, which makes the
+writer SIGSTOP itself exactly there), a zombie whose page writes land late,
+collection next to a reader on an old snapshot, and a collected snapshot."""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from harness import MODULE, wait_for
+from libhelp import built, env, pydb, uri
+
+pytestmark = pytest.mark.skipif(not built(), reason="libkvsql.so is not built")
+needs_inprocess = pytest.mark.skipif(bool(os.environ.get("KVSQL_PRELOAD")),
+                                     reason="a sanitized library loads only into a preloaded process")
+needs_module = pytest.mark.skipif(not os.path.exists(MODULE), reason="kvsql.so is not built")
+
+ROWS = 2000  # about 40 pages of 4 KiB: several runs
+
+
+def fill(s, key, **params):
+    db = pydb(s, key, layout="spread", **params)
+    db.execute("create table t(id integer primary key, v integer, pad text)")
+    db.execute("begin")
+    for i in range(ROWS):
+        db.execute("insert into t values (?, 1, ?)", (i, "p" * 60))
+    db.execute("commit")
+    return db
+
+
+def total(db):
+    return db.execute("select sum(v) from t").fetchone()[0]
+
+
+def run_keys(r, key):
+    return [k for k in r.keys("{%s/*}%s:p" % (key, key))]
+
+
+def copies_of(r, key, copy):
+    """Fields of copy id `copy` in any run key of key."""
+    return [f for k in run_keys(r, key) for f in r.hkeys(k) if f.decode().endswith(":" + copy)]
+
+
+WRITER = """
+import os, sqlite3, sys
+c = sqlite3.connect(":memory:"); c.enable_load_extension(True); c.load_extension(os.environ["KVSQL_LIB"])
+db = sqlite3.connect(sys.argv[1], uri=True, isolation_level=None, timeout=30)
+try:
+    db.execute("update t set v = v + 1")
+    print("committed")
+except sqlite3.Error as e:
+    print("failed: %s" % db.execute("select kvsql_error()").fetchone()[0])
+"""
+
+
+def stopped(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def writer_stopped_at(s, key, at, **params):
+    """A writer process adding 1 to every row, stopped by itself at step
+    boundary `at` of its commit (lock: lease held, nothing written; copies:
+    intent and copies written, not published)."""
+    w = subprocess.Popen([sys.executable, "-c", WRITER, uri(s, key, layout="spread", **params)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env(KVSQL_TEST_SPREAD_STOP=at))
+    wait_for(lambda: w.poll() is not None or stopped(w.pid), timeout=60, what="the writer to stop at " + at)
+    assert w.poll() is None, w.communicate()
+    return w
+
+
+def state(r, key):
+    return r.get("{%s}:v" % key), r.get("{%s}:id" % key), r.hgetall(key)
+
+
+def test_a_spread_database_is_a_map_and_runs_of_copies(servers):
+    s = servers(module=False)
+    db = fill(s, "sp")
+    r = s.client()
+    m = r.hgetall("sp")
+    assert m[b"layout"] == b"spread" and int(m[b"psize"]) == 4096
+    n = int(m[b"npages"])
+    assert n > 16 and sorted(k for k in m if k.isdigit()) == sorted(str(i).encode() for i in range(n))
+    ident = r.get("{sp}:id").decode()
+    # every page's current copy is in its run key, under the map's copy id
+    for i in range(n):
+        assert r.hexists("{sp/%d}sp:p" % (i // 16), "%d:%s" % (i, m[str(i).encode()].decode()))
+    assert ident.split(":")[1] in {c.decode() for k, c in m.items() if k.isdigit()}
+    other = pydb(s, "sp", layout="spread")
+    assert total(other) == ROWS
+    assert other.execute("pragma integrity_check").fetchone()[0] == "ok"
+    db.execute("update t set v = 2 where id = 7")
+    assert total(other) == ROWS + 1
+    assert r.zcard("{sp}:pending") == 0
+
+
+def test_each_layout_refuses_to_open_as_the_other(servers):
+    s = servers(module=False)
+    fill(s, "sp").close()
+    hashdb = pydb(s, "h")
+    hashdb.execute("create table a(b)")
+    as_hash = pydb(s, "sp")
+    with pytest.raises(Exception):
+        as_hash.execute("select * from t").fetchone()
+    assert "layout spread" in as_hash.execute("select kvsql_error()").fetchone()[0]
+    as_spread = pydb(s, "h", layout="spread")
+    with pytest.raises(Exception):
+        as_spread.execute("select * from a").fetchone()
+    assert "one-hash" in as_spread.execute("select kvsql_error()").fetchone()[0]
+    r = s.client()
+    assert r.hget("sp", "layout") == b"spread" and not r.hexists("h", "layout")
+
+
+@needs_module
+def test_the_module_never_reads_a_spread_database_as_a_hash(servers):
+    s = servers()
+    fill(s, "sp").close()
+    r = s.client()
+    before = state(r, "sp")
+    for cmd in (["SQL.QUERY", "sp", "select count(*) from t"], ["SQL.EXEC", "sp", "insert into t values (-1, 1, '')"]):
+        with pytest.raises(Exception) as e:
+            r.execute_command(*cmd)
+        assert "layout spread" in str(e.value), e.value
+    assert state(r, "sp") == before
+
+
+@needs_inprocess
+@pytest.mark.parametrize("at", ["lock", "copies"])
+def test_a_writer_stopped_before_its_publish_changes_nothing_and_its_copies_are_collected(servers, at):
+    s = servers(module=False)
+    db = fill(s, "f")
+    r = s.client()
+    before = state(r, "f")
+    w = writer_stopped_at(s, "f", at, lease_ms=300)
+    pending = r.zrange("{f}:pending", 0, -1)
+    if at == "copies":
+        assert len(pending) == 1
+        copy = pending[0].decode().split(":")[0]
+        assert copies_of(r, "f", copy)  # its copies are written...
+    else:
+        assert pending == []
+    assert state(r, "f") == before  # ...and no snapshot sees them
+    assert total(db) == ROWS
+    assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+    w.kill()
+    w.wait()
+    db.execute("update t set v = v + 10")  # the lease lapsed: another writer goes on
+    assert total(pydb(s, "f", layout="spread")) == 11 * ROWS
+    if at == "copies":
+        def swept():
+            db.execute("select kvsql_gc()").fetchone()
+            return r.zcard("{f}:pending") == 0
+        wait_for(swept, timeout=30, what="the dead writer's intent to lapse and be swept")
+        assert copies_of(r, "f", copy) == []
+
+
+@needs_inprocess
+def test_a_zombie_writers_late_copies_change_nothing(servers):
+    s = servers(module=False)
+    db = fill(s, "z")
+    r = s.client()
+    w = writer_stopped_at(s, "z", "lock", lease_ms=300)  # holds the lease, has written nothing
+    wait_for(lambda: not r.exists("{z}:lease"), what="the stopped writer's lease to lapse")
+    db.execute("update t set v = v + 10")
+    after = state(r, "z")
+    w.send_signal(signal.SIGCONT)  # it writes its copies now, late, and tries to publish
+    out, err = w.communicate(timeout=60)
+    assert out.startswith("failed:") and "lease" in out, out + err
+    assert state(r, "z") == after
+    assert total(pydb(s, "z", layout="spread")) == 11 * ROWS
+    assert r.zcard("{z}:pending") == 0
+    live = {c for k, c in r.hgetall("z").items() if k.isdigit()}
+    for k in run_keys(r, "z"):
+        for f in r.hkeys(k):
+            assert f.split(b":")[1] in live, f  # the zombie's copies were dropped with its refused publish
+
+
+@needs_inprocess
+def test_collection_keeps_what_a_reader_on_an_old_snapshot_needs(servers):
+    s = servers(module=False)
+    db = fill(s, "g")
+    r = s.client()
+    reader = pydb(s, "g", layout="spread")
+    reader.execute("begin")
+    assert reader.execute("select v from t where id = 0").fetchone()[0] == 1  # the snapshot: a few pages read
+    for k in range(5):
+        db.execute("update t set v = v + 1")
+        db.execute("select kvsql_gc()").fetchone()
+    assert r.zcard("{g}:gc") > 0  # what the reader may need is kept
+    assert total(reader) == ROWS  # every other page read now, as of the old snapshot
+    assert reader.execute("pragma integrity_check").fetchone()[0] == "ok"
+    reader.execute("commit")
+    assert total(reader) == 6 * ROWS
+    db.execute("select kvsql_gc()").fetchone()
+    reader.close()
+    db.execute("update t set v = v + 1 where id = 0")  # the reader is gone: everything superseded goes
+    db.execute("select kvsql_gc()").fetchone()
+    assert r.zcard("{g}:gc") == 0
+    live = {c for k, c in r.hgetall("g").items() if k.isdigit()}
+    stored = sum(r.hlen(k) for k in run_keys(r, "g"))
+    assert stored == int(r.hget("g", "npages"))  # one copy per page: memory back to the database's size
+    assert all(f.split(b":")[1] in live for k in run_keys(r, "g") for f in r.hkeys(k))
+
+
+@needs_inprocess
+def test_a_collected_snapshot_is_a_clear_error_never_other_data(servers):
+    s = servers(module=False)
+    db = fill(s, "old")
+    r = s.client()
+    reader = pydb(s, "old", layout="spread", lease_ms=200)
+    reader.execute("begin")
+    assert reader.execute("select v from t where id = 0").fetchone()[0] == 1
+    member = [m for m in r.zrange("{old}:readers", 0, -1, withscores=True)]
+    assert len(member) == 1
+    lapses = member[0][1]
+
+    def lapsed():
+        sec, usec = r.time()
+        return sec * 1000 + usec // 1000 > lapses
+    wait_for(lapsed, what="the reader's registration to lapse")
+    db.execute("update t set v = v + 1")
+    db.execute("select kvsql_gc()").fetchone()
+    with pytest.raises(Exception):
+        total(reader)
+    assert "snapshot too old" in reader.execute("select kvsql_error()").fetchone()[0]
+    if reader.in_transaction:
+        reader.execute("rollback")
+    assert total(reader) == 2 * ROWS  # a new snapshot reads the new state
