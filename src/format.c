@@ -41,8 +41,7 @@ int kvsql_check_page1(const unsigned char *page1, size_t len, char *why, size_t 
     static const char magic[16] = "SQLite format 3";
     const char *reason = NULL;
     if (page1 && kvsql_spread_copy_id_valid((const char *)page1, len))
-        reason = "it is the page map of a database of layout spread (docs/FORMAT.md), which only the library's "
-                 "spread store reads: open it with layout=spread";
+        reason = "it holds a database of layout spread: open it with layout=spread";
     else if (!page1 || len < 100 || memcmp(page1, magic, 16) != 0)
         reason = "field 0 is not a SQLite header page";
     else if (!kvsql_page_size_valid(len) || kvsql_header_page_size(page1) != len)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from harness import MODULE, wait_for
+from harness import BUILD, MODULE, ROOT, wait_for
 from libhelp import built, env, pydb, uri
 
 pytestmark = pytest.mark.skipif(not built(), reason="libkvsql.so is not built")
@@ -232,3 +232,41 @@ def test_a_collected_snapshot_is_a_clear_error_never_other_data(servers):
     if reader.in_transaction:
         reader.execute("rollback")
     assert total(reader) == 2 * ROWS  # a new snapshot reads the new state
+
+
+KVSQL = os.path.join(ROOT, BUILD, "kvsql")
+
+
+def kvsql(*args):
+    return subprocess.run([KVSQL, *args], capture_output=True, text=True, timeout=60, env=env())
+
+
+@pytest.mark.skipif(not os.path.exists(KVSQL), reason="the kvsql tool is not built")
+def test_the_tool_imports_checks_exports_lists_and_collects_a_spread_database(servers, tmp_path):
+    s = servers(module=False)
+    src, out = str(tmp_path / "src.db"), str(tmp_path / "out.db")
+    native = subprocess.run(["sqlite3", src], input="create table a(x integer primary key, y text); "
+                            "with recursive c(i) as (select 1 union all select i + 1 from c where i < 3000) "
+                            "insert into a select i, hex(randomblob(40)) from c; create index ay on a(y);",
+                            capture_output=True, text=True)
+    assert native.returncode == 0, native.stderr
+    base = "redis://127.0.0.1:%d" % s.port
+    p = kvsql("import", "--layout", "spread", src, base + "/imp")
+    assert p.returncode == 0, p.stderr
+    r = s.client()
+    assert r.hget("imp", "layout") == b"spread" and run_keys(r, "imp")
+    p = kvsql("check", base + "/imp?layout=spread")
+    assert p.returncode == 0 and "ok" in p.stdout, p.stdout + p.stderr
+    p = kvsql("check", base + "/imp")  # as a one-hash database: refused, naming the layout
+    assert p.returncode != 0 and "layout spread" in p.stderr, p.stderr
+    p = kvsql("export", base + "/imp?layout=spread", out)
+    assert p.returncode == 0, p.stderr
+    dump = lambda f: subprocess.run(["sqlite3", f, ".dump"], capture_output=True, text=True).stdout
+    assert dump(out) == dump(src)
+    p = kvsql("ls", base)
+    assert any(line.split()[:2] == ["imp", "spread/4096"] for line in p.stdout.splitlines()), p.stdout
+    db = pydb(s, "imp", layout="spread")
+    db.execute("update a set y = 'z' where x < 100")
+    p = kvsql("gc", base + "/imp?layout=spread")
+    assert p.returncode == 0 and "page copies collected" in p.stdout, p.stdout + p.stderr
+    assert r.zcard("{imp}:gc") == 0

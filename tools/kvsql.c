@@ -2,11 +2,13 @@
  *
  * Run by users (`make` builds build/kvsql); tested by tests/test_cli.py.
  *
- *   kvsql import [--replace] FILE URL    an SQLite file (WAL mode included) into a key
+ *   kvsql import [--replace] [--layout spread] FILE URL
+ *                                        an SQLite file (WAL mode included) into a key
  *   kvsql export [--replace] URL FILE    a key into an SQLite file (FILE is replaced whole or kept)
  *   kvsql check URL                      the format and PRAGMA integrity_check
  *   kvsql shell URL [SQL ...]            the sqlite3 shell on the database
  *   kvsql ls SERVER                      the databases of a server or cluster
+ *   kvsql gc URL?layout=spread           a spread database's page copies no reader needs
  *   kvsql rm [--force] URL               a database and all its keys
  *   kvsql cp [--replace] URL URL         a database to another key or server
  *   kvsql mv [--replace] URL URL         the same, then the source removed
@@ -41,10 +43,12 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: kvsql import [--replace] FILE URL   copy an SQLite file (any journal mode) into a key\n"
+            "             (--layout spread: as a database spread over many keys, docs/FORMAT.md)\n"
             "       kvsql export [--replace] URL FILE   copy a key into an SQLite file\n"
             "       kvsql check URL                     check the key's format and integrity\n"
             "       kvsql shell URL [SQL ...]           the sqlite3 shell on the key (SQL: run it and exit)\n"
             "       kvsql ls SERVER                     list the databases: key, layout, pages, size, version\n"
+            "       kvsql gc URL?layout=spread          delete a spread database's page copies no reader needs\n"
             "       kvsql rm [--force] URL              remove a database and all its keys (--force: even while\n"
             "                                           a writer holds its lease)\n"
             "       kvsql cp [--replace] URL URL        copy a database (to another key, db or server)\n"
@@ -432,6 +436,22 @@ static int cmd_ls(const char *url) {
     return 0;
 }
 
+/* kvsql gc URL: the page copies of a spread database (URL with
+ * ?layout=spread) that no reader can need any more are deleted, in
+ * bounded steps (client/spread/store_spread.c). */
+static int cmd_gc(const char *url) {
+    static target t;
+    sqlite3 *db = NULL;
+    if (parse_url(url, &t) || open_key(&t, SQLITE_OPEN_READWRITE, &db)) return 1;
+    char what[200];
+    snprintf(what, sizeof(what), "key %.150s", t.key);
+    sqlite3_int64 n = pragma_int(db, "SELECT kvsql_gc()", what);
+    sqlite3_close(db);
+    if (n < 0) return 1;
+    printf("%s: %lld page copies collected\n", t.key, (long long)n);
+    return 0;
+}
+
 static int cmd_check(const char *url) {
     static target t;
     sqlite3 *db = NULL;
@@ -511,8 +531,34 @@ static int cmd_shell(const char *url, char **sql, int nsql) {
     return fail("cannot run sqlite3: %s (install the sqlite3 package)", strerror(errno), NULL);
 }
 
+/* Takes "--layout NAME" out of argv (import only): the URL gets the
+ * library's parameter layout=NAME. 0, or -1 when it has no NAME. */
+static int take_layout(int *argc, char **argv, const char **layout) {
+    for (int i = 2; i < *argc; i++) {
+        if (strcmp(argv[i], "--layout") != 0) continue;
+        if (i + 1 >= *argc) return -1;
+        *layout = argv[i + 1];
+        for (int j = i; j + 2 <= *argc; j++) argv[j] = argv[j + 2];
+        *argc -= 2;
+        return 0;
+    }
+    return 0;
+}
+
+static int cmd_import_layout(const char *file, const char *url, int replace, const char *layout) {
+    if (!layout) return cmd_import(file, url, replace);
+    size_t n = strlen(url) + strlen(layout) + 16;
+    char *u = malloc(n);
+    if (!u) return fail("out of memory", NULL, NULL);
+    snprintf(u, n, "%s%slayout=%s", url, strchr(url, '?') ? "&" : "?", layout);
+    int rc = cmd_import(file, u, replace);
+    free(u);
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2) {
+    const char *layout = NULL;
+    if (argc < 2 || (strcmp(argv[1], "import") == 0 && take_layout(&argc, argv, &layout) != 0)) {
         usage(stderr);
         return 2;
     }
@@ -521,13 +567,14 @@ int main(int argc, char **argv) {
     int force = argc > 2 && strcmp(argv[2], "--force") == 0;
     char **rest = argv + 2 + replace + force;
     int nrest = argc - 2 - replace - force;
-    if (strcmp(cmd, "import") == 0 && nrest == 2 && !force) return cmd_import(rest[0], rest[1], replace);
+    if (strcmp(cmd, "import") == 0 && nrest == 2 && !force) return cmd_import_layout(rest[0], rest[1], replace, layout);
     if (strcmp(cmd, "export") == 0 && nrest == 2 && !force) return cmd_export(rest[0], rest[1], replace);
     if (strcmp(cmd, "cp") == 0 && nrest == 2 && !force) return cmd_cp(rest[0], rest[1], replace, 0);
     if (strcmp(cmd, "mv") == 0 && nrest == 2 && !force) return cmd_cp(rest[0], rest[1], replace, 1);
     if (strcmp(cmd, "rm") == 0 && nrest == 1 && !replace) return cmd_rm(rest[0], force);
     if (strcmp(cmd, "ls") == 0 && argc == 3) return cmd_ls(argv[2]);
     if (strcmp(cmd, "check") == 0 && argc == 3) return cmd_check(argv[2]);
+    if (strcmp(cmd, "gc") == 0 && argc == 3) return cmd_gc(argv[2]);
     if (strcmp(cmd, "shell") == 0 && argc >= 3) return cmd_shell(argv[2], argv + 3, argc - 3);
     if (strcmp(cmd, "version") == 0 && argc == 2) {
         printf("kvsql %s (SQLite %s)\n", KVSQL_CLI_VERSION, sqlite3_libversion());

@@ -173,6 +173,29 @@ typedef struct rows {
     size_t n, cap;
 } rows;
 
+/* Describes the spread database whose page map is `key` (docs/FORMAT.md,
+ * "The spread layout"): 1, or 0 when the map lacks its layout fields. */
+static int describe_spread(link *l, const char *key, size_t len, const redisReply *v, row *rw, char *err,
+                           size_t errlen) {
+    const char *hmget[5] = {"HMGET", key, KVSQL_SPREAD_LAYOUT_FIELD, KVSQL_SPREAD_NPAGES_FIELD, KVSQL_SPREAD_PSIZE_FIELD};
+    size_t hmget_l[5] = {5, len, strlen(hmget[2]), strlen(hmget[3]), strlen(hmget[4])};
+    redisReply *m = link_call(l, 5, hmget, hmget_l, err, errlen);
+    if (!m) return -1;
+    int rc = 0;
+    if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 && m->element[0]->type == REDIS_REPLY_STRING &&
+        strcmp(m->element[0]->str, KVSQL_SPREAD_LAYOUT) == 0 && m->element[1]->type == REDIS_REPLY_STRING &&
+        m->element[2]->type == REDIS_REPLY_STRING) {
+        long long psz = atoll(m->element[2]->str);
+        rw->pages = atoll(m->element[1]->str);
+        rw->size = rw->pages * psz;
+        snprintf(rw->layout, sizeof(rw->layout), "spread/%lld", psz);
+        snprintf(rw->version, sizeof(rw->version), "%s", v->type == REDIS_REPLY_STRING ? v->str : "0");
+        rc = 1;
+    }
+    freeReplyObject(m);
+    return rc;
+}
+
 /* Describes hash `key` into rw when it holds a database: 1, 0 when not
  * one, -1 with why in err. */
 static int describe(link *l, const char *key, size_t len, row *rw, char *err, size_t errlen) {
@@ -196,6 +219,8 @@ static int describe(link *l, const char *key, size_t len, row *rw, char *err, si
         snprintf(rw->layout, sizeof(rw->layout), "hash/%u", (unsigned)psz);
         snprintf(rw->version, sizeof(rw->version), "%s", v->type == REDIS_REPLY_STRING ? v->str : "0");
         rc = 1;
+    } else if (rc == 0 && p1->type == REDIS_REPLY_STRING && kvsql_spread_copy_id_valid(p1->str, p1->len)) {
+        rc = describe_spread(l, key, len, v, rw, err, errlen); /* a spread database's page map */
     }
     freeReplyObject(p1);
     freeReplyObject(n);

@@ -22,6 +22,7 @@
  * exactly at a step boundary this way (tests/test_spread_faults.py). */
 #include "client/spread/store_spread.h"
 #include "client/cache/pagecache.h"
+#include "client/cache/readahead.h"
 #include "client/spread/io.h"
 #include "client/spread/scripts.h"
 #include "client/hash/scripts.h"
@@ -45,6 +46,11 @@ static const char *const sa_suffix[SA_COUNT] = {
     KVSQL_AUX_VERSION, KVSQL_AUX_LEASE,   KVSQL_AUX_READERS, KVSQL_AUX_UNDO,    KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER,
     KVSQL_AUX_LOG,     KVSQL_AUX_ID,      KVSQL_AUX_GC,      KVSQL_AUX_PENDING, KVSQL_AUX_QUEUE,    KVSQL_AUX_CHANGES_CONFIG,
 };
+
+/* Pages one read brings at most beyond those asked (client/cache/readahead.c),
+ * and the copy ids one read asks the home slot for at most. */
+#define READ_AHEAD_MAX 256
+#define IDS_MAX 1024
 
 /* An intent names at most this many pages; more: "*" (collected by a scan). */
 #define INTENT_PAGES 256
@@ -72,6 +78,7 @@ typedef struct spread_store {
     char map_ident[48];
     uint32_t map_connection; /* conn.connections when the map was made */
     pagecache cache;       /* page bytes then their copy id: valid forever */
+    readahead ra;          /* what a miss reads ahead (client/cache/readahead.c) */
     double renewed_ms;     /* when a script last renewed the registration */
     uint32_t restarts;     /* begins that trusted no cached map */
 } spread_store;
@@ -350,6 +357,7 @@ static int spread_begin(kvsql_store *st, kvsql_txn *t) {
     t->level = KVSQL_LOCK_READ;
     s->active = t;
     s->renewed_ms = now_ms();
+    readahead_begin(&s->ra);
     s->stats.begins++;
     return SQLITE_OK;
 }
@@ -469,30 +477,50 @@ static int fetch_bytes(spread_store *s, kvsql_txn *t, const uint32_t *pages, uin
     return rc;
 }
 
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The pages a read of first..first+count-1 brings: those, then what the
+ * b-tree read-ahead plans (client/cache/readahead.c), sorted, once each. */
+static uint32_t plan_read(spread_store *s, kvsql_txn *t, uint32_t first, uint32_t count, uint32_t *plan) {
+    uint32_t n = readahead_plan(&s->ra, &s->cache, t->npages, READ_AHEAD_MAX, first, count, plan);
+    for (uint32_t i = 0; i < count; i++) plan[n++] = first + i; /* the plan may leave out pages cached */
+    qsort(plan, n, sizeof(*plan), cmp_u32);
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (m == 0 || plan[m - 1] != plan[i]) plan[m++] = plan[i];
+    return m;
+}
+
 static int spread_read(kvsql_store *st, kvsql_txn *t, uint32_t first, uint32_t count, void *vbuf) {
     spread_store *s = (spread_store *)st;
     unsigned char *buf = vbuf;
     if (!s->io.conn.c) return fail(s, SQLITE_IOERR, "read: the connection to %s was lost", s->io.conn.where);
     uint32_t psz = t->page_size;
-    /* The window: the runs the request touches, within the database. */
-    uint32_t lo = first - first % KVSQL_SPREAD_RUN;
-    uint64_t hi64 = ((uint64_t)kvsql_spread_run(first + count - 1) + 1) * KVSQL_SPREAD_RUN;
-    uint32_t hi = hi64 < t->npages ? (uint32_t)hi64 : t->npages;
-    uint32_t *need = malloc(sizeof(*need) * (hi - lo));
-    if (!need) return SQLITE_NOMEM;
-    uint32_t n = 0;
-    for (uint32_t p = lo; p < hi; p++)
-        if (!map_get(s, p)) need[n++] = p;
+    uint32_t *plan = malloc(sizeof(*plan) * (2 * (size_t)count + READ_AHEAD_MAX + IDS_MAX));
+    if (!plan) return SQLITE_NOMEM;
+    uint32_t np = plan_read(s, t, first, count, plan), *need = plan + np, n = 0;
+    /* Ids: the plan's unknown ones, then more unknown ones from the first
+     * on (a scan needs no id round trip for a while), IDS_MAX at most. */
+    for (uint32_t i = 0; i < np; i++)
+        if (!map_get(s, plan[i])) need[n++] = plan[i];
+    for (uint32_t p = first; n > 0 && n < IDS_MAX && p < t->npages; p++)
+        if (!map_get(s, p) && !bsearch(&p, plan, np, sizeof(*plan), cmp_u32)) need[n++] = p;
     if (n == 0 && now_ms() - s->renewed_ms > s->cfg.lease_ms / 4.0) need[n++] = first; /* renew */
     int rc = n ? fetch_ids(s, t, need, n) : SQLITE_OK;
     n = 0;
-    for (uint32_t p = lo; p < hi && rc == SQLITE_OK; p++) {
+    for (uint32_t i = 0; i < np && rc == SQLITE_OK; i++) {
+        uint32_t p = plan[i];
         const unsigned char *c = cached_page(s, p, psz, map_get(s, p));
         if (!c) need[n++] = p;
         else if (p >= first && p - first < count) memcpy(buf + (size_t)(p - first) * psz, c, psz);
     }
     if (rc == SQLITE_OK && n) rc = fetch_bytes(s, t, need, n, first, count, buf);
-    free(need);
+    for (uint32_t i = 0; rc == SQLITE_OK && i < count; i++)
+        readahead_note(&s->ra, first + i, buf + (size_t)i * psz, psz);
+    free(plan);
     return rc;
 }
 
@@ -815,6 +843,7 @@ static void spread_destroy(kvsql_store *st) {
     if (s->member[0] || s->holds_lease) send_end(s, s->member);
     kvsql_conn_close(&s->io.conn);
     pagecache_clear(&s->cache);
+    readahead_free(&s->ra);
     free(s->map);
     free(s->have);
     free_names(s);
