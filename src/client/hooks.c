@@ -13,6 +13,7 @@
 #include "change_log.h"
 #include "client/capture.h"
 #include "client/hash/store_redis.h"
+#include "client/spread/store_spread.h"
 #include "vfs.h"
 
 #include <string.h>
@@ -54,8 +55,13 @@ static void hint_intent(kvsql_store *store, sqlite3 *db, sqlite3_stmt *stmt) {
     if (!sqlite3_get_autocommit(db)) return;
     char first[32];
     const char *after = change_sql_first_word(sqlite3_sql(stmt), first, sizeof(first));
-    if (!sqlite3_stmt_readonly(stmt) || begins_writing(first, after)) kvsql_redis_store_intend_write(store);
-    else kvsql_redis_store_intend_read(store); /* not a retry of a refused write */
+    if (!sqlite3_stmt_readonly(stmt) || begins_writing(first, after)) {
+        kvsql_redis_store_intend_write(store);
+        kvsql_spread_store_intend_write(store);
+    } else {
+        kvsql_redis_store_intend_read(store); /* not a retry of a refused write */
+        kvsql_spread_store_intend_read(store);
+    }
 }
 
 static int on_trace(unsigned type, void *arg, void *p, void *x) {
@@ -85,7 +91,8 @@ int kvsql_hooks_attach(sqlite3 *db) {
         return SQLITE_OK;
     kvsql_capture *c = kvsql_capture_new(db, fs.store, on_preupdate, forget_running);
     if (!c) return SQLITE_NOMEM;
-    if (kvsql_redis_store_set_capture(fs.store, c) != 0) { /* not a redis store, or it has one */
+    if (kvsql_redis_store_set_capture(fs.store, c) != 0 &&
+        kvsql_spread_store_set_capture(fs.store, c) != 0) { /* not a redis or spread store, or it has one */
         kvsql_capture_free(c);
         return SQLITE_OK;
     }

@@ -39,9 +39,14 @@
  * alive (10 minutes; made with "from:<v>" when missing) and answers {'ok',
  * identity, npages, page size} and, when ARGV[4] names an earlier
  * identity "<c>:<hex>" at most KVSQL_LOG_ENTRIES commits back, the first
- * v - c entries of T:log (newest first) for the client to follow. */
+ * v - c entries of T:log (newest first) for the client to follow. With
+ * write intent (ARGV[5] "1") it also takes the writer's lease T:lease
+ * when it is the token's or free and no other writer waits longer
+ * (T:queue, the one-hash begin's rule, docs/FORMAT.md "Turns"): the first
+ * word is then 'ok+lease', and the lock needs no round trip. */
 static const char begin_lua[] =
-    "local token, lease, prev, cached = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n" IDENT_FN BADTYPE_FN
+    "local token, lease, prev, cached, intent = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n" IDENT_FN BADTYPE_FN
+    QUEUE_FUNCS
     "local t = redis.call('TYPE', KEYS[1])['ok']\n"
     "if t ~= 'none' and t ~= 'hash' then return {'type', t} end\n"
     "local meta = redis.call('HMGET', KEYS[1], '" KVSQL_SPREAD_LAYOUT_FIELD "', '" KVSQL_SPREAD_NPAGES_FIELD "', '"
@@ -49,7 +54,7 @@ static const char begin_lua[] =
     "if t == 'hash' and meta[1] ~= '" KVSQL_SPREAD_LAYOUT "' then return {'layout', meta[1] or ''} end\n"
     "local v, id = ident(KEYS[2], KEYS[5])\n"
     "if not v then return id end\n"
-    "local bad = badtype({KEYS[3], 'zset', KEYS[4], 'list'})\n"
+    "local bad = badtype({KEYS[3], 'zset', KEYS[4], 'list', KEYS[6], 'string', KEYS[7], 'zset'})\n"
     "if bad then return bad end\n" NOW_MS
     "redis.set_repl(redis.REPL_NONE)\n"
     "local member = v .. ':' .. token\n"
@@ -60,6 +65,20 @@ static const char begin_lua[] =
     "  redis.call('PEXPIRE', KEYS[4], 600000)\n"
     "end\n"
     "local out = {'ok', id, meta[2] or '0', meta[3] or '0'}\n"
+    "if intent == '1' then\n"
+    "  local holder = redis.call('GET', KEYS[6])\n"
+    "  if not holder then\n"
+    "    local turn, mine = queue_turn(KEYS[7], token, ms)\n"
+    "    if turn then\n"
+    "      if mine then redis.call('ZREM', KEYS[7], mine) end\n"
+    "      holder = token\n"
+    "    end\n"
+    "  end\n"
+    "  if holder == token then\n"
+    "    redis.call('SET', KEYS[6], token, 'PX', lease)\n"
+    "    out[1] = 'ok+lease'\n"
+    "  end\n"
+    "end\n"
     "local cv = tonumber(string.match(cached, '^(%d+):%x+$') or '')\n"
     "local d = cv and tonumber(v) - cv or 0\n"
     "if id ~= cached and d >= 1 and d <= " STR(KVSQL_LOG_ENTRIES) " then\n"

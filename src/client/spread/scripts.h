@@ -15,9 +15,9 @@
 #define SPREAD_GC_BATCH 256
 
 enum {
-    SP_BEGIN,   /* KEYS: K T:v T:readers T:log T:id
-                   ARGV: token lease_ms previous-member cached-identity-or-""
-                   -> {'ok', identity, npages, page size, log entries...} */
+    SP_BEGIN,   /* KEYS: K T:v T:readers T:log T:id T:lease T:queue
+                   ARGV: token lease_ms previous-member cached-identity-or-"" write-intent-"1"-or-""
+                   -> {'ok'[+lease], identity, npages, page size, log entries...} */
     SP_PUBLISH, /* KEYS: K T:v T:lease T:readers T:undo T:undo:idx T:undo:ver T:log T:id
                          T:gc T:pending T:changes:cfg
                    ARGV: token snapshot lease_ms npages page-size copy intent page-index...

@@ -26,6 +26,7 @@
 #include "client/spread/io.h"
 #include "client/spread/scripts.h"
 #include "client/hash/scripts.h"
+#include "client/capture.h"
 #include "format.h"
 #include "sqlite.h"
 
@@ -71,6 +72,8 @@ typedef struct spread_store {
     char snapshot[48];     /* the snapshot's identity */
     char member[96];       /* our reader registration, "" when none */
     int holds_lease;
+    int intent;            /* write-intent hint (client/hooks.c): the next begin takes the lease */
+    kvsql_capture *capture; /* the connection's hooks (client/hooks.c), ours; capture stays off */
     /* The map as of map_ident: copy ids of pages (have[i] says known). */
     char (*map)[KVSQL_ID_HEX];
     unsigned char *have;
@@ -305,17 +308,20 @@ static int spread_begin(kvsql_store *st, kvsql_txn *t) {
     }
     kvsql_call k;
     char nbuf[8];
-    if (kvsql_call_init(&k, 12) != 0) {
+    if (kvsql_call_init(&k, 16) != 0) {
         kvsql_call_free(&k);
         return SQLITE_NOMEM;
     }
-    kvsql_call_script(&k, 5, nbuf);
-    const char *keys[5] = {s->key, s->aux[SA_V], s->aux[SA_READERS], s->aux[SA_LOG], s->aux[SA_ID]};
-    for (int i = 0; i < 5; i++) kvsql_call_str(&k, keys[i]);
+    kvsql_call_script(&k, 7, nbuf);
+    const char *keys[7] = {s->key,         s->aux[SA_V],     s->aux[SA_READERS], s->aux[SA_LOG],
+                           s->aux[SA_ID], s->aux[SA_LEASE], s->aux[SA_QUEUE]};
+    for (int i = 0; i < 7; i++) kvsql_call_str(&k, keys[i]);
     kvsql_call_str(&k, s->io.conn.token);
     kvsql_call_str(&k, s->lease);
     kvsql_call_str(&k, s->member);
     kvsql_call_str(&k, s->map_ident);
+    kvsql_call_str(&k, s->intent ? "1" : "");
+    s->intent = 0;
     redisReply *r = checked(s, sp_io_script(&s->io, SP_BEGIN, &k, s->key), "begin", &rc);
     kvsql_call_free(&k);
     if (!r) return rc;
@@ -327,7 +333,8 @@ static int spread_begin(kvsql_store *st, kvsql_txn *t) {
     }
     uint32_t npages, psize;
     const char *id = elem_str(r, 1);
-    if (!is_word(r, 0, "ok") || r->elements < 4 || !id || strlen(id) >= sizeof(s->snapshot) ||
+    int leased = is_word(r, 0, "ok+lease");
+    if (!(leased || is_word(r, 0, "ok")) || r->elements < 4 || !id || strlen(id) >= sizeof(s->snapshot) ||
         parse_u32(elem_str(r, 2), &npages) != 0 || parse_u32(elem_str(r, 3), &psize) != 0) {
         rc = refusal(s, r, "begin");
         freeReplyObject(r);
@@ -355,6 +362,8 @@ static int spread_begin(kvsql_store *st, kvsql_txn *t) {
     t->page_size = npages ? psize : 0;
     t->generation = s->io.conn.connections + s->restarts;
     t->level = KVSQL_LOCK_READ;
+    s->holds_lease = leased; /* taken with the snapshot: the lock needs no round trip */
+    if (s->capture) kvsql_capture_begin(s->capture, 0); /* no change capture on spread databases yet */
     s->active = t;
     s->renewed_ms = now_ms();
     readahead_begin(&s->ra);
@@ -528,6 +537,10 @@ static int spread_read(kvsql_store *st, kvsql_txn *t, uint32_t first, uint32_t c
 
 static int spread_lock(kvsql_store *st, kvsql_txn *t) {
     spread_store *s = (spread_store *)st;
+    if (s->holds_lease) { /* the begin took it, atomically with the snapshot: cannot be stale */
+        t->level = KVSQL_LOCK_WRITE;
+        return SQLITE_OK;
+    }
     if (!s->io.conn.c) return fail(s, SQLITE_IOERR, "lock: the connection to %s was lost", s->io.conn.where);
     kvsql_call k;
     char nbuf[8];
@@ -757,6 +770,26 @@ static void committed(spread_store *s, kvsql_txn *t, const kvsql_batch *b, const
     s->stats.pages_written += b->count;
 }
 
+/* wait=: after the publish, WAIT for the replicas. One node today: its
+ * replication stream carries the copies before the publish, so one WAIT
+ * covers both (with many nodes io.c must WAIT on every node written). A
+ * short answer is counted and said, the commit stands (as the one-hash
+ * store's, docs/LIBRARY.md "Replicas"). */
+static void wait_for_replicas(spread_store *s) {
+    char n[16], ms[16];
+    snprintf(n, sizeof(n), "%d", s->cfg.wait_replicas);
+    snprintf(ms, sizeof(ms), "%d", s->cfg.wait_timeout_ms);
+    const char *argv[3] = {"WAIT", n, ms};
+    sp_cmd c = {3, argv, NULL, s->key};
+    redisReply *r = NULL;
+    long long got = sp_io_batch(&s->io, 1, &c, &r) == 0 && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    if (got >= s->cfg.wait_replicas) return;
+    s->stats.wait_short++;
+    fail(s, SQLITE_OK, "key %s: the commit landed on %s, but only %lld of wait=%s replicas acknowledged it within "
+         "wait_timeout_ms=%s", s->key, s->io.conn.where, got < 0 ? 0 : got, n, ms);
+}
+
 static int spread_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     spread_store *s = (spread_store *)st;
     if (!s->io.conn.c) return fail(s, SQLITE_IOERR, "commit: the connection to %s was lost", s->io.conn.where);
@@ -789,6 +822,7 @@ static int spread_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
         if (r && is_word(r, 0, "ok") && elem_str(r, 1)) {
             committed(s, t, b, pages, copy, elem_str(r, 1));
             collect(s, r, 2, r->elements - 2);
+            if (s->cfg.wait_replicas > 0) wait_for_replicas(s);
         } else if (r) {
             if (is_word(r, 0, "lease")) rc = fail(s, SQLITE_IOERR_LOCK, "commit: the write lease of %s was lost", s->key);
             else if (is_word(r, 0, "stale")) {
@@ -817,6 +851,7 @@ static void send_end(spread_store *s, const char *member) {
 
 static void spread_unlock(kvsql_store *st, kvsql_txn *t, int level) {
     spread_store *s = (spread_store *)st;
+    if (s->capture) kvsql_capture_end(s->capture);
     if (level == KVSQL_LOCK_NONE) {
         send_end(s, s->member);
         s->member[0] = 0;
@@ -844,6 +879,7 @@ static void spread_destroy(kvsql_store *st) {
     kvsql_conn_close(&s->io.conn);
     pagecache_clear(&s->cache);
     readahead_free(&s->ra);
+    kvsql_capture_free(s->capture);
     free(s->map);
     free(s->have);
     free_names(s);
@@ -893,6 +929,20 @@ static void sweep_intent(spread_store *s, const char *m, uint32_t npages) {
 
 int kvsql_spread_store_is(const kvsql_store *st) {
     return st && st->m == &spread_methods;
+}
+
+int kvsql_spread_store_set_capture(kvsql_store *st, kvsql_capture *c) {
+    if (!kvsql_spread_store_is(st) || ((spread_store *)st)->capture) return -1;
+    ((spread_store *)st)->capture = c;
+    return 0;
+}
+
+void kvsql_spread_store_intend_write(kvsql_store *st) {
+    if (kvsql_spread_store_is(st)) ((spread_store *)st)->intent = 1;
+}
+
+void kvsql_spread_store_intend_read(kvsql_store *st) {
+    if (kvsql_spread_store_is(st)) ((spread_store *)st)->intent = 0;
 }
 
 int kvsql_spread_store_stats(kvsql_store *st, kvsql_redis_stats *out) {

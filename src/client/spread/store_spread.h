@@ -19,6 +19,19 @@ int kvsql_spread_store_new(const char *key, const kvsql_redis_config *cfg, kvsql
 /* Whether s is a spread store. */
 int kvsql_spread_store_is(const kvsql_store *s);
 
+/* The hooks of the store's connection (client/hooks.c), which s frees
+ * with itself (change capture stays off on spread databases: a commit
+ * while T:changes:cfg exists is refused). -1 when s is not a spread store
+ * or has them already. */
+typedef struct kvsql_capture kvsql_capture;
+int kvsql_spread_store_set_capture(kvsql_store *s, kvsql_capture *c);
+
+/* Write-intent hints, as the redis store's (store_redis.h): the next
+ * begin also takes the writer's lease when free. Nothing when s is not a
+ * spread store. */
+void kvsql_spread_store_intend_write(kvsql_store *s);
+void kvsql_spread_store_intend_read(kvsql_store *s);
+
 /* The counters of s (kvsql_stats()), or -1 when s is not a spread store. */
 int kvsql_spread_store_stats(kvsql_store *s, kvsql_redis_stats *out);
 
