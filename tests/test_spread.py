@@ -23,11 +23,11 @@ needs_module = pytest.mark.skipif(not os.path.exists(MODULE), reason="kvsql.so i
 ROWS = 2000  # about 40 pages of 4 KiB: several runs
 
 
-def fill(s, key, **params):
+def fill(s, key, rows=ROWS, **params):
     db = pydb(s, key, layout="spread", **params)
     db.execute("create table t(id integer primary key, v integer, pad text)")
     db.execute("begin")
-    for i in range(ROWS):
+    for i in range(rows):
         db.execute("insert into t values (?, 1, ?)", (i, "p" * 60))
     db.execute("commit")
     return db
@@ -131,27 +131,29 @@ def test_the_module_never_reads_a_spread_database_as_a_hash(servers):
 
 
 @needs_inprocess
-@pytest.mark.parametrize("at", ["lock", "copies"])
-def test_a_writer_stopped_before_its_publish_changes_nothing_and_its_copies_are_collected(servers, at):
+@pytest.mark.parametrize("at,rows", [("lock", ROWS), ("copies", ROWS), ("copies", 8 * ROWS)])
+def test_a_writer_stopped_before_its_publish_changes_nothing_and_its_copies_are_collected(servers, at, rows):
+    """8 * ROWS: a commit of more than 256 pages, whose intent names a range."""
     s = servers(module=False)
-    db = fill(s, "f")
+    db = fill(s, "f", rows)
     r = s.client()
     before = state(r, "f")
     w = writer_stopped_at(s, "f", at, lease_ms=300)
     pending = r.zrange("{f}:pending", 0, -1)
     if at == "copies":
         assert len(pending) == 1
-        copy = pending[0].decode().split(":")[0]
+        copy, pages = pending[0].decode().split(":")
+        assert pages.startswith("*") == (rows > ROWS)
         assert copies_of(r, "f", copy)  # its copies are written...
     else:
         assert pending == []
     assert state(r, "f") == before  # ...and no snapshot sees them
-    assert total(db) == ROWS
+    assert total(db) == rows
     assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
     w.kill()
     w.wait()
     db.execute("update t set v = v + 10")  # the lease lapsed: another writer goes on
-    assert total(pydb(s, "f", layout="spread")) == 11 * ROWS
+    assert total(pydb(s, "f", layout="spread")) == 11 * rows
     if at == "copies":
         def swept():
             db.execute("select kvsql_gc()").fetchone()

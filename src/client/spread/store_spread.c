@@ -620,15 +620,19 @@ static void writes_free(writes *w) {
     free(w->intent);
 }
 
-/* The intent member: "<copy>:<page>,<page>,..." or "<copy>:*". */
+/* The intent member: "<copy>:<page>,<page>,..." or, past INTENT_PAGES
+ * pages (sorted), "<copy>:*<highest page + 1>". */
 static char *intent_member(const kvsql_page_ref *pages, uint32_t n, const char *copy) {
-    size_t cap = KVSQL_ID_HEX + 2 + (n <= INTENT_PAGES ? (size_t)n * KVSQL_FIELD_MAX : 1);
+    size_t cap = KVSQL_ID_HEX + 2 + (n <= INTENT_PAGES ? (size_t)n * KVSQL_FIELD_MAX : 1 + KVSQL_FIELD_MAX);
     char *m = malloc(cap + 1), *p = m;
     if (!m) return NULL;
     memcpy(p, copy, KVSQL_ID_HEX);
     p += KVSQL_ID_HEX;
     *p++ = ':';
-    if (n > INTENT_PAGES) *p++ = '*';
+    if (n > INTENT_PAGES) {
+        *p++ = '*';
+        p += kvsql_field_name(p, pages[n - 1].index + 1);
+    }
     for (uint32_t i = 0; i < n && n <= INTENT_PAGES; i++) {
         if (i) *p++ = ',';
         p += kvsql_field_name(p, pages[i].index);
@@ -809,10 +813,9 @@ static int spread_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     if (rc == SQLITE_OK && sp_io_batch(&s->io, (int)w.ncmds, w.cmds, out) != 0)
         rc = kvsql_conn_lost(&s->io.conn, SQLITE_IOERR, "commit (writing the page copies)");
     for (uint32_t i = 0; rc == SQLITE_OK && i < w.ncmds; i++)
-        if (out[i]->type == REDIS_REPLY_ERROR) {
+        if (out[i]->type == REDIS_REPLY_ERROR) /* e.g. a node at maxmemory: SQLITE_FULL, nothing published */
             rc = kvsql_conn_reply_error(&s->io.conn, out[i], "commit (writing the page copies)");
-            drop_copies(s, pages, b->count, b->page_size, copy);
-        }
+    if (rc != SQLITE_OK && rc != SQLITE_NOMEM && s->io.conn.c) drop_copies(s, pages, b->count, b->page_size, copy);
     for (uint32_t i = 0; out && i < w.ncmds; i++) freeReplyObject(out[i]);
     free(out);
     if (rc == SQLITE_OK) {
@@ -892,32 +895,35 @@ static const kvsql_store_methods spread_methods = {
 
 /* ---- collection ------------------------------------------------------------- */
 
-/* Deletes a lapsed intent's copies (listed pages; "*": every run of the
- * database scanned for the copy), then the intent. */
-static void sweep_intent(spread_store *s, const char *m, uint32_t npages) {
+/* Deletes a lapsed intent's copies (the pages it lists; "*<n>": every
+ * page below n, one HDEL per run), then the intent, all sent without
+ * waiting. */
+static void sweep_intent(spread_store *s, const char *m) {
     const char *colon = strchr(m, ':');
     if (!colon || !kvsql_spread_copy_id_valid(m, (size_t)(colon - m))) return;
-    char copy[KVSQL_ID_HEX + 1], field[KVSQL_SPREAD_COPY_FIELD_MAX];
+    char copy[KVSQL_ID_HEX + 1], field[KVSQL_SPREAD_RUN][KVSQL_SPREAD_COPY_FIELD_MAX];
     memcpy(copy, m, KVSQL_ID_HEX);
     copy[KVSQL_ID_HEX] = 0;
-    if (strcmp(colon + 1, "*") == 0) {
-        for (uint32_t run = 0; run <= kvsql_spread_run(npages ? npages - 1 : 0); run++) {
+    uint32_t all;
+    if (colon[1] == '*' && kvsql_field_parse(colon + 2, strlen(colon + 2), &all) == 0) {
+        for (uint32_t run = 0; all > 0 && run <= kvsql_spread_run(all - 1); run++) {
             char *name = run_key(s, run);
-            for (uint32_t p = run * KVSQL_SPREAD_RUN; name && p < (run + 1) * KVSQL_SPREAD_RUN; p++) {
-                kvsql_spread_copy_field(field, p, copy);
-                const char *hdel[3] = {"HDEL", name, field};
-                sp_io_send(&s->io, 3, hdel, name);
+            const char *hdel[2 + KVSQL_SPREAD_RUN] = {"HDEL", name};
+            for (uint32_t j = 0; j < KVSQL_SPREAD_RUN; j++) {
+                kvsql_spread_copy_field(field[j], run * KVSQL_SPREAD_RUN + j, copy);
+                hdel[2 + j] = field[j];
             }
+            if (name) sp_io_send(&s->io, 2 + KVSQL_SPREAD_RUN, hdel, name);
             free(name);
         }
     } else {
         for (const char *p = colon + 1; *p;) {
             char *end;
             unsigned long page = strtoul(p, &end, 10);
-            if (end == p) break;
+            if (end == p || page > UINT32_MAX) break;
             char *name = run_key(s, kvsql_spread_run((uint32_t)page));
-            kvsql_spread_copy_field(field, (uint32_t)page, copy);
-            const char *hdel[3] = {"HDEL", name, field};
+            kvsql_spread_copy_field(field[0], (uint32_t)page, copy);
+            const char *hdel[3] = {"HDEL", name, field[0]};
             if (name) sp_io_send(&s->io, 3, hdel, name);
             free(name);
             p = *end == ',' ? end + 1 : end;
@@ -985,7 +991,7 @@ int kvsql_spread_store_gc(kvsql_store *st, int max_steps, long long *removed) {
         size_t ngc = (size_t)r->element[1]->integer, nint = r->elements - 2 - ngc;
         collect(s, r, 2, ngc);
         for (size_t i = 2 + ngc; i < r->elements; i++) {
-            if (elem_str(r, i)) sweep_intent(s, elem_str(r, i), s->active ? s->active->npages : 0);
+            if (elem_str(r, i)) sweep_intent(s, elem_str(r, i));
         }
         *removed += (long long)ngc;
         freeReplyObject(r);
