@@ -21,6 +21,11 @@ needs_inprocess = pytest.mark.skipif(bool(os.environ.get("KVSQL_PRELOAD")),
 needs_module = pytest.mark.skipif(not os.path.exists(MODULE), reason="kvsql.so is not built")
 
 ROWS = 2000  # about 40 pages of 4 KiB: several runs
+KVSQL = os.path.join(ROOT, BUILD, "kvsql")
+
+
+def kvsql(*args):
+    return subprocess.run([KVSQL, *args], capture_output=True, text=True, timeout=60, env=env())
 
 
 def fill(s, key, rows=ROWS, **params):
@@ -79,6 +84,7 @@ def state(r, key):
     return r.get("{%s}:v" % key), r.get("{%s}:id" % key), r.hgetall(key)
 
 
+@needs_inprocess
 def test_a_spread_database_is_a_map_and_runs_of_copies(servers):
     s = servers(module=False)
     db = fill(s, "sp")
@@ -100,6 +106,7 @@ def test_a_spread_database_is_a_map_and_runs_of_copies(servers):
     assert r.zcard("{sp}:pending") == 0
 
 
+@needs_inprocess
 def test_each_layout_refuses_to_open_as_the_other(servers):
     s = servers(module=False)
     fill(s, "sp").close()
@@ -117,10 +124,24 @@ def test_each_layout_refuses_to_open_as_the_other(servers):
     assert r.hget("sp", "layout") == b"spread" and not r.hexists("h", "layout")
 
 
+def native_file(path):
+    p = subprocess.run(["sqlite3", path], input="create table t(id integer primary key, v integer, pad text); "
+                       "with recursive c(i) as (select 0 union all select i + 1 from c where i < %d) "
+                       "insert into t select i, 1, hex(randomblob(30)) from c; "
+                       "create table a(x integer primary key, y text); "
+                       "with recursive c(i) as (select 1 union all select i + 1 from c where i < 3000) "
+                       "insert into a select i, hex(randomblob(40)) from c; create index ay on a(y);" % (ROWS - 1),
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return path
+
+
 @needs_module
-def test_the_module_never_reads_a_spread_database_as_a_hash(servers):
+@pytest.mark.skipif(not os.path.exists(KVSQL), reason="the kvsql tool is not built")
+def test_the_module_never_reads_a_spread_database_as_a_hash(servers, tmp_path):
     s = servers()
-    fill(s, "sp").close()
+    p = kvsql("import", "--layout", "spread", native_file(str(tmp_path / "n.db")), "redis://127.0.0.1:%d/sp" % s.port)
+    assert p.returncode == 0, p.stderr
     r = s.client()
     before = state(r, "sp")
     for cmd in (["SQL.QUERY", "sp", "select count(*) from t"], ["SQL.EXEC", "sp", "insert into t values (-1, 1, '')"]):
@@ -236,22 +257,11 @@ def test_a_collected_snapshot_is_a_clear_error_never_other_data(servers):
     assert total(reader) == 2 * ROWS  # a new snapshot reads the new state
 
 
-KVSQL = os.path.join(ROOT, BUILD, "kvsql")
-
-
-def kvsql(*args):
-    return subprocess.run([KVSQL, *args], capture_output=True, text=True, timeout=60, env=env())
-
 
 @pytest.mark.skipif(not os.path.exists(KVSQL), reason="the kvsql tool is not built")
 def test_the_tool_imports_checks_exports_lists_and_collects_a_spread_database(servers, tmp_path):
     s = servers(module=False)
-    src, out = str(tmp_path / "src.db"), str(tmp_path / "out.db")
-    native = subprocess.run(["sqlite3", src], input="create table a(x integer primary key, y text); "
-                            "with recursive c(i) as (select 1 union all select i + 1 from c where i < 3000) "
-                            "insert into a select i, hex(randomblob(40)) from c; create index ay on a(y);",
-                            capture_output=True, text=True)
-    assert native.returncode == 0, native.stderr
+    src, out = native_file(str(tmp_path / "src.db")), str(tmp_path / "out.db")
     base = "redis://127.0.0.1:%d" % s.port
     p = kvsql("import", "--layout", "spread", src, base + "/imp")
     assert p.returncode == 0, p.stderr
@@ -267,8 +277,9 @@ def test_the_tool_imports_checks_exports_lists_and_collects_a_spread_database(se
     assert dump(out) == dump(src)
     p = kvsql("ls", base)
     assert any(line.split()[:2] == ["imp", "spread/4096"] for line in p.stdout.splitlines()), p.stdout
-    db = pydb(s, "imp", layout="spread")
-    db.execute("update a set y = 'z' where x < 100")
+    p = kvsql("shell", base + "/imp?layout=spread", "update a set y = 'z' where x < 100")
+    assert p.returncode == 0, p.stderr
+    assert r.get("{imp}:v") == b"2"  # the import, then the update
     p = kvsql("gc", base + "/imp?layout=spread")
     assert p.returncode == 0 and "page copies collected" in p.stdout, p.stdout + p.stderr
     assert r.zcard("{imp}:gc") == 0
