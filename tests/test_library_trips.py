@@ -105,3 +105,22 @@ def test_a_writer_still_waits_in_the_busy_handler_for_a_held_lease(servers):
     writer.join(timeout=30)
     assert len(done) == 1 and done[0] >= 1
     assert a.execute("select a from t order by rowid").fetchall() == [("a",), ("b",)]
+
+
+def test_a_cold_point_select_takes_depth_plus_two_round_trips(servers):
+    """Issue 28 item 4: on a new connection, the connect and the schema
+    load's begin share one round trip (the begin goes with the handshake),
+    then the statement's begin and one read per b-tree level."""
+    s = servers(module=False)
+    w = pydb(s, "db")
+    w.execute("create table t(id integer primary key, v blob)")
+    w.execute("with recursive n(i) as (select 1 union all select i + 1 from n where i < 3000) "
+              "insert into t select i, zeroblob(1000) from n")  # 3 rows a leaf: depth 3
+    w.close()
+    c = pydb(s, "db")
+    v, st = c.execute("select length(v), kvsql_stats() from t where id = 1500").fetchone()
+    st = json.loads(st)
+    assert v == 1000 and st["connects"] == 1
+    assert st["reads"] == 3  # root, interior, leaf: depth 3, one round trip each
+    assert st["begins"] == 2  # the schema load's and the statement's
+    assert st["round_trips"] == st["reads"] + 2

@@ -252,26 +252,58 @@ static int warm_begin_ok(const redis_store *s, const char *cached, const char *l
            now - last < s->cfg.lease_ms / 4.0;
 }
 
-/* Sends the begin or the warm begin script (cached: "id/HLEN" of the
- * cache, or ""); its reply, NULL when the connection broke. */
+/* The begin script's 8 keys and 6 arguments (cached: "id/HLEN" of the
+ * cache, or ""). */
+#define BEGIN_ARGS 14
+static void begin_args(redis_store *s, const char *cached, const char *log_ttl, const char **args) {
+    const char *a[BEGIN_ARGS] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
+                                 s->aux[AUX_LEASE], s->queue, s->aux[AUX_ID], /* KEYS */
+                                 s->conn.token, s->lease, s->member, cached, log_ttl, s->intent ? "1" : ""};
+    memcpy(args, a, sizeof(a));
+}
+
+/* Sends the begin or the warm begin script; its reply, NULL when the
+ * connection broke. */
 static redisReply *send_begin(redis_store *s, int warm, const char *cached, const char *log_ttl) {
     if (warm) {
         const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
                               s->aux[AUX_LEASE], s->queue, s->aux[AUX_ID], /* KEYS */ s->conn.token, s->lease, cached};
         return rs_run_script(s, SCRIPT_BEGIN_WARM, "begin", 8, NARGS(args), args);
     }
-    const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
-                          s->aux[AUX_LEASE], s->queue, s->aux[AUX_ID], /* KEYS */
-                          s->conn.token, s->lease, s->member, cached, log_ttl, s->intent ? "1" : ""};
-    return rs_run_script(s, SCRIPT_BEGIN, "begin", 8, NARGS(args), args);
+    const char *args[BEGIN_ARGS];
+    begin_args(s, cached, log_ttl, args);
+    return rs_run_script(s, SCRIPT_BEGIN, "begin", 8, BEGIN_ARGS, args);
+}
+
+/* ---- the first begin of a connection ----
+ * A new connection's first begin goes with its handshake (client/conn.c
+ * kvsql_conn_connect_with): the connect and the begin of the schema load
+ * share one round trip, and a cold point select through the library
+ * costs its b-tree depth + 2 round trips (bench/PROFILE.md). That begin
+ * names the token without its CLIENT ID, unknown until the handshake's
+ * reply, and so does the rest of that transaction; the next begin adds
+ * it. Not with the write-intent hint: a lease must name the ID (dead
+ * owners, below), so that begin waits for the handshake. *r is NULL when
+ * the begin must still be sent. */
+static int connect_begin(redis_store *s, const char *cached, const char *log_ttl, redisReply **r) {
+    if (s->intent) return kvsql_conn_connect_with(&s->conn, SCRIPT_BEGIN, "begin", NULL, r);
+    const char *args[BEGIN_ARGS], *argv[3 + BEGIN_ARGS];
+    size_t lens[3 + BEGIN_ARGS];
+    char nbuf[8];
+    kvsql_call k = {0, argv, lens};
+    begin_args(s, cached, log_ttl, args);
+    kvsql_call_script(&k, 8, nbuf);
+    for (int i = 0; i < BEGIN_ARGS; i++) kvsql_call_str(&k, args[i]);
+    return kvsql_conn_connect_with(&s->conn, SCRIPT_BEGIN, "begin", &k, r);
 }
 
 static int begin_once(kvsql_store *st, kvsql_txn *t) {
     redis_store *s = (redis_store *)st;
     if (s->active && s->active != t)
         return rs_fail(s, SQLITE_MISUSE, "a redis store serves one connection; open the database again instead");
-    int rc = kvsql_conn_connect(&s->conn);
-    if (rc != SQLITE_OK) return rc;
+    int fresh = kvsql_conn_down(&s->conn);
+    if (fresh) kvsql_conn_renew(&s->conn);
+    else kvsql_conn_adopt_id(&s->conn); /* between transactions */
     char cached[80] = "", log_ttl[16];
     log_ttl_arg(s, log_ttl, sizeof(log_ttl));
     if (pagecache_has(&s->cache, 0) && rs_ident_named(s->cache_ident)) /* a bare version vouches for nothing */
@@ -279,8 +311,11 @@ static int begin_once(kvsql_store *st, kvsql_txn *t) {
     double now = rs_monotonic_ms();
     if (rs_retrying(s)) s->intent = 1; /* turns, above */
     int warm = warm_begin_ok(s, cached, log_ttl, now);
+    redisReply *r = NULL;
+    int rc = fresh ? connect_begin(s, cached, log_ttl, &r) : SQLITE_OK;
+    if (rc != SQLITE_OK) return rc;
     int plain = s->plain_connection == s->conn.connections; /* its ACL refused the scripts */
-    redisReply *r = plain ? NULL : send_begin(s, warm, cached, log_ttl);
+    if (!plain && !r) r = send_begin(s, warm, cached, log_ttl);
     s->intent = 0;
     if (!plain && !r) return SQLITE_IOERR;
     if (!plain && rs_plain_wanted(r)) { /* refused (ACL, OOM): begin without scripts */

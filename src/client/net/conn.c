@@ -363,13 +363,44 @@ static int lost_at_connect(kvsql_conn *cn) {
 /* The token names the connection's CLIENT ID after its 32 hex digits
  * ("<hex>-<id>"), so that a writer that finds the lease taken can ask
  * whether its owner's connection still exists (store_redis.c, "dead
- * owners"). A server that refuses CLIENT ID (ACL) leaves the hex alone. */
+ * owners"). A server that refuses CLIENT ID (ACL) leaves the hex alone.
+ * When a script call went with the handshake, it named the hex alone: the
+ * ID waits in later_id for the next transaction (kvsql_conn_adopt_id). */
 static int take_client_id(kvsql_conn *cn) {
     redisReply *r = NULL;
     if (kvsql_link_get_reply(cn->c, &r) != REDIS_OK) return -1;
     cn->token[32] = 0;
-    if (r->type == REDIS_REPLY_INTEGER) snprintf(cn->token + 32, sizeof(cn->token) - 32, "-%lld", r->integer);
+    cn->later_id[0] = 0;
+    char *to = cn->first ? cn->later_id : cn->token + 32;
+    size_t room = cn->first ? sizeof(cn->later_id) : sizeof(cn->token) - 32;
+    if (r->type == REDIS_REPLY_INTEGER) snprintf(to, room, "-%lld", r->integer);
     freeReplyObject(r);
+    return 0;
+}
+
+void kvsql_conn_adopt_id(kvsql_conn *cn) {
+    if (!cn->later_id[0]) return;
+    memcpy(cn->token + 32, cn->later_id, strlen(cn->later_id) + 1);
+    cn->later_id[0] = 0;
+}
+
+/* The first script call, by EVAL, last in the handshake. */
+static void append_first(kvsql_conn *cn) {
+    if (!cn->first) return;
+    cn->first->argv[0] = "EVAL";
+    cn->first->lens[0] = 4;
+    cn->first->argv[1] = kvsql_scripts[cn->first_id];
+    cn->first->lens[1] = strlen(kvsql_scripts[cn->first_id]);
+    append_command(cn->c, cn->first->argc, cn->first->argv, cn->first->lens);
+}
+
+/* Its reply, replacing one from a node visited before (connect_routed). */
+static int take_first(kvsql_conn *cn) {
+    redisReply *r = NULL;
+    if (!cn->first) return 0;
+    if (kvsql_link_get_reply(cn->c, &r) != REDIS_OK) return -1;
+    freeReplyObject(cn->first_reply);
+    cn->first_reply = r;
     return 0;
 }
 
@@ -391,6 +422,7 @@ static int handshake(kvsql_conn *cn) {
     const char *client_id[] = {"CLIENT", "ID"};
     kvsql_link_append_argv(cn->c, 2, client_id, NULL);
     int slot_map = ask_slot_map(cn);
+    append_first(cn);
     cn->stats->round_trips++;
     int rc = SQLITE_OK;
     for (int i = 0; i < n + SCRIPT_COUNT; i++) {
@@ -415,6 +447,7 @@ static int handshake(kvsql_conn *cn) {
     }
     if (take_client_id(cn) != 0 || (slot_map && take_slot_map(cn) != 0))
         return kvsql_conn_lost(cn, SQLITE_CANTOPEN, "connect");
+    if (take_first(cn) != 0) return kvsql_conn_lost(cn, SQLITE_IOERR, cn->first_what); /* as if sent alone */
     if (rc != SQLITE_OK) kvsql_conn_drop(cn);
     return rc;
 }
@@ -450,13 +483,46 @@ static int connect_routed(kvsql_conn *cn) {
     return rc;
 }
 
-int kvsql_conn_connect(kvsql_conn *cn) {
-    if (cn->c && !kvsql_link_broken(cn->c)) return SQLITE_OK;
+int kvsql_conn_down(const kvsql_conn *cn) {
+    return !cn->c || kvsql_link_broken(cn->c);
+}
+
+void kvsql_conn_renew(kvsql_conn *cn) {
     kvsql_conn_drop(cn);
     new_token(cn);
+    cn->later_id[0] = 0;
     cn->no_client_list = 0;
     cn->connections++;
+}
+
+int kvsql_conn_connect(kvsql_conn *cn) {
+    if (!kvsql_conn_down(cn)) return SQLITE_OK;
+    kvsql_conn_renew(cn);
     return connect_routed(cn);
+}
+
+/* A reply that means nothing ran: the call goes again, the usual way. */
+static int is_redirection(const kvsql_conn *cn, const redisReply *r) {
+    kvsql_node to;
+    return r->type == REDIS_REPLY_ERROR &&
+           (kvsql_cluster_redirect(r->str, &cn->node, &to) != 0 || kvsql_cluster_is_tryagain(r->str));
+}
+
+int kvsql_conn_connect_with(kvsql_conn *cn, int id, const char *what, kvsql_call *k, redisReply **first) {
+    cn->first_id = id;
+    cn->first_what = what;
+    cn->first = k;
+    cn->first_reply = NULL;
+    int rc = connect_routed(cn);
+    redisReply *r = cn->first_reply;
+    cn->first = NULL;
+    cn->first_reply = NULL;
+    if (r && (rc != SQLITE_OK || is_redirection(cn, r))) {
+        freeReplyObject(r);
+        r = NULL;
+    }
+    *first = r;
+    return rc;
 }
 
 void kvsql_conn_close(kvsql_conn *cn) {

@@ -35,6 +35,11 @@ typedef struct kvsql_conn {
     char token[56];             /* this connection's: 32 hex digits, then "-<CLIENT ID>" when known */
     int no_client_list;         /* CLIENT LIST was refused (ACL): dead lease owners lapse after lease_ms */
     char sha[SCRIPT_COUNT][41]; /* "" : unknown, use EVAL */
+    int first_id;               /* kvsql_conn_connect_with: the script call sent with the handshake, */
+    const char *first_what;     /* what it is, for messages */
+    struct kvsql_call *first;   /* NULL when none */
+    redisReply *first_reply;    /* its reply */
+    char later_id[24];          /* "-<CLIENT ID>" learned then, for kvsql_conn_adopt_id */
     char err[512];              /* why the last call failed */
 } kvsql_conn;
 
@@ -43,6 +48,26 @@ typedef struct kvsql_conn {
  * connection is dropped (the server may have lost what it said). */
 void kvsql_conn_init(kvsql_conn *cn, const char *key, const kvsql_redis_config *cfg, kvsql_redis_stats *stats,
                      void (*on_drop)(void *), void *owner);
+
+/* 1 when the next command needs a new connection (none, or it broke). */
+int kvsql_conn_down(const kvsql_conn *cn);
+
+/* Starts a new connection: drops the old one, makes a new token (its
+ * CLIENT ID not known yet); kvsql_conn_connect_with then connects. */
+void kvsql_conn_renew(kvsql_conn *cn);
+
+/* Connects (after kvsql_conn_renew) with the call k of script id sent
+ * last in the handshake's round trip, by EVAL (its SHA is not known yet):
+ * its reply in *first, or NULL when it must be sent again (a Redis Cluster
+ * redirection: nothing ran). A connection lost while waiting for that
+ * reply fails as `what` would alone (SQLITE_IOERR). k named the token without its CLIENT ID, so
+ * the ID is kept aside until kvsql_conn_adopt_id. An SQLite result code;
+ * *first is NULL unless SQLITE_OK. */
+int kvsql_conn_connect_with(kvsql_conn *cn, int id, const char *what, struct kvsql_call *k, redisReply **first);
+
+/* Adds the CLIENT ID that kvsql_conn_connect_with kept aside to the
+ * token: called between transactions, when nothing names the old token. */
+void kvsql_conn_adopt_id(kvsql_conn *cn);
 
 /* Connects unless connected and sound: a new token, the node that serves
  * the key, the handshake. An SQLite result code; cn->err says why. */
