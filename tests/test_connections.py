@@ -291,6 +291,23 @@ def test_connections_past_the_warm_ones_cost_about_their_schema(r):
     assert per <= 23 * 1024  # 2 pages less than a warm one (about 32 KB); 24.4 KB with SQLite's page cache
 
 
+def test_a_connection_that_cools_down_keeps_only_its_newest_statement(r):
+    sql(r, "db", "create table t(id integer primary key, v)")
+    sql(r, "db", "insert into t values (1, 'x')")
+    for q in ("select count(*) from t", "select max(id) from t", "select v from t where id = 1"):
+        query(r, "db", q)  # each cached; the point select is the newest
+    make_small_dbs(r, 1, WARM_CONNECTIONS)  # db's connection is cold now
+    before = kvsql_info(r)
+    assert query(r, "db", "select v from t where id = 1")[1] == [b"x"]
+    mid = kvsql_info(r)
+    assert mid["kvsql_statement_cache_hits"] == before["kvsql_statement_cache_hits"] + 1  # kept
+    assert mid["kvsql_statements_prepared"] == before["kvsql_statements_prepared"]
+    assert query(r, "db", "select count(*) from t")[1] == [1]
+    after = kvsql_info(r)
+    assert after["kvsql_statements_prepared"] == mid["kvsql_statements_prepared"] + 1  # freed when it cooled
+    assert after["kvsql_statement_cache_hits"] == mid["kvsql_statement_cache_hits"]
+
+
 def test_a_cold_connection_reads_and_writes_as_before(r):
     sql(r, "db", "create table t(id integer primary key, v)")
     sql(r, "db", "with recursive s(x) as (select 1 union all select x+1 from s where x < 300)"

@@ -278,21 +278,35 @@ static void lru_push_front(conn *c) {
     if (!lru_tail) lru_tail = c;
 }
 
+static void drop_stmt(cached_stmt *s) {
+    COUNT(statement_cache_bytes, -(long long)s->bytes);
+    sqlite3_finalize(s->stmt);
+    sqlite3_free(s->sql);
+    memset(s, 0, sizeof(*s));
+}
+
 static void close_stmts(conn *c) {
-    for (int i = 0; i < STMT_CACHE_SIZE; i++) {
-        COUNT(statement_cache_bytes, -(long long)c->stmts[i].bytes);
-        sqlite3_finalize(c->stmts[i].stmt);
-        sqlite3_free(c->stmts[i].sql);
-        memset(&c->stmts[i], 0, sizeof(c->stmts[i]));
-    }
+    for (int i = 0; i < STMT_CACHE_SIZE; i++) drop_stmt(&c->stmts[i]);
+}
+
+/* A connection that cools down keeps only its most recently used
+ * statement (1.4 to 1.8 KB each): the one its next call most likely runs
+ * again (bench/PROFILE.md, "Memory of a cached small database"). */
+static void keep_newest_stmt(conn *c) {
+    cached_stmt *newest = NULL;
+    for (int i = 0; i < STMT_CACHE_SIZE; i++)
+        if (c->stmts[i].sql && (!newest || c->stmts[i].used > newest->used)) newest = &c->stmts[i];
+    for (int i = 0; i < STMT_CACHE_SIZE; i++)
+        if (c->stmts[i].sql && &c->stmts[i] != newest) drop_stmt(&c->stmts[i]);
 }
 
 /* ---- warm connections: the most recently used keep their page cache ---- */
 
 /* Idle connections past the WARM_CONNECTIONS most recently used free their
- * page cache (about 5 KB a page): their next call reads its pages from the
- * hash again. The rest of the connection (schema, statements) stays, so a
- * cold connection costs about 22 KB (docs/COMMANDS.md). */
+ * page cache (about 5 KB a page) and their cached statements but the most
+ * recently used (keep_newest_stmt): their next call reads its pages from
+ * the hash again. The rest of the connection (schema, that statement)
+ * stays, so a cold connection costs about 22 KB (docs/COMMANDS.md). */
 #define WARM_CONNECTIONS 1000
 
 static conn *warm_head, *warm_tail;
@@ -336,6 +350,7 @@ static void warm_up(conn *c) {
         conn *cold = warm_tail;
         warm_unlink(cold);
         if (cold->in_use) continue; /* warm again at its release */
+        keep_newest_stmt(cold);
         sqlite3_db_release_memory(cold->db);
     }
 }
