@@ -273,11 +273,17 @@ SMALL_DB = "create table t(id integer primary key, v text); insert into t values
 
 def make_small_dbs(r, first, last, prefix="sm"):
     """Databases prefix:first..prefix:last of 2 pages, each leaving its
-    connection cached."""
-    pipe = r.pipeline(transaction=False)
-    for i in range(first, last + 1):
-        pipe.execute_command("SQL.EXEC", "%s:%d" % (prefix, i), SMALL_DB)
-    pipe.execute()
+    connection cached: none moves to a worker thread (a create slowed past
+    kvsql.offload-after-us by a loaded machine would leave no connection)."""
+    after = r.config_get("kvsql.offload-after-us")["kvsql.offload-after-us"]
+    r.config_set("kvsql.offload-after-us", 0)
+    try:
+        pipe = r.pipeline(transaction=False)
+        for i in range(first, last + 1):
+            pipe.execute_command("SQL.EXEC", "%s:%d" % (prefix, i), SMALL_DB)
+        pipe.execute()
+    finally:
+        r.config_set("kvsql.offload-after-us", after)
 
 
 def test_connections_past_the_warm_ones_cost_about_their_schema(r):
