@@ -46,6 +46,14 @@
     "redis.call('ZREMRANGEBYSCORE', " rk ", '-inf', '(' .. ms)\n"              \
     "redis.call('ZREMRANGEBYSCORE', " rk ", '(' .. (ms + " STR(KVSQL_LEASE_MAX_MS) "), '+inf')\n"
 
+/* Drops the undo records (hash u, with its sorted sets idx and ver) of
+ * commits no registered reader needs: those scored up to `oldest` in ver.
+ * Needs `chunked` (the commit scripts' bounded unpacking). */
+#define UNDO_TRIM(u, idx, ver)                                                 \
+    "  local dead = redis.call('ZRANGEBYSCORE', " ver ", '-inf', oldest)\n"   \
+    "  chunked('HDEL', " u ", dead)\n"                                         \
+    "  chunked('ZREM', " idx ", dead)\n"                                       \
+    "  redis.call('ZREMRANGEBYSCORE', " ver ", '-inf', oldest)\n"
 
 #define NOW_MS                                                                 \
     "local now = redis.call('TIME')\n"                                         \

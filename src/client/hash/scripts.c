@@ -314,10 +314,7 @@ static const char commit_lua[] =
     "    if i < old then save(i) end\n"
     "  end\n"
     "  for i = n, old - 1 do save(i) end\n"
-    "  local dead = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', oldest)\n"
-    "  chunked('HDEL', KEYS[5], dead)\n"
-    "  chunked('ZREM', KEYS[6], dead)\n"
-    "  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', oldest)\n"
+    UNDO_TRIM("KEYS[5]", "KEYS[6]", "KEYS[7]")
     "else\n"
     "  redis.call('DEL', KEYS[5], KEYS[6], KEYS[7])\n"
     "end\n"

@@ -142,10 +142,7 @@ static const char publish_lua[] =
     "  end\n"
     "  keep('base:' .. ver, s)\n"
     "  for _, g in ipairs(gone) do keep(string.format('%08x', g[1]) .. ':' .. ver, g[2]) end\n"
-    "  local dead = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', oldest)\n"
-    "  chunked('HDEL', KEYS[5], dead)\n"
-    "  chunked('ZREM', KEYS[6], dead)\n"
-    "  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', oldest)\n"
+    UNDO_TRIM("KEYS[5]", "KEYS[6]", "KEYS[7]")
     "else\n"
     "  redis.call('DEL', KEYS[5], KEYS[6], KEYS[7])\n"
     "end\n"
