@@ -117,41 +117,10 @@ static int drain_pending(kvsql_conn *cn) {
     return 0;
 }
 
-char *kvsql_put_decimal(char *p, unsigned long long n) {
-    char d[24];
-    int k = 0;
-    do d[k++] = (char)('0' + n % 10);
-    while ((n /= 10) > 0);
-    while (k > 0) *p++ = d[--k];
-    return p;
-}
-
 /* Queues a command (lengths from lens, or strlen when lens is NULL) in
- * RESP, formatted here: hiredis 0.14 formats with sdscatfmt, which was a
- * third of the client's instructions of a warm point select
- * (bench/PROFILE.md, "Warm point select through the library"). REDIS_OK,
- * or REDIS_ERR when out of memory. */
-#define APPEND_STACK 1024
+ * RESP (client/net/resp.c). REDIS_OK, or REDIS_ERR when out of memory. */
 static int append_command(kvsql_link *c, int argc, const char **argv, const size_t *lens) {
-    size_t total = 24;
-    for (int i = 0; i < argc; i++) total += 24 + 4 + (lens ? lens[i] : strlen(argv[i]));
-    char stack[APPEND_STACK], *buf = total <= sizeof(stack) ? stack : malloc(total), *p = buf;
-    if (!buf) return REDIS_ERR;
-    *p++ = '*';
-    p = kvsql_put_decimal(p, (unsigned long long)argc);
-    for (int i = 0; i < argc; i++) {
-        size_t n = lens ? lens[i] : strlen(argv[i]);
-        memcpy(p, "\r\n$", 3);
-        p = kvsql_put_decimal(p + 3, n);
-        memcpy(p, "\r\n", 2);
-        memcpy(p + 2, argv[i], n);
-        p += 2 + n;
-    }
-    memcpy(p, "\r\n", 2);
-    p += 2;
-    int rc = kvsql_link_append(c, buf, (size_t)(p - buf));
-    if (buf != stack) free(buf);
-    return rc;
+    return kvsql_resp_append(c, argc, argv, lens, NULL);
 }
 
 /* Sends one command and reads its reply, after the pending ones: one

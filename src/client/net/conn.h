@@ -12,6 +12,7 @@
 #include "client/net/cluster.h"
 #include "client/config.h"
 #include "client/hash/scripts.h"
+#include "client/net/resp.h" /* kvsql_put_decimal */
 #include "client/net/transport.h"
 #include "kvsql.h"
 
@@ -136,11 +137,6 @@ void kvsql_call_script(kvsql_call *k, int nkeys, char *nbuf);
  * does not know the script (NOSCRIPT: a restart, a failover, SCRIPT
  * FLUSH). */
 redisReply *kvsql_conn_run_script(kvsql_conn *cn, int id, kvsql_call *k);
-
-/* Writes n in decimal at p, no NUL; returns the end. Commands and
- * begin's arguments are made by hand: snprintf was a sixth of the client's
- * instructions of a warm point select (bench/PROFILE.md). */
-char *kvsql_put_decimal(char *p, unsigned long long n);
 
 /* Writes 2 * nbytes random lower-case hex digits and a NUL to out
  * (nbytes at most 32): a connection's token, a commit's identity. */
