@@ -3,7 +3,8 @@
  * Called by client/net/conn.c: kvsql_cluster_candidate() when it
  * connects, kvsql_cluster_take_slots() with the CLUSTER SLOTS reply of its
  * handshake, kvsql_cluster_redirect()/_moved()/_ask() when a node answers
- * MOVED or ASK, kvsql_cluster_is_tryagain() for TRYAGAIN. Every reply from
+ * MOVED or ASK, kvsql_cluster_is_tryagain() for TRYAGAIN; client/net/nodes.c
+ * walks whole slot maps (kvsql_cluster_walk_slots). Every reply from
  * the network is checked before use: a malformed one is ignored, never
  * trusted. */
 #include "client/net/cluster.h"
@@ -95,27 +96,50 @@ static int take_node(const redisReply *r, const kvsql_node *from, kvsql_node *ou
     return set_node(out, host, hostlen, (long)r->element[1]->integer);
 }
 
-int kvsql_cluster_take_slots(kvsql_cluster *c, const redisReply *r, const kvsql_node *from) {
-    if (!r || r->type != REDIS_REPLY_ARRAY) return 0;
-    kvsql_node owner = {"", 0};
-    kvsql_cluster next = *c;
-    next.nknown = 0;
+/* Every node of every entry of a CLUSTER SLOTS reply, in order, to fn
+ * (when fn is not NULL). 0, or -1 at the first malformed part. */
+static int walk_slots(const redisReply *r, const kvsql_node *from, kvsql_slots_fn fn, void *ctx) {
+    if (!r || r->type != REDIS_REPLY_ARRAY) return -1;
     for (size_t i = 0; i < r->elements; i++) {
         const redisReply *e = r->element[i];
         if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 || e->element[0]->type != REDIS_REPLY_INTEGER ||
             e->element[1]->type != REDIS_REPLY_INTEGER)
-            return 0;
+            return -1;
         long long lo = e->element[0]->integer, hi = e->element[1]->integer;
+        if (lo < 0 || hi >= KVSQL_CLUSTER_SLOTS || lo > hi) return -1;
         for (size_t j = 2; j < e->elements; j++) {
             kvsql_node n;
-            if (take_node(e->element[j], from, &n) != 0) return 0;
-            remember(&next, &n);
-            if (j == 2 && lo <= c->slot && c->slot <= hi) owner = n;
+            if (take_node(e->element[j], from, &n) != 0) return -1;
+            if (fn) fn(ctx, (int)lo, (int)hi, j == 2, &n);
         }
     }
-    next.owner = owner; /* unknown when no node serves the slot (a failover under way) */
-    next.enabled = 1;
-    *c = next;
+    return 0;
+}
+
+int kvsql_cluster_walk_slots(const redisReply *r, const kvsql_node *from, kvsql_slots_fn fn, void *ctx) {
+    if (walk_slots(r, from, NULL, NULL) != 0) return -1; /* all checked before the first call */
+    return walk_slots(r, from, fn, ctx);
+}
+
+/* kvsql_cluster_take_slots's walk: the nodes, and the master of the slot. */
+typedef struct slots_taken {
+    kvsql_cluster next;
+    kvsql_node owner;
+} slots_taken;
+
+static void take_one(void *ctx, int lo, int hi, int master, const kvsql_node *n) {
+    slots_taken *t = ctx;
+    remember(&t->next, n);
+    if (master && lo <= t->next.slot && t->next.slot <= hi) t->owner = *n;
+}
+
+int kvsql_cluster_take_slots(kvsql_cluster *c, const redisReply *r, const kvsql_node *from) {
+    slots_taken t = {.next = *c, .owner = {"", 0}};
+    t.next.nknown = 0;
+    if (kvsql_cluster_walk_slots(r, from, take_one, &t) != 0) return 0;
+    t.next.owner = t.owner; /* unknown when no node serves the slot (a failover under way) */
+    t.next.enabled = 1;
+    *c = t.next;
     return 1;
 }
 

@@ -1,11 +1,12 @@
 /* cluster.h - Redis Cluster routing for the `redis` VFS: which node holds
  * a database's slot, and what MOVED, ASK and TRYAGAIN replies mean.
  *
- * Used by client/net/conn.c (the store's connection) only: when it
- * connects (which node to try, the CLUSTER SLOTS reply pipelined into the
+ * Used by client/net/conn.c (the store's connection): when it connects
+ * (which node to try, the CLUSTER SLOTS reply pipelined into the
  * handshake) and when a reply comes back (redirections). A store serves
  * one key, so one slot: the state is that slot's owner and the nodes a
- * refresh may ask. Hiredis 0.14 has no cluster support; this is all of it.
+ * refresh may ask. client/net/nodes.c (many nodes at once) uses its
+ * parsers: key slots, kvsql_cluster_walk_slots, kvsql_cluster_redirect. Hiredis 0.14 has no cluster support; this is all of it.
  * docs/LIBRARY.md, "Redis Cluster", describes the behaviour. */
 #ifndef KVSQL_CLIENT_CLUSTER_H
 #define KVSQL_CLIENT_CLUSTER_H
@@ -60,6 +61,15 @@ const kvsql_node *kvsql_cluster_candidate(const kvsql_cluster *c, int attempt);
  * owner of the slot and the nodes. An error reply (no cluster, no right)
  * or a malformed one changes nothing. Returns 1 when it was a slot map. */
 int kvsql_cluster_take_slots(kvsql_cluster *c, const redisReply *r, const kvsql_node *from);
+
+/* Called for each node of each slot range of a CLUSTER SLOTS reply
+ * (slots lo..hi; master: the range's master, else a replica). */
+typedef void (*kvsql_slots_fn)(void *ctx, int lo, int hi, int master, const kvsql_node *n);
+
+/* Checks a whole CLUSTER SLOTS reply sent by node `from`, then walks it:
+ * fn for every node of every range, in order. -1 (fn never called) when
+ * it is an error reply or malformed anywhere. */
+int kvsql_cluster_walk_slots(const redisReply *r, const kvsql_node *from, kvsql_slots_fn fn, void *ctx);
 
 /* Whether node n is the slot's owner (or the owner is unknown). */
 int kvsql_cluster_serves(const kvsql_cluster *c, const kvsql_node *n);
