@@ -39,6 +39,7 @@ SLT    := $(BUILD)/kvsql-slt
 SLT_SRC := $(wildcard tools/slt*.c)
 LIBRARY  := $(BUILD)/libkvsql.so
 CONTRACT := $(BUILD)/test_contract
+NET_PROBE := $(BUILD)/net_probe
 CLIENT_SRC := $(filter-out src/client/preload.c,$(wildcard src/client/*.c src/client/*/*.c))
 # libkvsql.so's objects: the same sources compiled again with -DKVSQL_EXTENSION
 # (src/sqlite.h: SQLite reached only through the loading host's routines).
@@ -48,7 +49,7 @@ CLI      := $(BUILD)/kvsql
 .PHONY: all deps run test unit slt bench fuzz fuzz-build soak clean
 
 all: $(MODULE) $(UNIT) $(TXN) $(SLT)
-all: $(LIBRARY) $(CONTRACT) $(CLI)
+all: $(LIBRARY) $(CONTRACT) $(CLI) $(NET_PROBE)
 
 deps:
 	@scripts/deps.sh
@@ -83,6 +84,11 @@ $(LIBRARY): $(EXT_OBJS)
 # The store contract: the memory store, and a redis store (KVSQL_TEST_REDIS).
 $(BUILD)/tests/contract.o: tests/check.h
 $(CONTRACT): $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/contract.o
+	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis -lssl -lcrypto
+
+# The network layer's driver (tests/test_net.py): not a test_* program,
+# it runs only as a tests/test_net.py child against real servers.
+$(NET_PROBE): $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/net.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis -lssl -lcrypto
 
 # The kvsql command (import, export, check, shell, ls, rm, cp, mv): the library's objects linked in.

@@ -1,0 +1,256 @@
+"""test_net.py - the network layer for many nodes (src/client/net/nodes.h)
+against real redis-server processes: a 3-master Redis Cluster
+(tests/cluster.py) and one plain server.
+
+build/net_probe (tests/net.c) holds one kvsql_net and runs the batches
+this file sends it, one line each, answering each with its replies and
+the counters (per node: requests, round trips, bytes). The tests check
+where every command landed with their own clients of each node. Every
+wait is for an event and bounded; nothing depends on timing.
+"""
+import json
+import os
+import selectors
+import subprocess
+import threading
+
+import pytest
+
+from cluster import finish_slot, slot_of, wait_for
+from harness import BUILD, ROOT
+
+PROBE = os.path.join(ROOT, BUILD, "net_probe")
+SQLITE_BUSY, SQLITE_IOERR, SQLITE_CANTOPEN, SQLITE_AUTH = 5, 10, 14, 23
+
+pytestmark = pytest.mark.skipif(not os.path.exists(PROBE), reason="net_probe is not built")
+
+
+class Probe:
+    """build/net_probe on seed `addr`: run() sends one batch and returns its answer."""
+
+    def __init__(self, addr):
+        self.p = subprocess.Popen([PROBE, addr], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.p.stdout, selectors.EVENT_READ)
+
+    def send(self, cmds):
+        """Sends a batch (a list of word lists) without waiting for its answer."""
+        self.p.stdin.write("run " + " ; ".join(" ".join(c) for c in cmds) + "\n")
+        self.p.stdin.flush()
+
+    def answer(self, timeout=60):
+        assert self.sel.select(timeout), "net_probe did not answer in %ss" % timeout
+        line = self.p.stdout.readline()
+        assert line, "net_probe ended: %s" % self.p.stderr.read()
+        return json.loads(line)
+
+    def run(self, cmds):
+        self.send(cmds)
+        return self.answer()
+
+    def clear(self):
+        self.p.stdin.write("clear\n")
+        self.p.stdin.flush()
+        assert self.answer()["rc"] == 0
+
+    def close(self):
+        self.p.stdin.close()
+        err = self.p.stderr.read()
+        assert self.p.wait(timeout=30) == 0 and "Sanitizer" not in err, err
+
+
+@pytest.fixture
+def probes():
+    made = []
+
+    def make(addr):
+        made.append(Probe(addr))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def one_key_per_slot(prefix):
+    """16384 keys, the i-th in slot i."""
+    keys = [None] * 16384
+    left, i = 16384, 0
+    while left and i < 2000000:
+        k = "%s%d" % (prefix, i)
+        s = slot_of(k)
+        if keys[s] is None:
+            keys[s] = k
+            left -= 1
+        i += 1
+    assert left == 0
+    return keys
+
+
+def owners(c):
+    """[Server owning slot i for i in 0..16383], by one CLUSTER SLOTS."""
+    out = [None] * 16384
+    for lo, hi, master, *_ in c.alive()[0].client().execute_command("CLUSTER", "SLOTS"):
+        for s in range(lo, hi + 1):
+            out[s] = c.by_port(master[1])
+    return out
+
+
+def ok(ans):
+    assert ans["rc"] == 0, ans["err"]
+    return ans["replies"]
+
+
+def node_of(ans, server):
+    return ans["nodes"].get(server.addr, {})
+
+
+# ---- routing -----------------------------------------------------------------
+
+def test_a_batch_over_every_slot_lands_each_command_on_its_owner_in_one_round_trip_per_node(clusters, probes):
+    c = clusters(masters=3)
+    masters = c.masters()
+    keys = one_key_per_slot("k")
+    p = probes(masters[0].addr)
+    ok(p.run([["GET", keys[0]]]))  # the slot map and the connections
+    p.clear()
+    ans = p.run([["SET", k, "v-" + k] for k in keys])
+    assert ok(ans) == ["OK"] * len(keys)
+    # in flight together: one round, every master written before any reply read,
+    # one wait for each, each asked exactly for the keys of its slots
+    assert ans["rounds"] == 1 and ans["max_in_flight"] == 3 and ans["refreshes"] == 0, ans
+    owner = owners(c)
+    for m in masters:
+        mine = [k for k in keys if owner[slot_of(k)] is m]
+        st = node_of(ans, m)
+        assert st["requests"] == len(mine) and st["round_trips"] == 1 and st["redirects"] == 0, (m.addr, st)
+        assert st["bytes_out"] > 0 and st["bytes_in"] == 2 * len(mine), st  # "OK" each
+        held = {k.decode() for k in m.client().scan_iter(count=1000)}
+        assert held == set(mine), m.addr
+    ans = p.run([["GET", k] for k in keys])
+    assert ok(ans) == ["v-" + k for k in keys]
+    assert ans["rounds"] == 2 and all(node_of(ans, m)["round_trips"] == 2 for m in masters)
+
+
+def test_one_server_without_cluster_mode_takes_every_slot(servers, probes):
+    s = servers(module=False)
+    keys = ["k%d" % i for i in range(1000)]
+    p = probes("127.0.0.1:%d" % s.port)
+    ans = p.run([["SET", k, k] for k in keys] + [["MGET", keys[0], keys[1]]])
+    assert ok(ans)[-1] == [keys[0], keys[1]]
+    st = list(ans["nodes"].values())
+    assert len(st) == 1 and st[0]["requests"] == 1001 and st[0]["round_trips"] == 2, st  # map, then the batch
+    assert s.client().dbsize() == 1000
+
+
+def test_the_configuration_s_password_and_database_reach_every_link(servers, probes):
+    s = servers(module=False)
+    s.client().config_set("requirepass", "secret")
+    try:
+        p = probes("redis://default:secret@127.0.0.1:%d/3" % s.port)
+        assert ok(p.run([["SET", "k%d" % i, "v"] for i in range(10)])) == ["OK"] * 10
+        assert s.client(password="secret", db=3).dbsize() == 10
+        bad = probes("redis://default:wrong@127.0.0.1:%d/3" % s.port).run([["GET", "k1"]])
+        assert bad["rc"] == SQLITE_AUTH and "127.0.0.1:%d" % s.port in bad["err"], bad
+        assert "WRONGPASS" in bad["err"] and bad["replies"] == [None], bad
+    finally:
+        s.client(password="secret").config_set("requirepass", "")  # so the harness can stop it
+
+
+# ---- slot migration ----------------------------------------------------------
+
+def migrating(c, slot, source, target):
+    t, s = target.client(), source.client()
+    t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", c.node_id(source))
+    s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", c.node_id(target))
+
+
+def migrate(source, target, keys):
+    assert source.client().execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 10000,
+                                           "KEYS", *keys) == b"OK"
+
+
+def test_every_command_succeeds_during_a_migration_ask_and_after_it_moved(clusters, probes):
+    c = clusters(masters=3)
+    mig = ["{mig}%d" % i for i in range(20)]
+    slot = slot_of(mig[0])
+    source = c.owner(slot)
+    target = next(m for m in c.masters() if m is not source)
+    others = [k for k in one_key_per_slot("o")[::97]]  # every node's slots too
+    p = probes(c.masters()[0].addr)
+    assert ok(p.run([["SET", k, "v" + k] for k in mig + others])) == ["OK"] * (len(mig) + len(others))
+
+    migrating(c, slot, source, target)
+    migrate(source, target, mig[:10])  # half of the slot's keys on the target
+    batch = ([["GET", k] for k in mig + others] + [["SET", "{mig}new", "fresh"]] +
+             [["MGET", mig[0], mig[1]], ["MGET", mig[10], mig[11]]])
+    ans = p.run(batch)
+    replies = ok(ans)
+    assert replies[:len(mig) + len(others)] == ["v" + k for k in mig + others]
+    assert replies[-3:] == ["OK", ["v" + mig[0], "v" + mig[1]], ["v" + mig[10], "v" + mig[11]]]
+    assert node_of(ans, source)["redirects"] == 12, ans  # ASK: 10 GETs, the new key, one MGET
+    # written on the importing node: its 10 migrated keys and the new one
+    assert target.client().execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 11
+    assert source.client().execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 10
+
+    migrate(source, target, mig[10:])
+    finish_slot(c, slot, target)
+    p.clear()
+    ans = p.run([["GET", k] for k in mig + ["{mig}new"] + others])
+    assert ok(ans) == ["v" + k for k in mig] + ["fresh"] + ["v" + k for k in others]
+    assert node_of(ans, source)["redirects"] >= 1 and ans["refreshes"] == 1, ans  # MOVED, then the map
+    p.clear()
+    ans = p.run([["GET", k] for k in mig])
+    assert ok(ans) == ["v" + k for k in mig]
+    assert ans["rounds"] == 1 and all(st["redirects"] == 0 for st in ans["nodes"].values()), ans
+    assert node_of(ans, target)["requests"] == len(mig)
+
+
+def tryagain_count(server):
+    stat = server.client().info("errorstats").get("errorstat_TRYAGAIN", "count=0")
+    if isinstance(stat, dict):  # some redis-py versions parse it
+        return int(stat["count"])
+    return int(dict(kv.split("=") for kv in stat.split(","))["count"])
+
+
+def test_tryagain_is_retried_until_the_migration_lets_the_command_through(clusters, probes):
+    c = clusters(masters=3)
+    a, b = "{try}a", "{try}b"
+    slot = slot_of(a)
+    source = c.owner(slot)
+    target = next(m for m in c.masters() if m is not source)
+    p = probes(source.addr)
+    ok(p.run([["SET", a, "1"], ["SET", b, "2"]]))
+    migrating(c, slot, source, target)
+    migrate(source, target, [a])  # a moved, b not: MGET a b is TRYAGAIN at the source
+    before = tryagain_count(source)
+    p.send([["MGET", a, b], ["GET", "{elsewhere}x"]])
+    wait_for(lambda: tryagain_count(source) > before, timeout=10, what="a TRYAGAIN at the source")
+    migrate(source, target, [b])  # now both on the target: ASK, then the command runs there
+    ans = p.answer()
+    assert ok(ans) == [["1", "2"], None]
+    assert node_of(ans, source)["redirects"] >= 1, ans
+
+
+# ---- failures ----------------------------------------------------------------
+
+def test_a_node_down_gives_an_error_naming_it_then_clusterdown_names_who_said_it(clusters, probes):
+    c = clusters(masters=3)
+    masters = c.masters()
+    victim, live = masters[1], masters[0]
+    keys = one_key_per_slot("d")
+    p = probes(live.addr)
+    ok(p.run([["SET", k, "x"] for k in keys[::50]]))
+    victim.kill()
+    for _ in range(2):  # the open link breaks, then no connection at all
+        ans = p.run([["GET", k] for k in keys[::50]])
+        assert ans["rc"] in (SQLITE_IOERR, SQLITE_CANTOPEN) and victim.addr in ans["err"], ans
+        assert ans["replies"] == [None] * len(keys[::50])
+    owner = owners(c)
+    mine = [k for k in keys if owner[slot_of(k)] is live][:20]
+    assert ok(p.run([["GET", k] for k in mine])) == ["x" if k in keys[::50] else None for k in mine]
+    wait_for(lambda: live.client().cluster("info")["cluster_state"] == "fail", timeout=30,
+             what="the cluster to see the node down")
+    ans = p.run([["GET", k] for k in mine])
+    assert ans["rc"] == SQLITE_BUSY and "CLUSTERDOWN" in ans["err"] and live.addr in ans["err"], ans
