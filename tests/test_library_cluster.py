@@ -10,7 +10,6 @@ assertion depends on timing.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ import time
 import pytest
 
 from cluster import move_slot, slot_of, wait_for
+from fakenode import FakeNode
 from libhelp import LIB, built, env, shell
 
 PY = sys.executable
@@ -302,57 +302,6 @@ def test_bad_wait_parameters_are_refused_by_name(servers):
 
 
 # ---- hostile replies ---------------------------------------------------------
-
-class FakeNode:
-    """A RESP server on loopback that answers the handshake, then answers
-    every script call with `reply` (bytes): to feed the client bad
-    redirections. Bounded: serves at most 200 connections."""
-
-    def __init__(self, reply, slots=b"-ERR This instance has cluster support disabled\r\n"):
-        self.reply, self.slots = reply, slots
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.addr = "127.0.0.1:%d" % self.port
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self):
-        self.sock.settimeout(60)
-        for _ in range(200):
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.talk, args=(conn,), daemon=True).start()
-
-    def talk(self, conn):
-        f = conn.makefile("rb")
-        try:
-            for _ in range(10000):
-                line = f.readline()
-                if not line.startswith(b"*"):
-                    return
-                args = []
-                for _ in range(int(line[1:])):
-                    n = int(f.readline()[1:])
-                    args.append(f.read(n + 2)[:-2])
-                cmd = args[0].upper()
-                if cmd == b"SCRIPT":
-                    conn.sendall(b"-ERR no scripts here\r\n")
-                elif cmd == b"CLUSTER":
-                    conn.sendall(self.slots)
-                else:
-                    conn.sendall(self.reply)
-        except (OSError, ValueError):
-            return
-        finally:
-            conn.close()
-
-    def close(self):
-        self.sock.close()
-
 
 @pytest.mark.parametrize("reply", [
     b"-MOVED\r\n", b"-MOVED 99999 127.0.0.1:1\r\n", b"-MOVED 12 127.0.0.1:notaport\r\n",

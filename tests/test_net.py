@@ -12,11 +12,11 @@ import json
 import os
 import selectors
 import subprocess
-import threading
 
 import pytest
 
 from cluster import finish_slot, slot_of, wait_for
+from fakenode import FakeNode
 from harness import BUILD, ROOT
 
 PROBE = os.path.join(ROOT, BUILD, "net_probe")
@@ -244,13 +244,51 @@ def test_a_node_down_gives_an_error_naming_it_then_clusterdown_names_who_said_it
     ok(p.run([["SET", k, "x"] for k in keys[::50]]))
     victim.kill()
     for _ in range(2):  # the open link breaks, then no connection at all
-        ans = p.run([["GET", k] for k in keys[::50]])
+        ans = p.run([["SET", k, "y" * 100] for k in keys])  # more than one write() to each node
         assert ans["rc"] in (SQLITE_IOERR, SQLITE_CANTOPEN) and victim.addr in ans["err"], ans
-        assert ans["replies"] == [None] * len(keys[::50])
+        assert ans["replies"] == [None] * len(keys)
     owner = owners(c)
     mine = [k for k in keys if owner[slot_of(k)] is live][:20]
-    assert ok(p.run([["GET", k] for k in mine])) == ["x" if k in keys[::50] else None for k in mine]
+    # a failed batch says nothing of its commands: those sent to live nodes may have run
+    assert ok(p.run([["SET", k, "z"] for k in mine])) == ["OK"] * len(mine)
+    assert ok(p.run([["GET", k] for k in mine])) == ["z"] * len(mine)
     wait_for(lambda: live.client().cluster("info")["cluster_state"] == "fail", timeout=30,
              what="the cluster to see the node down")
     ans = p.run([["GET", k] for k in mine])
     assert ans["rc"] == SQLITE_BUSY and "CLUSTERDOWN" in ans["err"] and live.addr in ans["err"], ans
+
+
+# ---- hostile replies ---------------------------------------------------------
+
+@pytest.mark.parametrize("reply", [
+    b"-MOVED\r\n", b"-MOVED 99999 127.0.0.1:1\r\n", b"-MOVED 12 127.0.0.1:notaport\r\n",
+    b"-MOVED 12 :\r\n", b"-MOVED 12 127.0.0.1:1\r\n", b"-ASK 12 127.0.0.1:1\r\n", b"-ASK x y\r\n",
+    b"-TRYAGAIN Multiple keys request during rehashing of slot\r\n", b"-CLUSTERDOWN The cluster is down\r\n",
+    b"-MOVED 12 " + b"h" * 5000 + b":7000\r\n",
+])
+def test_bad_or_unreachable_redirections_fail_the_batch_or_come_back_as_errors(reply, probes):
+    node = FakeNode(reply)
+    try:
+        ans = probes("redis://%s?connect_timeout_ms=500&timeout_ms=5000" % node.addr).run([["GET", "k"]])
+    finally:
+        node.close()
+    if ans["rc"] == 0:  # not a redirection it could follow: the caller judges the error reply
+        assert ans["replies"] == [{"error": reply[1:-2].decode()}], ans
+    else:
+        assert ans["replies"] == [None] and ans["err"], ans
+        assert node.addr in ans["err"] or "127.0.0.1:1" in ans["err"], ans
+
+
+@pytest.mark.parametrize("slots", [
+    b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$0\r\n\r\n:1\r\n",          # owner: our host, port 1 (nothing there)
+    b"*1\r\n*3\r\n:0\r\n:16383\r\n*1\r\n$9\r\n127.0.0.1\r\n",       # a node without a port
+    b"*1\r\n*3\r\n:5\r\n:16384\r\n*2\r\n$0\r\n\r\n:1\r\n",          # a slot past the last
+    b"*1\r\n*2\r\n:0\r\n:16383\r\n", b"*1\r\n:5\r\n", b"*0\r\n", b"$3\r\nabc\r\n",
+])
+def test_bad_slot_maps_fail_the_batch_cleanly(slots, probes):
+    node = FakeNode(b"-ERR nothing\r\n", slots=slots)
+    try:
+        ans = probes("redis://%s?connect_timeout_ms=500&timeout_ms=5000" % node.addr).run([["GET", "k"]])
+    finally:
+        node.close()
+    assert ans["rc"] != 0 and ans["replies"] == [None] and ans["err"], ans

@@ -46,6 +46,7 @@ typedef struct batch {
     int tryagain;   /* a TRYAGAIN this round: pause */
     int refreshed;  /* the map was asked for after a refused connection */
     char err[512];  /* the first failure's words (n->err when the batch ends) */
+    char last[400]; /* the last error reply (a redirection, TRYAGAIN...), for when the rounds run out */
 } batch;
 
 /* ---- errors -------------------------------------------------------------- */
@@ -368,6 +369,8 @@ static void take_reply(batch *b, int k, int i, redisReply *r) {
     char at[300];
     n->node[k].count.bytes_in += reply_bytes(r);
     if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(b->last, sizeof(b->last), "redis at %s: %s (slot %d)", where(n, k, at, sizeof(at)), r->str,
+                 c->slot);
         kvsql_node to;
         int kind = kvsql_cluster_redirect(r->str, &n->node[k].addr, &to), t = kind ? node_index(n, &to) : -1;
         if (kind) {
@@ -395,8 +398,7 @@ static void take_reply(batch *b, int k, int i, redisReply *r) {
             return;
         }
         if (kind || kvsql_cluster_is_tryagain(r->str) || !strncmp(r->str, "CLUSTERDOWN", 11)) {
-            batch_fail(b, kvsql_conn_error_code(r->str), "redis at %s: %s (slot %d)", where(n, k, at, sizeof(at)),
-                       r->str, c->slot);
+            batch_fail(b, kvsql_conn_error_code(r->str), "%s", b->last);
             freeReplyObject(r);
             return;
         }
@@ -466,7 +468,8 @@ static int run_rounds(batch *b) {
             usleep((useconds_t)ms * 1000);
         }
     }
-    return fail(n, SQLITE_BUSY, "redis cluster: a batch still redirected after %d rounds", KVSQL_NET_ROUNDS);
+    return fail(n, SQLITE_BUSY, "redis cluster: a batch still redirected after %d rounds; last: %s", KVSQL_NET_ROUNDS,
+                b->last);
 }
 
 int kvsql_net_run(kvsql_net *n, kvsql_net_cmd *cmds, int count) {

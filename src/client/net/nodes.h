@@ -15,7 +15,9 @@
  * (bounded: about 3 s); CLUSTERDOWN, a refused connection, a broken link
  * or redirections without end make the whole batch fail with an SQLite
  * result code and a message naming the node (kvsql_net.err, and the VFS's
- * error message). Nothing here knows the storage format: commands and
+ * error message). A failed batch says nothing of its commands: those
+ * written to sound nodes may have run (the caller resends only what is
+ * safe to run twice). Nothing here knows the storage format: commands and
  * replies pass as they are. docs/LIBRARY.md, "Many nodes". */
 #ifndef KVSQL_CLIENT_NODES_H
 #define KVSQL_CLIENT_NODES_H
