@@ -258,6 +258,34 @@ def test_a_node_down_gives_an_error_naming_it_then_clusterdown_names_who_said_it
     assert ans["rc"] == SQLITE_BUSY and "CLUSTERDOWN" in ans["err"] and live.addr in ans["err"], ans
 
 
+def test_after_a_failover_the_next_batches_find_the_promoted_replica(clusters, probes):
+    c = clusters(masters=3, replicas=1)
+    keys = one_key_per_slot("f")[::16]
+    seed = c.masters()[0]
+    p = probes(seed.addr)
+    assert ok(p.run([["SET", k, "v" + k] for k in keys])) == ["OK"] * len(keys)
+    q = probes(seed.addr)  # its map names every master, its only link is to the seed
+    q_key = next(k for k in keys if c.owner(k) is seed)
+    assert ok(q.run([["GET", q_key]])) == ["v" + q_key] and len(q.run([])["nodes"]) >= 3
+    victim = c.masters()[1]
+    heir = c.replicas_of(victim)[0]
+    assert victim.client().execute_command("WAIT", 1, 10000) == 1  # the replica has every write
+    victim.kill()
+    wait_for(lambda: heir in c.masters() and c.stable(), timeout=60, what="the replica promoted")
+    answers = [p.run([["GET", k] for k in keys]) for _ in range(2)]
+    first, second = answers
+    if first["rc"] != 0:  # the dead master's link broke under the first batch: said, and the map asked again
+        assert first["rc"] == SQLITE_IOERR and victim.addr in first["err"], first
+    assert ok(second) == ["v" + k for k in keys]
+    assert node_of(second, heir)["requests"] > 0 and victim.addr not in json.dumps(second["replies"])
+    # no link to the dead master yet: its refused connection makes the map be asked for, and
+    # the first batch goes to the promoted replica
+    q.clear()
+    ans = q.run([["GET", k] for k in keys])
+    assert ok(ans) == ["v" + k for k in keys]
+    assert ans["refreshes"] == 1 and node_of(ans, heir)["requests"] > 0, ans
+
+
 # ---- hostile replies ---------------------------------------------------------
 
 @pytest.mark.parametrize("reply", [
