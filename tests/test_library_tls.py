@@ -20,6 +20,7 @@ import redis
 from cluster import CLUSTER_ARGS, Cluster, redis_cli, slot_of
 from harness import BUILD, ROOT, Server
 from libhelp import LIB, built, env
+from netprobe import PROBE_BUILT, Probe
 
 KVSQL = os.path.join(ROOT, BUILD, "kvsql")
 
@@ -358,4 +359,34 @@ def test_a_tls_cluster_routes_every_key_to_its_owner(certs):
             assert c.owner(k).client().hlen(k) > 0, "key %s (slot %d) not on its owner" % (k, slot_of(k))
             assert shell_ok(seed.addr, k, "select a from t;\n", **trusted(certs)).strip() == k
     finally:
+        assert not c.close()
+
+
+def test_a_batch_of_the_network_layer_reaches_every_tls_node_verified(certs):
+    """kvsql_net (src/client/net/nodes.h, through build/net_probe) takes TLS
+    from the configuration for every node's link: a batch over keys of all
+    three masters lands on each; unverifiable or plain, it names the node."""
+    if not PROBE_BUILT:
+        pytest.skip("net_probe is not built")
+    c = TlsCluster(certs)
+    probes = []
+    try:
+        seed = c.nodes[0]
+        keys = ["k%d" % i for i in range(300)]
+        p = Probe("rediss://%s?tls_ca=%s" % (seed.addr, certs.path("ca.crt")))
+        probes.append(p)
+        ans = p.run([["SET", k, "v" + k] for k in keys])
+        assert ans["rc"] == 0 and ans["replies"] == ["OK"] * len(keys), ans
+        assert ans["max_in_flight"] == 3, ans
+        for k in keys[:30]:
+            assert c.owner(k).client().get(k) == ("v" + k).encode()
+        for url, words in [("rediss://%s?tls_ca=%s" % (seed.addr, certs.path("other-ca.crt")), "not trusted"),
+                           ("redis://%s" % seed.addr, "if the server speaks only TLS")]:
+            q = Probe(url)
+            probes.append(q)
+            bad = q.run([["GET", "k1"]])
+            assert bad["rc"] != 0 and seed.addr in bad["err"] and words in bad["err"], bad
+    finally:
+        for p in probes:
+            p.close()
         assert not c.close()

@@ -6,7 +6,8 @@
  * handshake) and when a reply comes back (redirections). A store serves
  * one key, so one slot: the state is that slot's owner and the nodes a
  * refresh may ask. client/net/nodes.c (many nodes at once) uses its
- * parsers: key slots, kvsql_cluster_walk_slots, kvsql_cluster_redirect. Hiredis 0.14 has no cluster support; this is all of it.
+ * parsers: key slots, kvsql_cluster_walk_slots, kvsql_cluster_redirect.
+ * Hiredis 0.14 has no cluster support; this is all of it.
  * docs/LIBRARY.md, "Redis Cluster", describes the behaviour. */
 #ifndef KVSQL_CLIENT_CLUSTER_H
 #define KVSQL_CLIENT_CLUSTER_H

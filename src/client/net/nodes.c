@@ -207,7 +207,9 @@ static int map_from(kvsql_net *n, int k) {
     if (n->stats) n->stats->round_trips++;
     int rc = read_handshake(n, k);
     redisReply *r = NULL;
-    if (n->node[k].link && kvsql_link_get_reply(n->node[k].link, &r) != REDIS_OK) lost(n, k, "CLUSTER SLOTS");
+    if (n->node[k].link && kvsql_link_get_reply(n->node[k].link, &r) != REDIS_OK)
+        lost(n, k,
+             n->cfg->tls ? "CLUSTER SLOTS" : "CLUSTER SLOTS (if the server speaks only TLS: tls=1 or rediss://)");
     if (rc != SQLITE_OK && rc != SQLITE_IOERR) { /* refused AUTH/SELECT: the configuration's fault */
         freeReplyObject(r);
         return rc;
