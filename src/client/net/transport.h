@@ -5,8 +5,9 @@
  * Used by client/net/conn.c (the store's connection), client/hash/store_read.c
  * (its pipelined reads), client/net/cluster.c (an ASK's connection of its
  * own) and client/net/nodes.c (a link to each node of a cluster); nothing
- * else in the library knows which of the two carries the bytes. Both give the same promises: commands are queued and written
- * together (pipelining), replies come back in order as hiredis
+ * else in the library knows which of the two carries the bytes. Both give
+ * the same promises: commands are queued and written together
+ * (pipelining), replies come back in order as hiredis
  * redisReply objects, the timeouts of the configuration hold (connect,
  * then per read and write), and a broken link stays broken with why in
  * kvsql_link_error(). A TLS link verifies the server's certificate and
