@@ -118,6 +118,25 @@ def test_the_configuration_s_password_and_database_reach_every_link(servers, pro
         s.client(password="secret").config_set("requirepass", "")  # so the harness can stop it
 
 
+def test_a_node_refusing_the_password_fails_every_batch_that_needs_it_naming_it(clusters, probes):
+    c = clusters(masters=3)
+    seed, other = c.masters()[0], c.masters()[1]
+    owner = owners(c)
+    seed.client().config_set("requirepass", "secret")
+    other.client().config_set("requirepass", "not-the-same")
+    try:
+        p = probes("redis://default:secret@%s" % seed.addr)
+        keys = one_key_per_slot("a")[::64]
+        for _ in range(2):  # the refused link is dropped, not left unauthenticated for the next batch
+            ans = p.run([["GET", k] for k in keys])
+            assert ans["rc"] == SQLITE_AUTH and other.addr in ans["err"] and "WRONGPASS" in ans["err"], ans
+        mine = [k for k in keys if owner[slot_of(k)] is not other]  # seed and third master: fine
+        assert ok(p.run([["GET", k] for k in mine])) == [None] * len(mine)
+    finally:
+        seed.client(password="secret").config_set("requirepass", "")
+        other.client(password="not-the-same").config_set("requirepass", "")
+
+
 # ---- slot migration ----------------------------------------------------------
 
 def migrating(c, slot, source, target):

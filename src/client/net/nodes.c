@@ -212,6 +212,7 @@ static int map_from(kvsql_net *n, int k) {
              n->cfg->tls ? "CLUSTER SLOTS" : "CLUSTER SLOTS (if the server speaks only TLS: tls=1 or rediss://)");
     if (rc != SQLITE_OK && rc != SQLITE_IOERR) { /* refused AUTH/SELECT: the configuration's fault */
         freeReplyObject(r);
+        drop_link(n, k); /* not left unauthenticated for the next batch */
         return rc;
     }
     int got = 0;
@@ -429,8 +430,9 @@ static void read_node(batch *b, int k) {
         take_reply(b, k, i, r);
     }
     if (n->node[k].link && kvsql_link_broken(n->node[k].link)) {
-        rc = lost(n, k, "a batch");
-        batch_fail(b, rc, "%s", n->err);
+        batch_fail(b, lost(n, k, "a batch"), "%s", n->err);
+    } else if (rc != SQLITE_OK) {
+        drop_link(n, k); /* refused AUTH/SELECT: not left unauthenticated for the next batch */
     }
 }
 
