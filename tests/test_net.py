@@ -93,6 +93,31 @@ def test_a_batch_over_every_slot_lands_each_command_on_its_owner_in_one_round_tr
     assert ans["rounds"] == 2 and all(node_of(ans, m)["round_trips"] == 2 for m in masters)
 
 
+def test_every_node_has_its_requests_before_any_reply_is_awaited(clusters, probes):
+    """The server side of "in flight together": while the seed (the first
+    node whose replies the probe reads) is paused, the other masters have
+    already run their commands of the same batch."""
+    c = clusters(masters=3)
+    seed = c.masters()[0]
+    owner = owners(c)
+    p = probes(seed.addr)
+    ok(p.run([["GET", "x"]]))
+    keys = one_key_per_slot("p")[::128]
+    others = [k for k in keys if owner[slot_of(k)] is not seed]
+    assert len(others) < len(keys) and {owner[slot_of(k)].port for k in others} == {
+        m.port for m in c.masters() if m is not seed}
+    seed.client().execute_command("CLIENT", "PAUSE", 30000, "WRITE")  # the SETs wait
+    try:
+        p.send([["SET", k, "1"] for k in keys])
+        wait_for(lambda: all(owner[slot_of(k)].client().get(k) == b"1" for k in others), timeout=20,
+                 what="the other masters to run their part while the seed is paused")
+        assert not p.sel.select(0)  # the probe still waits for the seed's replies
+    finally:
+        seed.client().execute_command("CLIENT", "UNPAUSE")
+    ans = p.answer()
+    assert ok(ans) == ["OK"] * len(keys) and ans["rounds"] == 2 and ans["max_in_flight"] == 3, ans
+
+
 def test_one_server_without_cluster_mode_takes_every_slot(servers, probes):
     s = servers(module=False)
     keys = ["k%d" % i for i in range(1000)]
