@@ -39,7 +39,7 @@ typedef struct batch {
     kvsql_net_cmd *cmds;
     cmd_state *st;
     int *order;     /* this round's commands by node, in the caller's order within one */
-    int *first;     /* order[first[k] .. first[k+1]) are node k's (nnodes + 1 entries) */
+    int *first;     /* order[first[k] .. first[k+1]) are node k's (KVSQL_NET_NODES + 1 entries) */
     int count;
     int rc;         /* the first failure, SQLITE_OK: none */
     int moved;      /* 1 + the node a MOVED named this round (ask it for the map), 0: none */

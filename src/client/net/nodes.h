@@ -37,7 +37,7 @@
 typedef struct kvsql_net_counters {
     long long requests;    /* commands of batches written to it (resent ones again; ASKING not) */
     long long round_trips; /* waits for its replies: one per round it had requests, map refreshes too */
-    long long bytes_out;   /* RESP bytes written to it, handshakes included */
+    long long bytes_out;   /* RESP bytes written to it: batches, ASKING, SELECT, CLUSTER SLOTS (not AUTH) */
     long long bytes_in;    /* bytes of the strings in its replies */
     long long connects;    /* connections made to it */
     long long redirects;   /* MOVED and ASK replies it gave */
