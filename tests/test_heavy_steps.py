@@ -189,6 +189,20 @@ PRINTF_FORMATS = ["%d", "%5d|", "%-5d|", "%05d", "%+d", "% d", "%,d", "%x", "%X"
                   "%.*", "%l.3c", "%0*.*c", "%,.*c", "%.0c|", "%.1c|", "%.*c%.*c", "%#.3c", "%y%c"]
 PRINTF_ARGS = ["", ", 7", ", 3, 'é'", ", -4, 'ab'", ", 2, 3, 'x'", ", NULL, 'x'", ", 'z', 5", ", 1.5, 2, 'q'",
                ", x'41', 2", ", -2147483648, 'x'", ", 4294967299, 'y'", ", 70000, 'w'"]
+# Formats kvsql formats without SQLite's printf statement (heavy.c printf_direct), and
+# arguments of every type, long results (past its 256-byte buffer) and a %c after them.
+PRINTF_DIRECT_FORMATS = ["", "abc", "x%%y", "%5%|", "%-5%|", "%032d", "%d-%s", "%s%d%s", "%i%u%o%x%X",
+                         "%,d", "%+,015d", "% 9.3d", "%#o", "%#X", "%llu", "%lu", "%li", "%ld%lld", "%.0d",
+                         "%300d|", "%-300s|", "%.500f", "%!.500f", "%!.200g", "%.70d", "%,.70d", "%.3q", "%+.3e", "%#.0f", "%!.20g", "%!f", "%10.4G", "%.2s|",
+                         "%!5.3s|", "%-20q|", "%20Q|", "%.3w", "%w%q%Q", "%z|%z", "%!z", "%300d%c", "%d%c",
+                         "%0000000000000000000000000000000000000000000000000000000005d",
+                         "%.0000000000000000000000000000000000000000000000000000000003s",
+                         "%" + "1" * 10 + "d", "%.4294967299s", "%d%d%d%d%d%d", "%s %s %s", "%lf", "%llx",
+                         "%l5d", "%5-d", "%-", "%+", "%.", "%.l"]
+PRINTF_DIRECT_ARGS = ["", ", 7", ", -7, 'é'", ", 9223372036854775807, -9223372036854775808", ", 2.5, 'a''b'",
+                      ", -0.0, x'00414243'", ", NULL, NULL, NULL", ", 'x', '12abc', 3.99", ", 1e300, -1e-300, 5",
+                      ", replace(hex(zeroblob(200)), '0', 'é'), 1", ", 1234567, 2, 3, 4, 5, 6",
+                      ", x'e9', 'ab''c'"]
 
 
 def test_printf_and_format_match_sqlite(r):
@@ -196,20 +210,33 @@ def test_printf_and_format_match_sqlite(r):
     %c repeats past the length limit, then runs SQLite's own."""
     db = sqlite3.connect(":memory:")
     db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 131072 * 1024 // 4)  # kvsql's, from kvsql.call-memory-kb
+    db.text_factory = lambda b: b.decode("utf-8", "surrogateescape")  # results that are not UTF-8 compared as bytes
     exprs = []
     for f in PRINTF_FORMATS:
         for a in PRINTF_ARGS:
             exprs.append("printf('%s'%s)" % (f, a))
             exprs.append("format('%s|%s'%s)" % (f, f, a))
+    for f in PRINTF_DIRECT_FORMATS:
+        for a in PRINTF_DIRECT_ARGS:
+            exprs.append("printf('%s'%s)" % (f, a))
+    exprs += ["printf('%%.*c', 300, 'x', '%%d')", "printf('%s%%c', 'y')" % ("a" * 400)]
     exprs += ["printf('%.40000000c', 'x')", "printf()", "printf(NULL, 1)", "printf(5)", "printf(x'25642e', 7)", "format('%s %s', 'a')"]
     wrong = []
     for i in range(0, len(exprs), 100):
         part = exprs[i:i + 100]
         q = "select " + ", ".join("quote(%s)" % e for e in part)
         want = list(db.execute(q).fetchone())
-        got = [v.decode() if isinstance(v, bytes) else v for v in query(r, "db", q)[1]]
+        got = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v for v in query(r, "db", q)[1]]
         wrong += [(e, w, g) for e, w, g in zip(part, want, got) if w != g]
     assert not wrong, wrong[:10]
+    r.config_set("kvsql.call-memory-kb", 32768)  # SQLITE_LIMIT_LENGTH 8 MiB
+    db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 32768 * 1024 // 4)
+    a3m = "replace(hex(zeroblob(1500000)), '0', 'a')"
+    for e in ["length(printf('%%s%%s%%s', %s, %s, %s))" % (a3m, a3m, a3m),  # past the length limit: NULL
+              "length(printf('%%s%%.3s', %s, %s))" % (a3m, a3m), "length(printf('%.3000000d|%.2000000f', 1, 2))",
+              "length(printf('%.9000000d', 1))"]:
+        q = "select quote(%s)" % e
+        assert query(r, "db", q)[1][0] == db.execute(q).fetchone()[0].encode(), e
 
 
 # ---- heavy calls are stopped ------------------------------------------------------

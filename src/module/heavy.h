@@ -10,7 +10,8 @@
  * same results and call tick() now and then while they work; json_patch,
  * and printf, which are not re-implemented, are refused (printf: NULL, as
  * SQLite's) when their inputs could take long, and otherwise run SQLite's
- * own on a private connection of the calling thread;
+ * own on a private connection of the calling thread (printf's plain
+ * conversions through sqlite3_str_appendf, one at a time);
  * FTS5's snippet() and highlight() are replaced too (fts5_snippet.c).
  * guard_install() (guard.c) installs them on every connection; the audit
  * behind the list is in docs/SECURITY.md. Free of the Redis API. */
