@@ -211,21 +211,32 @@ static int grow_columns(change_columns *c, int cap) {
     return !names || !h || !pk || !real ? -1 : 0;
 }
 
-/* One row of PRAGMA table_xinfo into column c->ncols; 0, or -1. */
+/* One row of PRAGMA table_xinfo (cid, name, type, notnull, dflt_value,
+ * pk, hidden) into column c->ncols; 0, or -1. */
 static int add_column(change_columns *c, sqlite3_stmt *st) {
-    const char *name = (const char *)sqlite3_column_text(st, 0);
+    const char *name = (const char *)sqlite3_column_text(st, 1);
     c->names[c->ncols] = dup_str(name ? name : "", name ? strlen(name) : 0);
-    c->hidden[c->ncols] = sqlite3_column_int(st, 1);
-    c->pk[c->ncols] = sqlite3_column_int(st, 2);
-    c->real[c->ncols] = real_affinity((const char *)sqlite3_column_text(st, 3));
+    c->hidden[c->ncols] = sqlite3_column_int(st, 6);
+    c->pk[c->ncols] = sqlite3_column_int(st, 5);
+    c->real[c->ncols] = real_affinity((const char *)sqlite3_column_text(st, 2));
     return c->names[c->ncols++] ? 0 : -1;
+}
+
+/* PRAGMA main.<pragma>('<table>') prepared past the guard. The pragmas
+ * themselves, not their table-valued functions (pragma_table_xinfo(...)),
+ * which prepare the same pragma again inside: half the work, and this
+ * runs for every table a call changes with capture on. */
+static int prepare_pragma(sqlite3 *db, int *trusted, const char *pragma, const char *table, sqlite3_stmt **st) {
+    char *sql = sqlite3_mprintf("PRAGMA main.%s(%Q)", pragma, table);
+    if (!sql) return SQLITE_NOMEM;
+    int rc = prepare_trusted(db, trusted, sql, st);
+    sqlite3_free(sql);
+    return rc;
 }
 
 static int load_columns(change_columns *c, sqlite3 *db, int *trusted) {
     sqlite3_stmt *st;
-    if (prepare_trusted(db, trusted, "SELECT name, hidden, pk, type FROM pragma_table_xinfo(?1, 'main')", &st) != SQLITE_OK)
-        return -1;
-    sqlite3_bind_text(st, 1, c->table, -1, SQLITE_STATIC);
+    if (prepare_pragma(db, trusted, "table_xinfo", c->table, &st) != SQLITE_OK) return -1;
     int cap = 0, rc = 0;
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
         if (c->ncols == cap) rc = grow_columns(c, cap = cap ? cap * 2 : 8);
@@ -234,10 +245,8 @@ static int load_columns(change_columns *c, sqlite3 *db, int *trusted) {
     }
     sqlite3_finalize(st);
     if (rc || c->ncols == 0) return -1;
-    if (prepare_trusted(db, trusted, "SELECT wr FROM pragma_table_list(?1) WHERE schema = 'main'", &st) != SQLITE_OK)
-        return -1;
-    sqlite3_bind_text(st, 1, c->table, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW) c->without_rowid = sqlite3_column_int(st, 0);
+    if (prepare_pragma(db, trusted, "table_list", c->table, &st) != SQLITE_OK) return -1;
+    if (sqlite3_step(st) == SQLITE_ROW) c->without_rowid = sqlite3_column_int(st, 4); /* schema name type ncol wr */
     sqlite3_finalize(st);
     return 0;
 }

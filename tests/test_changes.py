@@ -77,6 +77,20 @@ def test_without_rowid_tables_are_keyed_by_primary_key(r):
     assert json.loads(upd["new"])["n"] == ["integer", "5"]
 
 
+def test_tables_named_with_quotes_and_generated_columns(r):
+    """Columns are read with PRAGMA main.table_xinfo('name') and table_list
+    (change_entry.c): names that need quoting, generated columns left out."""
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    sql(r, "db", "create table \"it's a\"\"t\"(id integer primary key, x real, g as (id * 2), s as (id + 1) stored);"
+                 "create table \"o'k w\"(k text primary key, v) without rowid;"
+                 "insert into \"it's a\"\"t\"(id, x) values (3, 2); insert into \"o'k w\" values ('a', 1)")
+    t, w = rows_of(r, "insert")
+    assert t["table"] == "it's a\"t" and json.loads(t["key"]) == [["integer", "3"]]
+    assert json.loads(t["new"]) == {"id": ["integer", "3"], "x": ["real", "2.0"]}
+    assert w["table"] == "o'k w" and json.loads(w["key"]) == [["text", "a"]]
+    assert json.loads(w["new"]) == {"k": ["text", "a"], "v": ["integer", "1"]}
+
+
 def test_rollbacks_and_failed_calls_leave_no_entry(r):
     r.execute_command("SQL.CHANGES", "db", "ON")
     sql(r, "db", "create table t(id integer primary key, v)")
