@@ -194,6 +194,58 @@ def test_a_stream_out_of_ids_fails_the_write_with_nothing_written(r, last_seq, r
     assert r.exists("{db}:changes:cfg")
 
 
+def maxed_stream(r, key):
+    r.delete(key)
+    r.xadd(key, {"a": "b"}, id="%d-%d" % (MAX, MAX))
+
+
+# Ways another client sets the stream's last ID at the end after capture wrote to it.
+SET_LAST_ID = {
+    "xsetid": lambda r: r.execute_command("XSETID", STREAM, "%d-%d" % (MAX, MAX)),
+    "xadd_with_id": lambda r: r.xadd(STREAM, {"a": "b"}, id="%d-%d" % (MAX, MAX)),
+    "multi_exec": lambda r: r.pipeline(transaction=True).execute_command("XSETID", STREAM, "%d-%d" % (MAX, MAX))
+                             .execute(),
+    "script": lambda r: r.eval("return redis.call('XSETID', KEYS[1], ARGV[1])", 1, STREAM, "%d-%d" % (MAX, MAX)),
+    "del_and_xadd": lambda r: maxed_stream(r, STREAM),
+    "rename": lambda r: (maxed_stream(r, "{db}:other"), r.rename("{db}:other", STREAM)),
+    "copy": lambda r: (maxed_stream(r, "{db}:other"), r.copy("{db}:other", STREAM, replace=True)),
+    "restore": lambda r: (maxed_stream(r, "{db}:other"),
+                          r.restore(STREAM, 0, r.dump("{db}:other"), replace=True)),
+}
+
+
+def test_the_streams_room_is_asked_again_after_another_write_sets_its_last_id(r):
+    """Capture asks a stream's room (XINFO STREAM) once, then trusts it
+    while only its own XADDs touch the stream (changes.c): every other way
+    to set the last ID makes the next write ask again, and fail whole."""
+    sql(r, "db", "create table t(a)")
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    for name, set_last_id in SET_LAST_ID.items():
+        sql(r, "db", "insert into t values (1)")
+        sql(r, "db", "insert into t values (2)")  # the room known, not asked
+        set_last_id(r)
+        before = state(r)
+        with pytest.raises(redis.ResponseError, match="no room"):
+            sql(r, "db", "insert into t values (3)")
+        assert state(r) == before, name
+        r.delete(STREAM)  # a new stream has room
+    sql(r, "db", "insert into t values (4)")
+    r.select(1)  # the same name in another database is another stream
+    sql(r, "db", "create table t(a)")
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    sql(r, "db", "insert into t values (1)")
+    r.select(0)
+    r.execute_command("XSETID", STREAM, "%d-%d" % (MAX, MAX))
+    with pytest.raises(redis.ResponseError, match="no room"):
+        sql(r, "db", "insert into t values (5)")
+    r.execute_command("FLUSHDB")
+    r.select(1)
+    sql(r, "db", "insert into t values (2)")
+    r.execute_command("XSETID", STREAM, "%d-%d" % (MAX, MAX))
+    with pytest.raises(redis.ResponseError, match="no room"):
+        sql(r, "db", "insert into t values (3)")
+
+
 # ---- replay ------------------------------------------------------------------
 
 def table_rows(db):

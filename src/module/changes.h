@@ -69,6 +69,14 @@ int changes_check_write(RedisModuleCtx *ctx, char *err, size_t errlen);
  * version_key. */
 void changes_write(RedisModuleCtx *ctx, RedisModuleString *version_key);
 
+/* module.c: a keyspace event of a class that can set a stream's last ID
+ * or replace the key (generic, stream, expired, evicted) on key in
+ * database db, other than kvsql's own writes; and a flush, SWAPDB, load
+ * or role change. Capture then asks the stream's room again (XINFO
+ * STREAM) before its next write to it. */
+void changes_key_event(int db, const char *key, size_t len);
+void changes_streams_forget(void);
+
 /* SQL.CHANGES key [ON [MAXLEN [=|~] n] | OFF | STATUS] */
 int cmd_sql_changes(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 

@@ -64,10 +64,12 @@ static int on_key_event(RedisModuleCtx *ctx, int type, const char *event, RedisM
     (void)event;
     if (keyspace_store_flushing()) return REDISMODULE_OK;
     int hash = type == REDISMODULE_NOTIFY_HASH, live = snapshots_live();
-    if (cache_is_empty() && !live) return REDISMODULE_OK;
     size_t len;
     const char *k = RedisModule_StringPtrLen(key, &len);
     int db = RedisModule_GetSelectedDb(ctx);
+    if (!hash) changes_key_event(db, k, len); /* a stream capture knew to have room may not have it now */
+    if (type == REDISMODULE_NOTIFY_STREAM) return REDISMODULE_OK; /* no database is a stream */
+    if (cache_is_empty() && !live) return REDISMODULE_OK;
     if (live) snapshots_key_changed(db, k, len, SNAPSHOT_CHANGED);
     if (hash && strcmp(event, "hset") == 0) cache_key_hset(db, key);
     else if (hash) cache_key_changed(db, k, len);
@@ -119,6 +121,7 @@ static void on_flush(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, void
     if (sub != REDISMODULE_SUBEVENT_FLUSHDB_END) return; /* fired at the start and at the end: act once */
     cache_forget_db(((RedisModuleFlushInfo *)data)->dbnum);
     snapshots_db_gone(((RedisModuleFlushInfo *)data)->dbnum);
+    changes_streams_forget();
 }
 
 static void on_swapdb(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, void *data) {
@@ -130,6 +133,7 @@ static void on_swapdb(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t sub, voi
     cache_forget_db(info->dbnum_second);
     snapshots_db_gone(info->dbnum_first);
     snapshots_db_gone(info->dbnum_second);
+    changes_streams_forget();
 }
 
 /* Loading an RDB/AOF, a full resync, a role change: start afresh.
@@ -141,6 +145,7 @@ static void on_dataset_change(RedisModuleCtx *ctx, RedisModuleEvent e, uint64_t 
     (void)data;
     cache_forget_all();
     snapshots_db_gone(-1);
+    changes_streams_forget();
 }
 
 /* At shutdown: no worker may still be inside SQLite when the process ends. */
@@ -167,9 +172,11 @@ static int subscribe(RedisModuleCtx *ctx) {
     static const RedisModuleEvent shutdown = {REDISMODULE_EVENT_SHUTDOWN, 1};
     /* The classes whose events can change a hash or remove it; a key that
      * became another type is refused as WRONGTYPE, and it can only become
-     * a hash again through one of these (or the length check, cache.c). */
+     * a hash again through one of these (or the length check, cache.c).
+     * And streams: one whose last ID is set anew may have no room for
+     * capture's entries (changes.c). */
     const int classes = REDISMODULE_NOTIFY_GENERIC | REDISMODULE_NOTIFY_HASH | REDISMODULE_NOTIFY_EXPIRED |
-                        REDISMODULE_NOTIFY_EVICTED;
+                        REDISMODULE_NOTIFY_EVICTED | REDISMODULE_NOTIFY_STREAM;
     if (RedisModule_SubscribeToKeyspaceEvents(ctx, classes, on_key_event) != REDISMODULE_OK ||
         RedisModule_SubscribeToServerEvent(ctx, flush, on_flush) != REDISMODULE_OK ||
         RedisModule_SubscribeToServerEvent(ctx, swapdb, on_swapdb) != REDISMODULE_OK ||
