@@ -86,6 +86,29 @@ def test_version_key_of_a_tagged_key_is_the_key_itself(r):
     assert not r.exists("{{shop}orders}:v")
 
 
+def test_identity_names_each_version_and_loses_a_ttl_as_set_does(servers):
+    """T:id is written in place while its length stays (protocol.c
+    set_ident): its value names each new version, across a change of the
+    version's digits, and a time to live on it goes, as the SET replicas
+    run makes it go there."""
+    master = servers()
+    m = master.client()
+    rep = attach_replica(servers, master).client()
+    sql(m, DB, "create table t(a)")
+    seen = set()
+    for i in range(12):  # versions 2..13: from one digit to two
+        sql(m, DB, "insert into t values (?)", i)
+        ident = m.get(T + ":id").decode()
+        assert re.fullmatch(r"%d:[0-9a-f]{16}" % version(m), ident), ident
+        seen.add(ident)
+    assert len(seen) == 12
+    m.expire(T + ":id", 1000)
+    sql(m, DB, "insert into t values (99)")
+    assert m.ttl(T + ":id") == -1
+    assert m.execute_command("WAIT", 1, 5000) == 1
+    assert rep.get(T + ":id") == m.get(T + ":id") and rep.ttl(T + ":id") == -1
+
+
 def test_replica_has_the_same_version(servers):
     master = servers()
     m = master.client()

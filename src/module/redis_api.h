@@ -40,6 +40,7 @@
 #define REDISMODULE_NOTIFY_EXPIRED (1 << 8)
 #define REDISMODULE_NOTIFY_EVICTED (1 << 9)
 #define REDISMODULE_NOTIFY_STREAM (1 << 10)
+#define REDISMODULE_NO_EXPIRE -1
 #define REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED (1 << 1)
 
 #define REDISMODULE_YIELD_FLAG_CLIENTS (1 << 1)
@@ -200,6 +201,7 @@ typedef int (*RedisModuleConfigApplyFunc)(RedisModuleCtx *ctx, void *privdata, R
     X(int, KeyExists, (RedisModuleCtx * ctx, RedisModuleString * keyname))                           \
     X(int, KeyType, (RedisModuleKey * kp))                                                           \
     X(size_t, ValueLength, (RedisModuleKey * kp))                                                    \
+    X(long long, GetExpire, (RedisModuleKey * key))                                                  \
     X(int, HashSet, (RedisModuleKey * key, int flags, ...))                                          \
     X(int, HashGet, (RedisModuleKey * key, int flags, ...))                                          \
     X(RedisModuleString *, CreateString, (RedisModuleCtx * ctx, const char *ptr, size_t len))        \
