@@ -29,8 +29,8 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) -Wall -Wextra -Werror -fPIC -fvisibi
 LDFLAGS += $(SANFLAGS)
 
 CORE_SRC   := src/blockpool.c src/format.c src/memfile.c src/pagemap.c src/dbfile.c src/vfs.c src/store_memory.c src/real_text.c src/change_entry.c src/change_log.c
-MODULE_SRC := $(CORE_SRC) src/pcache.c $(wildcard src/module/*.c)
-HEADERS    := $(wildcard include/*.h src/*.h src/module/*.h src/client/*.h src/client/*/*.h)
+MODULE_SRC := $(CORE_SRC) src/pcache.c $(wildcard src/module/*.c src/module/*/*.c)
+HEADERS    := $(wildcard include/*.h src/*.h src/module/*.h src/module/*/*.h src/client/*.h src/client/*/*.h)
 
 MODULE := $(BUILD)/kvsql.so
 UNIT   := $(BUILD)/test_unit

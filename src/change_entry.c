@@ -2,7 +2,7 @@
  * T:changes; see change_entry.h and docs/FORMAT.md ("The changes stream").
  *
  * Called by change_log.c, which keeps a transaction's entries for the
- * module (module/changes.c) and the library (client/capture.c): from SQLite's
+ * module (module/store/changes.c) and the library (client/capture.c): from SQLite's
  * preupdate hook (the values, each already the typed JSON pair
  * ["integer","1"]), then to name the values by column (PRAGMA
  * table_xinfo), and by whoever writes the stream for the entry's

@@ -2,7 +2,7 @@
  * stream T:changes: values as typed JSON, named by the table's columns,
  * and the entry's field/value list (docs/FORMAT.md, "The changes
  * stream"). No Redis API: change_log.c keeps a transaction's entries for
- * the module (module/changes.c writes them with XADD) and for the library
+ * the module (module/store/changes.c writes them with XADD) and for the library
  * (client/capture.c; client/hash/store_redis.c sends them in the commit script),
  * so both write the same entries. */
 #ifndef KVSQL_CHANGE_ENTRY_H

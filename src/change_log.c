@@ -1,6 +1,6 @@
 /* change_log.c - a transaction's captured row changes (change_log.h).
  *
- * Called by module/changes.c (around each call and statement of the
+ * Called by module/store/changes.c (around each call and statement of the
  * module) and client/capture.c (fed by SQLite's hooks on a library
  * connection). Entries are recorded by the preupdate hook, named by
  * column (change_entry.c), and cut back when SQLite undoes what made

@@ -2,7 +2,7 @@
  * capture keeps them until the commit writes them to T:changes
  * (docs/FORMAT.md, "The changes stream"), and the reading of SQL text that
  * follows savepoints and rollbacks. No Redis API: used by the module
- * (module/changes.c, around each call and statement) and by the library
+ * (module/store/changes.c, around each call and statement) and by the library
  * (client/capture.c, fed by SQLite's trace and preupdate hooks), so both
  * capture the same entries. */
 #ifndef KVSQL_CHANGE_LOG_H

@@ -97,7 +97,7 @@ const char *kvsql_hashed_part(const char *key, size_t len, size_t *part_len);
 
 /* The list above as an array, its one owner for code that handles a
  * database as a whole: `kvsql rm/cp/mv/ls` (tools/kvsql_keys.c), SQL.DROP
- * (src/module/drop.c), tools/slt_sqlite.c. */
+ * (src/module/commands/drop.c), tools/slt_sqlite.c. */
 #define KVSQL_AUX_COUNT 16
 extern const char *const kvsql_aux_all[KVSQL_AUX_COUNT];
 
@@ -115,7 +115,7 @@ int kvsql_is_aux_key(const char *name, size_t len, size_t *db_len);
  * is what XADD MAXLEN takes. Field trim: empty, "~" (the default) or "=".
  * Anything else is not a configuration: a write whose entries would use it
  * is refused with nothing written (docs/FORMAT.md, "The changes stream").
- * The module checks with these (src/module/changes.c); the library's
+ * The module checks with these (src/module/store/changes.c); the library's
  * commit script states the same rule in Lua (`^[1-9]%d*$`, at most
  * KVSQL_CHANGES_MAXLEN_DIGITS digits, or "" or "0"). */
 #define KVSQL_CHANGES_MAXLEN_DIGITS 18

@@ -1,6 +1,6 @@
 /* real_text.c - a REAL as kvsql writes it in text (real_text.h): the
  * shortest decimal that reads back exactly. Called by the module's replies
- * (module/result.c) and by the change entries (change_entry.c), in the
+ * (module/commands/result.c) and by the change entries (change_entry.c), in the
  * module and in the library alike. */
 #include "real_text.h"
 #include "sqlite.h"

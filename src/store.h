@@ -6,8 +6,8 @@
  * at a time and applies a transaction's pages as one atomic batch.
  * Implementations:
  *   store_memory.c            process memory (unit tests, slt, speedtest1)
- *   module/store_keyspace.c   a Redis hash, from inside the module
- *   module/store_snapshot.c   a snapshot of that hash, for SQL on a worker thread
+ *   module/store/store_keyspace.c   a Redis hash, from inside the module
+ *   module/store/store_snapshot.c   a snapshot of that hash, for SQL on a worker thread
  *   client/hash/store_redis.c      a Redis hash over the network (the `redis` VFS)
  *
  * A connection's transaction state is a kvsql_txn that the VFS owns and

@@ -5,7 +5,7 @@ Besides the key it names, a write changes the database's auxiliary keys
 {K}:changes; a big offloaded write also {K}:wstage and {K}:stage:old;
 SQL.CHANGES {K}:changes and {K}:changes:cfg; SQL.DROP every one). Redis cannot see those
 names, so kvsql checks them against the caller's key permissions before
-the first write (src/module/acl.c): a user whose patterns do not cover one
+the first write (src/module/commands/acl.c): a user whose patterns do not cover one
 gets NOPERM naming it, and nothing is written."""
 import pytest
 import redis

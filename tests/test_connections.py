@@ -267,7 +267,7 @@ def test_default_limit_is_ten_thousand_connections(r):
     assert r.config_get("kvsql.max-connections")["kvsql.max-connections"] == "10000"
 
 
-WARM_CONNECTIONS = 1000  # src/module/cache.c: the rest keep no page cache
+WARM_CONNECTIONS = 1000  # src/module/connections/cache.c: the rest keep no page cache
 SMALL_DB = "create table t(id integer primary key, v text); insert into t values (1, 'x')"
 
 

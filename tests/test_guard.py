@@ -1,6 +1,6 @@
 """test_guard.py - SQL cannot take or hand out addresses, reach
 process-wide state, or leave settings behind for the next call on the same
-cached connection (src/module/guard.c, docs/SECURITY.md).
+cached connection (src/module/connections/guard.c, docs/SECURITY.md).
 """
 import os
 import sqlite3

@@ -1,6 +1,6 @@
 """test_heavy_steps.py - built-in functions whose work grows faster than
 their input run inside one virtual machine step, where the progress
-handler never looks; kvsql replaces them (src/module/heavy.c) by versions
+handler never looks; kvsql replaces them (src/module/connections/heavy.c) by versions
 the time limit, -BUSY and SQL.KILL reach, with the same results.
 
 Each heavy call below runs for minutes to hours with SQLite's own
@@ -206,7 +206,7 @@ PRINTF_DIRECT_ARGS = ["", ", 7", ", -7, 'é'", ", 9223372036854775807, -92233720
 
 
 def test_printf_and_format_match_sqlite(r):
-    """kvsql reads printf's format itself (src/module/heavy.c) to refuse
+    """kvsql reads printf's format itself (src/module/connections/heavy.c) to refuse
     %c repeats past the length limit, then runs SQLite's own."""
     db = sqlite3.connect(":memory:")
     db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 131072 * 1024 // 4)  # kvsql's, from kvsql.call-memory-kb
@@ -350,7 +350,7 @@ def snippet_case(rng, n):
 
 
 def test_fts5_snippet_and_highlight_match_sqlite(r):
-    """kvsql's snippet() and highlight() (src/module/fts5_snippet.c) choose
+    """kvsql's snippet() and highlight() (src/module/connections/fts5_snippet.c) choose
     the same column, window and marks as SQLite's own, errors included."""
     rng = random.Random(5)
     db = sqlite3.connect(":memory:")

@@ -5,7 +5,7 @@ write (src/client/hash/scripts.c): an auxiliary key of another type, a version
 key that is not a number, capture's configuration, the changes stream's
 IDs. A commit refused so is told so and leaves the pages, T:v and T:id as
 they were; once the key is repaired the next commit lands. The module's
-writes (src/module/protocol.c) check the identity key the same way. A
+writes (src/module/store/protocol.c) check the identity key the same way. A
 reader registration forged to lapse in the far future is dropped where
 the readers are read, by the library's commits and the module's writes
 alike, so it cannot keep undo records forever. Each test starts its own

@@ -1,5 +1,5 @@
 """test_limits.py - every call is bounded in time and memory however it
-spends them, and nothing of a call runs after it (src/module/budget.c).
+spends them, and nothing of a call runs after it (src/module/connections/budget.c).
 
 Time bounds here are generous on purpose: each test's SQL would run for
 far longer (or forever) without the bound it checks.

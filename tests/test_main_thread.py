@@ -6,7 +6,7 @@ stopped past kvsql.offload-after-us plus 30 ms).
 The time limit, SQL.KILL and the move to a worker thread wait for a check,
 and SQLite's progress handler runs only between virtual machine steps.
 kvsql also checks at every big allocation and every 1024th, every 256th
-page fetch and while binding NAMED parameters (src/module/budget.c,
+page fetch and while binding NAMED parameters (src/module/connections/budget.c,
 exec.c), so work done inside one step is seen too: each call below did
 all its work in a few steps and held the main thread for seconds. Each
 test waits for events, never for a time: the call runs on a worker thread

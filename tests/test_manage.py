@@ -1,6 +1,6 @@
 """test_manage.py - managing databases as a whole against real redis-server
 processes: `kvsql ls/rm/cp/mv` (tools/kvsql.c, tools/kvsql_keys.c), the
-module's SQL.DROP (src/module/drop.c), and what the tool promises about
+module's SQL.DROP (src/module/commands/drop.c), and what the tool promises about
 files: an export never destroys the copy it replaces, an import refuses
 what is not a database, progress shows on a terminal only."""
 import os

@@ -1,7 +1,7 @@
 """test_offload.py - long SQL runs beside Redis's event loop (issue #14).
 
 A call that runs past kvsql.offload-after-us moves to a worker thread, on
-a snapshot of its database (src/module/offload.c, snapshot.c). These tests
+a snapshot of its database (src/module/offload/offload.c, snapshot.c). These tests
 check what a client sees: other clients are served while it runs, readers
 never mix two versions (the bank invariant, on a master and on a replica),
 a long write lands whole and atomically, SQL.KILL and the time limit still

@@ -1,7 +1,7 @@
 """test_offload_expire.py - a key that vanishes under a worker's read (issue #22, item 8).
 
 A long SQL.QUERY runs on a worker thread and reads pages from the live
-hash (src/module/snapshot.c). When the key expires meanwhile, the read
+hash (src/module/store/snapshot.c). When the key expires meanwhile, the read
 finds pages missing: that is a change of the key, answered with the
 documented SQLITE_ABORT ("deleted, replaced or moved"), never SQLITE_CORRUPT.
 On the master, opening the key expires it (its event comes while the page

@@ -5,7 +5,7 @@ SHUTDOWN while a replica lags, and aborts (an assert in
 propagatePendingCommands) when anything is propagated meanwhile. A long
 SQL.EXEC runs on a worker thread (test_offload.py) and lands its pages
 later: in one step, or staged in steps and published (test_offload_stage.py).
-Every one of those places must wait out the pause (src/module/offload.c,
+Every one of those places must wait out the pause (src/module/offload/offload.c,
 stage.c). These tests start such a write, start a pause while it runs, see
 the worker wait (INFO kvsql_offload_pause_waits) with nothing written, end
 the pause, and check the write landed once, the replica equals the master

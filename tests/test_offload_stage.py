@@ -3,7 +3,7 @@
 A long SQL.EXEC runs on a worker thread (test_offload.py). When it wrote
 more than 4 MiB of pages, the worker builds the new hash in the staging key
 {db}:wstage, 256 pages per step, each step holding Redis's lock, and the
-reply callback only swaps it in with RENAME (src/module/stage.c,
+reply callback only swaps it in with RENAME (src/module/offload/stage.c,
 docs/FORMAT.md "Big writes of the module"). These tests check that such a
 write lands whole (master, replica, AOF), that the AOF got it in several
 steps before the swap, and that a user's HSET, SQL.KILL, the time limit or

@@ -1,6 +1,6 @@
 """test_settings_fuzz.py - seeded random pragmas and function calls through
 the real module: the server survives every call, and after each call the
-next one sees the default settings (src/module/guard.c).
+next one sees the default settings (src/module/connections/guard.c).
 
 Bounded: FUZZ_CALLS calls (default 400) or FUZZ_SECONDS (default 60),
 whichever ends first; the seed is printed on failure.

@@ -4,7 +4,7 @@ Run by `make soak` (SOAK_SECONDS, default 180) and, for 40 s, by
 tests/test_soak_pause.py. A master (AOF, appendfsync always) and a replica
 run the module. Writer threads, each on its own database, send small writes
 (main thread), long writes (offloaded, written in one step) and big writes
-(offloaded and staged, tools of src/module/stage.c), while a disruptor keeps
+(offloaded and staged, tools of src/module/offload/stage.c), while a disruptor keeps
 pausing writes: CLIENT PAUSE ... WRITE, FAILOVER to a SIGSTOPped replica
 (times out), a FAILOVER that completes (the replica becomes the master and
 the writers follow it), and SHUTDOWN while the replica is stopped (the

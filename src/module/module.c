@@ -7,21 +7,21 @@
  * commands (exec.c) and configs, and subscribes to the keyspace and server
  * events after which a cached connection (cache.c) may no longer match
  * its hash. */
-#include "acl.h"
-#include "budget.h"
-#include "cache.h"
-#include "changes.h"
-#include "drop.h"
-#include "exec.h"
+#include "module/commands/acl.h"
+#include "module/connections/budget.h"
+#include "module/connections/cache.h"
+#include "module/store/changes.h"
+#include "module/commands/drop.h"
+#include "module/commands/exec.h"
 #include "format.h"
-#include "guard.h"
+#include "module/connections/guard.h"
 #include "kvsql.h"
-#include "leasewait.h"
+#include "module/commands/leasewait.h"
 #include "pcache.h"
-#include "settings.h"
-#include "snapshot.h"
-#include "store_keyspace.h"
-#include "worker.h"
+#include "module/settings.h"
+#include "module/store/snapshot.h"
+#include "module/store/store_keyspace.h"
+#include "module/offload/worker.h"
 
 #include <sqlite3.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* redis_api.c - resolves the Redis Modules API entries of redis_api.h.
  * Called once, from RedisModule_OnLoad in module.c. */
-#include "redis_api.h"
+#include "module/redis_api.h"
 
 #define REDIS_API_DEFINE(ret, name, params) ret(*RedisModule_##name) params;
 REDIS_API_ENTRIES(REDIS_API_DEFINE)

@@ -6,8 +6,8 @@
  * a new maximum. */
 #include "module/settings.h"
 
-#include "module/cache.h"
-#include "module/worker.h"
+#include "module/connections/cache.h"
+#include "module/offload/worker.h"
 
 #include <stddef.h>
 #include <string.h>
