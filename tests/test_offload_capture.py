@@ -95,6 +95,7 @@ def test_a_big_captured_write_is_staged_and_its_entries_go_with_the_swap(servers
     r = server.client()
     make_db(r)
     r.execute_command("SQL.CHANGES", "db", "ON", "MAXLEN", "=", "5000")
+    r.config_set("kvsql.capture-max-rows", 0)  # 20,000 entries: past the default bound (tested below)
     before = info(r)
     assert sql(r, "db", BIG_WRITE, 1, 1) == STAGED_ROWS
     after = info(r)
@@ -160,6 +161,7 @@ def test_entries_too_big_for_a_replicas_buffer_fail_a_staged_write_with_nothing_
     replica = attach_replica(servers, master)
     make_db(m)
     m.execute_command("SQL.CHANGES", "db", "ON")
+    m.config_set("kvsql.capture-max-rows", 0)  # the replicas' bound, not the rows' (tested below)
     before, v0, syncs = info(m), version(m), m.info("stats")["sync_full"]
     with pytest.raises(redis.ResponseError, match="SQLITE_TOOBIG kvsql: the change entries of this write"):
         sql(m, "db", BIG_WRITE, 1, 1)  # about 11 MB of entries
@@ -169,3 +171,42 @@ def test_entries_too_big_for_a_replicas_buffer_fail_a_staged_write_with_nothing_
     assert sql(m, "db", "insert into t values (2, 'two')") == 1  # a small one goes
     m.execute_command("WAIT", 1, 5000)
     assert replica.client().xlen(STREAM) == 2 and m.info("stats")["sync_full"] == syncs
+
+
+def insert_rows(n, first=1):
+    return ("with recursive c(x) as (select %d union all select x+1 from c where x<%d) "
+            "insert into t select x, 'v' from c" % (first, first + n - 1))
+
+
+def test_a_captured_write_past_capture_max_rows_is_refused_with_nothing_written(servers):
+    """A captured write's entries are written in one step under Redis's
+    lock (about 3 us each): past kvsql.capture-max-rows the write is refused
+    before anything is written, so no write holds the main thread long."""
+    server = servers()
+    r = server.client()
+    sql(r, "db", "create table t(id integer primary key, v text)")
+    r.execute_command("SQL.CHANGES", "db", "ON")
+    r.config_set("kvsql.capture-max-rows", 100)
+    v0, n0 = version(r), r.xlen(STREAM)
+    with pytest.raises(redis.ResponseError, match="SQLITE_TOOBIG.*101 rows.*capture-max-rows \\(100\\)"):
+        sql(r, "db", insert_rows(101))
+    assert version(r) == v0 and r.xlen(STREAM) == n0
+    assert query(r, "db", "select count(*) from t")[1] == [0]
+    assert sql(r, "db", insert_rows(100)) == 100  # at the bound: written, with its entries
+    assert r.xlen(STREAM) == n0 + 100
+    r.config_set("kvsql.capture-max-rows", 0)  # no limit
+    assert sql(r, "db", insert_rows(1000, first=101)) == 1000
+    assert r.xlen(STREAM) == n0 + 1100
+
+
+def test_by_default_a_captured_write_of_200k_rows_is_refused(servers):
+    """The default bound (15,000 rows, about 45 ms of entries) refuses the
+    200,000-row captured update that held the main thread 0.55 s."""
+    server = servers()
+    r = server.client()
+    filled(r)
+    v0, n0 = version(r), r.xlen(STREAM)
+    with pytest.raises(redis.ResponseError, match="SQLITE_TOOBIG.*200000 rows"):
+        sql(r, "db", "update t set v = v || 'x'")
+    assert version(r) == v0 and r.xlen(STREAM) == n0
+    assert query(r, "db", "select count(*) from t where v like '%x'")[1] == [0]

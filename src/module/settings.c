@@ -21,6 +21,7 @@ long long exec_offload_after_us;
 long long leasewait_ms;
 long long worker_threads;
 long long settings_max_connections;
+long long changes_max_rows;
 
 typedef struct setting {
     const char *name; /* after "kvsql." */
@@ -39,6 +40,7 @@ static const setting table[] = {
     {"worker-threads", &worker_threads, 2, 0, 64, workers_config_changed},
     {"offload-after-us", &exec_offload_after_us, 1000, 0, 1000000000, cache_settings_changed},
     {"lease-wait-ms", &leasewait_ms, 5000, 0, 86400000, cache_settings_changed},
+    {"capture-max-rows", &changes_max_rows, 15000, 0, 1000000000, cache_settings_changed},
 };
 
 static long long get_numeric(const char *name, void *priv) {

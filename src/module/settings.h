@@ -18,6 +18,8 @@ extern long long exec_offload_after_us;     /* offload-after-us: how long a call
 extern long long leasewait_ms;              /* lease-wait-ms: how long a write waits for the lease; 0: refused at once (leasewait.c) */
 extern long long worker_threads;            /* worker-threads: 0 keeps every call on the main thread (worker.c) */
 extern long long settings_max_connections;  /* max-connections: connections kept open (cache.c) */
+extern long long changes_max_rows;          /* capture-max-rows: the most row changes one captured write lands
+                                             * at once, under Redis's lock; 0: no limit (changes.c) */
 
 /* Registers every config and loads the values given at load time
  * (RedisModule_LoadConfigs). REDISMODULE_OK, or REDISMODULE_ERR with the

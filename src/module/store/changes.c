@@ -22,6 +22,7 @@
 /* Debian's libsqlite3 is built with it; the declarations need the macro. */
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include "module/store/changes.h"
+#include "module/settings.h"
 
 #include "module/commands/acl.h"
 #include "module/connections/budget.h"
@@ -436,6 +437,15 @@ int changes_check_write(RedisModuleCtx *ctx, char *err, size_t errlen) {
     if (!cur.active) return 0;
     if (cur.bad[0]) {
         snprintf(err, errlen, "%s", cur.bad);
+        return -1;
+    }
+    if (changes_max_rows > 0 && cur.log.n > (size_t)changes_max_rows) { /* the main thread's bound */
+        snprintf(err, errlen,
+                 "SQLITE_TOOBIG kvsql changes: this write changes %zu rows with capture on, more than "
+                 "kvsql.capture-max-rows (%lld): their entries would be written in one step on Redis's main "
+                 "thread, about 3 us each. Nothing was written. Split the write, or raise kvsql.capture-max-rows "
+                 "(0: no limit)",
+                 cur.log.n, changes_max_rows);
         return -1;
     }
     return check_stream(ctx, cur.stream, cur.log.n ? (uint64_t)cur.log.n : 1, err, errlen);
