@@ -12,7 +12,9 @@
 #include "module/connections/cache.h"
 #include "module/store/changes.h"
 #include "module/commands/drop.h"
+#include "module/commands/call.h"
 #include "module/commands/exec.h"
+#include "module/offload/offload.h"
 #include "format.h"
 #include "module/connections/guard.h"
 #include "kvsql.h"
@@ -376,6 +378,7 @@ __attribute__((visibility("default"))) int RedisModule_OnLoad(RedisModuleCtx *ct
     /* We signal a key as modified only when a command really changed it. */
     RedisModule_SetModuleOptions(ctx, REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED);
     cache_init(ctx);
+    call_rerun = exec_run_here; /* the commands, for offload.c and leasewait.c (call.h) */
     if (create_commands(ctx) != REDISMODULE_OK || subscribe(ctx) != REDISMODULE_OK ||
         settings_register(ctx) != REDISMODULE_OK || RedisModule_RegisterInfoFunc(ctx, info) != REDISMODULE_OK) {
         RedisModule_Log(ctx, "warning", "kvsql: cannot register commands, events or configs");

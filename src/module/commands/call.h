@@ -1,12 +1,35 @@
-/* call.h - one SQL call (SQL, SQL.EXEC, SQL.QUERY) as exec.c runs it, on
- * Redis's main thread or, moved by offload.c, on a worker thread. Shared by
- * exec.c and offload.c only. */
+/* call.h - one SQL call (SQL, SQL.EXEC, SQL.QUERY): what it is, and how
+ * call.c runs its SQL and replies, the same on Redis's main thread (exec.c)
+ * and, moved by offload.c, on a worker thread. */
 #ifndef KVSQL_CALL_H
 #define KVSQL_CALL_H
 
 #include "module/connections/cache.h"
-#include "module/commands/exec.h"
 #include "module/commands/result.h"
+
+/* A call's options (docs/COMMANDS.md): before the SQL. */
+typedef struct options {
+    int format;       /* RESULT_TYPED | RESULT_MAP */
+    int named;        /* NAMED: arguments are name value pairs */
+    const char *spec; /* TYPES: one letter per value, or NULL */
+    size_t spec_len;
+} options;
+
+/* What INFO kvsql shows of the commands since the module loaded. */
+typedef struct exec_stats {
+    long long errors_by_code[32]; /* SQLITE_<name> errors, by primary result code */
+    long long errors_usage;       /* ERR: the command was misused, or kvsql refused the SQL */
+    long long errors_other;       /* WRONGTYPE */
+    long long timeouts;           /* calls stopped by kvsql.query-timeout-ms */
+    long long kills;              /* calls stopped by SQL.KILL */
+    long long stay_stops;         /* calls that could not move, stopped past offload-after-us and a margin */
+    long long memory_stops;       /* calls stopped by kvsql.call-memory-kb */
+} exec_stats;
+
+exec_stats exec_get_stats(void);
+
+/* SQLite's name of a primary result code ("CONSTRAINT"), or NULL. */
+const char *exec_code_name(int code);
 
 typedef struct call {
     RedisModuleCtx *ctx; /* the command's context; NULL on a worker thread */
@@ -46,20 +69,16 @@ void call_reply_result(RedisModuleCtx *ctx, result *rows, int has_rows, long lon
 /* Main thread: replies an error and counts it by its first word. */
 int call_reply_error(RedisModuleCtx *ctx, const char *err);
 
-/* exec.c, main thread: runs a call that must run here (why: STAY_TEMP,
- * its worker wrote TEMP objects, which live in the key's cached
- * connection; STAY_LEASE, run from a reply callback after it waited for
- * the write lease): as SQL.EXEC/SQL.QUERY would, but never moving it: it
- * stops with an error past kvsql.offload-after-us and a margin. */
-void exec_run_here(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString **argv, int argc,
-                   int readonly, int why);
+/* Main thread: runs again a call that must run here (why: STAY_TEMP, its
+ * worker wrote TEMP objects, which live in the key's cached connection;
+ * STAY_LEASE, run from a reply callback after it waited for the write
+ * lease): as SQL.EXEC/SQL.QUERY would, but never moving it: it stops with
+ * an error past kvsql.offload-after-us and a margin. It is the commands'
+ * (exec.c's exec_run_here), which stand above offload.c and leasewait.c
+ * that call it: module.c sets it at load. */
+typedef void (*call_rerun_fn)(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString **argv, int argc,
+                              int readonly, int why);
+extern call_rerun_fn call_rerun;
 
-/* offload.c, main thread: moves a call that stopped to offload (its
- * connection released, nothing written) to a worker: blocks the client and
- * returns 1. Returns 0 when the call cannot move (no memory for its
- * snapshot, Redis would not block the client): run it again on the main
- * thread. A write on a database whose change capture is on moves too: the
- * worker captures its entries and writes them with its pages. */
-int offload_call(call *k, RedisModuleString *keyname, uint32_t npages, uint32_t page_size);
 
 #endif

@@ -10,7 +10,7 @@
  * scored by when it lapses. A timer looks every TICK_MS: when the lease is
  * free (or its owner's connection is gone, protocol_lease_held) and no
  * writer waited longer, the client is unblocked and its reply callback
- * runs the whole call again (exec_run_here: on the main thread, never
+ * runs the whole call again (call_rerun: on the main thread, never
  * moved to a worker), then leaves the queue; each look keeps its place
  * alive. Past kvsql.lease-wait-ms the call is refused as before. A client
  * that disconnects while it waits leaves the queue at the next look.
@@ -167,7 +167,7 @@ static int on_unblocked(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         __atomic_fetch_add(&stats.timeouts, 1, __ATOMIC_RELAXED);
         return call_reply_error(ctx, err);
     }
-    exec_run_here(ctx, w->keyname, w->argv, w->argc, 0, STAY_LEASE);
+    call_rerun(ctx, w->keyname, w->argv, w->argc, 0, STAY_LEASE);
     queue_leave(ctx, w);
     return REDISMODULE_OK;
 }

@@ -17,8 +17,8 @@
 int leasewait_refused(const char *err);
 
 /* Blocks the client of ctx until the call (keyname, then argv: [options]
- * sql [args], as exec_run_here takes them) may write, then runs it again
- * with exec_run_here. Returns 1 when the client was blocked (the call
+ * sql [args], as call_rerun takes them) may write, then runs it again
+ * with call_rerun. Returns 1 when the client was blocked (the call
  * replies later), 0 when it cannot wait (inside MULTI or a script, or
  * kvsql.lease-wait-ms is 0): the caller replies the refusal. */
 int leasewait_start(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleString **argv, int argc);

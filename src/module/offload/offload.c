@@ -46,6 +46,7 @@
 #include "module/commands/acl.h"
 #include "module/connections/budget.h"
 #include "module/commands/call.h"
+#include "module/offload/offload.h"
 #include "module/store/changes.h"
 #include "kvsql.h"
 #include "module/store/snapshot.h"
@@ -441,7 +442,7 @@ static int job_reply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
         if (!j->readonly && RedisModule_AvoidReplicaTraffic()) /* a pause began since the worker checked */
             return call_reply_error(ctx, PAUSED_ERROR);
         COUNT(run_here);
-        exec_run_here(ctx, j->keyname, j->argv, j->argc, j->readonly, STAY_TEMP);
+        call_rerun(ctx, j->keyname, j->argv, j->argc, j->readonly, STAY_TEMP);
         return REDISMODULE_OK;
     }
     if (j->restarts) __atomic_fetch_add(&stats.restarts, j->restarts, __ATOMIC_RELAXED);
