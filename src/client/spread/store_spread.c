@@ -11,8 +11,8 @@
  *     (SQLITE_IOERR_SHORT_READ): the copy ids come from the map as of the
  *     snapshot (cached along T:log, or read with the undo records), and a
  *     copy once collected answers nil, never other bytes.
- * Every request goes through client/spread/io.c (one file to change for
- * many nodes). Pages read or written are cached with their copy id
+ * Every request goes through client/spread/io.c (the home slot's
+ * connection, or every node of a Redis Cluster at once). Pages read or written are cached with their copy id
  * (valid forever: a copy never changes); the map as of the snapshot is
  * cached and kept across other clients' commits by following T:log.
  *
@@ -774,24 +774,22 @@ static void committed(spread_store *s, kvsql_txn *t, const kvsql_batch *b, const
     s->stats.pages_written += b->count;
 }
 
-/* wait=: after the publish, WAIT for the replicas. One node today: its
- * replication stream carries the copies before the publish, so one WAIT
- * covers both (with many nodes io.c must WAIT on every node written). A
- * short answer is counted and said, the commit stands (as the one-hash
- * store's, docs/LIBRARY.md "Replicas"). */
-static void wait_for_replicas(spread_store *s) {
-    char n[16], ms[16];
-    snprintf(n, sizeof(n), "%d", s->cfg.wait_replicas);
-    snprintf(ms, sizeof(ms), "%d", s->cfg.wait_timeout_ms);
-    const char *argv[3] = {"WAIT", n, ms};
-    sp_cmd c = {3, argv, NULL, s->key};
-    redisReply *r = NULL;
-    long long got = sp_io_batch(&s->io, 1, &c, &r) == 0 && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    freeReplyObject(r);
+/* wait=: WAIT for the replicas, on every node the copies went to
+ * (before the publish: io.c, sp_io_wait_nodes; nothing on one server)
+ * and on the home slot after the publish, whose replication stream
+ * carries everything written there before it. A short answer is counted
+ * and said, the commit stands (as the one-hash store's, docs/LIBRARY.md
+ * "Replicas"). where: which WAIT. */
+static void wait_short(spread_store *s, long long got, const char *where) {
     if (got >= s->cfg.wait_replicas) return;
     s->stats.wait_short++;
-    fail(s, SQLITE_OK, "key %s: the commit landed on %s, but only %lld of wait=%s replicas acknowledged it within "
-         "wait_timeout_ms=%s", s->key, s->io.conn.where, got < 0 ? 0 : got, n, ms);
+    fail(s, SQLITE_OK, "key %s: the commit landed on %s, but only %lld of wait=%d replicas acknowledged %s within "
+         "wait_timeout_ms=%d", s->key, s->io.conn.where, got < 0 ? 0 : got, s->cfg.wait_replicas, where,
+         s->cfg.wait_timeout_ms);
+}
+
+static void wait_for_replicas(spread_store *s) {
+    wait_short(s, sp_io_wait_home(&s->io, s->cfg.wait_replicas, s->cfg.wait_timeout_ms), "its publish");
 }
 
 static int spread_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
@@ -815,6 +813,9 @@ static int spread_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     for (uint32_t i = 0; rc == SQLITE_OK && i < w.ncmds; i++)
         if (out[i]->type == REDIS_REPLY_ERROR) /* e.g. a node at maxmemory: SQLITE_FULL, nothing published */
             rc = kvsql_conn_reply_error(&s->io.conn, out[i], "commit (writing the page copies)");
+    if (rc == SQLITE_OK && s->cfg.wait_replicas > 0)
+        wait_short(s, sp_io_wait_nodes(&s->io, s->cfg.wait_replicas, s->cfg.wait_timeout_ms, (int)w.ncmds, w.cmds),
+                   "its page copies");
     if (rc != SQLITE_OK && rc != SQLITE_NOMEM && s->io.conn.c) drop_copies(s, pages, b->count, b->page_size, copy);
     for (uint32_t i = 0; out && i < w.ncmds; i++) freeReplyObject(out[i]);
     free(out);
@@ -879,7 +880,7 @@ static void free_names(spread_store *s) {
 static void spread_destroy(kvsql_store *st) {
     spread_store *s = (spread_store *)st;
     if (s->member[0] || s->holds_lease) send_end(s, s->member);
-    kvsql_conn_close(&s->io.conn);
+    sp_io_close(&s->io);
     pagecache_clear(&s->cache);
     readahead_free(&s->ra);
     kvsql_capture_free(s->capture);
@@ -995,7 +996,7 @@ int kvsql_spread_store_gc(kvsql_store *st, int max_steps, long long *removed) {
         }
         *removed += (long long)ngc;
         freeReplyObject(r);
-        if (!s->io.conn.c || kvsql_conn_drain(&s->io.conn) != 0) {
+        if (!s->io.conn.c || sp_io_flush(&s->io) != 0 || kvsql_conn_drain(&s->io.conn) != 0) {
             rc = kvsql_conn_lost(&s->io.conn, SQLITE_IOERR, "gc");
             break;
         }
