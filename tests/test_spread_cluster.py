@@ -218,7 +218,7 @@ c = sqlite3.connect(":memory:"); c.enable_load_extension(True); c.load_extension
 url, mode, stop, first = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 db = sqlite3.connect(url, uri=True, isolation_level=None, timeout=30)
 deadline, n, errors, reads = time.time() + 150, 0, 0, 0  # reads: counted, said at the end (a pipe holds 64 KiB)
-while not os.path.exists(stop) and time.time() < deadline and n < 100000:
+while not os.path.exists(stop) and time.time() < deadline and n < (100000 if mode == "write" else 2000000):
     try:
         if mode == "write":
             a, b = random.sample(range(ACCOUNTS), 2)
