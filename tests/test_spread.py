@@ -283,3 +283,95 @@ def test_the_tool_imports_checks_exports_lists_and_collects_a_spread_database(se
     p = kvsql("gc", base + "/imp?layout=spread")
     assert p.returncode == 0 and "page copies collected" in p.stdout, p.stdout + p.stderr
     assert r.zcard("{imp}:gc") == 0
+
+
+# ---- kvsql rm, cp and mv of a spread database (docs/COMMANDS.md) ------------
+
+def keys_of_db(r, key):
+    """Every key of database `key`: its map, its home keys, its run keys."""
+    return sorted(k for k in r.keys("*") if k == key.encode() or k.startswith(("{%s}:" % key).encode())
+                  or (k.startswith(("{%s/" % key).encode()) and k.endswith(("}%s:p" % key).encode())))
+
+
+def dump(db):
+    return list(db.iterdump())
+
+
+@needs_inprocess
+@pytest.mark.skipif(not os.path.exists(KVSQL), reason="the kvsql tool is not built")
+def test_rm_deletes_every_key_of_a_spread_database_even_runs_past_its_length(servers):
+    s = servers(module=False)
+    base = "redis://127.0.0.1:%d" % s.port
+    db = fill(s, "sp")
+    keep = fill(s, "sp2", rows=50)  # another spread database: untouched
+    r = s.client()
+    r.set("other", "y")
+    reader = pydb(s, "sp", layout="spread")
+    reader.execute("begin")
+    assert reader.execute("select v from t where id = 0").fetchone()[0] == 1  # holds the old pages in T:gc
+    high = int(r.hget("sp", "npages"))
+    db.execute("delete from t where id >= 100")
+    db.execute("vacuum")  # the map shrinks; the cut pages' copies stay for the reader
+    assert int(r.hget("sp", "npages")) <= (high - 1) // 16 * 16 - 16  # whole runs past the map's length
+    assert any(int(k.split(b"/")[1].split(b"}")[0]) * 16 >= int(r.hget("sp", "npages")) for k in run_keys(r, "sp"))
+    before = keys_of_db(r, "sp")
+    p = kvsql("rm", base + "/sp")
+    assert p.returncode == 0 and "removed sp (%d keys)" % len(before) in p.stdout, p.stdout + p.stderr
+    assert keys_of_db(r, "sp") == []
+    assert r.get("other") == b"y" and total(keep) == 50 and len(run_keys(r, "sp2")) > 0
+    with pytest.raises(Exception):
+        total(reader)  # its copies are gone: an error, never other data
+    reader.close()
+    assert kvsql("rm", base + "/sp").returncode == 1
+
+
+@needs_inprocess
+@pytest.mark.skipif(not os.path.exists(KVSQL), reason="the kvsql tool is not built")
+def test_rm_of_a_spread_database_is_refused_while_a_writer_holds_it_unless_forced(servers):
+    s = servers(module=False)
+    base = "redis://127.0.0.1:%d" % s.port
+    fill(s, "w")
+    r = s.client()
+    w = writer_stopped_at(s, "w", "copies")  # its lease held, its intent and copies written
+    try:
+        p = kvsql("rm", base + "/w")
+        assert p.returncode == 1 and "holds its lease" in p.stderr, p.stderr
+        assert r.zcard("{w}:pending") == 1 and keys_of_db(r, "w")
+        p = kvsql("rm", "--force", base + "/w")
+        assert p.returncode == 0, p.stderr
+        assert keys_of_db(r, "w") == []
+    finally:
+        w.send_signal(signal.SIGCONT)
+        out, _ = w.communicate(timeout=60)
+    assert "failed" in out  # fenced out by the removal's lease: its publish refused
+    assert keys_of_db(r, "w") == []  # and it deleted its copies
+
+
+@needs_inprocess
+@pytest.mark.skipif(not os.path.exists(KVSQL), reason="the kvsql tool is not built")
+def test_cp_and_mv_of_a_spread_database_give_an_equal_independent_spread_database(servers):
+    s = servers(module=False)
+    base = "redis://127.0.0.1:%d" % s.port
+    db = fill(s, "src")
+    r = s.client()
+    p = kvsql("cp", base + "/src", base + "/copy")  # no layout= on either URL: the source's
+    assert p.returncode == 0, p.stderr
+    assert r.hget("copy", "layout") == b"spread" and run_keys(r, "copy")
+    copy = pydb(s, "copy", layout="spread")
+    assert dump(copy) == dump(db)
+    copy.execute("update t set v = 5 where id = 1")
+    assert total(db) == ROWS and total(copy) == ROWS + 4
+    db.execute("update t set v = 7 where id = 2")
+    assert total(copy) == ROWS + 4
+    expected = dump(db)
+    db.close()
+    p = kvsql("mv", base + "/src", base + "/{t}moved")
+    assert p.returncode == 0 and "moved src to {t}moved" in p.stdout, p.stderr
+    assert keys_of_db(r, "src") == []
+    moved = pydb(s, "{t}moved", layout="spread")
+    assert r.hget("{t}moved", "layout") == b"spread" and dump(moved) == expected
+    moved.execute("update t set v = 0")
+    assert total(copy) == ROWS + 4
+    p = kvsql("cp", base + "/copy", base + "/flat?layout=hash")  # a URL's own layout= wins
+    assert p.returncode == 0, p.stderr
+    assert dump(pydb(s, "flat")) == dump(copy)

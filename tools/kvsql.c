@@ -377,14 +377,30 @@ static int cmd_export(const char *url, const char *file, int replace) {
     return rc;
 }
 
+/* Adds layout=spread to t's URL query (the server part the library
+ * opens with), unless the URL chose a layout itself. 0, or 1 with a
+ * message. */
+static int default_spread(target *t) {
+    if (t->cfg.layout[0]) return 0;
+    size_t n = strlen(t->server);
+    const char *add = strchr(t->server, '?') ? "&layout=spread" : "?layout=spread";
+    if (n + strlen(add) >= sizeof(t->server)) return fail("%s: the URL is too long", t->server, NULL);
+    memcpy(t->server + n, add, strlen(add) + 1);
+    return parse_server(t->server, &t->cfg);
+}
+
 /* cp and mv: src's database into dst (another key, db or server), as one
- * transaction of dst. *version: src's version before the copy (for mv). */
-static int copy_key(const target *s, const target *d, int replace, char *version, size_t vlen) {
+ * transaction of dst. A spread source is opened as one, and makes the
+ * copy spread too unless dst's URL says layout=. *version: src's version
+ * before the copy (for mv). */
+static int copy_key(target *s, target *d, int replace, char *version, size_t vlen) {
     char err[512];
+    int spread = 0;
     if (strcmp(s->server, d->server) == 0 && strcmp(s->key, d->key) == 0)
         return fail("%s: the source and the destination are the same database", s->key, NULL);
-    int held = keys_state(&s->cfg, s->key, version, vlen, err, sizeof(err));
+    int held = keys_state(&s->cfg, s->key, version, vlen, &spread, err, sizeof(err));
     if (held < 0) return fail("key %s: %s", s->key, err);
+    if (spread && (default_spread(s) || default_spread(d))) return 1;
     sqlite3 *src = NULL, *dst = NULL;
     int rc = open_key(s, SQLITE_OPEN_READONLY, &src) || open_key(d, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &dst);
     sqlite3_int64 pages = rc ? -1 : key_pages(dst, d);
@@ -400,8 +416,9 @@ static int copy_key(const target *s, const target *d, int replace, char *version
 static int cmd_cp(const char *from, const char *to, int replace, int move) {
     target *s = malloc(sizeof(target)), *d = malloc(sizeof(target));
     char version[32], err[512];
+    int spread;
     int rc = !s || !d || parse_url(from, s) || parse_url(to, d);
-    if (!rc && move && keys_state(&s->cfg, s->key, version, sizeof(version), err, sizeof(err)) > 0)
+    if (!rc && move && keys_state(&s->cfg, s->key, version, sizeof(version), &spread, err, sizeof(err)) > 0)
         rc = fail("key %s: a writer holds its lease (is writing it): try again later", s->key, NULL);
     if (!rc) rc = copy_key(s, d, replace, version, sizeof(version));
     if (!rc && move) {

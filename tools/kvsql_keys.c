@@ -1,9 +1,14 @@
 /* kvsql_keys.c - `kvsql ls`, `kvsql rm` and the removal half of `kvsql
  * mv`: a database's keys as a whole (kvsql_keys.h).
  *
- * A removal is one Lua script that checks, then deletes the hash and every
- * auxiliary key of src/format.h's list: atomic, and replicated as the
- * deletions it made. A listing SCANs the hashes of each master and shows
+ * A one-hash database's removal is one Lua script that checks, then
+ * deletes the hash and every auxiliary key of src/format.h's list: atomic,
+ * and replicated as the deletions it made. A spread database's (its run
+ * keys are in other slots) makes the same checks in one script that also
+ * takes its writer's lease and counts its run keys from its home keys (no
+ * keyspace scan); the run keys then go in batches, the lease renewed after
+ * each, and the home keys last, in one script that checks the lease is
+ * still the removal's (docs/COMMANDS.md says what is atomic). A listing SCANs the hashes of each master and shows
  * those whose field "0" is a SQLite header page, leaving out the
  * format's auxiliary keys. */
 #include "kvsql_keys.h"
@@ -13,8 +18,13 @@
 #include "client/net/transport.h"
 #include "format.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define STR_RUN STR(KVSQL_SPREAD_RUN)
 
 /* ---- one connection, routed to the node that serves a key ---------------- */
 
@@ -75,8 +85,15 @@ static void free_keys(char *names[1 + KVSQL_AUX_COUNT]) {
 }
 
 /* KEYS: the database and its auxiliary keys. ARGV: force, the expected
- * version ("" : any), and the KEYS indexes of the lease, of the module's
- * big-write stage and of the version. Checks everything, then deletes. */
+ * version ("" : any), the KEYS indexes of the lease, of the module's
+ * big-write stage, of the version, of T:gc and of T:pending, then a
+ * removal token and a lease time (ms). Checks everything; then a one-hash
+ * database is deleted at once (its count of keys), while a spread one
+ * (docs/FORMAT.md, "The spread layout": its page map says layout=spread)
+ * is not touched but its lease is taken with the token and {'spread',
+ * runs, 1 when the lease existed before} answered: runs is the count of run keys that may hold a copy of
+ * it (the high-water page count of its map, its superseded copies T:gc and
+ * its writers' intents T:pending, in runs of KVSQL_SPREAD_RUN pages). */
 static const char remove_script[] =
     "local t = redis.call('TYPE', KEYS[1])['ok']\n"
     "if t ~= 'hash' and t ~= 'none' then\n"
@@ -87,9 +104,146 @@ static const char remove_script[] =
     "  return redis.error_reply('LEASED the module is writing it (a big write): add --force to remove it anyway') end\n"
     "if ARGV[2] ~= '' and (redis.call('GET', KEYS[tonumber(ARGV[5])]) or '0') ~= ARGV[2] then\n"
     "  return redis.error_reply('CHANGED it was written meanwhile (version ' .. ARGV[2] .. ' was copied)') end\n"
+    "if t == 'hash' and redis.call('HGET', KEYS[1], '" KVSQL_SPREAD_LAYOUT_FIELD "') == '" KVSQL_SPREAD_LAYOUT "' then\n"
+    "  local hw = tonumber(redis.call('HGET', KEYS[1], '" KVSQL_SPREAD_NPAGES_FIELD "') or '0') or 0\n"
+    "  local gk, pk = KEYS[tonumber(ARGV[6])], KEYS[tonumber(ARGV[7])]\n"
+    "  if redis.call('TYPE', gk)['ok'] == 'zset' then\n"
+    "    for _, m in ipairs(redis.call('ZRANGE', gk, 0, -1)) do\n"
+    "      local p = tonumber(string.match(m, '^(%d+):') or '')\n"
+    "      if p and p + 1 > hw then hw = p + 1 end\n"
+    "    end\n"
+    "  end\n"
+    "  if redis.call('TYPE', pk)['ok'] == 'zset' then\n"
+    "    for _, m in ipairs(redis.call('ZRANGE', pk, 0, -1)) do\n"
+    "      local rest = string.match(m, '^%x+:(.*)$') or ''\n"
+    "      local below = tonumber(string.match(rest, '^%*(%d+)$') or '')\n"
+    "      if below then hw = math.max(hw, below)\n"
+    "      else for d in string.gmatch(rest, '%d+') do hw = math.max(hw, tonumber(d) + 1) end end\n"
+    "    end\n"
+    "  end\n"
+    "  local held = redis.call('EXISTS', KEYS[tonumber(ARGV[3])])\n"
+    "  redis.call('SET', KEYS[tonumber(ARGV[3])], ARGV[8], 'PX', ARGV[9])\n"
+    "  return {'spread', math.floor((hw + " STR_RUN " - 1) / " STR_RUN "), held}\n"
+    "end\n"
     "local n = 0\n"
     "for i = 1, #KEYS do n = n + redis.call('DEL', KEYS[i]) end\n"
     "return n\n";
+
+/* KEYS[1]: the lease. ARGV: the removal token, the lease time (ms).
+ * Extends the lease while it is still the token's: 1, else 0. */
+static const char renew_script[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "return 1\n";
+
+/* KEYS: as remove_script's. ARGV: the lease's KEYS index, the removal
+ * token. Deletes every key while the lease is still the token's. */
+static const char finish_script[] =
+    "if redis.call('GET', KEYS[tonumber(ARGV[1])]) ~= ARGV[2] then\n"
+    "  return redis.error_reply('LOST the removal lost its lease before its last step') end\n"
+    "local n = 0\n"
+    "for i = 1, #KEYS do n = n + redis.call('DEL', KEYS[i]) end\n"
+    "return n\n";
+
+/* The removal's hold on a spread database's lease, renewed after every
+ * batch of run keys: long enough for many batches, short enough that a
+ * removal killed midway frees the database soon. */
+#define REMOVE_LEASE_MS "10000"
+/* Run keys deleted per round trip. */
+#define REMOVE_BATCH 64
+
+/* An error reply's words without its code (the scripts' own codes). */
+static void reply_words(const redisReply *r, char *err, size_t errlen) {
+    const char *msg = r->str, *space = strchr(msg, ' ');
+    if (space && (!strncmp(msg, "WRONGTYPE", 9) || !strncmp(msg, "LEASED", 6) || !strncmp(msg, "CHANGED", 7) ||
+                  !strncmp(msg, "LOST", 4)))
+        msg = space + 1;
+    snprintf(err, errlen, "%s", msg);
+}
+
+/* EVAL of script over the database's keys names with the arguments args. */
+static redisReply *eval_keys(link *l, const char *script, char *names[1 + KVSQL_AUX_COUNT], int nargs,
+                             const char **args, char *err, size_t errlen) {
+    char nkeys[8];
+    snprintf(nkeys, sizeof(nkeys), "%d", 1 + KVSQL_AUX_COUNT);
+    const char *argv[3 + 1 + KVSQL_AUX_COUNT + 16];
+    int a = 0;
+    argv[a++] = "EVAL";
+    argv[a++] = script;
+    argv[a++] = nkeys;
+    for (int i = 0; i < 1 + KVSQL_AUX_COUNT; i++) argv[a++] = names[i];
+    for (int i = 0; i < nargs && i < 16; i++) argv[a++] = args[i];
+    return link_call(l, a, argv, NULL, err, errlen);
+}
+
+/* DEL of the run keys [from, to) of key, one pipeline on l; a key another
+ * node serves (a Redis Cluster's MOVED or ASK) is sent again routed.
+ * Adds the keys deleted to *n. 0, or -1 with why in err. */
+static int delete_runs(link *l, const char *key, uint32_t from, uint32_t to, long *n, char *err, size_t errlen) {
+    int count = (int)(to - from), rc = 0;
+    char *names[REMOVE_BATCH] = {0};
+    const char *argvs[REMOVE_BATCH][2];
+    const char **pv[REMOVE_BATCH];
+    int argcs[REMOVE_BATCH];
+    redisReply *out[REMOVE_BATCH] = {0};
+    size_t len = strlen(key);
+    for (int i = 0; i < count && rc == 0; i++) {
+        size_t need = kvsql_spread_run_key(NULL, 0, key, len, from + (uint32_t)i) + 1;
+        if (!(names[i] = malloc(need))) rc = -1, snprintf(err, errlen, "out of memory");
+        else kvsql_spread_run_key(names[i], need, key, len, from + (uint32_t)i);
+        argvs[i][0] = "DEL";
+        argvs[i][1] = names[i];
+        pv[i] = argvs[i];
+        argcs[i] = 2;
+    }
+    if (rc == 0 && (kvsql_conn_down(&l->cn) || kvsql_conn_pipeline(&l->cn, count, argcs, pv, out) != 0)) {
+        snprintf(err, errlen, "redis at %s: connection lost while deleting run keys", l->cn.where);
+        rc = -1;
+    }
+    for (int i = 0; i < count && rc == 0; i++) {
+        if (out[i]->type == REDIS_REPLY_ERROR && (!strncmp(out[i]->str, "MOVED ", 6) || !strncmp(out[i]->str, "ASK ", 4))) {
+            freeReplyObject(out[i]);
+            if (!(out[i] = link_call(l, 2, argvs[i], NULL, err, errlen))) rc = -1;
+        }
+        if (rc == 0 && out[i]->type == REDIS_REPLY_INTEGER) *n += (long)out[i]->integer;
+        else if (rc == 0) {
+            snprintf(err, errlen, "DEL %s: %s", names[i], out[i]->type == REDIS_REPLY_ERROR ? out[i]->str : "unexpected reply");
+            rc = -1;
+        }
+    }
+    for (int i = 0; i < count; i++) {
+        freeReplyObject(out[i]);
+        free(names[i]);
+    }
+    return rc;
+}
+
+/* The rest of a spread database's removal, its lease held with token:
+ * its runs run keys in batches (the lease renewed after each), then its
+ * home keys in one script. Adds the keys deleted to *n. 0, or -1. */
+static int remove_spread(link *l, const char *key, char *names[1 + KVSQL_AUX_COUNT], uint32_t runs,
+                         const char *token, const char *lease_index, long *n, char *err, size_t errlen) {
+    for (uint32_t r = 0; r < runs; r += REMOVE_BATCH) {
+        uint32_t to = runs - r < REMOVE_BATCH ? runs : r + REMOVE_BATCH;
+        if (delete_runs(l, key, r, to, n, err, errlen) != 0) return -1;
+        const char *renew[6] = {"EVAL", renew_script, "1", names[1 + aux_index(KVSQL_AUX_LEASE)], token,
+                                REMOVE_LEASE_MS};
+        redisReply *y = link_call(l, 6, renew, NULL, err, errlen);
+        int held = y && y->type == REDIS_REPLY_INTEGER && y->integer == 1;
+        if (y && !held)
+            snprintf(err, errlen, "the removal lost its lease after %u of %u run keys: run kvsql rm again", to, runs);
+        freeReplyObject(y);
+        if (!held) return -1;
+    }
+    const char *args[2] = {lease_index, token};
+    redisReply *f = eval_keys(l, finish_script, names, 2, args, err, errlen);
+    int rc = f && f->type == REDIS_REPLY_INTEGER ? 0 : -1;
+    if (rc == 0) *n += (long)f->integer;
+    else if (f && f->type == REDIS_REPLY_ERROR) reply_words(f, err, errlen);
+    else if (f) snprintf(err, errlen, "unexpected reply to the removal's last step");
+    freeReplyObject(f);
+    return rc;
+}
 
 long keys_remove(const kvsql_redis_config *cfg, const char *key, int force, const char *expect_version, char *err,
                  size_t errlen) {
@@ -99,29 +253,25 @@ long keys_remove(const kvsql_redis_config *cfg, const char *key, int force, cons
     if (database_keys(key, names) != 0) {
         snprintf(err, errlen, "out of memory");
     } else if (link_open(&l, cfg, key, err, errlen) == 0) {
-        char nkeys[8], lease[8], wstage[8], version[8];
-        snprintf(nkeys, sizeof(nkeys), "%d", 1 + KVSQL_AUX_COUNT);
+        char lease[8], wstage[8], version[8], gc[8], pending[8], token[9 + 2 * 16 + 1] = "kvsql-rm:";
         snprintf(lease, sizeof(lease), "%d", 2 + aux_index(KVSQL_AUX_LEASE));
         snprintf(wstage, sizeof(wstage), "%d", 2 + aux_index(KVSQL_AUX_WSTAGE));
         snprintf(version, sizeof(version), "%d", 2 + aux_index(KVSQL_AUX_VERSION));
-        const char *argv[3 + 1 + KVSQL_AUX_COUNT + 5];
-        int a = 0;
-        argv[a++] = "EVAL";
-        argv[a++] = remove_script;
-        argv[a++] = nkeys;
-        for (int i = 0; i < 1 + KVSQL_AUX_COUNT; i++) argv[a++] = names[i];
-        argv[a++] = force ? "1" : "0";
-        argv[a++] = expect_version ? expect_version : "";
-        argv[a++] = lease;
-        argv[a++] = wstage;
-        argv[a++] = version;
-        redisReply *r = link_call(&l, a, argv, NULL, err, errlen);
+        snprintf(gc, sizeof(gc), "%d", 2 + aux_index(KVSQL_AUX_GC));
+        snprintf(pending, sizeof(pending), "%d", 2 + aux_index(KVSQL_AUX_PENDING));
+        kvsql_random_hex(token + 9, 16);
+        const char *args[9] = {force ? "1" : "0", expect_version ? expect_version : "", lease, wstage, version, gc,
+                               pending, token, REMOVE_LEASE_MS};
+        redisReply *r = eval_keys(&l, remove_script, names, 9, args, err, errlen);
         if (r && r->type == REDIS_REPLY_INTEGER) n = (long)r->integer;
-        else if (r && r->type == REDIS_REPLY_ERROR) {
-            const char *msg = r->str, *space = strchr(msg, ' ');
-            if (space && (!strncmp(msg, "WRONGTYPE", 9) || !strncmp(msg, "LEASED", 6) || !strncmp(msg, "CHANGED", 7)))
-                msg = space + 1;
-            snprintf(err, errlen, "%s", msg);
+        else if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[1]->type == REDIS_REPLY_INTEGER &&
+                 r->element[1]->integer >= 0 && r->element[1]->integer <= UINT32_MAX &&
+                 r->element[2]->type == REDIS_REPLY_INTEGER) {
+            long done = 0; /* a spread database: its lease is held now (the removal's own is not counted) */
+            if (remove_spread(&l, key, names, (uint32_t)r->element[1]->integer, token, lease, &done, err, errlen) == 0)
+                n = done - 1 + (long)r->element[2]->integer;
+        } else if (r && r->type == REDIS_REPLY_ERROR) {
+            reply_words(r, err, errlen);
         } else if (r) {
             snprintf(err, errlen, "unexpected reply to the removal script");
         }
@@ -132,26 +282,31 @@ long keys_remove(const kvsql_redis_config *cfg, const char *key, int force, cons
     return n;
 }
 
-int keys_state(const kvsql_redis_config *cfg, const char *key, char *out, size_t outlen, char *err, size_t errlen) {
+int keys_state(const kvsql_redis_config *cfg, const char *key, char *out, size_t outlen, int *spread, char *err,
+               size_t errlen) {
     char *names[1 + KVSQL_AUX_COUNT];
     link l;
     int held = -1;
+    *spread = 0;
     if (database_keys(key, names) != 0) {
         snprintf(err, errlen, "out of memory");
     } else if (link_open(&l, cfg, key, err, errlen) == 0) {
         const char *get[2] = {"GET", names[1 + aux_index(KVSQL_AUX_VERSION)]};
         const char *exists[2] = {"EXISTS", names[1 + aux_index(KVSQL_AUX_LEASE)]};
+        const char *layout[3] = {"HGET", key, KVSQL_SPREAD_LAYOUT_FIELD};
         redisReply *v = link_call(&l, 2, get, NULL, err, errlen);
         redisReply *e = v ? link_call(&l, 2, exists, NULL, err, errlen) : NULL;
-        if (v && e && (v->type == REDIS_REPLY_STRING || v->type == REDIS_REPLY_NIL) &&
-            e->type == REDIS_REPLY_INTEGER) {
+        redisReply *m = e ? link_call(&l, 3, layout, NULL, err, errlen) : NULL; /* an error: not a hash */
+        if (m && (v->type == REDIS_REPLY_STRING || v->type == REDIS_REPLY_NIL) && e->type == REDIS_REPLY_INTEGER) {
             snprintf(out, outlen, "%s", v->type == REDIS_REPLY_NIL ? "0" : v->str);
             held = e->integer > 0;
-        } else if (v && e) {
+            *spread = m->type == REDIS_REPLY_STRING && strcmp(m->str, KVSQL_SPREAD_LAYOUT) == 0;
+        } else if (m) {
             snprintf(err, errlen, "%s", v->type == REDIS_REPLY_ERROR ? v->str : e->type == REDIS_REPLY_ERROR ? e->str : "unexpected reply");
         }
         freeReplyObject(v);
         freeReplyObject(e);
+        freeReplyObject(m);
         kvsql_conn_close(&l.cn);
     }
     free_keys(names);
