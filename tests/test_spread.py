@@ -106,6 +106,27 @@ def test_a_spread_database_is_a_map_and_runs_of_copies(servers):
     assert r.zcard("{sp}:pending") == 0
 
 
+def scripts_run(r):
+    stats = r.info("commandstats")
+    return sum(stats.get(c, {}).get("calls", 0) for c in ("cmdstat_eval", "cmdstat_evalsha"))
+
+
+@needs_inprocess
+def test_a_warm_read_transaction_runs_one_script_and_leaves_its_registration_for_the_next(servers):
+    s = servers(module=False)
+    fill(s, "warm").close()
+    r = s.client()
+    db = pydb(s, "warm", layout="spread")
+    assert total(db) == ROWS  # every page cached
+    before = scripts_run(r)
+    for i in range(50):
+        assert db.execute("select v from t where id = ?", (i,)).fetchone()[0] == 1
+    assert scripts_run(r) - before == 50  # the begin only: no end script of its own
+    assert r.zcard("{warm}:readers") == 1  # replaced by each begin, not piled up
+    db.close()
+    wait_for(lambda: r.zcard("{warm}:readers") == 0, what="the closed connection's registration to go")
+
+
 @needs_inprocess
 def test_each_layout_refuses_to_open_as_the_other(servers):
     s = servers(module=False)

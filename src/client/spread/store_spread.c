@@ -72,6 +72,7 @@ typedef struct spread_store {
     char snapshot[48];     /* the snapshot's identity */
     char member[96];       /* our reader registration, "" when none */
     int holds_lease;
+    int leased_txn;        /* the transaction held the lease at some point: its end drops the registration */
     int intent;            /* write-intent hint (client/hooks.c): the next begin takes the lease */
     kvsql_capture *capture; /* the connection's hooks (client/hooks.c), ours; capture stays off */
     /* The map as of map_ident: copy ids of pages (have[i] says known). */
@@ -363,6 +364,7 @@ static int spread_begin(kvsql_store *st, kvsql_txn *t) {
     t->generation = s->io.conn.connections + s->restarts;
     t->level = KVSQL_LOCK_READ;
     s->holds_lease = leased; /* taken with the snapshot: the lock needs no round trip */
+    s->leased_txn = leased;
     if (s->capture) kvsql_capture_begin(s->capture, 0); /* no change capture on spread databases yet */
     s->active = t;
     s->renewed_ms = now_ms();
@@ -565,6 +567,7 @@ static int spread_lock(kvsql_store *st, kvsql_txn *t) {
     s->stats.locks++;
     if (is_word(r, 0, "ok")) {
         s->holds_lease = 1;
+        s->leased_txn = 1;
         t->level = KVSQL_LOCK_WRITE;
     } else if (is_word(r, 0, "stale")) {
         s->stats.stale++;
@@ -857,9 +860,17 @@ static void spread_unlock(kvsql_store *st, kvsql_txn *t, int level) {
     spread_store *s = (spread_store *)st;
     if (s->capture) kvsql_capture_end(s->capture);
     if (level == KVSQL_LOCK_NONE) {
-        send_end(s, s->member);
-        s->member[0] = 0;
+        /* A writer gives the lease and its registration back at once; a
+         * reader's registration stays for the next begin to replace (its
+         * `prev`) and lapses after lease_ms if none comes, as in the
+         * one-hash layout: a warm read transaction is then one script, not
+         * a begin and an end. */
+        if (s->holds_lease || s->leased_txn) {
+            send_end(s, s->member);
+            s->member[0] = 0;
+        }
         s->holds_lease = 0;
+        s->leased_txn = 0;
         s->active = NULL;
     } else if (s->holds_lease) {
         send_end(s, "");
