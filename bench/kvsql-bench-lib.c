@@ -35,7 +35,16 @@
  * TLS_PORT (TLS); KEY filled through the plain port, then warm point
  * selects through two connections of the VFS, one per port (TLS_PARAMS:
  * "&tls=1&tls_ca=..."), interleaved in blocks; prints the p50 and p99 of
- * each and the round trips of one select. */
+ * each and the round trips of one select.
+ *
+ *   kvsql-bench-lib spread HOST PORT KEY ITERATIONS
+ *
+ * The spread layout on one server (issue 25): fills KEY as a spread
+ * database (layout=spread) and KEY-hash as a one-hash one with the same
+ * table, warms both, then times warm point selects on each, alternating
+ * blocks of BLOCK, in SPREAD_ROUNDS rounds (a `spread_select_ops` and a
+ * `hash_select_ops` line each); and counts the spread database's round
+ * trips per warm read transaction and per one-row autocommit UPDATE. */
 #include "kvsql.h"
 
 #include <hiredis/hiredis.h>
@@ -350,7 +359,64 @@ static int tls_main(int argc, char **argv) {
     return 0;
 }
 
+/* ---- spread ---------------------------------------------------------------- */
+
+#define SPREAD_ROUNDS 5
+
+static void fill_rows(sqlite3 *db) {
+    exec_or_die(db, "drop table if exists t; create table t(id integer primary key, v text);"
+                    "with recursive c(x) as (select 1 union all select x + 1 from c where x < 10000)"
+                    " insert into t select x, printf('%032d', x) from c");
+}
+
+/* Seconds of n warm point selects on st, ids drawn from *seed. */
+static double select_block(sqlite3_stmt *st, int n, unsigned *seed) {
+    double t = 0;
+    for (int i = 0; i < n; i++) t += select_once(st, 1 + (int)(rand_r(seed) % ROWS));
+    return t / 1e6;
+}
+
+static int spread_main(int argc, char **argv) {
+    if (argc != 6) die("usage", "kvsql-bench-lib spread HOST PORT KEY ITERATIONS");
+    const char *host = argv[2], *key = argv[4];
+    int port = atoi(argv[3]), iters = atoi(argv[5]);
+    char hkey[300];
+    snprintf(hkey, sizeof(hkey), "%s-hash", key);
+    if (iters < BLOCK * SPREAD_ROUNDS) iters = BLOCK * SPREAD_ROUNDS;
+    if (kvsql_register_redis(0) != SQLITE_OK) die("kvsql_register_redis", kvsql_errmsg(NULL));
+    sqlite3 *sp = open_db_with(host, port, key, "&layout=spread"), *h = open_db(host, port, hkey);
+    fill_rows(sp);
+    fill_rows(h);
+    sqlite3_stmt *ssel, *hsel, *supd;
+    if (sqlite3_prepare_v2(sp, "select v from t where id = ?", -1, &ssel, 0) != SQLITE_OK ||
+        sqlite3_prepare_v2(h, "select v from t where id = ?", -1, &hsel, 0) != SQLITE_OK ||
+        sqlite3_prepare_v2(sp, "update t set v = 'x' || v where id = ?", -1, &supd, 0) != SQLITE_OK)
+        die("prepare", sqlite3_errmsg(sp));
+    for (int i = 0; i < ROWS; i++) select_once(ssel, 1 + i), select_once(hsel, 1 + i); /* warm */
+    unsigned seed = 12345;
+    int per_round = iters / SPREAD_ROUNDS;
+    for (int r = 0; r < SPREAD_ROUNDS; r++) {
+        double ts = 0, th = 0;
+        for (int done = 0; done < per_round; done += BLOCK) {
+            ts += select_block(ssel, BLOCK, &seed);
+            th += select_block(hsel, BLOCK, &seed);
+        }
+        int n = (per_round + BLOCK - 1) / BLOCK * BLOCK;
+        printf("spread_select_ops %.1f\n", n / ts);
+        printf("hash_select_ops %.1f\n", n / th);
+    }
+    printf("spread_rt_read_warm %.3f\n", trips_per_run(sp, ssel, 1000, SQLITE_ROW, 1));
+    printf("spread_rt_update %.3f\n", trips_per_run(sp, supd, 200, SQLITE_DONE, 1));
+    sqlite3_finalize(ssel);
+    sqlite3_finalize(hsel);
+    sqlite3_finalize(supd);
+    sqlite3_close(sp);
+    sqlite3_close(h);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "spread") == 0) return spread_main(argc, argv);
     if (argc > 1 && strcmp(argv[1], "scan") == 0) return scan_main(argc, argv);
     if (argc > 1 && strcmp(argv[1], "tls") == 0) return tls_main(argc, argv);
     if (argc > 1 && strcmp(argv[1], "bigcommit") == 0) return bigcommit_main(argc, argv);
