@@ -261,3 +261,68 @@ def test_a_replaced_trace_callback_makes_commits_fail_not_lie(servers):
         c.execute("insert into t values (1)")
     assert "trace callback" in c.execute("select kvsql_error()").fetchone()[0]
     assert [e["op"] for e in entries(r)] == ["on", "schema"]
+
+
+# ---- a spread database (docs/FORMAT.md, "The spread layout") -----------------
+
+def spread_lines(server, key, lines):
+    p = subprocess.run(["sqlite3", "-cmd", ".load " + LIB, "-cmd", ".open " + uri(server, key, layout="spread")],
+                       input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120, env=env())
+    return p.stderr
+
+
+def test_a_spread_database_publishes_the_modules_entries_for_the_same_sql(servers):
+    s = servers()
+    r = s.client()
+    r.execute_command("SQL.CHANGES", "m", "ON")
+    r.execute_command("SQL.CHANGES", "sp", "ON")
+    for q in SAME_SQL:
+        sql(r, "m", q)
+    assert spread_lines(s, "sp", [q + ";" for q in SAME_SQL]) == ""
+    assert r.hget("sp", "layout") == b"spread"
+    mod, lib = stream(r, "m"), stream(r, "sp")
+    assert without_version(lib) == without_version(mod)
+    assert [e["version"] for e in lib] == [e["version"] for e in mod]
+
+
+def test_on_a_spread_database_rollbacks_leave_no_entry(servers):
+    s = servers()
+    r = s.client()
+    r.execute_command("SQL.CHANGES", "sp", "ON")
+    assert spread_lines(s, "sp", ["create table u(id integer primary key, n int unique);",
+                                  "insert into u values (1, 1), (2, 2);"]) == ""
+    before = len(stream(r, "sp"))
+    err = spread_lines(s, "sp", [
+        "begin;", "insert into u values (3, 3);", "rollback;",
+        "insert into u select id + 10, n + 10 from u union all select 99, 1;",
+        "begin;", "insert into u values (4, 4);",
+        "savepoint s;", "update u set n = 40 where id = 4;", "rollback to s;",
+        "commit;"])
+    assert err.count("UNIQUE constraint failed") == 1, err
+    got = stream(r, "sp")[before:]
+    assert [(e["op"], e["table"], json.loads(e["key"])[0][1]) for e in got] == [("insert", "u", "4")]
+
+
+@needs_inprocess
+def test_what_capture_cannot_publish_on_a_spread_database_is_refused_with_nothing_written(servers):
+    s = servers()
+    r = s.client()
+    c = pydb(s, "sp", layout="spread")
+    c.execute("create table t(a)")
+    c.execute("begin")
+    c.execute("insert into t values (1)")
+    r.execute_command("SQL.CHANGES", "sp", "ON")  # after this transaction's begin
+    v = r.get("{sp}:v")
+    with pytest.raises(sqlite3.OperationalError):
+        c.execute("commit")
+    if c.in_transaction:
+        c.execute("rollback")
+    assert r.get("{sp}:v") == v
+    c.execute("insert into t values (2)")  # again: captured
+    assert [e["op"] for e in stream(r, "sp")] == ["on", "insert"]
+    r.delete("{sp}:changes")
+    r.set("{sp}:changes", "x")
+    with pytest.raises(sqlite3.Error):
+        c.execute("insert into t values (3)")
+    assert int(r.get("{sp}:v")) == int(v) + 1 and r.get("{sp}:changes") == b"x"
+    assert c.execute("select count(*) from t").fetchone()[0] == 1

@@ -14,6 +14,7 @@
 /* Debian's libsqlite3 is built with it; the declarations need the macro. */
 #define SQLITE_ENABLE_PREUPDATE_HOOK 1
 #include "client/capture.h"
+#include "client/net/conn.h"
 #include "sqlite.h"
 
 #include "vfs.h"
@@ -238,3 +239,20 @@ void kvsql_capture_free(kvsql_capture *c) {
     sqlite3_free(c);
 }
 
+
+size_t kvsql_capture_strings(const change_log *log) {
+    size_t n = 0;
+    const char *fv[CHANGE_FIELDS_MAX];
+    for (size_t i = 0; log && i < log->n; i++) n += 1 + (size_t)change_entry_fields(&log->e[i], fv);
+    return n;
+}
+
+void kvsql_capture_add_args(struct kvsql_call *k, const change_log *log, char (*counts)[4]) {
+    const char *fv[CHANGE_FIELDS_MAX];
+    for (size_t i = 0; i < log->n; i++) {
+        int n = change_entry_fields(&log->e[i], fv);
+        snprintf(counts[i], 4, "%d", n);
+        kvsql_call_str(k, counts[i]);
+        for (int j = 0; j < n; j++) kvsql_call_str(k, fv[j]);
+    }
+}

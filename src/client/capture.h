@@ -52,6 +52,15 @@ const change_log *kvsql_capture_commit(kvsql_capture *c, int again, char *err, s
 /* The store, when the transaction ended (committed or not): drops its
  * entries. */
 void kvsql_capture_end(kvsql_capture *c);
+
+/* The entries of log as a commit script takes them (client/hash/scripts.h
+ * commit, client/spread/scripts.h publish): per entry, its count of
+ * strings, then its field/value pairs. kvsql_capture_strings: how many
+ * strings in all (0 for NULL); kvsql_capture_add_args adds them to k,
+ * counts[i] (4 bytes each, log->n of them) holding entry i's count. */
+struct kvsql_call;
+size_t kvsql_capture_strings(const change_log *log);
+void kvsql_capture_add_args(struct kvsql_call *k, const change_log *log, char (*counts)[4]);
 void kvsql_capture_free(kvsql_capture *c);
 
 #endif

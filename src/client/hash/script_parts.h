@@ -82,4 +82,43 @@
     "  redis.call('PEXPIRE', q, " STR(KVSQL_QUEUE_LAPSE_MS) ")\n"             \
     "end\n"
 
+/* Shared by the one-hash commit script (client/hash/scripts.c) and the
+ * spread publish (client/spread/scripts.c): the changes stream is one
+ * format. Needs format.h (KVSQL_CHANGES_MAXLEN_DIGITS) where expanded. */
+/* capture_head(stream key, cfg key, k): the head of the XADD of a commit
+ * that adds k entries to T:changes, checked before anything is written:
+ * nil and {'changes', type} when T:changes is not a stream, {'changes',
+ * 'exhausted'} when its IDs cannot take k more entries, {'cfg', field,
+ * value} when T:changes:cfg holds a maxlen that is not "0" (or missing:
+ * no limit) or a decimal integer of 1 to KVSQL_CHANGES_MAXLEN_DIGITS digits
+ * (format.h: kvsql_changes_maxlen_valid, the module's rule), or
+ * a trim other than "~" or "=" (or missing). */
+#define CAPTURE_CHECK_FN                                                       \
+    "local function capture_head(sk, ck, k)\n"                                 \
+    "  local t = redis.call('TYPE', sk)['ok']\n"                               \
+    "  if t ~= 'none' and t ~= 'stream' then return nil, {'changes', t} end\n" \
+    "  local ct = redis.call('TYPE', ck)['ok']\n"                              \
+    "  if ct ~= 'hash' then return nil, {'aux', ck, ct, 'hash'} end\n"        \
+    "  local cfg = redis.call('HMGET', ck, 'maxlen', 'trim')\n"                \
+    "  local maxlen, trim = cfg[1] or '', cfg[2] or ''\n"                      \
+    "  if trim ~= '' and trim ~= '~' and trim ~= '=' then return nil, {'cfg', 'trim', trim} end\n" \
+    "  local head = {sk}\n"                                                    \
+    "  if maxlen ~= '' and maxlen ~= '0' then\n"                               \
+    "    if not string.match(maxlen, '^[1-9]%d*$') or #maxlen > " STR(KVSQL_CHANGES_MAXLEN_DIGITS) " then\n" \
+    "      return nil, {'cfg', 'maxlen', maxlen}\n"                            \
+    "    end\n"                                                                \
+    "    head = {sk, 'MAXLEN', trim == '=' and '=' or '~', maxlen}\n"         \
+    "  end\n"                                                                  \
+    "  if t == 'stream' then\n"                                                \
+    "    local info, last = redis.call('XINFO', 'STREAM', sk), ''\n"          \
+    "    for i = 1, #info - 1, 2 do\n"                                         \
+    "      if info[i] == 'last-generated-id' then last = info[i + 1] end\n"    \
+    "    end\n"                                                                \
+    "    local ms, seq = string.match(last, '^(%d+)-(%d+)$')\n"               \
+    "    if ms == '18446744073709551615' and #seq == 20 and string.sub(seq, 1, 10) == '1844674407'\n" \
+    "       and 3709551615 - tonumber(string.sub(seq, 11)) < k then return nil, {'changes', 'exhausted'} end\n" \
+    "  end\n"                                                                  \
+    "  return head\n"                                                          \
+    "end\n"
+
 #endif

@@ -582,27 +582,6 @@ static int changes_of_commit(redis_store *s, const change_log **log) {
     return SQLITE_OK;
 }
 
-/* How many strings the row changes of log take in the commit script
- * (scripts.h): per entry, its count of strings, then its fields. */
-static size_t change_strings(const change_log *log) {
-    size_t n = 0;
-    const char *fv[CHANGE_FIELDS_MAX];
-    for (size_t i = 0; log && i < log->n; i++) n += 1 + (size_t)change_entry_fields(&log->e[i], fv);
-    return n;
-}
-
-/* Adds log's entries to the commit's arguments; counts[i] holds entry i's
- * count of strings (4 bytes each). */
-static void add_changes(kvsql_call *k, const change_log *log, char (*counts)[4]) {
-    const char *fv[CHANGE_FIELDS_MAX];
-    for (size_t i = 0; i < log->n; i++) {
-        int n = change_entry_fields(&log->e[i], fv);
-        snprintf(counts[i], 4, "%d", n);
-        kvsql_call_str(k, counts[i]);
-        for (int j = 0; j < n; j++) kvsql_call_str(k, fv[j]);
-    }
-}
-
 static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     redis_store *s = (redis_store *)st;
     if (t != s->active || t->level != KVSQL_LOCK_WRITE)
@@ -614,7 +593,7 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     char nkeys[8], npages[16], gap[KVSQL_FIELD_MAX] = "", nchanges[24] = "", newid[KVSQL_ID_HEX + 1];
     uint32_t lb = kvsql_lock_byte_index(b->page_size);
     int fill = fills_gap(s, b, lb);
-    size_t nstr = change_strings(log);
+    size_t nstr = kvsql_capture_strings(log);
     char *idx = malloc((size_t)(b->count + 1) * KVSQL_FIELD_MAX);
     char (*counts)[4] = log && log->n ? malloc(log->n * sizeof(*counts)) : NULL;
     void *zeros = fill ? calloc(1, b->page_size) : NULL;
@@ -642,7 +621,7 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     kvsql_call_str(&k, newid);
     if (log) snprintf(nchanges, sizeof(nchanges), "%zu", nstr);
     kvsql_call_str(&k, nchanges);
-    if (log) add_changes(&k, log, counts);
+    if (log) kvsql_capture_add_args(&k, log, counts);
     for (uint32_t i = 0; i < b->count + (uint32_t)fill; i++) {
         char *p = idx + (size_t)i * KVSQL_FIELD_MAX;
         kvsql_call_add(&k, p, kvsql_field_name(p, i < b->count ? b->pages[i].index : lb));

@@ -43,7 +43,9 @@
  * write intent (ARGV[5] "1") it also takes the writer's lease T:lease
  * when it is the token's or free and no other writer waits longer
  * (T:queue, the one-hash begin's rule, docs/FORMAT.md "Turns"): the first
- * word is then 'ok+lease', and the lock needs no round trip. */
+ * word is then 'ok+lease', and the lock needs no round trip. The first
+ * word is 'capture' instead of 'ok' while change capture is on
+ * (T:changes:cfg, KEYS[8], exists), as the one-hash begin's. */
 static const char begin_lua[] =
     "local token, lease, prev, cached, intent = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n" IDENT_FN BADTYPE_FN
     QUEUE_FUNCS
@@ -64,7 +66,7 @@ static const char begin_lua[] =
     "  redis.call('LPUSH', KEYS[4], 'from:' .. v)\n"
     "  redis.call('PEXPIRE', KEYS[4], 600000)\n"
     "end\n"
-    "local out = {'ok', id, meta[2] or '0', meta[3] or '0'}\n"
+    "local out = {redis.call('EXISTS', KEYS[8]) == 1 and 'capture' or 'ok', id, meta[2] or '0', meta[3] or '0'}\n"
     "if intent == '1' then\n"
     "  local holder = redis.call('GET', KEYS[6])\n"
     "  if not holder then\n"
@@ -76,7 +78,7 @@ static const char begin_lua[] =
     "  end\n"
     "  if holder == token then\n"
     "    redis.call('SET', KEYS[6], token, 'PX', lease)\n"
-    "    out[1] = 'ok+lease'\n"
+    "    out[1] = out[1] .. '+lease'\n"
     "  end\n"
     "end\n"
     "local cv = tonumber(string.match(cached, '^(%d+):%x+$') or '')\n"
@@ -94,13 +96,20 @@ static const char begin_lua[] =
  * scored by the new version, INCRs T:v, sets T:id "<v+1>:<copy>", logs
  * every page whose map field changed (written or cut off: a client's
  * cached map follows the log exactly), drops the intent ARGV[7], moves the committer's
- * registration to the new version. {'ok', identity, collectable...};
- * {'lease'}, {'stale', v}, {'layout', what}, {'capture', v} (change
- * capture is not in the spread layout yet) or a type refusal: nothing
- * written. */
+ * registration to the new version. While capture is on (T:changes:cfg,
+ * KEYS[12], exists) it appends the row changes the client captured
+ * (ARGV[8] strings from ARGV[9] on, before the page indexes: each entry
+ * its count of strings, then its field/value pairs but the version) to
+ * T:changes (KEYS[13]) after INCR T:v, replicated, tagged with the new
+ * version, one 'commit' entry when there are none: the one-hash commit
+ * script's entries exactly (docs/FORMAT.md, "The changes stream").
+ * {'ok', identity, collectable...}; {'lease'}, {'stale', v}, {'layout',
+ * what}, {'capture', v} (capture is on but the client captured nothing:
+ * ARGV[8] ""), {'changes', type} / {'cfg', field, value} (capture_head)
+ * or a type refusal: nothing written. */
 static const char publish_lua[] =
     "local token, s, lease, n, psize, copy = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], ARGV[6]\n"
-    IDENT_FN BADTYPE_FN OLDEST_FN COLLECTABLE_FN
+    IDENT_FN BADTYPE_FN OLDEST_FN COLLECTABLE_FN CAPTURE_CHECK_FN
     "if redis.call('GET', KEYS[3]) ~= token then return {'lease'} end\n"
     "local v, id = ident(KEYS[2], KEYS[9])\n"
     "if not v then return id end\n"
@@ -108,7 +117,16 @@ static const char publish_lua[] =
     "local bad = badtype({KEYS[1], 'hash', KEYS[4], 'zset', KEYS[5], 'hash', KEYS[6], 'zset', KEYS[7], 'zset',\n"
     "                     KEYS[8], 'list', KEYS[10], 'zset', KEYS[11], 'zset'})\n"
     "if bad then return bad end\n"
-    "if redis.call('EXISTS', KEYS[12]) == 1 then return {'capture', v} end\n"
+    "local first = ARGV[8] == '' and 9 or 9 + tonumber(ARGV[8])\n"
+    "local capture = redis.call('EXISTS', KEYS[12]) == 1\n"
+    "if capture and ARGV[8] == '' then return {'capture', v} end\n"
+    "local head\n"
+    "if capture then\n"
+    "  local nentries, j = 0, 9\n"
+    "  while j < first do nentries = nentries + 1; j = j + 1 + tonumber(ARGV[j]) end\n"
+    "  head, bad = capture_head(KEYS[13], KEYS[12], math.max(nentries, 1))\n"
+    "  if bad then return bad end\n"
+    "end\n"
     "local meta = redis.call('HMGET', KEYS[1], '" KVSQL_SPREAD_LAYOUT_FIELD "', '" KVSQL_SPREAD_NPAGES_FIELD "')\n"
     "if redis.call('EXISTS', KEYS[1]) == 1 and meta[1] ~= '" KVSQL_SPREAD_LAYOUT "' then\n"
     "  return {'layout', meta[1] or ''}\n"
@@ -123,7 +141,7 @@ static const char publish_lua[] =
     "  if c then gone[#gone + 1] = {i, c} end\n"
     "  changed[#changed + 1] = tostring(i)\n"
     "end\n"
-    "for j = 8, #ARGV do\n"
+    "for j = first, #ARGV do\n"
     "  local i = tonumber(ARGV[j])\n"
     "  if i < old then supersede(i) else changed[#changed + 1] = ARGV[j] end\n"
     "end\n"
@@ -150,13 +168,30 @@ static const char publish_lua[] =
     "for _, g in ipairs(gone) do redis.call('ZADD', KEYS[10], nv, g[1] .. ':' .. g[2]) end\n"
     "local map = {'" KVSQL_SPREAD_LAYOUT_FIELD "', '" KVSQL_SPREAD_LAYOUT "', '" KVSQL_SPREAD_NPAGES_FIELD "', tostring(n),\n"
     "             '" KVSQL_SPREAD_PSIZE_FIELD "', psize}\n"
-    "for j = 8, #ARGV do map[#map + 1] = ARGV[j]; map[#map + 1] = copy end\n"
+    "for j = first, #ARGV do map[#map + 1] = ARGV[j]; map[#map + 1] = copy end\n"
     "chunked('HSET', KEYS[1], map)\n"
     "local cut = {}\n"
     "for i = n, old - 1 do cut[#cut + 1] = tostring(i) end\n"
     "chunked('HDEL', KEYS[1], cut)\n"
     "redis.call('INCR', KEYS[2])\n"
     "redis.call('SET', KEYS[9], nid)\n"
+    "if capture then\n"
+    "  head[#head + 1] = '*'\n"
+    "  head[#head + 1] = 'version'\n"
+    "  head[#head + 1] = nvs\n"
+    "  local function xadd(fields)\n"
+    "    local a = {unpack(head)}\n"
+    "    for _, f in ipairs(fields) do a[#a + 1] = f end\n"
+    "    redis.call('XADD', unpack(a))\n"
+    "  end\n"
+    "  if first == 9 then xadd({'op', 'commit'}) end\n"
+    "  local j = 9\n"
+    "  while j < first do\n"
+    "    local c = tonumber(ARGV[j])\n"
+    "    xadd({unpack(ARGV, j + 1, j + c)})\n"
+    "    j = j + 1 + c\n"
+    "  end\n"
+    "end\n"
     "redis.set_repl(redis.REPL_NONE)\n"
     "redis.call('ZREM', KEYS[11], ARGV[7])\n"
     "if redis.call('EXISTS', KEYS[8]) == 1 then\n"

@@ -15,12 +15,13 @@
 #define SPREAD_GC_BATCH 256
 
 enum {
-    SP_BEGIN,   /* KEYS: K T:v T:readers T:log T:id T:lease T:queue
+    SP_BEGIN,   /* KEYS: K T:v T:readers T:log T:id T:lease T:queue T:changes:cfg
                    ARGV: token lease_ms previous-member cached-identity-or-"" write-intent-"1"-or-""
-                   -> {'ok'[+lease], identity, npages, page size, log entries...} */
+                   -> {'ok'|'capture'[+lease], identity, npages, page size, log entries...} */
     SP_PUBLISH, /* KEYS: K T:v T:lease T:readers T:undo T:undo:idx T:undo:ver T:log T:id
-                         T:gc T:pending T:changes:cfg
-                   ARGV: token snapshot lease_ms npages page-size copy intent page-index...
+                         T:gc T:pending T:changes:cfg T:changes
+                   ARGV: token snapshot lease_ms npages page-size copy intent
+                         change-strings-count-or-"" change-strings... page-index...
                    -> {'ok', identity, collectable "<page>:<copy>"...} */
     SP_END,     /* KEYS: T:lease T:readers    ARGV: token member-or-"" */
     SP_GC_PICK, /* KEYS: T:gc T:readers T:pending    ARGV: max

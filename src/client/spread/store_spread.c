@@ -41,11 +41,12 @@
 /* The auxiliary keys, in one order (names from format.h). */
 enum {
     SA_V, SA_LEASE, SA_READERS, SA_UNDO, SA_UNDO_IDX, SA_UNDO_VER, SA_LOG, SA_ID, SA_GC, SA_PENDING, SA_QUEUE,
-    SA_CHANGES_CFG, SA_COUNT
+    SA_CHANGES_CFG, SA_CHANGES, SA_COUNT
 };
 static const char *const sa_suffix[SA_COUNT] = {
     KVSQL_AUX_VERSION, KVSQL_AUX_LEASE,   KVSQL_AUX_READERS, KVSQL_AUX_UNDO,    KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER,
     KVSQL_AUX_LOG,     KVSQL_AUX_ID,      KVSQL_AUX_GC,      KVSQL_AUX_PENDING, KVSQL_AUX_QUEUE,    KVSQL_AUX_CHANGES_CONFIG,
+    KVSQL_AUX_CHANGES,
 };
 
 /* Pages one read brings at most beyond those asked (client/cache/readahead.c),
@@ -74,7 +75,9 @@ typedef struct spread_store {
     int holds_lease;
     int leased_txn;        /* the transaction held the lease at some point: its end drops the registration */
     int intent;            /* write-intent hint (client/hooks.c): the next begin takes the lease */
-    kvsql_capture *capture; /* the connection's hooks (client/hooks.c), ours; capture stays off */
+    kvsql_capture *capture; /* the connection's hooks (client/hooks.c), ours */
+    int capture_on;         /* the begin saw T:changes:cfg: commits publish their row changes */
+    int committed;          /* this transaction committed once already (capture: a second commit) */
     /* The map as of map_ident: copy ids of pages (have[i] says known). */
     char (*map)[KVSQL_ID_HEX];
     unsigned char *have;
@@ -138,9 +141,22 @@ static int refusal(spread_store *s, const redisReply *r, const char *what) {
                         : "key %s holds a one-hash kvsql database (layout=hash), not a spread one: open it without "
                           "layout=spread",
                     s->key, elem_str(r, 1));
-    if (is_word(r, 0, "capture"))
-        return fail(s, SQLITE_ERROR, "%s: change capture (SQL.CHANGES) is not available on a spread database yet",
-                    what);
+    if (is_word(r, 0, "capture")) {
+        s->stats.stale++;
+        return fail(s, SQLITE_BUSY_SNAPSHOT, "key %s: change capture was turned on after this transaction began, so "
+                    "its changes were not captured; nothing was written, run it again", s->key);
+    }
+    if (is_word(r, 0, "cfg"))
+        return fail(s, SQLITE_ERROR, "key %s: kvsql changes: %s holds %s '%.40s', which is not valid (maxlen: 0 or a "
+                    "decimal integer of at most %d digits; trim: ~ or =): nothing was written", s->key,
+                    s->aux[SA_CHANGES_CFG], elem_str(r, 1) ? elem_str(r, 1) : "?", elem_str(r, 2) ? elem_str(r, 2) : "?",
+                    KVSQL_CHANGES_MAXLEN_DIGITS);
+    if (is_word(r, 0, "changes") && elem_str(r, 1) && strcmp(elem_str(r, 1), "exhausted") == 0)
+        return fail(s, SQLITE_ERROR, "key %s: kvsql changes: the stream %s has no stream IDs left for this commit's "
+                    "entries: nothing was written", s->key, s->aux[SA_CHANGES]);
+    if (is_word(r, 0, "changes"))
+        return fail(s, SQLITE_ERROR, "key %s: kvsql changes: %s holds a %s, not a stream: nothing was written", s->key,
+                    s->aux[SA_CHANGES], elem_str(r, 1) ? elem_str(r, 1) : "?");
     return fail(s, SQLITE_IOERR, "%s: unexpected answer from %s", what, s->io.conn.where);
 }
 
@@ -313,10 +329,10 @@ static int spread_begin(kvsql_store *st, kvsql_txn *t) {
         kvsql_call_free(&k);
         return SQLITE_NOMEM;
     }
-    kvsql_call_script(&k, 7, nbuf);
-    const char *keys[7] = {s->key,         s->aux[SA_V],     s->aux[SA_READERS], s->aux[SA_LOG],
-                           s->aux[SA_ID], s->aux[SA_LEASE], s->aux[SA_QUEUE]};
-    for (int i = 0; i < 7; i++) kvsql_call_str(&k, keys[i]);
+    kvsql_call_script(&k, 8, nbuf);
+    const char *keys[8] = {s->key,        s->aux[SA_V],     s->aux[SA_READERS], s->aux[SA_LOG],
+                           s->aux[SA_ID], s->aux[SA_LEASE], s->aux[SA_QUEUE],   s->aux[SA_CHANGES_CFG]};
+    for (int i = 0; i < 8; i++) kvsql_call_str(&k, keys[i]);
     kvsql_call_str(&k, s->io.conn.token);
     kvsql_call_str(&k, s->lease);
     kvsql_call_str(&k, s->member);
@@ -334,8 +350,9 @@ static int spread_begin(kvsql_store *st, kvsql_txn *t) {
     }
     uint32_t npages, psize;
     const char *id = elem_str(r, 1);
-    int leased = is_word(r, 0, "ok+lease");
-    if (!(leased || is_word(r, 0, "ok")) || r->elements < 4 || !id || strlen(id) >= sizeof(s->snapshot) ||
+    int capture = is_word(r, 0, "capture") || is_word(r, 0, "capture+lease");
+    int leased = is_word(r, 0, "ok+lease") || is_word(r, 0, "capture+lease");
+    if (!(leased || capture || is_word(r, 0, "ok")) || r->elements < 4 || !id || strlen(id) >= sizeof(s->snapshot) ||
         parse_u32(elem_str(r, 2), &npages) != 0 || parse_u32(elem_str(r, 3), &psize) != 0) {
         rc = refusal(s, r, "begin");
         freeReplyObject(r);
@@ -365,7 +382,9 @@ static int spread_begin(kvsql_store *st, kvsql_txn *t) {
     t->level = KVSQL_LOCK_READ;
     s->holds_lease = leased; /* taken with the snapshot: the lock needs no round trip */
     s->leased_txn = leased;
-    if (s->capture) kvsql_capture_begin(s->capture, 0); /* no change capture on spread databases yet */
+    s->capture_on = capture;
+    s->committed = 0;
+    if (s->capture) kvsql_capture_begin(s->capture, capture);
     s->active = t;
     s->renewed_ms = now_ms();
     readahead_begin(&s->ra);
@@ -727,21 +746,24 @@ static void collect(spread_store *s, const redisReply *r, size_t from, size_t n)
 
 /* Step 3: the publish script. Its reply, or NULL (rc set). */
 static redisReply *publish(spread_store *s, const kvsql_batch *b, const kvsql_page_ref *pages, const char *copy,
-                           const char *intent, int *rc) {
+                           const char *intent, const change_log *log, int *rc) {
     kvsql_call k;
-    char nbuf[8], npages[16], psize[16];
+    char nbuf[8], npages[16], psize[16], nchanges[24] = "";
+    size_t nstr = kvsql_capture_strings(log);
     char(*num)[KVSQL_FIELD_MAX] = malloc((size_t)(b->count ? b->count : 1) * KVSQL_FIELD_MAX);
-    if (!num || kvsql_call_init(&k, 24 + (int)b->count) != 0) {
+    char(*counts)[4] = log && log->n ? malloc(log->n * sizeof(*counts)) : NULL;
+    if (!num || (log && log->n && !counts) || kvsql_call_init(&k, 26 + (int)b->count + (int)nstr) != 0) {
         free(num);
+        free(counts);
         kvsql_call_free(&k);
         *rc = SQLITE_NOMEM;
         return NULL;
     }
-    kvsql_call_script(&k, 12, nbuf);
-    const int order[11] = {SA_V, SA_LEASE, SA_READERS, SA_UNDO, SA_UNDO_IDX, SA_UNDO_VER, SA_LOG, SA_ID, SA_GC,
-                           SA_PENDING, SA_CHANGES_CFG};
+    kvsql_call_script(&k, 13, nbuf);
+    const int order[12] = {SA_V, SA_LEASE, SA_READERS, SA_UNDO, SA_UNDO_IDX, SA_UNDO_VER, SA_LOG, SA_ID, SA_GC,
+                           SA_PENDING, SA_CHANGES_CFG, SA_CHANGES};
     kvsql_call_str(&k, s->key);
-    for (int i = 0; i < 11; i++) kvsql_call_str(&k, s->aux[order[i]]);
+    for (int i = 0; i < 12; i++) kvsql_call_str(&k, s->aux[order[i]]);
     snprintf(npages, sizeof(npages), "%u", (unsigned)b->npages);
     snprintf(psize, sizeof(psize), "%u", (unsigned)b->page_size);
     kvsql_call_str(&k, s->io.conn.token);
@@ -751,10 +773,14 @@ static redisReply *publish(spread_store *s, const kvsql_batch *b, const kvsql_pa
     kvsql_call_str(&k, psize);
     kvsql_call_add(&k, copy, KVSQL_ID_HEX);
     kvsql_call_str(&k, intent);
+    if (log) snprintf(nchanges, sizeof(nchanges), "%zu", nstr);
+    kvsql_call_str(&k, nchanges);
+    if (log) kvsql_capture_add_args(&k, log, counts);
     for (uint32_t i = 0; i < b->count; i++) kvsql_call_add(&k, num[i], kvsql_field_name(num[i], pages[i].index));
     redisReply *r = checked(s, sp_io_script(&s->io, SP_PUBLISH, &k, s->key), "commit", rc);
     kvsql_call_free(&k);
     free(num);
+    free(counts);
     return r;
 }
 
@@ -795,9 +821,28 @@ static void wait_for_replicas(spread_store *s) {
     wait_short(s, sp_io_wait_home(&s->io, s->cfg.wait_replicas, s->cfg.wait_timeout_ms), "its publish");
 }
 
+/* The row changes of the commit while capture is on (client/hooks.c):
+ * *log, or NULL with capture off. An SQLite code: an error when they
+ * cannot be published (then nothing is written). */
+static int changes_of_commit(spread_store *s, const change_log **log) {
+    char why[400];
+    *log = NULL;
+    if (!s->capture_on) return SQLITE_OK;
+    if (!s->capture)
+        return fail(s, SQLITE_ERROR, "key %s: change capture is on (T:changes:cfg) and this connection cannot capture: "
+                    "open the database as the main database of its connection, not with ATTACH; nothing was written",
+                    s->key);
+    if (!(*log = kvsql_capture_commit(s->capture, s->committed, why, sizeof(why))))
+        return fail(s, SQLITE_ERROR, "key %s: %s", s->key, why);
+    return SQLITE_OK;
+}
+
 static int spread_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     spread_store *s = (spread_store *)st;
     if (!s->io.conn.c) return fail(s, SQLITE_IOERR, "commit: the connection to %s was lost", s->io.conn.where);
+    const change_log *log;
+    int crc = changes_of_commit(s, &log);
+    if (crc != SQLITE_OK) return crc;
     char copy[KVSQL_ID_HEX + 1], score[24];
     kvsql_random_hex(copy, KVSQL_ID_HEX / 2);
     snprintf(score, sizeof(score), "%lld", wall_ms() + (long long)INTENT_LEASES * s->cfg.lease_ms);
@@ -825,9 +870,11 @@ static int spread_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     if (rc == SQLITE_OK) {
         stop_here("copies");
         /* Step 3: publish. */
-        redisReply *r = publish(s, b, pages, copy, w.intent, &rc);
+        redisReply *r = publish(s, b, pages, copy, w.intent, log, &rc);
         if (r && is_word(r, 0, "ok") && elem_str(r, 1)) {
             committed(s, t, b, pages, copy, elem_str(r, 1));
+            if (s->capture) kvsql_capture_end(s->capture); /* published */
+            s->committed = 1;
             collect(s, r, 2, r->elements - 2);
             if (s->cfg.wait_replicas > 0) wait_for_replicas(s);
         } else if (r) {
@@ -871,6 +918,7 @@ static void spread_unlock(kvsql_store *st, kvsql_txn *t, int level) {
         }
         s->holds_lease = 0;
         s->leased_txn = 0;
+        s->committed = 0;
         s->active = NULL;
     } else if (s->holds_lease) {
         send_end(s, "");
