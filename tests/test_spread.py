@@ -396,3 +396,20 @@ def test_cp_and_mv_of_a_spread_database_give_an_equal_independent_spread_databas
     p = kvsql("cp", base + "/copy", base + "/flat?layout=hash")  # a URL's own layout= wins
     assert p.returncode == 0, p.stderr
     assert dump(pydb(s, "flat")) == dump(copy)
+
+
+@needs_module
+@pytest.mark.skipif(not os.path.exists(KVSQL), reason="the kvsql tool is not built")
+def test_sql_drop_refuses_a_spread_database_and_names_kvsql_rm(servers, tmp_path):
+    s = servers()
+    p = kvsql("import", "--layout", "spread", native_file(str(tmp_path / "src.db")),
+              "redis://127.0.0.1:%d/sd" % s.port)
+    assert p.returncode == 0, p.stderr
+    r = s.client()
+    before = keys_of_db(r, "sd")
+    assert len(before) > 3
+    for args in (["SQL.DROP", "sd"], ["SQL.DROP", "sd", "FORCE"]):
+        with pytest.raises(Exception) as e:
+            r.execute_command(*args)
+        assert "layout spread" in str(e.value) and "kvsql rm" in str(e.value)
+    assert keys_of_db(r, "sd") == before  # nothing removed: no run key orphaned

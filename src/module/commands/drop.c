@@ -3,7 +3,8 @@
  *
  * Everything is checked before the first deletion: the caller's ACL key
  * patterns cover every auxiliary key (acl.h); the key holds a hash
- * or nothing; no library writer holds the lease (T:lease) and no big
+ * or nothing, and not a spread database's page map (its run keys are in
+ * other slots: `kvsql rm` removes those); no library writer holds the lease (T:lease) and no big
  * write of the module is being staged (T:wstage), unless FORCE; in a
  * cluster, every key is in the database's slot. Then each key is deleted
  * with DEL through RedisModule_Call, whose keyspace events drop the
@@ -30,10 +31,21 @@ static const char *refusal(RedisModuleCtx *ctx, RedisModuleString **names, int f
         return "ERR kvsql: in a cluster the auxiliary keys of a key without a hash tag that contains '}' are in "
                "another slot (docs/FORMAT.md): SQL.DROP cannot remove them in one step";
     RedisModuleKey *key = RedisModule_OpenKey(ctx, names[0], REDISMODULE_READ | REDISMODULE_OPEN_KEY_NOTOUCH);
-    int type = key ? RedisModule_KeyType(key) : REDISMODULE_KEYTYPE_EMPTY;
+    int type = key ? RedisModule_KeyType(key) : REDISMODULE_KEYTYPE_EMPTY, spread = 0;
+    if (type == REDISMODULE_KEYTYPE_HASH) {
+        RedisModuleString *layout = NULL;
+        RedisModule_HashGet(key, REDISMODULE_HASH_CFIELDS, KVSQL_SPREAD_LAYOUT_FIELD, &layout, NULL);
+        size_t n = 0;
+        const char *v = layout ? RedisModule_StringPtrLen(layout, &n) : "";
+        spread = n == strlen(KVSQL_SPREAD_LAYOUT) && memcmp(v, KVSQL_SPREAD_LAYOUT, n) == 0;
+        if (layout) RedisModule_FreeString(ctx, layout);
+    }
     if (key) RedisModule_CloseKey(key);
     if (type != REDISMODULE_KEYTYPE_EMPTY && type != REDISMODULE_KEYTYPE_HASH)
         return "WRONGTYPE kvsql: the key holds another type than a hash, not a database";
+    if (spread)
+        return "ERR kvsql: the key holds a database of layout spread, whose pages are in keys of other slots: "
+               "remove it with kvsql rm (docs/FORMAT.md, \"The spread layout\")";
     if (force) return NULL;
     for (int i = 0; i < KVSQL_AUX_COUNT; i++) {
         if (strcmp(kvsql_aux_all[i], KVSQL_AUX_LEASE) == 0 && RedisModule_KeyExists(ctx, names[1 + i]))
