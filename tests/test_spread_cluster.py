@@ -86,6 +86,33 @@ def test_a_spread_database_lives_on_every_master_and_reads_as_a_native_copy(clus
 
 
 @needs_inprocess
+def test_with_wait_a_commit_whose_copies_lack_replicas_publishes_nothing(clusters):
+    """wait=1: the copies must be on a replica of every node that holds some
+    before the publish; a map naming copies that a failover could lose would
+    leave pages unreadable. Replicas stopped: the commit fails, nothing
+    published, its copies dropped; once they run again, writes go on."""
+    c = clusters(masters=3, replicas=1)
+    seed = c.masters()[0]
+    db = fill(seed, "wr", wait=1, wait_timeout_ms=300)
+    home = c.owner("wr")
+    v0 = home.client().get("{wr}:v")
+    replicas = [r for m in c.masters() for r in c.replicas_of(m)]  # asked before any node stops
+    for r in replicas:
+        os.kill(r.proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            db.execute("update t set v = v + 100")  # every page: copies on every master
+        assert "nothing was published" in db.execute("select kvsql_error()").fetchone()[0]
+        assert home.client().get("{wr}:v") == v0
+    finally:
+        for r in replicas:
+            os.kill(r.proc.pid, signal.SIGCONT)
+    assert db.execute("select count(*), sum(v) from t").fetchone() == (ROWS, sum(i % 7 for i in range(ROWS)))
+    db.execute("update t set v = v + 1 where id = 1")  # the replicas run again: a commit goes
+    assert db.execute("pragma integrity_check").fetchone()[0] == "ok"
+
+
+@needs_inprocess
 def test_round_trips_on_the_cluster(clusters):
     c = clusters(masters=3)
     seed = c.masters()[0]

@@ -817,6 +817,21 @@ static void wait_short(spread_store *s, long long got, const char *where) {
          s->cfg.wait_timeout_ms);
 }
 
+/* wait=N, before the publish: the copies are on N replicas of every node
+ * that holds some, or the commit stops here, nothing published (its copies
+ * dropped). A map published over copies that a failover could lose would
+ * name pages that are gone: the database, not only this commit, would be
+ * unreadable there. */
+static int copies_replicated(spread_store *s, const writes *w) {
+    long long got = sp_io_wait_nodes(&s->io, s->cfg.wait_replicas, s->cfg.wait_timeout_ms, (int)w->ncmds, w->cmds);
+    if (got >= s->cfg.wait_replicas) return SQLITE_OK;
+    s->stats.wait_short++;
+    return fail(s, SQLITE_IOERR_WRITE, "key %s: the commit's page copies reached only %lld of wait=%d replicas "
+                "within wait_timeout_ms=%d: nothing was published (a map naming copies a failover could lose "
+                "would leave pages unreadable); retry, or give the replicas more time", s->key, got < 0 ? 0 : got,
+                s->cfg.wait_replicas, s->cfg.wait_timeout_ms);
+}
+
 static void wait_for_replicas(spread_store *s) {
     wait_short(s, sp_io_wait_home(&s->io, s->cfg.wait_replicas, s->cfg.wait_timeout_ms), "its publish");
 }
@@ -861,9 +876,7 @@ static int spread_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     for (uint32_t i = 0; rc == SQLITE_OK && i < w.ncmds; i++)
         if (out[i]->type == REDIS_REPLY_ERROR) /* e.g. a node at maxmemory: SQLITE_FULL, nothing published */
             rc = kvsql_conn_reply_error(&s->io.conn, out[i], "commit (writing the page copies)");
-    if (rc == SQLITE_OK && s->cfg.wait_replicas > 0)
-        wait_short(s, sp_io_wait_nodes(&s->io, s->cfg.wait_replicas, s->cfg.wait_timeout_ms, (int)w.ncmds, w.cmds),
-                   "its page copies");
+    if (rc == SQLITE_OK && s->cfg.wait_replicas > 0) rc = copies_replicated(s, &w);
     if (rc != SQLITE_OK && rc != SQLITE_NOMEM && s->io.conn.c) drop_copies(s, pages, b->count, b->page_size, copy);
     for (uint32_t i = 0; out && i < w.ncmds; i++) freeReplyObject(out[i]);
     free(out);
