@@ -234,26 +234,34 @@ static int prepare_pragma(sqlite3 *db, int *trusted, const char *pragma, const c
     return rc;
 }
 
+/* 0: read; 1: the table no longer exists (no columns); -1: not read
+ * (out of memory, or SQLite stopped the query: a call that was
+ * interrupted, or must move). A query that ended early must never pass
+ * for a table without columns or with fewer than it has. */
 static int load_columns(change_columns *c, sqlite3 *db, int *trusted) {
     sqlite3_stmt *st;
     if (prepare_pragma(db, trusted, "table_xinfo", c->table, &st) != SQLITE_OK) return -1;
-    int cap = 0, rc = 0;
-    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+    int cap = 0, rc = 0, step = SQLITE_DONE;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
         if (c->ncols == cap) rc = grow_columns(c, cap = cap ? cap * 2 : 8);
         if (rc) break;
         rc = add_column(c, st);
     }
     sqlite3_finalize(st);
-    if (rc || c->ncols == 0) return -1;
+    if (rc || step != SQLITE_DONE) return -1;
+    if (c->ncols == 0) return 1;
     if (prepare_pragma(db, trusted, "table_list", c->table, &st) != SQLITE_OK) return -1;
-    if (sqlite3_step(st) == SQLITE_ROW) c->without_rowid = sqlite3_column_int(st, 4); /* schema name type ncol wr */
+    step = sqlite3_step(st);
+    if (step == SQLITE_ROW) c->without_rowid = sqlite3_column_int(st, 4); /* schema name type ncol wr */
     sqlite3_finalize(st);
-    return 0;
+    return step == SQLITE_ROW || step == SQLITE_DONE ? 0 : -1;
 }
 
-/* The columns of table, from tables or the schema; NULL when the table no
- * longer exists (or out of memory). */
-static change_columns *columns(change_tables *tables, sqlite3 *db, int *trusted, const char *table) {
+/* The columns of table, from tables or the schema; NULL with *gone set
+ * when the table no longer exists, NULL with *gone 0 when they could not
+ * be read (load_columns). */
+static change_columns *columns(change_tables *tables, sqlite3 *db, int *trusted, const char *table, int *gone) {
+    *gone = 0;
     for (size_t i = 0; i < tables->n; i++)
         if (strcmp(tables->t[i].table, table) == 0) return &tables->t[i];
     change_columns *t = sqlite3_realloc64(tables->t, sizeof(*t) * (tables->n + 1));
@@ -262,8 +270,10 @@ static change_columns *columns(change_tables *tables, sqlite3 *db, int *trusted,
     change_columns *c = &t[tables->n];
     memset(c, 0, sizeof(*c));
     c->table = dup_str(table, strlen(table));
-    if (!c->table || load_columns(c, db, trusted) != 0) {
+    int rc = c->table ? load_columns(c, db, trusted) : -1;
+    if (rc != 0) {
         free_columns(c);
+        *gone = rc > 0;
         return NULL;
     }
     tables->n++;
@@ -332,7 +342,9 @@ static char *key_json(const change_columns *c, const change_entry *e) {
 
 int change_entry_resolve(change_entry *e, change_tables *tables, sqlite3 *db, int *trusted) {
     if (e->op >= CHANGE_SCHEMA || e->key) return 1;
-    change_columns *c = columns(tables, db, trusted, e->table);
+    int gone;
+    change_columns *c = columns(tables, db, trusted, e->table, &gone);
+    if (!c && !gone) return -1; /* not read: the caller fails, never drops the entry */
     if (!c) {
         change_entry_free(e);
         return 0;

@@ -53,7 +53,8 @@ void change_entry_free(change_entry *e);
  * from db; *trusted is set while kvsql's own query is prepared, so that
  * the caller's authorizer lets it past; NULL when there is none): sets
  * key, newj and oldj. 1 when resolved; 0 when the table no longer exists
- * (e is freed); -1 out of memory. */
+ * (e is freed); -1 when its columns could not be read (out of memory, or
+ * SQLite stopped the query: the call is being stopped), e kept. */
 int change_entry_resolve(change_entry *e, change_tables *tables, sqlite3 *db, int *trusted);
 void change_tables_forget(change_tables *tables);
 

@@ -35,7 +35,9 @@ typedef struct change_log {
 void change_log_record(change_log *log, sqlite3 *db, int op, const char *table, sqlite3_int64 key1,
                        sqlite3_int64 key2);
 /* Names the values of entries from..n-1 (change_entry_resolve); drops
- * those of tables that no longer exist. 0, or -1 out of memory. */
+ * those of tables that no longer exist. 0, or -1 when some could not be
+ * named (out of memory, or the call is being stopped): the caller must
+ * fail the transaction, whose entries are incomplete. */
 int change_log_resolve_from(change_log *log, size_t from, sqlite3 *db, int *trusted);
 /* Appends a schema entry for the DDL text sql. 0, or -1. */
 int change_log_add_schema(change_log *log, const char *sql);

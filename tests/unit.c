@@ -5,6 +5,8 @@
  * test is a function named for the behaviour it checks; the program prints
  * "ok NAME" or "FAIL NAME: why" per test and ends with "N passed, N failed".
  * A counting store wraps the memory store to observe what reaches it. */
+#define SQLITE_ENABLE_PREUPDATE_HOOK 1 /* Debian's libsqlite3 is built with it; the declarations need the macro */
+#include "change_log.h"
 #include "check.h"
 #include "format.h"
 #include "kvsql.h"
@@ -536,6 +538,55 @@ static int database_crossing_1_gib_stores_the_lock_byte_page(void) {
     return crosses_1_gib(4096);
 }
 
+/* ---- change capture: naming a row change's values ---------------------- */
+
+static void record_change(void *log, sqlite3 *db, int op, const char *dbname, const char *table, sqlite3_int64 k1,
+                          sqlite3_int64 k2) {
+    (void)dbname;
+    change_log_record(log, db, op, table, k1, k2);
+}
+
+static int stop_every_query(void *unused) {
+    (void)unused;
+    return 1;
+}
+
+/* One recorded insert into t (a, b) on a fresh memory database. */
+static sqlite3 *db_with_one_change(change_log *log) {
+    sqlite3 *db = NULL;
+    memset(log, 0, sizeof(*log));
+    if (sqlite3_open(":memory:", &db) != SQLITE_OK ||
+        sqlite3_exec(db, "create table t(a, b); create table u(c)", 0, 0, 0) != SQLITE_OK)
+        return db;
+    sqlite3_preupdate_hook(db, record_change, log);
+    sqlite3_exec(db, "insert into t values (1, 'x')", 0, 0, 0);
+    sqlite3_preupdate_hook(db, NULL, NULL);
+    return db;
+}
+
+/* A change whose table's columns could not be read (SQLite stopped the
+ * query: a call being stopped) fails the resolve and stays; only a table
+ * that no longer exists drops its changes. */
+static int resolving_changes_fails_rather_than_drop_them(void) {
+    change_log log;
+    sqlite3 *db = db_with_one_change(&log);
+    CHECK(db && log.n == 1 && !log.failed);
+    sqlite3_progress_handler(db, 1, stop_every_query, NULL);
+    CHECK(change_log_resolve_from(&log, 0, db, NULL) == -1);
+    CHECK(log.n == 1); /* kept: the caller fails the transaction */
+    sqlite3_progress_handler(db, 0, NULL, NULL);
+    CHECK(change_log_resolve_from(&log, 0, db, NULL) == 0 && log.n == 1);
+    CHECK(log.e[0].newj && strcmp(log.e[0].newj, "{\"a\":[\"integer\",\"1\"],\"b\":[\"text\",\"x\"]}") == 0);
+    change_log_free(&log);
+    sqlite3_close(db);
+    db = db_with_one_change(&log);
+    CHECK(sqlite3_exec(db, "drop table t", 0, 0, 0) == SQLITE_OK);
+    CHECK(change_log_resolve_from(&log, 0, db, NULL) == 0 && log.n == 0); /* gone: dropped */
+    change_log_free(&log);
+    sqlite3_close(db);
+    return 0;
+}
+
 static const test tests[] = {
     T(field_names_are_decimal_without_leading_zeros),
     T(changes_configuration_is_what_xadd_takes),
@@ -548,6 +599,7 @@ static const test tests[] = {
     T(spread_run_keys_name_their_database_and_spread_over_slots),
     T(spread_copy_fields_and_ids),
     T(undo_fields_are_page_and_version_in_hex),
+    T(resolving_changes_fails_rather_than_drop_them),
     T(pagemap_keeps_and_drops_pages),
     T(sql_round_trip_on_memory_store),
     T(data_outlives_the_connection),

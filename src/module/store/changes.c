@@ -96,7 +96,8 @@ int changes_stmt_end(sqlite3_stmt *stmt, char *err, size_t errlen) {
     if (cur.log.failed) return fail(err, errlen, "out of memory while capturing the changes");
     const char *sql = sqlite3_sql(stmt);
     if (change_log_resolve_from(&cur.log, cur.log.stmt_start, cur.db, &cur.g->trusted) != 0)
-        return fail(err, errlen, "out of memory while capturing the changes");
+        return fail(err, errlen, "could not read the columns of a changed table (out of memory, or the call was "
+                                 "stopped): nothing was written");
     if (sqlite3_stmt_readonly(stmt) && change_log_follow(&cur.log, sql ? sql : "", cur.was_autocommit) != 0)
         return fail(err, errlen, "cannot follow this transaction statement");
     if (cur.ddl) {
