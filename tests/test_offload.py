@@ -117,7 +117,10 @@ def test_multi_and_lua_stay_synchronous(big):
     res = p.execute(raise_on_error=False)
     assert res[0][1] == [1000] and res[1] == 1
     assert "inside MULTI/EXEC cannot move to a worker thread" in str(res[2])
-    assert big.eval("return redis.call('SQL.QUERY', KEYS[1], ARGV[1])[2][1]", 1, "db", "select count(*) from t") == ROWS
+    # A short one (a range of the rowid): a count of every row can pass the
+    # stop of a call that cannot move in a sanitized build on a busy machine.
+    assert big.eval("return redis.call('SQL.QUERY', KEYS[1], ARGV[1])[2][1]", 1, "db",
+                    "select count(*) from t where id > %d" % (ROWS - 1000)) == 1000
     assert info(big)["kvsql_offloaded_calls"] == before
     assert query(big, "db", "select v from t where id = 1")[1] == [b"m"]  # MULTI's update landed
 
