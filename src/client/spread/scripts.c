@@ -33,60 +33,85 @@
     "  return redis.call('ZRANGEBYSCORE', gk, '-inf', oldest or '+inf', 'LIMIT', 0, " STR(SPREAD_GC_BATCH) ")\n" \
     "end\n"
 
-/* Begin: {'type', T} for a K of another type, {'layout', what} for a
- * hash that is not a spread map (a one-hash database: what is ''), else
- * registers the reader as "<v>:<token>" (replacing ARGV[3]), keeps T:log
- * alive (10 minutes; made with "from:<v>" when missing) and answers {'ok',
- * identity, npages, page size} and, when ARGV[4] names an earlier
- * identity "<c>:<hex>" at most KVSQL_LOG_ENTRIES commits back, the first
- * v - c entries of T:log (newest first) for the client to follow. With
- * write intent (ARGV[5] "1") it also takes the writer's lease T:lease
- * when it is the token's or free and no other writer waits longer
- * (T:queue, the one-hash begin's rule, docs/FORMAT.md "Turns"): the first
- * word is then 'ok+lease', and the lock needs no round trip. The first
- * word is 'capture' instead of 'ok' while change capture is on
- * (T:changes:cfg, KEYS[8], exists), as the one-hash begin's. */
-static const char begin_lua[] =
-    "local token, lease, prev, cached, intent = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n" IDENT_FN BADTYPE_FN
-    QUEUE_FUNCS
-    "local t = redis.call('TYPE', KEYS[1])['ok']\n"
-    "if t ~= 'none' and t ~= 'hash' then return {'type', t} end\n"
-    "local meta = redis.call('HMGET', KEYS[1], '" KVSQL_SPREAD_LAYOUT_FIELD "', '" KVSQL_SPREAD_NPAGES_FIELD "', '"
-    KVSQL_SPREAD_PSIZE_FIELD "')\n"
-    "if t == 'hash' and meta[1] ~= '" KVSQL_SPREAD_LAYOUT "' then return {'layout', meta[1] or ''} end\n"
-    "local v, id = ident(KEYS[2], KEYS[5])\n"
-    "if not v then return id end\n"
-    "local bad = badtype({KEYS[3], 'zset', KEYS[4], 'list', KEYS[6], 'string', KEYS[7], 'zset'})\n"
-    "if bad then return bad end\n" NOW_MS
-    "redis.set_repl(redis.REPL_NONE)\n"
-    "local member = v .. ':' .. token\n"
-    "if prev ~= '' and prev ~= member then redis.call('ZREM', KEYS[3], prev) end\n"
-    "redis.call('ZADD', KEYS[3], ms + tonumber(lease), member)\n"
-    "if redis.call('PEXPIRE', KEYS[4], 600000) == 0 then\n"
-    "  redis.call('LPUSH', KEYS[4], 'from:' .. v)\n"
-    "  redis.call('PEXPIRE', KEYS[4], 600000)\n"
-    "end\n"
+/* Begin's first half, shared with the warm begin: {'type', T} for a K of
+ * another type, {'layout', what} for a hash that is not a spread map (a
+ * one-hash database: what is ''), else v, id (IDENT_FN) and the answer's
+ * head `out` = {'ok'|'capture', identity, npages, page size}, the first
+ * word 'capture' while change capture is on (T:changes:cfg, KEYS[8],
+ * exists), as the one-hash begin's. Reads only. */
+#define SP_BEGIN_HEAD                                                            \
+    IDENT_FN BADTYPE_FN QUEUE_FUNCS                                              \
+    "local t = redis.call('TYPE', KEYS[1])['ok']\n"                              \
+    "if t ~= 'none' and t ~= 'hash' then return {'type', t} end\n"               \
+    "local meta = redis.call('HMGET', KEYS[1], '" KVSQL_SPREAD_LAYOUT_FIELD "', '" KVSQL_SPREAD_NPAGES_FIELD "', '" \
+    KVSQL_SPREAD_PSIZE_FIELD "')\n"                                               \
+    "if t == 'hash' and meta[1] ~= '" KVSQL_SPREAD_LAYOUT "' then return {'layout', meta[1] or ''} end\n" \
+    "local v, id = ident(KEYS[2], KEYS[5])\n"                                    \
+    "if not v then return id end\n"                                              \
     "local out = {redis.call('EXISTS', KEYS[8]) == 1 and 'capture' or 'ok', id, meta[2] or '0', meta[3] or '0'}\n"
-    "if intent == '1' then\n"
-    "  local holder = redis.call('GET', KEYS[6])\n"
-    "  if not holder then\n"
-    "    local turn, mine = queue_turn(KEYS[7], token, ms)\n"
-    "    if turn then\n"
-    "      if mine then redis.call('ZREM', KEYS[7], mine) end\n"
-    "      holder = token\n"
-    "    end\n"
-    "  end\n"
-    "  if holder == token then\n"
-    "    redis.call('SET', KEYS[6], token, 'PX', lease)\n"
-    "    out[1] = out[1] .. '+lease'\n"
-    "  end\n"
-    "end\n"
-    "local cv = tonumber(string.match(cached, '^(%d+):%x+$') or '')\n"
-    "local d = cv and tonumber(v) - cv or 0\n"
-    "if id ~= cached and d >= 1 and d <= " STR(KVSQL_LOG_ENTRIES) " then\n"
-    "  for _, e in ipairs(redis.call('LRANGE', KEYS[4], 0, d - 1)) do out[#out + 1] = e end\n"
-    "end\n"
-    "return out\n";
+
+/* Begin's second half: registers the reader as "<v>:<token>" (replacing
+ * prev), keeps T:log alive (10 minutes; made with "from:<v>" when
+ * missing), takes the lease on write intent (below) and appends to out,
+ * when `cached` names an earlier identity "<c>:<hex>" at most
+ * KVSQL_LOG_ENTRIES commits back, the first v - c entries of T:log (newest
+ * first) for the client to follow. Every check comes before its first
+ * write. */
+#define SP_BEGIN_TAIL                                                            \
+    "local bad = badtype({KEYS[3], 'zset', KEYS[4], 'list', KEYS[6], 'string', KEYS[7], 'zset'})\n" \
+    "if bad then return bad end\n" NOW_MS                                        \
+    "redis.set_repl(redis.REPL_NONE)\n"                                          \
+    "local member = v .. ':' .. token\n"                                         \
+    "if prev ~= '' and prev ~= member then redis.call('ZREM', KEYS[3], prev) end\n" \
+    "redis.call('ZADD', KEYS[3], ms + tonumber(lease), member)\n"                \
+    "if redis.call('PEXPIRE', KEYS[4], 600000) == 0 then\n"                      \
+    "  redis.call('LPUSH', KEYS[4], 'from:' .. v)\n"                             \
+    "  redis.call('PEXPIRE', KEYS[4], 600000)\n"                                 \
+    "end\n"                                                                      \
+    "if intent == '1' then\n"                                                    \
+    "  local holder = redis.call('GET', KEYS[6])\n"                              \
+    "  if not holder then\n"                                                     \
+    "    local turn, mine = queue_turn(KEYS[7], token, ms)\n"                    \
+    "    if turn then\n"                                                         \
+    "      if mine then redis.call('ZREM', KEYS[7], mine) end\n"                 \
+    "      holder = token\n"                                                     \
+    "    end\n"                                                                  \
+    "  end\n"                                                                    \
+    "  if holder == token then\n"                                                \
+    "    redis.call('SET', KEYS[6], token, 'PX', lease)\n"                       \
+    "    out[1] = out[1] .. '+lease'\n"                                          \
+    "  end\n"                                                                    \
+    "end\n"                                                                      \
+    "local cv = tonumber(string.match(cached, '^(%d+):%x+$') or '')\n"           \
+    "local d = cv and tonumber(v) - cv or 0\n"                                   \
+    "if id ~= cached and d >= 1 and d <= " STR(KVSQL_LOG_ENTRIES) " then\n"      \
+    "  for _, e in ipairs(redis.call('LRANGE', KEYS[4], 0, d - 1)) do out[#out + 1] = e end\n" \
+    "end\n"                                                                      \
+    "return out\n"
+
+/* Begin: SP_BEGIN_HEAD then SP_BEGIN_TAIL, with prev ARGV[3] and cached
+ * ARGV[4]. With write intent (ARGV[5] "1") it also takes the writer's
+ * lease T:lease when it is the token's or free and no other writer waits
+ * longer (T:queue, the one-hash begin's rule, docs/FORMAT.md "Turns"):
+ * the first word is then 'ok+lease', and the lock needs no round trip. */
+static const char begin_lua[] =
+    "local token, lease, prev, cached, intent = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]\n"
+    SP_BEGIN_HEAD SP_BEGIN_TAIL;
+
+/* The warm begin (store_spread.c, "warm begins"): sent only while the
+ * client's registration "<c>:<token>" at its cached identity ARGV[3]
+ * ("<c>:<hex>") is fresh, with no write intent and no T:log renewal due.
+ * When the identity is still ARGV[3] that registration already protects
+ * the snapshot: the answer is SP_BEGIN_HEAD's `out`, and Redis ran reads
+ * only (no TIME, no ZADD, no PEXPIRE). Else it goes on as begin, with
+ * previous member "<c>:<token>" and no write intent: still one round
+ * trip. */
+static const char begin_warm_lua[] =
+    "local token, lease, cached, intent = ARGV[1], ARGV[2], ARGV[3], ''\n"
+    "local prev = (string.match(cached, '^(%d+):') or '') .. ':' .. token\n"
+    SP_BEGIN_HEAD
+    "if id ~= v and id == cached then return out end\n"
+    SP_BEGIN_TAIL;
 
 /* Publish: when the token holds the lease and the identity is still the
  * snapshot's, points the map's pages ARGV[8..] at copy ARGV[6], cuts the
@@ -234,4 +259,4 @@ static const char gc_pick_lua[] =
     "end\n"
     "return out\n";
 
-const char *const kvsql_spread_scripts[SP_COUNT] = {begin_lua, publish_lua, end_lua, gc_pick_lua};
+const char *const kvsql_spread_scripts[SP_COUNT] = {begin_lua, publish_lua, end_lua, gc_pick_lua, begin_warm_lua};

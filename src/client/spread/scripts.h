@@ -26,6 +26,9 @@ enum {
     SP_END,     /* KEYS: T:lease T:readers    ARGV: token member-or-"" */
     SP_GC_PICK, /* KEYS: T:gc T:readers T:pending    ARGV: max
                    -> {'ok', k, k collectable "<page>:<copy>", lapsed intents...} */
+    SP_BEGIN_WARM, /* KEYS: as SP_BEGIN's    ARGV: token lease_ms cached-identity
+                      -> as SP_BEGIN's; writes nothing when the identity is still
+                      the cached one (store_spread.c, "warm begins") */
     SP_COUNT
 };
 

@@ -88,6 +88,7 @@ typedef struct spread_store {
     readahead ra;          /* what a miss reads ahead (client/cache/readahead.c) */
     double renewed_ms;     /* when a script last renewed the registration */
     uint32_t restarts;     /* begins that trusted no cached map */
+    double log_renewed_ms; /* when a begin script last renewed T:log */
 } spread_store;
 
 static const kvsql_store_methods spread_methods;
@@ -315,6 +316,54 @@ static int parse_u32(const char *p, uint32_t *out) {
     return 0;
 }
 
+/* ---- warm begins ----
+ * As the one-hash layout's (client/hash/store_redis.c, "warm begins";
+ * docs/FORMAT.md, "The spread layout"): a begin that finds the identity
+ * still the cached map's needs none of begin's writes when the reader's
+ * registration "<c>:<token>" at that identity's version c is fresh (a
+ * begin or read script of this connection renewed it less than
+ * lease_ms/4 ago, so it outlives a transaction that reads no longer than
+ * that; reads of copy ids renew it), no write intent is pending and T:log
+ * was renewed less than LOG_RENEW_MS ago. Then begin sends the warm script
+ * (client/spread/scripts.c), which only reads. A registration that lapses
+ * anyway (a paused client) is as safe as before: collection may then take
+ * a copy the snapshot needs, and its read answers nil, "snapshot too old",
+ * never bytes of another snapshot. When the identity moved, the warm
+ * script goes on as begin: still one round trip. */
+#define LOG_RENEW_MS 60000.0
+
+static int warm_begin_ok(const spread_store *s, double now) {
+    if (s->intent || !s->member[0] || !ident_copy(s->map_ident)) return 0;
+    size_t v = strcspn(s->map_ident, ":"); /* the member is "<c>:<token>" */
+    return strncmp(s->member, s->map_ident, v + 1) == 0 && strcmp(s->member + v + 1, s->io.conn.token) == 0 &&
+           now - s->renewed_ms < s->cfg.lease_ms / 4.0 && now - s->log_renewed_ms < LOG_RENEW_MS;
+}
+
+/* Sends the begin script, or the warm one (warm_begin_ok); its reply
+ * through checked() (NULL: *rc says why). */
+static redisReply *send_begin(spread_store *s, int warm, int *rc) {
+    kvsql_call k;
+    char nbuf[8];
+    if (kvsql_call_init(&k, 16) != 0) {
+        kvsql_call_free(&k);
+        *rc = SQLITE_NOMEM;
+        return NULL;
+    }
+    kvsql_call_script(&k, 8, nbuf);
+    const char *keys[8] = {s->key,        s->aux[SA_V],     s->aux[SA_READERS], s->aux[SA_LOG],
+                           s->aux[SA_ID], s->aux[SA_LEASE], s->aux[SA_QUEUE],   s->aux[SA_CHANGES_CFG]};
+    for (int i = 0; i < 8; i++) kvsql_call_str(&k, keys[i]);
+    kvsql_call_str(&k, s->io.conn.token);
+    kvsql_call_str(&k, s->lease);
+    if (!warm) kvsql_call_str(&k, s->member);
+    kvsql_call_str(&k, s->map_ident);
+    if (!warm) kvsql_call_str(&k, s->intent ? "1" : "");
+    s->intent = 0;
+    redisReply *r = checked(s, sp_io_script(&s->io, warm ? SP_BEGIN_WARM : SP_BEGIN, &k, s->key), "begin", rc);
+    kvsql_call_free(&k);
+    return r;
+}
+
 static int spread_begin(kvsql_store *st, kvsql_txn *t) {
     spread_store *s = (spread_store *)st;
     int rc = kvsql_conn_connect(&s->io.conn);
@@ -323,24 +372,9 @@ static int spread_begin(kvsql_store *st, kvsql_txn *t) {
         map_reset(s);
         s->map_connection = s->io.conn.connections;
     }
-    kvsql_call k;
-    char nbuf[8];
-    if (kvsql_call_init(&k, 16) != 0) {
-        kvsql_call_free(&k);
-        return SQLITE_NOMEM;
-    }
-    kvsql_call_script(&k, 8, nbuf);
-    const char *keys[8] = {s->key,        s->aux[SA_V],     s->aux[SA_READERS], s->aux[SA_LOG],
-                           s->aux[SA_ID], s->aux[SA_LEASE], s->aux[SA_QUEUE],   s->aux[SA_CHANGES_CFG]};
-    for (int i = 0; i < 8; i++) kvsql_call_str(&k, keys[i]);
-    kvsql_call_str(&k, s->io.conn.token);
-    kvsql_call_str(&k, s->lease);
-    kvsql_call_str(&k, s->member);
-    kvsql_call_str(&k, s->map_ident);
-    kvsql_call_str(&k, s->intent ? "1" : "");
-    s->intent = 0;
-    redisReply *r = checked(s, sp_io_script(&s->io, SP_BEGIN, &k, s->key), "begin", &rc);
-    kvsql_call_free(&k);
+    double now = now_ms();
+    int warm = warm_begin_ok(s, now);
+    redisReply *r = send_begin(s, warm, &rc);
     if (!r) return rc;
     if (is_word(r, 0, "type")) {
         rc = fail(s, SQLITE_NOTADB, "key %s holds a %s, not a kvsql database", s->key,
@@ -364,6 +398,10 @@ static int spread_begin(kvsql_store *st, kvsql_txn *t) {
         return rc;
     }
     int named = ident_copy(id) != NULL;
+    if (!warm || strcmp(s->map_ident, id) != 0 || !named) { /* the begin script ran: it renewed both */
+        s->renewed_ms = now;
+        s->log_renewed_ms = now;
+    }
     if (strcmp(s->map_ident, id) != 0 || !named) {
         if (!named || !s->map_ident[0] || follow_log(s, r, 4, id) != 0) {
             map_reset(s);
@@ -386,7 +424,6 @@ static int spread_begin(kvsql_store *st, kvsql_txn *t) {
     s->committed = 0;
     if (s->capture) kvsql_capture_begin(s->capture, capture);
     s->active = t;
-    s->renewed_ms = now_ms();
     readahead_begin(&s->ra);
     s->stats.begins++;
     return SQLITE_OK;
