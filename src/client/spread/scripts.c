@@ -41,11 +41,12 @@
  * exists), as the one-hash begin's. Reads only. */
 #define SP_BEGIN_HEAD                                                            \
     IDENT_FN BADTYPE_FN QUEUE_FUNCS                                              \
-    "local t = redis.call('TYPE', KEYS[1])['ok']\n"                              \
-    "if t ~= 'none' and t ~= 'hash' then return {'type', t} end\n"               \
-    "local meta = redis.call('HMGET', KEYS[1], '" KVSQL_SPREAD_LAYOUT_FIELD "', '" KVSQL_SPREAD_NPAGES_FIELD "', '" \
+    "local meta = redis.pcall('HMGET', KEYS[1], '" KVSQL_SPREAD_LAYOUT_FIELD "', '" KVSQL_SPREAD_NPAGES_FIELD "', '" \
     KVSQL_SPREAD_PSIZE_FIELD "')\n"                                               \
-    "if t == 'hash' and meta[1] ~= '" KVSQL_SPREAD_LAYOUT "' then return {'layout', meta[1] or ''} end\n" \
+    "if meta['err'] then return {'type', redis.call('TYPE', KEYS[1])['ok']} end\n" \
+    "if meta[1] ~= '" KVSQL_SPREAD_LAYOUT "' and redis.call('EXISTS', KEYS[1]) == 1 then\n" \
+    "  return {'layout', meta[1] or ''}\n"                                        \
+    "end\n"                                                                      \
     "local v, id = ident(KEYS[2], KEYS[5])\n"                                    \
     "if not v then return id end\n"                                              \
     "local out = {redis.call('EXISTS', KEYS[8]) == 1 and 'capture' or 'ok', id, meta[2] or '0', meta[3] or '0'}\n"
