@@ -38,7 +38,9 @@
  * one-hash database: what is ''), else v, id (IDENT_FN) and the answer's
  * head `out` = {'ok'|'capture', identity, npages, page size}, the first
  * word 'capture' while change capture is on (T:changes:cfg, KEYS[8],
- * exists), as the one-hash begin's. Reads only. */
+ * exists), as the one-hash begin's. Reads only: HMGET under pcall (TYPE
+ * only when it fails: a K of another type), EXISTS K only when the layout
+ * field is not "spread". */
 #define SP_BEGIN_HEAD                                                            \
     IDENT_FN BADTYPE_FN QUEUE_FUNCS                                              \
     "local meta = redis.pcall('HMGET', KEYS[1], '" KVSQL_SPREAD_LAYOUT_FIELD "', '" KVSQL_SPREAD_NPAGES_FIELD "', '" \
