@@ -408,6 +408,7 @@ def test_temp_tables_outlive_the_release_of_the_page_cache(r):
     """A TEMP table's page cache is its only copy: a connection cooling
     down may not drop its pages. (Past 2 MiB of TEMP data the connection
     closes at the end of the call: guard.c.)"""
+    r.config_set("kvsql.offload-after-us", 0)  # calls on tt cannot move: no stop for them on a busy machine
     sql(r, "db", "create table t(id integer primary key, v text)")
     sql(r, "db", "create temp table tt(id integer primary key, v text)")
     fill(r, "db", "tt", 4000)  # 1.2 MB, about 330 pages
