@@ -68,6 +68,8 @@ typedef struct kvsql_redis_stats {
     sqlite3_int64 cache_evictions; /* pages it dropped to make room for others */
     sqlite3_int64 staged_commits;  /* commits (landed) of more than stage_kb= of pages, uploaded in steps */
     sqlite3_int64 dead_leases;     /* leases taken over because their owner's connection was gone */
+    sqlite3_int64 replica_pages;   /* pages_read a replica served (read_from=replicas, spread layout) */
+    sqlite3_int64 replica_misses;  /* page reads a replica could not serve yet (lag): read again from the master */
 } kvsql_redis_stats;
 
 /* Fills out with the counters of the redis store of db's schema (NULL:

@@ -111,6 +111,7 @@ static const param params[] = {
     {"cache_kb", KIND_INT, 1, KVSQL_CACHE_KB_MAX, FIELD(cache_kb)},
     {"stage_kb", KIND_INT, 0, INT_MAX, FIELD(stage_kb)},
     {"layout", KIND_TEXT, 0, 0, FIELD(layout)},
+    {"read_from", KIND_TEXT, 0, 0, FIELD(read_from)},
     /* TLS (docs/LIBRARY.md, "TLS"), checked as a whole by check_tls. */
     {"tls", KIND_INT, 0, 1, FIELD(tls)},
     {"tls_ca", KIND_TEXT, 0, 0, FIELD(tls_ca)},
@@ -179,6 +180,10 @@ int kvsql_redis_config_apply(kvsql_redis_config *c, kvsql_param_lookup get, void
     }
     if (c->layout[0] && strcmp(c->layout, "hash") != 0 && strcmp(c->layout, "spread") != 0) {
         snprintf(err, errlen, "layout=%s: expected hash or spread", c->layout);
+        return -1;
+    }
+    if (c->read_from[0] && strcmp(c->read_from, "master") != 0 && strcmp(c->read_from, "replicas") != 0) {
+        snprintf(err, errlen, "read_from=%s: expected master or replicas", c->read_from);
         return -1;
     }
     return check_tls(c, tls_given, err, errlen);

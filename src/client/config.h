@@ -30,6 +30,7 @@ typedef struct kvsql_redis_config {
     int cache_kb;       /* cache_kb=: the page cache's bound, KiB (client/cache/pagecache.h) */
     int stage_kb;       /* stage_kb=: a commit of more KiB of pages is staged (store_stage.c); 0: never */
     char layout[16];    /* layout=: "" or "hash" (one hash, the default) or "spread" (docs/FORMAT.md) */
+    char read_from[16]; /* read_from=: "" or "master" (the default) or "replicas": a spread store's page reads */
     /* TLS (client/net/tls.c): tls=1 or rediss:// */
     int tls;
     char tls_ca[512];          /* tls_ca=: PEM file (or directory) of CAs; "" : the system's store */
@@ -48,7 +49,7 @@ typedef const char *(*kvsql_param_lookup)(void *ctx, const char *name);
 
 /* Overlays the parameters that lookup finds (the table in config.c:
  * redis, user, password, db, connect_timeout_ms, timeout_ms, lease_ms,
- * wait, wait_timeout_ms, cache_kb, stage_kb, tls, tls_ca, tls_cert,
+ * wait, wait_timeout_ms, cache_kb, stage_kb, layout, read_from, tls, tls_ca, tls_cert,
  * tls_key, tls_server_name, tls_verify) on c. Returns 0, or -1 with why
  * in err. */
 int kvsql_redis_config_apply(kvsql_redis_config *c, kvsql_param_lookup lookup, void *ctx, char *err,

@@ -245,11 +245,11 @@ static void sql_stats(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
         "\"script_loads\":%lld,\"end_errors\":%lld,\"redirects\":%lld,\"wait_short\":%lld,"
         "\"log_begins\":%lld,\"log_pages\":%lld,"
         "\"cache_pages\":%lld,\"cache_bytes\":%lld,\"cache_limit\":%lld,\"cache_evictions\":%lld,"
-        "\"staged_commits\":%lld,\"dead_leases\":%lld}",
+        "\"staged_commits\":%lld,\"dead_leases\":%lld,\"replica_pages\":%lld,\"replica_misses\":%lld}",
         st.round_trips, st.connects, st.begins, st.reads, st.pages_read, st.locks, st.commits, st.pages_written,
         st.busy, st.stale, st.script_loads, st.end_errors, st.redirects, st.wait_short, st.log_begins,
         st.log_pages, st.cache_pages, st.cache_bytes, st.cache_limit, st.cache_evictions,
-        st.staged_commits, st.dead_leases);
+        st.staged_commits, st.dead_leases, st.replica_pages, st.replica_misses);
     if (!json) sqlite3_result_error_nomem(ctx);
     else sqlite3_result_text(ctx, json, -1, sqlite3_free);
 }

@@ -31,6 +31,7 @@ typedef struct cmd_state {
     int ask_node; /* the node an ASK named (sent with ASKING), -1: none */
     int asks;     /* ASK followed so far */
     int tries;    /* TRYAGAIN met so far */
+    int replica;  /* may still go to a replica */
 } cmd_state;
 
 /* A batch under way. */
@@ -89,6 +90,10 @@ void kvsql_net_free(kvsql_net *n) {
     free(n);
 }
 
+int kvsql_net_is_replica(const kvsql_net *n, int k) {
+    return k >= 0 && k < n->nnodes && n->node[k].replica;
+}
+
 void kvsql_net_clear_counters(kvsql_net *n) {
     for (int k = 0; k < n->nnodes; k++) memset(&n->node[k].count, 0, sizeof(n->node[k].count));
     n->batches = n->rounds = n->refreshes = 0;
@@ -127,6 +132,11 @@ static int connect_node(kvsql_net *n, int k) {
     d->count.connects++;
     if (n->stats) n->stats->connects++;
     d->handshake = kvsql_append_auth(d->link, n->cfg);
+    if (d->replica) { /* reads of its master's slots answered here, not MOVED */
+        const char *a[] = {"READONLY"};
+        if (queue(n, k, 1, a, NULL) != 0) return fail(n, SQLITE_NOMEM, "out of memory");
+        d->handshake++;
+    }
     if (n->cfg->db) {
         char db[16];
         snprintf(db, sizeof(db), "%d", n->cfg->db);
@@ -182,14 +192,35 @@ static long long reply_bytes(const redisReply *r) {
 
 /* ---- the slot map -------------------------------------------------------- */
 
+/* A range's master comes first, then its replicas: each replica is
+ * remembered as its master's (and asked for the map when a master is gone). */
 static void map_one(void *ctx, int lo, int hi, int master, const kvsql_node *a) {
     kvsql_net *n = ctx;
-    int k = node_index(n, a); /* replicas too: asked when a master is gone */
-    if (!master) return;
-    for (int s = lo; s <= hi; s++) n->owner[s] = (short)k;
+    int k = node_index(n, a);
+    if (k < 0) return;
+    if (master) {
+        for (int s = lo; s <= hi; s++) n->owner[s] = (short)k;
+        return;
+    }
+    int m = n->owner[lo];
+    if (m < 0 || m == k) return;
+    kvsql_net_node *d = &n->node[m];
+    n->node[k].replica = 1;
+    for (int i = 0; i < d->nreplicas; i++)
+        if (d->replicas[i] == k) return;
+    if (d->nreplicas < KVSQL_NET_REPLICAS) d->replicas[d->nreplicas++] = (short)k;
+}
+
+/* Forgets which nodes are replicas (a new map says again). */
+static void forget_replicas(kvsql_net *n) {
+    for (int k = 0; k < n->nnodes; k++) {
+        n->node[k].replica = n->node[k].shunned = 0;
+        n->node[k].nreplicas = 0;
+    }
 }
 
 static void map_single(kvsql_net *n, int k) {
+    forget_replicas(n);
     for (int s = 0; s < KVSQL_CLUSTER_SLOTS; s++) n->owner[s] = (short)k;
     n->mapped = 2;
 }
@@ -221,6 +252,7 @@ static int map_from(kvsql_net *n, int k) {
         got = 1;
     } else if (r && kvsql_cluster_walk_slots(r, &n->node[k].addr, NULL, NULL) == 0) {
         for (int s = 0; s < KVSQL_CLUSTER_SLOTS; s++) n->owner[s] = -1;
+        forget_replicas(n);
         kvsql_cluster_walk_slots(r, &n->node[k].addr, map_one, n);
         n->mapped = 1;
         got = 1;
@@ -275,9 +307,20 @@ static void batch_fail(batch *b, int rc, const char *fmt, ...) {
     b->rc = rc;
 }
 
+/* Master m's next replica in turn, or m when it has none reachable. */
+static int replica_of(kvsql_net *n, int m) {
+    kvsql_net_node *d = &n->node[m];
+    for (int i = 0; i < d->nreplicas; i++) {
+        int r = d->replicas[d->turn++ % (unsigned)d->nreplicas];
+        if (!n->node[r].shunned) return r;
+    }
+    return m;
+}
+
 /* Routes every command still without its reply (the node an ASK named,
- * else its slot's owner) and sorts them by node. SQLITE_OK, or SQLITE_BUSY
- * when no node serves a slot (a failover under way). */
+ * else its slot's owner, or one of the owner's replicas for a replica
+ * command) and sorts them by node. SQLITE_OK, or SQLITE_BUSY when no node
+ * serves a slot (a failover under way). */
 static int route(batch *b) {
     kvsql_net *n = b->n;
     for (int i = 0; i < b->count; i++) {
@@ -285,6 +328,7 @@ static int route(batch *b) {
         if (c->done) continue;
         c->node = c->ask_node >= 0 ? c->ask_node : n->owner[c->slot];
         if (c->node < 0) return fail(n, SQLITE_BUSY, "redis cluster: no node serves slot %d", c->slot);
+        if (c->replica && c->ask_node < 0) c->node = replica_of(n, c->node);
     }
     memset(b->first, 0, sizeof(*b->first) * (KVSQL_NET_NODES + 1));
     for (int i = 0; i < b->count; i++)
@@ -298,13 +342,19 @@ static int route(batch *b) {
 }
 
 /* Connects every node the round needs. SQLITE_OK, or the refusal naming
- * the node. */
+ * the node. A replica that cannot be reached is shunned and the round
+ * routed again (its commands go to another replica or the master). */
 static int connect_needed(batch *b) {
-    for (int k = 0; k < b->n->nnodes; k++)
-        if (b->first[k + 1] > b->first[k]) {
-            int rc = connect_node(b->n, k);
-            if (rc != SQLITE_OK) return rc;
-        }
+    for (int tries = 0; tries <= KVSQL_NET_REPLICAS; tries++) {
+        int rc = SQLITE_OK, shunned = 0;
+        for (int k = 0; k < b->n->nnodes && rc == SQLITE_OK && !shunned; k++)
+            if (b->first[k + 1] > b->first[k] && (rc = connect_node(b->n, k)) != SQLITE_OK && b->n->node[k].replica) {
+                b->n->node[k].shunned = shunned = 1;
+                rc = SQLITE_OK;
+            }
+        if (rc != SQLITE_OK || !shunned) return rc;
+        if ((rc = route(b)) != SQLITE_OK) return rc;
+    }
     return SQLITE_OK;
 }
 
@@ -371,6 +421,11 @@ static void take_reply(batch *b, int k, int i, redisReply *r) {
     cmd_state *c = &b->st[i];
     char at[300];
     n->node[k].count.bytes_in += reply_bytes(r);
+    if (r->type == REDIS_REPLY_ERROR && c->replica && n->node[k].replica) {
+        c->replica = 0; /* MOVED (no longer its master's), LOADING...: the master answers next round */
+        freeReplyObject(r);
+        return;
+    }
     if (r->type == REDIS_REPLY_ERROR) {
         snprintf(b->last, sizeof(b->last), "redis at %s: %s (slot %d)", where(n, k, at, sizeof(at)), r->str,
                  c->slot);
@@ -406,7 +461,9 @@ static void take_reply(batch *b, int k, int i, redisReply *r) {
             return;
         }
     }
+    if (c->replica && n->node[k].replica) n->node[k].count.replica_reads++;
     b->cmds[i].reply = r;
+    b->cmds[i].node = k;
     c->done = 1;
 }
 
@@ -477,7 +534,10 @@ static int run_rounds(batch *b) {
 }
 
 int kvsql_net_run(kvsql_net *n, kvsql_net_cmd *cmds, int count) {
-    for (int i = 0; i < count; i++) cmds[i].reply = NULL;
+    for (int i = 0; i < count; i++) {
+        cmds[i].reply = NULL;
+        cmds[i].node = -1;
+    }
     n->err[0] = 0;
     n->batches++;
     if (count <= 0) return SQLITE_OK;
@@ -492,7 +552,8 @@ int kvsql_net_run(kvsql_net *n, kvsql_net_cmd *cmds, int count) {
     int rc = SQLITE_NOMEM;
     if (b.st && b.order && b.first) {
         for (int i = 0; i < count; i++) {
-            b.st[i] = (cmd_state){.slot = kvsql_key_slot(cmds[i].key, cmds[i].keylen), .ask_node = -1};
+            b.st[i] = (cmd_state){.slot = kvsql_key_slot(cmds[i].key, cmds[i].keylen), .ask_node = -1,
+                                  .replica = cmds[i].replica};
         }
         rc = run_rounds(&b);
     } else {

@@ -18,7 +18,14 @@
  * error message). A failed batch says nothing of its commands: those
  * written to sound nodes may have run (the caller resends only what is
  * safe to run twice). Nothing here knows the storage format: commands and
- * replies pass as they are. docs/LIBRARY.md, "Many nodes". */
+ * replies pass as they are. docs/LIBRARY.md, "Many nodes".
+ *
+ * Replicas: the map remembers each master's replicas (CLUSTER SLOTS). A
+ * command marked `replica` goes to one of its slot's replicas (taken in
+ * turn; READONLY is queued on a replica's link at connect), or to the
+ * master when the slot has none; a replica's error or redirection, or a
+ * replica that cannot be reached, sends it to the master in the next
+ * round. cmd.node says which node answered. */
 #ifndef KVSQL_CLIENT_NODES_H
 #define KVSQL_CLIENT_NODES_H
 
@@ -32,6 +39,7 @@
 
 #define KVSQL_NET_NODES 128  /* nodes a map may name (masters) */
 #define KVSQL_NET_ROUNDS 64  /* rounds of one batch: redirections and TRYAGAIN pauses */
+#define KVSQL_NET_REPLICAS 8 /* replicas of one master used for reads */
 
 /* What one node was asked, since kvsql_net_clear_counters. */
 typedef struct kvsql_net_counters {
@@ -41,6 +49,7 @@ typedef struct kvsql_net_counters {
     long long bytes_in;    /* bytes of the strings in its replies */
     long long connects;    /* connections made to it */
     long long redirects;   /* MOVED and ASK replies it gave */
+    long long replica_reads; /* commands marked replica it answered as a replica */
 } kvsql_net_counters;
 
 typedef struct kvsql_net_node {
@@ -48,6 +57,11 @@ typedef struct kvsql_net_node {
     kvsql_link *link;  /* NULL: not connected */
     int handshake;     /* replies of AUTH/SELECT queued on a new link, not read yet */
     int sent;          /* commands of the current round written to it */
+    int replica;       /* a replica in the last map (READONLY on its link) */
+    int shunned;       /* a replica that could not be reached: not used until the next map */
+    short replicas[KVSQL_NET_REPLICAS]; /* a master's replicas (node indices), from the last map */
+    int nreplicas;
+    unsigned turn;     /* a master's: which replica the next replica command goes to */
     kvsql_net_counters count;
 } kvsql_net_node;
 
@@ -69,14 +83,17 @@ typedef struct kvsql_net {
 
 /* One command of a batch: argc arguments (lengths from lens, or strlen
  * when lens is NULL), routed by the slot of key (keylen bytes; its
- * {hash tag} as Redis Cluster hashes it). reply: set by kvsql_net_run. */
+ * {hash tag} as Redis Cluster hashes it), to a replica when `replica`.
+ * reply and node: set by kvsql_net_run. */
 typedef struct kvsql_net_cmd {
     int argc;
     const char **argv;
     const size_t *lens;
     const char *key;
     size_t keylen;
+    int replica;      /* 1: may be answered by a replica of its slot's master (a read of data that never changes) */
     redisReply *reply;
+    int node;         /* set by kvsql_net_run: the node that answered (-1: none) */
 } kvsql_net_cmd;
 
 /* A kvsql_net for the server (or seed of a cluster) of cfg; connects
@@ -93,6 +110,9 @@ void kvsql_net_free(kvsql_net *n);
  * an SQLite result code with every reply NULL and n->err saying why,
  * naming the node. */
 int kvsql_net_run(kvsql_net *n, kvsql_net_cmd *cmds, int count);
+
+/* Whether node k answered as a replica (in the current map). */
+int kvsql_net_is_replica(const kvsql_net *n, int k);
 
 /* Zeroes every node's counters and the batch counters. */
 void kvsql_net_clear_counters(kvsql_net *n);

@@ -98,12 +98,14 @@ static int net_ready(sp_io *io) {
     return io->net != NULL;
 }
 
-/* Runs cmds[0..n) and what was left for later, in one kvsql_net batch.
- * Every command the spread store batches is safe to run twice (reads,
- * WAIT, copies under an id of their own, their intent, deletes of
- * garbage), so a failed batch is sent once more: kvsql_net asks for the
- * slot map first when a link broke (a master killed, a replica promoted). */
-static int net_batch(sp_io *io, int n, const sp_cmd *cmds, redisReply **out) {
+/* Runs cmds[0..n) and what was left for later, in one kvsql_net batch
+ * (cmds to replicas when `replica`; node[i], when not NULL: the node that
+ * answered cmds[i]). Every command the spread store batches is safe to
+ * run twice (reads, WAIT, copies under an id of their own, their intent,
+ * deletes of garbage), so a failed batch is sent once more: kvsql_net
+ * asks for the slot map first when a link broke (a master killed, a
+ * replica promoted). */
+static int net_batch_to(sp_io *io, int n, const sp_cmd *cmds, redisReply **out, int replica, int *node) {
     int total = n + io->nlater;
     for (int i = 0; i < n; i++) out[i] = NULL;
     if (!io->conn.c || kvsql_conn_drain(&io->conn) != 0) return -1;
@@ -114,10 +116,12 @@ static int net_batch(sp_io *io, int n, const sp_cmd *cmds, redisReply **out) {
         return -1;
     }
     for (int i = 0; i < n; i++)
-        nc[i] = (kvsql_net_cmd){cmds[i].argc, cmds[i].argv, cmds[i].lens, cmds[i].route, strlen(cmds[i].route), NULL};
+        nc[i] = (kvsql_net_cmd){.argc = cmds[i].argc, .argv = cmds[i].argv, .lens = cmds[i].lens,
+                                .key = cmds[i].route, .keylen = strlen(cmds[i].route), .replica = replica};
     for (int i = 0; i < io->nlater; i++) {
         sp_later *l = &io->later[i];
-        nc[n + i] = (kvsql_net_cmd){l->argc, (const char **)l->argv, l->lens, l->route, strlen(l->route), NULL};
+        nc[n + i] = (kvsql_net_cmd){.argc = l->argc, .argv = (const char **)l->argv, .lens = l->lens,
+                                    .key = l->route, .keylen = strlen(l->route)};
     }
     int rc = kvsql_net_run(io->net, nc, total);
     if (rc != SQLITE_OK && rc != SQLITE_NOMEM) /* a node lost (failover): once more, on a fresh map */
@@ -129,6 +133,7 @@ static int net_batch(sp_io *io, int n, const sp_cmd *cmds, redisReply **out) {
         return -1;
     }
     for (int i = 0; i < n; i++) out[i] = nc[i].reply;
+    for (int i = 0; i < n && node; i++) node[i] = nc[i].node;
     for (int i = n; i < total; i++) {
         if (nc[i].reply && nc[i].reply->type == REDIS_REPLY_ERROR) io->conn.stats->end_errors++;
         freeReplyObject(nc[i].reply);
@@ -140,8 +145,74 @@ static int net_batch(sp_io *io, int n, const sp_cmd *cmds, redisReply **out) {
     return 0;
 }
 
+static int net_batch(sp_io *io, int n, const sp_cmd *cmds, redisReply **out) {
+    return net_batch_to(io, n, cmds, out, 0, NULL);
+}
+
 int sp_io_batch(sp_io *io, int n, const sp_cmd *cmds, redisReply **out) {
     return clustered(io) ? net_batch(io, n, cmds, out) : conn_batch(io, n, cmds, out);
+}
+
+/* ---- reads from replicas ------------------------------------------------------ */
+
+static int from_replicas(const sp_io *io) {
+    return clustered(io) && !strcmp(io->conn.cfg->read_from, "replicas");
+}
+
+/* A replica's answer that lacks something: nil, or an array holding a nil. */
+static int lacks(const redisReply *r) {
+    if (r->type == REDIS_REPLY_NIL) return 1;
+    if (r->type != REDIS_REPLY_ARRAY) return 0;
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_NIL) return 1;
+    return 0;
+}
+
+/* Asks the master again for every command whose replica answer lacks
+ * something, replacing those answers. 0, or -1 when that batch failed
+ * (out freed then). */
+static int ask_masters(sp_io *io, int n, const sp_cmd *cmds, redisReply **out, unsigned char *from_replica) {
+    int *again = malloc(sizeof(*again) * (size_t)n), m = 0;
+    sp_cmd *sub = malloc(sizeof(*sub) * (size_t)n);
+    redisReply **got = malloc(sizeof(*got) * (size_t)n);
+    int rc = again && sub && got ? 0 : -1;
+    for (int i = 0; i < n && rc == 0; i++)
+        if (from_replica[i] && lacks(out[i])) {
+            again[m] = i;
+            sub[m++] = cmds[i];
+        }
+    if (rc == 0 && m > 0) rc = net_batch_to(io, m, sub, got, 0, NULL);
+    for (int j = 0; j < m && rc == 0; j++) {
+        freeReplyObject(out[again[j]]);
+        out[again[j]] = got[j];
+        from_replica[again[j]] = 0;
+    }
+    if (rc == 0) io->conn.stats->replica_misses += m;
+    for (int i = 0; i < n && rc != 0; i++) {
+        freeReplyObject(out[i]);
+        out[i] = NULL;
+    }
+    if (!(again && sub && got)) kvsql_link_break(io->conn.c, "out of memory");
+    free(again);
+    free(sub);
+    free(got);
+    return rc;
+}
+
+int sp_io_read(sp_io *io, int n, const sp_cmd *cmds, redisReply **out, unsigned char *from_replica) {
+    if (!from_replicas(io) || n <= 0) {
+        for (int i = 0; from_replica && i < n; i++) from_replica[i] = 0;
+        return sp_io_batch(io, n, cmds, out);
+    }
+    int *node = malloc(sizeof(*node) * (size_t)n);
+    unsigned char *mine = from_replica ? from_replica : malloc((size_t)n);
+    int rc = node && mine ? net_batch_to(io, n, cmds, out, 1, node) : -1;
+    if (!node || !mine) kvsql_link_break(io->conn.c, "out of memory");
+    for (int i = 0; i < n && rc == 0; i++) mine[i] = (unsigned char)kvsql_net_is_replica(io->net, node[i]);
+    if (rc == 0) rc = ask_masters(io, n, cmds, out, mine);
+    if (mine != from_replica) free(mine);
+    free(node);
+    return rc;
 }
 
 int sp_io_flush(sp_io *io) {

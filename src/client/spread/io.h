@@ -58,6 +58,15 @@ typedef struct sp_io {
  * conn.err says why). */
 int sp_io_batch(sp_io *io, int n, const sp_cmd *cmds, redisReply **out);
 
+/* sp_io_batch for reads of data that never changes once written (page
+ * copies): with read_from=replicas on a cluster, each command goes to a
+ * replica of its slot's master, in turn; an answer from a replica that
+ * holds a nil (a copy it does not have yet: replication lag) is asked
+ * again of the master in a second batch, so a nil is only ever the
+ * master's. from_replica[i] (may be NULL): 1 when a replica's answer was
+ * kept. Misses are counted in the store's stats (replica_misses). */
+int sp_io_read(sp_io *io, int n, const sp_cmd *cmds, redisReply **out, unsigned char *from_replica);
+
 /* Runs home script id (client/spread/scripts.h) with the call k (made by
  * kvsql_call_script: slots 0 and 1 are filled here), routed by route:
  * EVALSHA when its SHA1 is known on this connection, else EVAL with the

@@ -487,7 +487,8 @@ static int fetch_bytes(spread_store *s, kvsql_txn *t, const uint32_t *pages, uin
     const char **argv = malloc(sizeof(*argv) * (2 * nruns + n));
     char(*fields)[KVSQL_SPREAD_COPY_FIELD_MAX] = malloc((size_t)n * KVSQL_SPREAD_COPY_FIELD_MAX);
     redisReply **out = calloc(nruns, sizeof(*out));
-    int rc = cmds && names && argv && fields && out ? SQLITE_OK : SQLITE_NOMEM;
+    unsigned char *replica = calloc(nruns, 1);
+    int rc = cmds && names && argv && fields && out && replica ? SQLITE_OK : SQLITE_NOMEM;
     uint32_t c = 0, a = 0;
     for (uint32_t i = 0; i < n && rc == SQLITE_OK; i++) {
         if (i == 0 || kvsql_spread_run(pages[i]) != kvsql_spread_run(pages[i - 1])) {
@@ -502,7 +503,7 @@ static int fetch_bytes(spread_store *s, kvsql_txn *t, const uint32_t *pages, uin
         argv[a++] = fields[i];
         cmds[c - 1].argc++;
     }
-    if (rc == SQLITE_OK && sp_io_batch(&s->io, (int)nruns, cmds, out) != 0)
+    if (rc == SQLITE_OK && sp_io_read(&s->io, (int)nruns, cmds, out, replica) != 0) /* a nil: the master's */
         rc = kvsql_conn_lost(&s->io.conn, SQLITE_IOERR, "read");
     s->stats.reads++;
     uint32_t i = 0;
@@ -531,12 +532,14 @@ static int fetch_bytes(spread_store *s, kvsql_txn *t, const uint32_t *pages, uin
                     memcpy(buf + (size_t)(pages[i] - first) * psz, e->str, psz);
                 cache_page(s, pages[i], psz, e->str, map_get(s, pages[i]));
                 s->stats.pages_read++;
+                s->stats.replica_pages += replica[c];
             }
         }
     }
     for (c = 0; c < nruns && out; c++) freeReplyObject(out[c]);
     for (c = 0; c < nruns && names; c++) free(names[c]);
     free(out);
+    free(replica);
     free(fields);
     free(argv);
     free(names);
