@@ -82,6 +82,7 @@ static void drop_link(kvsql_net *n, int k) {
     kvsql_link_free(n->node[k].link);
     n->node[k].link = NULL;
     n->node[k].handshake = 0;
+    n->node[k].readonly = 0;
 }
 
 void kvsql_net_free(kvsql_net *n) {
@@ -119,12 +120,26 @@ static int queue(kvsql_net *n, int k, int argc, const char **argv, const size_t 
     return 0;
 }
 
-/* Connects node k unless connected and sound, and queues its AUTH and
- * SELECT (read with its first replies). SQLITE_OK, or SQLITE_CANTOPEN
- * naming the node. */
+/* Queues READONLY on a replica's link that has not had it (a link made
+ * while the node was a master): its master's slots are read there, not
+ * MOVED. Read with the handshake. 0, or -1 when out of memory. */
+static int queue_readonly(kvsql_net *n, int k) {
+    kvsql_net_node *d = &n->node[k];
+    if (!d->replica || d->readonly) return 0;
+    const char *a[] = {"READONLY"};
+    if (queue(n, k, 1, a, NULL) != 0) return -1;
+    d->handshake++;
+    d->readonly = 1;
+    return 0;
+}
+
+/* Connects node k unless connected and sound, and queues its AUTH,
+ * SELECT and, on a replica, READONLY (read with its first replies).
+ * SQLITE_OK, or SQLITE_CANTOPEN naming the node. */
 static int connect_node(kvsql_net *n, int k) {
     kvsql_net_node *d = &n->node[k];
-    if (d->link && !kvsql_link_broken(d->link)) return SQLITE_OK;
+    if (d->link && !kvsql_link_broken(d->link))
+        return queue_readonly(n, k) == 0 ? SQLITE_OK : fail(n, SQLITE_NOMEM, "out of memory");
     drop_link(n, k);
     char why[400], at[300];
     d->link = kvsql_link_open(d->addr.host, d->addr.port, n->cfg, why, sizeof(why));
@@ -132,11 +147,7 @@ static int connect_node(kvsql_net *n, int k) {
     d->count.connects++;
     if (n->stats) n->stats->connects++;
     d->handshake = kvsql_append_auth(d->link, n->cfg);
-    if (d->replica) { /* reads of its master's slots answered here, not MOVED */
-        const char *a[] = {"READONLY"};
-        if (queue(n, k, 1, a, NULL) != 0) return fail(n, SQLITE_NOMEM, "out of memory");
-        d->handshake++;
-    }
+    if (queue_readonly(n, k) != 0) return fail(n, SQLITE_NOMEM, "out of memory");
     if (n->cfg->db) {
         char db[16];
         snprintf(db, sizeof(db), "%d", n->cfg->db);

@@ -58,6 +58,7 @@ typedef struct kvsql_net_node {
     int handshake;     /* replies of AUTH/SELECT queued on a new link, not read yet */
     int sent;          /* commands of the current round written to it */
     int replica;       /* a replica in the last map (READONLY on its link) */
+    int readonly;      /* READONLY was sent on the current link */
     int shunned;       /* a replica that could not be reached: not used until the next map */
     short replicas[KVSQL_NET_REPLICAS]; /* a master's replicas (node indices), from the last map */
     int nreplicas;
