@@ -109,8 +109,11 @@ int kvsql_is_aux_key(const char *name, size_t len, size_t *db_len) {
     return 0;
 }
 
+_Static_assert(KVSQL_UNDO_FIELD_LEN == KVSQL_UNDO_PAGE_HEX + 1 + KVSQL_UNDO_VERSION_HEX, "undo field length");
+
 void kvsql_undo_field(char out[KVSQL_UNDO_FIELD_LEN + 1], uint32_t index, uint64_t version) {
-    snprintf(out, KVSQL_UNDO_FIELD_LEN + 1, "%08x:%016llx", (unsigned)index, (unsigned long long)version);
+    snprintf(out, KVSQL_UNDO_FIELD_LEN + 1, "%0*x:%0*llx", KVSQL_UNDO_PAGE_HEX, (unsigned)index, KVSQL_UNDO_VERSION_HEX,
+             (unsigned long long)version);
 }
 
 int kvsql_changes_maxlen_valid(const char *s, size_t len) {

@@ -154,9 +154,17 @@ int kvsql_stream_has_room(const char *last_id, size_t len, uint64_t need);
  * with cap = 0 to learn the length. */
 size_t kvsql_aux_key(char *out, size_t cap, const char *key, size_t len, const char *suffix);
 
-/* Undo record field names: "<page>:<version>", 8 and 16 lower-case hex
- * digits. KVSQL_UNDO_FIELD_LEN is the length without the NUL. */
-#define KVSQL_UNDO_FIELD_LEN 25
+/* Undo record field names: "<page>:<version>", KVSQL_UNDO_PAGE_HEX and
+ * KVSQL_UNDO_VERSION_HEX lower-case hex digits, and the record
+ * "<KVSQL_UNDO_BASE><version>" naming the identity the records of that
+ * version were taken from. kvsql_undo_field writes a name in C; the
+ * library's scripts write them with the Lua that client/hash/script_parts.h
+ * (UNDO_NAME_FNS) makes from these same constants.
+ * KVSQL_UNDO_FIELD_LEN is the length without the NUL. */
+#define KVSQL_UNDO_PAGE_HEX 8
+#define KVSQL_UNDO_VERSION_HEX 16
+#define KVSQL_UNDO_BASE "base:"
+#define KVSQL_UNDO_FIELD_LEN 25 /* KVSQL_UNDO_PAGE_HEX + 1 + KVSQL_UNDO_VERSION_HEX */
 void kvsql_undo_field(char out[KVSQL_UNDO_FIELD_LEN + 1], uint32_t index, uint64_t version);
 
 /* ---- the spread layout (docs/FORMAT.md, "The spread layout") ------------

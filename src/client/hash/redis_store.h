@@ -12,6 +12,7 @@
 #include "client/capture.h"
 #include "client/cache/pagecache.h"
 #include "client/cache/readahead.h"
+#include "client/hash/scripts.h"
 #include "client/hash/store_redis.h"
 
 #include <hiredis/hiredis.h>
@@ -20,19 +21,13 @@
  * "read-ahead". */
 #define AHEAD_MAX 256
 
-/* In the order the commit script takes them as KEYS[2..] (scripts.h). */
-enum {
-    AUX_V, AUX_LEASE, AUX_READERS, AUX_UNDO, AUX_UNDO_IDX, AUX_UNDO_VER, AUX_LOG, AUX_CHANGES, AUX_CHANGES_CFG,
-    AUX_ID, AUX_COUNT
-};
 typedef struct redis_store {
     kvsql_store base;
     kvsql_redis_config cfg;
     char lease[16];            /* cfg.lease_ms in decimal, for the scripts */
     char *key;
-    char *aux[AUX_COUNT];      /* T:v, T:lease, ... */
-    char *stage, *stage_old;   /* T:stage, T:stage:old: a big commit's (store_stage.c) */
-    char *queue;               /* T:queue: the writers waiting for the lease */
+    char *keys[SKEY_COUNT];    /* every key a script takes: K (a copy of key),
+                                * T:v, T:lease, ... (client/hash/scripts.h) */
     kvsql_conn conn;           /* to the node that serves key (client/net/conn.c) */
     kvsql_txn *active;         /* the transaction at READ or WRITE */
     char snapshot[48];         /* the snapshot's identity: T:id "<v>:<hex>", or
@@ -103,6 +98,15 @@ int rs_ident_named(const char *ident);
 double rs_monotonic_ms(void);
 
 #define NARGS(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* Starts a call of script id (kvsql_call_script, nbuf 8 bytes) with its
+ * keys, in the order of its list in scripts.h: room for
+ * 3 + SCRIPT_KEYS_MAX arguments before the script's own. */
+static inline void rs_call_keys(const redis_store *s, kvsql_call *k, int id, char *nbuf) {
+    const kvsql_script_keys_t *sk = &kvsql_script_keys[id];
+    kvsql_call_script(k, sk->n, nbuf);
+    for (int i = 0; i < sk->n; i++) kvsql_call_str(k, s->keys[sk->which[i]]);
+}
 
 /* store_plain.c: whether the begin script's reply r is a refusal that a
  * begin without scripts can get round (ACL, OOM), and that begin: its

@@ -55,6 +55,17 @@
     "  chunked('ZREM', " idx ", dead)\n"                                       \
     "  redis.call('ZREMRANGEBYSCORE', " ver ", '-inf', oldest)\n"
 
+/* The names of undo records (format.h, whose constants they are made
+ * from): undo_page(i) is page i's part, undo_version(nv) version nv's,
+ * undo_field(i, ver) page i's record of the version part ver, and
+ * UNDO_BASE the prefix of the record naming the snapshot they were taken
+ * from ("base:" .. ver). */
+#define UNDO_NAME_FNS                                                          \
+    "local function undo_page(i) return string.format('%0" STR(KVSQL_UNDO_PAGE_HEX) "x', i) end\n" \
+    "local function undo_version(nv) return string.format('%0" STR(KVSQL_UNDO_VERSION_HEX) "x', nv) end\n" \
+    "local function undo_field(i, ver) return undo_page(i) .. ':' .. ver end\n"
+#define UNDO_BASE "'" KVSQL_UNDO_BASE "'"
+
 #define NOW_MS                                                                 \
     "local now = redis.call('TIME')\n"                                         \
     "local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n"

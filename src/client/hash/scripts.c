@@ -6,10 +6,11 @@
  *     decimal text of T:v ("0" when missing), compared as text;
  *   - a reader registration is the member "<version>:<token>" of
  *     T:readers, scored by the Redis TIME in ms at which it lapses;
- *   - an undo record is field "<page %08x>:<version %016x>" of T:undo, the
+ *   - an undo record is field "<page>:<version>" of T:undo (format.h:
+ *     kvsql_undo_field; UNDO_NAME_FNS writes it in Lua), the
  *     page as it was just before commit <version>, indexed in T:undo:idx
  *     (score 0, by name) and T:undo:ver (score = version); the field
- *     "base:<version %016x>" names the identity those records were taken
+ *     "base:<version>" names the identity those records were taken
  *     from;
  *   - every check comes before the first write: a script never stops
  *     between two of its writes;
@@ -23,7 +24,10 @@
 #include "client/hash/script_parts.h"
 #include "format.h"
 
-
+/* A script's first line: its keys (a *_KEYS list, scripts.h) as Lua
+ * locals named as in the list, "local _, K, T_V = 0, unpack(KEYS)". */
+#define KEY_LOCAL_(name) ", " #name
+#define KEYS_AS_LOCALS(LIST) "local _" LIST(KEY_LOCAL_) " = 0, unpack(KEYS)\n"
 
 /* Snapshot: {'ok', id, HLEN} when the client holds page 0 of this very
  * hash (ARGV[4] is "<id>/<HLEN>" as it last saw them, "" when it holds
@@ -41,10 +45,10 @@
  * replacing the previous member ARGV[3], and, unless ARGV[5] is "",
  * keeps T:log alive for ARGV[5] ms (making it, with the marker
  * "from:<v>", when missing). The first element is 'capture' instead of
- * 'ok' while capture is on (T:changes:cfg, KEYS[5], exists). When
+ * 'ok' while capture is on (T:changes:cfg exists). When
  * ARGV[6] is "1" (the client expects to write: a write-intent hint) and
- * the writer's lease T:lease (KEYS[6]) is already the token's, or free
- * and no other writer waits longer for it (T:queue, KEYS[7]), it
+ * the writer's lease T:lease is already the token's, or free
+ * and no other writer waits longer for it (T:queue), it
  * also takes the lease, as the lock script would, and says so with
  * '+lease' after that first word: the lock then needs no round trip. A
  * held lease is left alone (the lock script waits for it as usual); the
@@ -57,48 +61,48 @@
  * registers the reader and answers. */
 #define BEGIN_HEAD                                                             \
     IDENT_FN BADTYPE_FN                                                        \
-    "local n = redis.pcall('HLEN', KEYS[1])\n"                                  \
-    "if type(n) == 'table' then return {'type', redis.call('TYPE', KEYS[1])['ok']} end\n" \
-    "local v, id = ident(KEYS[2], KEYS[8])\n"                                   \
+    "local n = redis.pcall('HLEN', K)\n"                                  \
+    "if type(n) == 'table' then return {'type', redis.call('TYPE', K)['ok']} end\n" \
+    "local v, id = ident(T_V, T_ID)\n"                                   \
     "if not v then return id end\n"                                            \
-    "local out = {redis.call('EXISTS', KEYS[5]) == 1 and 'capture' or 'ok', id, n}\n"
+    "local out = {redis.call('EXISTS', T_CHANGES_CFG) == 1 and 'capture' or 'ok', id, n}\n"
 #define BEGIN_TAIL                                                             \
-    "local bad = badtype({KEYS[3], 'zset', KEYS[4], 'list', KEYS[6], 'string'})\n" \
+    "local bad = badtype({T_READERS, 'zset', T_LOG, 'list', T_LEASE, 'string'})\n" \
     "if bad then return bad end\n"                                              \
     NOW_MS                                                                     \
     "redis.set_repl(redis.REPL_NONE)\n"                                         \
     "if intent == '1' then\n"                                                   \
-    "  local holder = redis.call('GET', KEYS[6])\n"                             \
+    "  local holder = redis.call('GET', T_LEASE)\n"                             \
     "  if not holder then\n"                                                    \
-    "    local turn, mine = queue_turn(KEYS[7], token, ms)\n"                   \
+    "    local turn, mine = queue_turn(T_QUEUE, token, ms)\n"                   \
     "    if turn then\n"                                                        \
-    "      if mine then redis.call('ZREM', KEYS[7], mine) end\n"                \
+    "      if mine then redis.call('ZREM', T_QUEUE, mine) end\n"                \
     "      holder = token\n"                                                    \
     "    end\n"                                                                 \
     "  end\n"                                                                   \
     "  if holder == token then\n"                                               \
-    "    redis.call('SET', KEYS[6], token, 'PX', lease)\n"                      \
+    "    redis.call('SET', T_LEASE, token, 'PX', lease)\n"                      \
     "    out[1] = out[1] .. '+lease'\n"                                         \
-    "  elseif holder and queue_turn(KEYS[7], token, ms) then\n"                 \
+    "  elseif holder and queue_turn(T_QUEUE, token, ms) then\n"                 \
     "    out[1] = out[1] .. '+next'\n"                                          \
     "  end\n"                                                                   \
     "end\n"                                                                     \
     "local member = v .. ':' .. token\n"                                        \
-    "if prev ~= '' and prev ~= member then redis.call('ZREM', KEYS[3], prev) end\n" \
-    "redis.call('ZADD', KEYS[3], ms + tonumber(lease), member)\n"               \
-    "if log_ttl ~= '' and redis.call('PEXPIRE', KEYS[4], log_ttl) == 0 then\n"  \
-    "  redis.call('LPUSH', KEYS[4], 'from:' .. v)\n"                            \
-    "  redis.call('PEXPIRE', KEYS[4], log_ttl)\n"                               \
+    "if prev ~= '' and prev ~= member then redis.call('ZREM', T_READERS, prev) end\n" \
+    "redis.call('ZADD', T_READERS, ms + tonumber(lease), member)\n"               \
+    "if log_ttl ~= '' and redis.call('PEXPIRE', T_LOG, log_ttl) == 0 then\n"  \
+    "  redis.call('LPUSH', T_LOG, 'from:' .. v)\n"                            \
+    "  redis.call('PEXPIRE', T_LOG, log_ttl)\n"                               \
     "end\n"                                                                     \
     "if n == 0 or (id ~= v and id .. '/' .. n == cached) then return out end\n" \
-    "out[4] = redis.call('HGET', KEYS[1], '0')\n"                               \
-    "out[5] = redis.call('HEXISTS', KEYS[1], tostring(n - 1))\n"                \
-    "out[6] = redis.call('HEXISTS', KEYS[1], tostring(n))\n"                    \
+    "out[4] = redis.call('HGET', K, '0')\n"                               \
+    "out[5] = redis.call('HEXISTS', K, tostring(n - 1))\n"                \
+    "out[6] = redis.call('HEXISTS', K, tostring(n))\n"                    \
     "local cid = string.match(cached, '^(%d+:%x+)/')\n"                         \
     "local cv = cid and tonumber(string.match(cid, '^%d+'))\n"                  \
     "local d = cv and tonumber(v) - cv or 0\n"                                  \
     "if d < 1 or d > " STR(KVSQL_LOG_ENTRIES) " then return out end\n"         \
-    "local log = redis.call('LRANGE', KEYS[4], 0, d - 1)\n"                     \
+    "local log = redis.call('LRANGE', T_LOG, 0, d - 1)\n"                     \
     "if #log < d then return out end\n"                                         \
     "local seen, pages, want = {}, {}, id\n"                                    \
     "for j = 1, d do\n"                                                         \
@@ -118,11 +122,12 @@
     "out[7] = #pages\n"                                                         \
     "for j, p in ipairs(pages) do\n"                                            \
     "  out[#out + 1] = p\n"                                                     \
-    "  out[#out + 1] = j <= " STR(INLINE_PAGES) " and p ~= '0' and redis.call('HGET', KEYS[1], p) or false\n" \
+    "  out[#out + 1] = j <= " STR(INLINE_PAGES) " and p ~= '0' and redis.call('HGET', K, p) or false\n" \
     "end\n"                                                                     \
     "return out\n"
 
 static const char begin_lua[] =
+    KEYS_AS_LOCALS(BEGIN_KEYS)
     "local token, lease, prev, cached, log_ttl, intent = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]\n"
     QUEUE_FUNCS BEGIN_HEAD BEGIN_TAIL;
 
@@ -138,36 +143,37 @@ static const char begin_lua[] =
  * was deleted). Renews the registration, and the writer's lease when it
  * is ours. */
 static const char read_lua[] =
-    "local token, s, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])\n" IDENT_FN BADTYPE_FN
-    "local v, id = ident(KEYS[2], KEYS[7])\n"
+    KEYS_AS_LOCALS(READ_KEYS)
+    "local token, s, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])\n" IDENT_FN BADTYPE_FN UNDO_NAME_FNS
+    "local v, id = ident(T_V, T_ID)\n"
     "if not v then return id end\n"
-    "local bad = badtype({KEYS[3], 'zset', KEYS[4], 'hash', KEYS[5], 'zset', KEYS[6], 'string', KEYS[8], 'zset'})\n"
+    "local bad = badtype({T_READERS, 'zset', T_UNDO, 'hash', T_UNDO_IDX, 'zset', T_LEASE, 'string', T_UNDO_VER, 'zset'})\n"
     "if bad then return bad end\n"
     "local sv = tonumber(string.match(s, '^%d+'))\n"
     "local member = string.match(s, '^%d+') .. ':' .. token\n"
     "if id ~= s then\n"
-    "  if tonumber(v) <= sv or not redis.call('ZSCORE', KEYS[3], member) then return {'old', v} end\n"
-    "  if redis.call('HGET', KEYS[4], 'base:' .. string.format('%016x', sv + 1)) ~= s then return {'old', v} end\n"
-    "  local nrec = redis.call('HLEN', KEYS[4])\n"
-    "  if redis.call('ZCARD', KEYS[5]) ~= nrec or redis.call('ZCARD', KEYS[8]) ~= nrec then return {'old', v} end\n"
+    "  if tonumber(v) <= sv or not redis.call('ZSCORE', T_READERS, member) then return {'old', v} end\n"
+    "  if redis.call('HGET', T_UNDO, " UNDO_BASE " .. undo_version(sv + 1)) ~= s then return {'old', v} end\n"
+    "  local nrec = redis.call('HLEN', T_UNDO)\n"
+    "  if redis.call('ZCARD', T_UNDO_IDX) ~= nrec or redis.call('ZCARD', T_UNDO_VER) ~= nrec then return {'old', v} end\n"
     "end\n" NOW_MS
     "redis.set_repl(redis.REPL_NONE)\n"
-    "redis.call('ZADD', KEYS[3], ms + lease, member)\n"
-    "if redis.call('GET', KEYS[6]) == token then redis.call('PEXPIRE', KEYS[6], lease) end\n"
+    "redis.call('ZADD', T_READERS, ms + lease, member)\n"
+    "if redis.call('GET', T_LEASE) == token then redis.call('PEXPIRE', T_LEASE, lease) end\n"
     "local out = {'ok'}\n"
     "if id == s then\n"
     "  for j = 4, #ARGV, 1000 do\n"
-    "    local pages = redis.call('HMGET', KEYS[1], unpack(ARGV, j, math.min(j + 999, #ARGV)))\n"
+    "    local pages = redis.call('HMGET', K, unpack(ARGV, j, math.min(j + 999, #ARGV)))\n"
     "    for k = 1, #pages do out[#out + 1] = pages[k] end\n"
     "  end\n"
     "  return out\n"
     "end\n"
-    "local after = string.format('%016x', sv + 1)\n"
+    "local after = undo_version(sv + 1)\n"
     "for j = 4, #ARGV do\n"
-    "  local p = string.format('%08x', tonumber(ARGV[j]))\n"
-    "  local u = redis.call('ZRANGEBYLEX', KEYS[5], '[' .. p .. ':' .. after, '(' .. p .. ';', 'LIMIT', 0, 1)\n"
-    "  if u[1] then out[#out + 1] = redis.call('HGET', KEYS[4], u[1])\n"
-    "  else out[#out + 1] = redis.call('HGET', KEYS[1], ARGV[j]) end\n"
+    "  local p = undo_page(tonumber(ARGV[j]))\n"
+    "  local u = redis.call('ZRANGEBYLEX', T_UNDO_IDX, '[' .. p .. ':' .. after, '(' .. p .. ';', 'LIMIT', 0, 1)\n"
+    "  if u[1] then out[#out + 1] = redis.call('HGET', T_UNDO, u[1])\n"
+    "  else out[#out + 1] = redis.call('HGET', K, ARGV[j]) end\n"
     "end\n"
     "return out\n";
 
@@ -176,33 +182,49 @@ static const char read_lua[] =
  * that token is ARGV[4]: its connection is gone, the client asked CLIENT
  * LIST ID, store_redis.c, and its lease is taken over), and {'busy', ''}
  * when the lease is free but another writer waited longer (T:queue,
- * KEYS[3]): either way the token waits in T:queue when ARGV[5] is "1"
+ * T:queue): either way the token waits in T:queue when ARGV[5] is "1"
  * (it was refused just before: it is retrying, store_redis.c), as it
  * keeps its place when answered stale (a commit landed between its
  * begin and this lock: it begins again at once, SQLite's busy handler). */
 static const char lock_lua[] =
-    IDENT_FN
-    "local v, id = ident(KEYS[1], KEYS[4])\n"
+    KEYS_AS_LOCALS(LOCK_KEYS) IDENT_FN
+    "local v, id = ident(T_V, T_ID)\n"
     "if not v then return id end\n"
-    "local cur = redis.call('GET', KEYS[2])\n" NOW_MS QUEUE_FUNCS
+    "local cur = redis.call('GET', T_LEASE)\n" NOW_MS QUEUE_FUNCS
     "redis.set_repl(redis.REPL_NONE)\n"
     "if id ~= ARGV[2] then\n"
     "  if ARGV[5] == '1' and cur ~= ARGV[1] then\n"
-    "    local _, mine = queue_turn(KEYS[3], ARGV[1], ms)\n"
-    "    queue_wait(KEYS[3], ARGV[1], ms, mine)\n"
+    "    local _, mine = queue_turn(T_QUEUE, ARGV[1], ms)\n"
+    "    queue_wait(T_QUEUE, ARGV[1], ms, mine)\n"
     "  end\n"
     "  return {'stale', v}\n"
     "end\n"
     "if cur ~= ARGV[1] then\n"
-    "  local turn, mine = queue_turn(KEYS[3], ARGV[1], ms)\n"
+    "  local turn, mine = queue_turn(T_QUEUE, ARGV[1], ms)\n"
     "  if (cur and cur ~= ARGV[4]) or not turn then\n"
-    "    if ARGV[5] == '1' then queue_wait(KEYS[3], ARGV[1], ms, mine) end\n"
+    "    if ARGV[5] == '1' then queue_wait(T_QUEUE, ARGV[1], ms, mine) end\n"
     "    return {'busy', cur or ''}\n"
     "  end\n"
-    "  if mine then redis.call('ZREM', KEYS[3], mine) end\n"
+    "  if mine then redis.call('ZREM', T_QUEUE, mine) end\n"
     "end\n"
-    "redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])\n"
+    "redis.call('SET', T_LEASE, ARGV[1], 'PX', ARGV[3])\n"
     "return {'ok'}\n";
+
+/* The undo-saving step both commit paths share (the commit script, and
+ * each upload of a staged commit): for commit nv (a number) of the
+ * snapshot s, names the snapshot in the record 'base:<nv>', and defines
+ * keep_page(i, page), which keeps page (nil or false: nothing to keep) as
+ * page i's value before commit nv, in T:undo, T:undo:idx and T:undo:ver.
+ * Needs UNDO_NAME_FNS. */
+#define UNDO_SAVER                                                             \
+    "local ver = undo_version(nv)\n"                                           \
+    "local function keep(f, page)\n"                                           \
+    "  redis.call('HSET', T_UNDO, f, page)\n"                                  \
+    "  redis.call('ZADD', T_UNDO_IDX, 0, f)\n"                                 \
+    "  redis.call('ZADD', T_UNDO_VER, nv, f)\n"                                \
+    "end\n"                                                                    \
+    "local function keep_page(i, page) if page then keep(undo_field(i, ver), page) end end\n" \
+    "keep(" UNDO_BASE " .. ver, s)\n"
 
 /* Applies a batch if the token still holds the lease and the identity is
  * still the snapshot's, after checking every key it touches (BADTYPE_FN,
@@ -222,35 +244,36 @@ static const char lock_lua[] =
  * nothing (ARGV[7] ""; capture was turned on after its begin), {'changes',
  * type} when T:changes is not a stream: nothing written. */
 static const char commit_lua[] =
+    KEYS_AS_LOCALS(COMMIT_KEYS)
     "local token, s, lease, n, newid = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[6]\n"
-    IDENT_FN BADTYPE_FN CAPTURE_CHECK_FN
-    "if redis.call('GET', KEYS[3]) ~= token then return {'lease'} end\n"
-    "local v, id = ident(KEYS[2], KEYS[11])\n"
+    IDENT_FN BADTYPE_FN CAPTURE_CHECK_FN UNDO_NAME_FNS
+    "if redis.call('GET', T_LEASE) ~= token then return {'lease'} end\n"
+    "local v, id = ident(T_V, T_ID)\n"
     "if not v then return id end\n"
     "if id ~= s then return {'stale', v} end\n"
     "local first = ARGV[7] == '' and 8 or 8 + tonumber(ARGV[7])\n"
-    "local bad = badtype({KEYS[1], 'hash', KEYS[4], 'zset', KEYS[5], 'hash', KEYS[6], 'zset', KEYS[7], 'zset',\n"
-    "                     KEYS[8], 'list', KEYS[11], 'string'})\n"
+    "local bad = badtype({K, 'hash', T_READERS, 'zset', T_UNDO, 'hash', T_UNDO_IDX, 'zset', T_UNDO_VER, 'zset',\n"
+    "                     T_LOG, 'list', T_ID, 'string'})\n"
     "if bad then return bad end\n"
-    "local capture = redis.call('EXISTS', KEYS[10]) == 1\n"
+    "local capture = redis.call('EXISTS', T_CHANGES_CFG) == 1\n"
     "if capture and ARGV[7] == '' then return {'capture', v} end\n"
     "local head\n"
     "if capture then\n"
     "  local nentries = 0\n"
     "  local j = 8\n"
     "  while j < first do nentries = nentries + 1; j = j + 1 + tonumber(ARGV[j]) end\n"
-    "  head, bad = capture_head(KEYS[9], KEYS[10], math.max(nentries, 1))\n"
+    "  head, bad = capture_head(T_CHANGES, T_CHANGES_CFG, math.max(nentries, 1))\n"
     "  if bad then return bad end\n"
     "end\n" NOW_MS
-    "local old = redis.call('HLEN', KEYS[1])\n"
-    "if ARGV[5] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[5]) == 0 then old = old + 1 end\n"
+    "local old = redis.call('HLEN', K)\n"
+    "if ARGV[5] ~= '' and redis.call('HEXISTS', K, ARGV[5]) == 0 then old = old + 1 end\n"
     "local nv = tonumber(v) + 1\n"
     "local nvs = string.format('%d', nv)\n"
     "local nid = nvs .. ':' .. newid\n"
     "redis.set_repl(redis.REPL_NONE)\n"
-    DROP_LAPSED("KEYS[4]")
+    DROP_LAPSED("T_READERS")
     "local oldest = nil\n"
-    "for _, m in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do\n"
+    "for _, m in ipairs(redis.call('ZRANGE', T_READERS, 0, -1)) do\n"
     "  local sep = string.find(m, ':', 1, true)\n"
     "  if sep and string.sub(m, sep + 1) ~= token then\n"
     "    local snap = tonumber(string.sub(m, 1, sep - 1))\n"
@@ -262,36 +285,26 @@ static const char commit_lua[] =
     "    redis.call(cmd, key, unpack(list, k, math.min(k + 999, #list)))\n"
     "  end\n"
     "end\n"
-    "if oldest then\n"
-    "  local ver = string.format('%016x', nv)\n"
-    "  local function keep(f, page)\n"
-    "    redis.call('HSET', KEYS[5], f, page)\n"
-    "    redis.call('ZADD', KEYS[6], 0, f)\n"
-    "    redis.call('ZADD', KEYS[7], nv, f)\n"
-    "  end\n"
-    "  local function save(i)\n"
-    "    local page = redis.call('HGET', KEYS[1], tostring(i))\n"
-    "    if page then keep(string.format('%08x', i) .. ':' .. ver, page) end\n"
-    "  end\n"
-    "  keep('base:' .. ver, s)\n"
+    "if oldest then\n" UNDO_SAVER
+    "  local function save(i) keep_page(i, redis.call('HGET', K, tostring(i))) end\n"
     "  for j = first, #ARGV, 2 do\n"
     "    local i = tonumber(ARGV[j])\n"
     "    if i < old then save(i) end\n"
     "  end\n"
     "  for i = n, old - 1 do save(i) end\n"
-    UNDO_TRIM("KEYS[5]", "KEYS[6]", "KEYS[7]")
+    UNDO_TRIM("T_UNDO", "T_UNDO_IDX", "T_UNDO_VER")
     "else\n"
-    "  redis.call('DEL', KEYS[5], KEYS[6], KEYS[7])\n"
+    "  redis.call('DEL', T_UNDO, T_UNDO_IDX, T_UNDO_VER)\n"
     "end\n"
     "redis.set_repl(redis.REPL_ALL)\n"
     "local pairs_ = {}\n"
     "for j = first, #ARGV do pairs_[#pairs_ + 1] = ARGV[j] end\n"
-    "chunked('HSET', KEYS[1], pairs_)\n"
+    "chunked('HSET', K, pairs_)\n"
     "local cut = {}\n"
     "for i = n, old - 1 do cut[#cut + 1] = tostring(i) end\n"
-    "chunked('HDEL', KEYS[1], cut)\n"
-    "redis.call('INCR', KEYS[2])\n"
-    "redis.call('SET', KEYS[11], nid)\n"
+    "chunked('HDEL', K, cut)\n"
+    "redis.call('INCR', T_V)\n"
+    "redis.call('SET', T_ID, nid)\n"
     "if capture then\n"
     "  head[#head + 1] = '*'\n"
     "  head[#head + 1] = 'version'\n"
@@ -310,32 +323,32 @@ static const char commit_lua[] =
     "  end\n"
     "end\n"
     "redis.set_repl(redis.REPL_NONE)\n"
-    "if redis.call('EXISTS', KEYS[8]) == 1 then\n"
+    "if redis.call('EXISTS', T_LOG) == 1 then\n"
     "  local changed = {}\n"
     "  for j = first, #ARGV, 2 do\n"
     "    if tonumber(ARGV[j]) < old then changed[#changed + 1] = ARGV[j] end\n"
     "  end\n"
     "  for i = n, old - 1 do changed[#changed + 1] = tostring(i) end\n"
     "  local list = #changed > " STR(KVSQL_LOG_ENTRY_PAGES) " and '*' or table.concat(changed, ',')\n"
-    "  redis.call('LPUSH', KEYS[8], nvs .. ':' .. list .. ';' .. s .. ';' .. nid)\n"
-    "  redis.call('LTRIM', KEYS[8], 0, " STR(KVSQL_LOG_ENTRIES) " - 1)\n"
+    "  redis.call('LPUSH', T_LOG, nvs .. ':' .. list .. ';' .. s .. ';' .. nid)\n"
+    "  redis.call('LTRIM', T_LOG, 0, " STR(KVSQL_LOG_ENTRIES) " - 1)\n"
     "end\n"
-    "redis.call('ZREM', KEYS[4], string.match(s, '^%d+') .. ':' .. token)\n"
-    "redis.call('ZADD', KEYS[4], ms + lease, nvs .. ':' .. token)\n"
-    "redis.call('PEXPIRE', KEYS[3], lease)\n"
+    "redis.call('ZREM', T_READERS, string.match(s, '^%d+') .. ':' .. token)\n"
+    "redis.call('ZADD', T_READERS, ms + lease, nvs .. ':' .. token)\n"
+    "redis.call('PEXPIRE', T_LEASE, lease)\n"
     "return {'ok', nid}\n";
 
 /* Ends a transaction: drops the lease if it is still ours, and the
  * reader registration when one is named; the last reader out deletes the
  * undo records, which nobody can need any more. */
 static const char end_lua[] =
-    BADTYPE_FN
-    "if badtype({KEYS[1], 'string', KEYS[2], 'zset'}) then return 0 end\n"
+    KEYS_AS_LOCALS(END_KEYS) BADTYPE_FN
+    "if badtype({T_LEASE, 'string', T_READERS, 'zset'}) then return 0 end\n"
     "redis.set_repl(redis.REPL_NONE)\n"
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end\n"
+    "if redis.call('GET', T_LEASE) == ARGV[1] then redis.call('DEL', T_LEASE) end\n"
     "if ARGV[2] ~= '' then\n"
-    "  redis.call('ZREM', KEYS[2], ARGV[2])\n"
-    "  if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('DEL', KEYS[3], KEYS[4], KEYS[5]) end\n"
+    "  redis.call('ZREM', T_READERS, ARGV[2])\n"
+    "  if redis.call('ZCARD', T_READERS) == 0 then redis.call('DEL', T_UNDO, T_UNDO_IDX, T_UNDO_VER) end\n"
     "end\n"
     "return 1\n";
 
@@ -350,58 +363,51 @@ static const char end_lua[] =
  * value of each page it overwrites below the old length as an undo record
  * of the coming version (as the commit script does). */
 static const char stage_put_lua[] =
+    KEYS_AS_LOCALS(STAGE_PUT_KEYS)
     "local token, s, lease, old, have = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5]), tonumber(ARGV[7])\n"
-    IDENT_FN BADTYPE_FN
-    "if redis.call('GET', KEYS[2]) ~= token then return {'lease'} end\n"
-    "local v, id = ident(KEYS[3], KEYS[8])\n"
+    IDENT_FN BADTYPE_FN UNDO_NAME_FNS
+    "if redis.call('GET', T_LEASE) ~= token then return {'lease'} end\n"
+    "local v, id = ident(T_V, T_ID)\n"
     "if not v then return id end\n"
     "if id ~= s then return {'stale', v} end\n"
-    "local bad = badtype({KEYS[4], 'hash', KEYS[5], 'hash', KEYS[6], 'zset', KEYS[7], 'zset'})\n"
+    "local bad = badtype({K, 'hash', T_UNDO, 'hash', T_UNDO_IDX, 'zset', T_UNDO_VER, 'zset'})\n"
     "if bad then return bad end\n"
-    "if ARGV[4] ~= '1' and redis.call('HLEN', KEYS[1]) ~= have then return {'gone'} end\n"
+    "if ARGV[4] ~= '1' and redis.call('HLEN', T_STAGE) ~= have then return {'gone'} end\n"
     "redis.set_repl(redis.REPL_NONE)\n"
-    "redis.call('PEXPIRE', KEYS[2], lease)\n"
-    "local nv = tonumber(v) + 1\n"
-    "local ver = string.format('%016x', nv)\n"
-    "local function keep(f, page)\n"
-    "  redis.call('HSET', KEYS[5], f, page)\n"
-    "  redis.call('ZADD', KEYS[6], 0, f)\n"
-    "  redis.call('ZADD', KEYS[7], nv, f)\n"
-    "end\n"
-    "keep('base:' .. ver, s)\n"
+    "redis.call('PEXPIRE', T_LEASE, lease)\n"
+    "local nv = tonumber(v) + 1\n" UNDO_SAVER
     "for j = 8, #ARGV, 2 do\n"
     "  local i = tonumber(ARGV[j])\n"
-    "  local page = i < old and redis.call('HGET', KEYS[4], ARGV[j])\n"
-    "  if page then keep(string.format('%08x', i) .. ':' .. ver, page) end\n"
+    "  keep_page(i, i < old and redis.call('HGET', K, ARGV[j]))\n"
     "end\n"
     "redis.set_repl(redis.REPL_ALL)\n"
-    "if ARGV[4] == '1' then redis.call('UNLINK', KEYS[1]) end\n"
-    "redis.call('HSET', KEYS[1], unpack(ARGV, 8))\n"
-    "redis.call('PEXPIRE', KEYS[1], ARGV[6])\n"
-    "return {'ok', redis.call('HLEN', KEYS[1])}\n";
+    "if ARGV[4] == '1' then redis.call('UNLINK', T_STAGE) end\n"
+    "redis.call('HSET', T_STAGE, unpack(ARGV, 8))\n"
+    "redis.call('PEXPIRE', T_STAGE, ARGV[6])\n"
+    "return {'ok', redis.call('HLEN', T_STAGE)}\n";
 
 /* Copies into T:stage the pages from..to-1 of K it lacks (those the
  * commit does not write), when T:stage still holds the `have` fields the
  * steps before left (else {'gone'}: it was deleted or evicted, and a copy
  * would refill it from the old pages). */
 static const char stage_copy_lua[] =
-    BADTYPE_FN
-    "if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'lease'} end\n"
-    "local bad = badtype({KEYS[1], 'hash', KEYS[2], 'hash'})\n"
+    KEYS_AS_LOCALS(STAGE_COPY_KEYS) BADTYPE_FN
+    "if redis.call('GET', T_LEASE) ~= ARGV[1] then return {'lease'} end\n"
+    "local bad = badtype({T_STAGE, 'hash', K, 'hash'})\n"
     "if bad then return bad end\n"
-    "if redis.call('HLEN', KEYS[1]) ~= tonumber(ARGV[6]) then return {'gone'} end\n"
+    "if redis.call('HLEN', T_STAGE) ~= tonumber(ARGV[6]) then return {'gone'} end\n"
     "redis.set_repl(redis.REPL_NONE)\n"
-    "redis.call('PEXPIRE', KEYS[3], ARGV[2])\n"
+    "redis.call('PEXPIRE', T_LEASE, ARGV[2])\n"
     "redis.set_repl(redis.REPL_ALL)\n"
     "for i = tonumber(ARGV[3]), tonumber(ARGV[4]) - 1 do\n"
     "  local f = tostring(i)\n"
-    "  if redis.call('HEXISTS', KEYS[1], f) == 0 then\n"
-    "    local p = redis.call('HGET', KEYS[2], f)\n"
-    "    if p then redis.call('HSET', KEYS[1], f, p) end\n"
+    "  if redis.call('HEXISTS', T_STAGE, f) == 0 then\n"
+    "    local p = redis.call('HGET', K, f)\n"
+    "    if p then redis.call('HSET', T_STAGE, f, p) end\n"
     "  end\n"
     "end\n"
-    "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
-    "return {'ok', redis.call('HLEN', KEYS[1])}\n";
+    "redis.call('PEXPIRE', T_STAGE, ARGV[5])\n"
+    "return {'ok', redis.call('HLEN', T_STAGE)}\n";
 
 /* The commit itself, when the lease is still ours, no commit came after
  * the snapshot, capture is off and T:stage holds exactly the fields the
@@ -414,45 +420,46 @@ static const char stage_copy_lua[] =
  * pages (deleted, evicted, lapsed): nothing written. Replies as the
  * commit script. */
 static const char stage_publish_lua[] =
+    KEYS_AS_LOCALS(STAGE_PUBLISH_KEYS)
     "local token, s, lease, newid = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[5]\n"
     IDENT_FN BADTYPE_FN
-    "if redis.call('GET', KEYS[5]) ~= token then return {'lease'} end\n"
-    "local v, id = ident(KEYS[4], KEYS[12])\n"
+    "if redis.call('GET', T_LEASE) ~= token then return {'lease'} end\n"
+    "local v, id = ident(T_V, T_ID)\n"
     "if not v then return id end\n"
     "if id ~= s then return {'stale', v} end\n"
-    "if redis.call('EXISTS', KEYS[11]) == 1 then return {'capture', v} end\n"
-    "local bad = badtype({KEYS[1], 'hash', KEYS[2], 'hash', KEYS[6], 'zset', KEYS[7], 'hash', KEYS[8], 'zset',\n"
-    "                     KEYS[9], 'zset', KEYS[10], 'list', KEYS[12], 'string'})\n"
+    "if redis.call('EXISTS', T_CHANGES_CFG) == 1 then return {'capture', v} end\n"
+    "local bad = badtype({K, 'hash', T_STAGE, 'hash', T_READERS, 'zset', T_UNDO, 'hash', T_UNDO_IDX, 'zset',\n"
+    "                     T_UNDO_VER, 'zset', T_LOG, 'list', T_ID, 'string'})\n"
     "if bad then return bad end\n"
-    "local have = redis.call('HLEN', KEYS[2])\n"
+    "local have = redis.call('HLEN', T_STAGE)\n"
     "if have ~= tonumber(ARGV[4]) or have ~= tonumber(ARGV[6]) then return {'gone'} end\n"
     NOW_MS
     "local nvs = string.format('%d', tonumber(v) + 1)\n"
     "local nid = nvs .. ':' .. newid\n"
     "redis.set_repl(redis.REPL_NONE)\n"
-    DROP_LAPSED("KEYS[6]")
+    DROP_LAPSED("T_READERS")
     "local others = false\n"
-    "for _, m in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do\n"
+    "for _, m in ipairs(redis.call('ZRANGE', T_READERS, 0, -1)) do\n"
     "  local sep = string.find(m, ':', 1, true)\n"
     "  if sep and string.sub(m, sep + 1) ~= token then others = true end\n"
     "end\n"
-    "if not others then redis.call('UNLINK', KEYS[7], KEYS[8], KEYS[9]) end\n"
+    "if not others then redis.call('UNLINK', T_UNDO, T_UNDO_IDX, T_UNDO_VER) end\n"
     "redis.set_repl(redis.REPL_ALL)\n"
-    "local ttl = redis.call('PTTL', KEYS[1])\n"
-    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('RENAME', KEYS[1], KEYS[3]) end\n"
-    "redis.call('RENAME', KEYS[2], KEYS[1])\n"
-    "if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end\n"
-    "redis.call('UNLINK', KEYS[3])\n"
-    "redis.call('INCR', KEYS[4])\n"
-    "redis.call('SET', KEYS[12], nid)\n"
+    "local ttl = redis.call('PTTL', K)\n"
+    "if redis.call('EXISTS', K) == 1 then redis.call('RENAME', K, T_STAGE_OLD) end\n"
+    "redis.call('RENAME', T_STAGE, K)\n"
+    "if ttl > 0 then redis.call('PEXPIRE', K, ttl) else redis.call('PERSIST', K) end\n"
+    "redis.call('UNLINK', T_STAGE_OLD)\n"
+    "redis.call('INCR', T_V)\n"
+    "redis.call('SET', T_ID, nid)\n"
     "redis.set_repl(redis.REPL_NONE)\n"
-    "if redis.call('EXISTS', KEYS[10]) == 1 then\n"
-    "  redis.call('LPUSH', KEYS[10], nvs .. ':*;' .. s .. ';' .. nid)\n"
-    "  redis.call('LTRIM', KEYS[10], 0, " STR(KVSQL_LOG_ENTRIES) " - 1)\n"
+    "if redis.call('EXISTS', T_LOG) == 1 then\n"
+    "  redis.call('LPUSH', T_LOG, nvs .. ':*;' .. s .. ';' .. nid)\n"
+    "  redis.call('LTRIM', T_LOG, 0, " STR(KVSQL_LOG_ENTRIES) " - 1)\n"
     "end\n"
-    "redis.call('ZREM', KEYS[6], string.match(s, '^%d+') .. ':' .. token)\n"
-    "redis.call('ZADD', KEYS[6], ms + lease, nvs .. ':' .. token)\n"
-    "redis.call('PEXPIRE', KEYS[5], lease)\n"
+    "redis.call('ZREM', T_READERS, string.match(s, '^%d+') .. ':' .. token)\n"
+    "redis.call('ZADD', T_READERS, ms + lease, nvs .. ':' .. token)\n"
+    "redis.call('PEXPIRE', T_LEASE, lease)\n"
     "return {'ok', nid}\n";
 
 /* The warm begin: begin's work with fewer arguments, and none of its
@@ -466,6 +473,7 @@ static const char stage_publish_lua[] =
  * reads and no write. Else it goes on as begin, with previous member
  * "<cached v>:<token>", no changelog renewal, no write intent. */
 static const char begin_warm_lua[] =
+    KEYS_AS_LOCALS(BEGIN_WARM_KEYS)
     "local token, lease, cached, log_ttl, intent = ARGV[1], ARGV[2], ARGV[3], '', ''\n"
     "local prev = (string.match(cached, '^(%d+):') or '') .. ':' .. token\n"
     QUEUE_FUNCS BEGIN_HEAD
@@ -475,3 +483,23 @@ static const char begin_warm_lua[] =
 const char *const kvsql_scripts[SCRIPT_COUNT] = {begin_lua,     read_lua,       lock_lua,         commit_lua,
                                                  end_lua,       stage_put_lua,  stage_copy_lua,   stage_publish_lua,
                                                  begin_warm_lua};
+
+/* Each script's keys, from the same *_KEYS list as its KEYS_AS_LOCALS. */
+#define KEY_WHICH_(name) SKEY_##name,
+#define KEYS_OF(var, LIST) static const unsigned char var[] = {LIST(KEY_WHICH_)};
+KEYS_OF(begin_keys, BEGIN_KEYS)
+KEYS_OF(read_keys, READ_KEYS)
+KEYS_OF(lock_keys, LOCK_KEYS)
+KEYS_OF(commit_keys, COMMIT_KEYS)
+KEYS_OF(end_keys, END_KEYS)
+KEYS_OF(stage_put_keys, STAGE_PUT_KEYS)
+KEYS_OF(stage_copy_keys, STAGE_COPY_KEYS)
+KEYS_OF(stage_publish_keys, STAGE_PUBLISH_KEYS)
+KEYS_OF(begin_warm_keys, BEGIN_WARM_KEYS)
+#define KEYS_ENTRY(var) {var, (int)sizeof(var)}
+const kvsql_script_keys_t kvsql_script_keys[SCRIPT_COUNT] = {
+    KEYS_ENTRY(begin_keys),      KEYS_ENTRY(read_keys),       KEYS_ENTRY(lock_keys),
+    KEYS_ENTRY(commit_keys),     KEYS_ENTRY(end_keys),        KEYS_ENTRY(stage_put_keys),
+    KEYS_ENTRY(stage_copy_keys), KEYS_ENTRY(stage_publish_keys), KEYS_ENTRY(begin_warm_keys)};
+_Static_assert(sizeof(commit_keys) <= SCRIPT_KEYS_MAX && sizeof(stage_publish_keys) <= SCRIPT_KEYS_MAX,
+               "SCRIPT_KEYS_MAX is the most keys a script takes");

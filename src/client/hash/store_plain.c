@@ -112,8 +112,8 @@ static int version_text(const redisReply *r, char *v) {
 /* One attempt: *out is the answer, an error reply, or NULL with *moved
  * set when the database changed meanwhile; -1 when the connection broke. */
 static int begin_once(redis_store *s, const char *cached, redisReply **out, int *moved) {
-    const char *get[] = {"MGET", s->aux[AUX_V], s->aux[AUX_ID]}, *hlen[] = {"HLEN", s->key},
-               *cfg[] = {"EXISTS", s->aux[AUX_CHANGES_CFG]};
+    const char *get[] = {"MGET", s->keys[SKEY_T_V], s->keys[SKEY_T_ID]}, *hlen[] = {"HLEN", s->key},
+               *cfg[] = {"EXISTS", s->keys[SKEY_T_CHANGES_CFG]};
     const char **first[] = {get, hlen, cfg};
     const int firstc[] = {3, 2, 2};
     redisReply *r[5];

@@ -83,7 +83,7 @@ static int append_fast(redis_store *s, const uint32_t *idx, uint32_t n) {
             char *f = names + (size_t)i * 11;
             kvsql_call_add(&k, f, (size_t)snprintf(f, 11, "%u", idx[i]));
         }
-        const char *get[] = {"MGET", s->aux[AUX_V], s->aux[AUX_ID]};
+        const char *get[] = {"MGET", s->keys[SKEY_T_V], s->keys[SKEY_T_ID]};
         rc = kvsql_link_append_argv(s->conn.c, k.argc, k.argv, k.lens) == REDIS_OK &&
                      kvsql_link_append_argv(s->conn.c, 3, get, NULL) == REDIS_OK
                  ? 0
@@ -159,14 +159,12 @@ static int read_fast(redis_store *s, const uint32_t *idx, uint32_t n, uint32_t w
 
 /* The read script's call for pages idx[0..n-1]; names holds their
  * decimal text (n * 11 bytes). 0, or -1 when out of memory. */
-#define READ_KEYS 8
 static int read_call(redis_store *s, const uint32_t *idx, uint32_t n, kvsql_call *k, char *names, char *nkeys) {
-    if (kvsql_call_init(k, 6 + READ_KEYS + (int)n) != 0) return -1;
-    const char *head[] = {s->key,           s->aux[AUX_V],    s->aux[AUX_READERS], s->aux[AUX_UNDO],
-                          s->aux[AUX_UNDO_IDX], s->aux[AUX_LEASE], s->aux[AUX_ID], s->aux[AUX_UNDO_VER], /* KEYS */
-                          s->conn.token, s->snapshot, s->lease};
-    kvsql_call_script(k, READ_KEYS, nkeys);
-    for (int i = 0; i < NARGS(head); i++) kvsql_call_str(k, head[i]);
+    if (kvsql_call_init(k, 6 + SCRIPT_KEYS_MAX + (int)n) != 0) return -1;
+    rs_call_keys(s, k, SCRIPT_READ, nkeys);
+    kvsql_call_str(k, s->conn.token);
+    kvsql_call_str(k, s->snapshot);
+    kvsql_call_str(k, s->lease);
     for (uint32_t i = 0; i < n; i++) {
         char *f = names + (size_t)i * 11;
         kvsql_call_add(k, f, (size_t)snprintf(f, 11, "%u", idx[i]));

@@ -44,10 +44,9 @@
 /* A begin renews it when the last renewal on this connection is older. */
 #define LOG_RENEW_MS 60000
 
-static const char *const aux_suffix[AUX_COUNT] = {KVSQL_AUX_VERSION,  KVSQL_AUX_LEASE,    KVSQL_AUX_READERS,
-                                                   KVSQL_AUX_UNDO,     KVSQL_AUX_UNDO_IDX, KVSQL_AUX_UNDO_VER,
-                                                   KVSQL_AUX_LOG,      KVSQL_AUX_CHANGES,  KVSQL_AUX_CHANGES_CONFIG,
-                                                   KVSQL_AUX_ID};
+/* The format.h suffix of each key of s->keys (NULL: K itself). */
+#define KEY_SUFFIX_(name, suffix) suffix,
+static const char *const key_suffix[SKEY_COUNT] = {SCRIPT_KEYS_ALL(KEY_SUFFIX_)};
 
 
 static const kvsql_store_methods redis_methods;
@@ -67,22 +66,28 @@ static void forget_connection(void *owner) {
  * next command's. EVAL, not EVALSHA: a NOSCRIPT here would come too late
  * to resend. */
 static void send_end(redis_store *s, const char *member) {
-    const char *argv[] = {"EVAL",          kvsql_scripts[SCRIPT_END], "5",      s->aux[AUX_LEASE],
-                          s->aux[AUX_READERS], s->aux[AUX_UNDO],   s->aux[AUX_UNDO_IDX], s->aux[AUX_UNDO_VER],
-                          s->conn.token,       member};
-    kvsql_conn_send(&s->conn, 10, argv);
-}
-
-/* Runs script id with nkeys keys and then the other arguments, nargs C
- * strings in all (at most RUN_ARGS_MAX), for begin and lock: no allocation.
- * NULL, the connection dropped and why recorded, when it broke. */
-#define RUN_ARGS_MAX 14
-static redisReply *rs_run_script(redis_store *s, int id, const char *what, int nkeys, int nargs, const char **args) {
-    const char *argv[3 + RUN_ARGS_MAX];
-    size_t lens[3 + RUN_ARGS_MAX];
+    const char *argv[3 + SCRIPT_KEYS_MAX + 2];
+    size_t lens[3 + SCRIPT_KEYS_MAX + 2];
     char nbuf[8];
     kvsql_call k = {0, argv, lens};
-    kvsql_call_script(&k, nkeys, nbuf);
+    rs_call_keys(s, &k, SCRIPT_END, nbuf);
+    kvsql_call_str(&k, s->conn.token);
+    kvsql_call_str(&k, member);
+    argv[0] = "EVAL";
+    argv[1] = kvsql_scripts[SCRIPT_END];
+    kvsql_conn_send(&s->conn, k.argc, argv);
+}
+
+/* Runs script id with its keys and then the other arguments, nargs C
+ * strings (at most RUN_ARGS_MAX), for begin and lock: no allocation.
+ * NULL, the connection dropped and why recorded, when it broke. */
+#define RUN_ARGS_MAX 6
+static redisReply *rs_run_script(redis_store *s, int id, const char *what, int nargs, const char **args) {
+    const char *argv[3 + SCRIPT_KEYS_MAX + RUN_ARGS_MAX];
+    size_t lens[3 + SCRIPT_KEYS_MAX + RUN_ARGS_MAX];
+    char nbuf[8];
+    kvsql_call k = {0, argv, lens};
+    rs_call_keys(s, &k, id, nbuf);
     for (int i = 0; i < nargs; i++) kvsql_call_str(&k, args[i]);
     redisReply *r = kvsql_conn_run_script(&s->conn, id, &k);
     if (!r) kvsql_conn_lost(&s->conn, SQLITE_IOERR, what);
@@ -252,13 +257,11 @@ static int warm_begin_ok(const redis_store *s, const char *cached, const char *l
            now - last < s->cfg.lease_ms / 4.0;
 }
 
-/* The begin script's 8 keys and 6 arguments (cached: "id/HLEN" of the
- * cache, or ""). */
-#define BEGIN_ARGS 14
+/* The begin script's 6 arguments after its keys (cached: "id/HLEN" of
+ * the cache, or ""). */
+#define BEGIN_ARGS 6
 static void begin_args(redis_store *s, const char *cached, const char *log_ttl, const char **args) {
-    const char *a[BEGIN_ARGS] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
-                                 s->aux[AUX_LEASE], s->queue, s->aux[AUX_ID], /* KEYS */
-                                 s->conn.token, s->lease, s->member, cached, log_ttl, s->intent ? "1" : ""};
+    const char *a[BEGIN_ARGS] = {s->conn.token, s->lease, s->member, cached, log_ttl, s->intent ? "1" : ""};
     memcpy(args, a, sizeof(a));
 }
 
@@ -266,13 +269,12 @@ static void begin_args(redis_store *s, const char *cached, const char *log_ttl, 
  * connection broke. */
 static redisReply *send_begin(redis_store *s, int warm, const char *cached, const char *log_ttl) {
     if (warm) {
-        const char *args[] = {s->key, s->aux[AUX_V], s->aux[AUX_READERS], s->aux[AUX_LOG], s->aux[AUX_CHANGES_CFG],
-                              s->aux[AUX_LEASE], s->queue, s->aux[AUX_ID], /* KEYS */ s->conn.token, s->lease, cached};
-        return rs_run_script(s, SCRIPT_BEGIN_WARM, "begin", 8, NARGS(args), args);
+        const char *args[] = {s->conn.token, s->lease, cached};
+        return rs_run_script(s, SCRIPT_BEGIN_WARM, "begin", NARGS(args), args);
     }
     const char *args[BEGIN_ARGS];
     begin_args(s, cached, log_ttl, args);
-    return rs_run_script(s, SCRIPT_BEGIN, "begin", 8, BEGIN_ARGS, args);
+    return rs_run_script(s, SCRIPT_BEGIN, "begin", BEGIN_ARGS, args);
 }
 
 /* ---- the first begin of a connection ----
@@ -287,12 +289,12 @@ static redisReply *send_begin(redis_store *s, int warm, const char *cached, cons
  * the begin must still be sent. */
 static int connect_begin(redis_store *s, const char *cached, const char *log_ttl, redisReply **r) {
     if (s->intent) return kvsql_conn_connect_with(&s->conn, SCRIPT_BEGIN, "begin", NULL, r);
-    const char *args[BEGIN_ARGS], *argv[3 + BEGIN_ARGS];
-    size_t lens[3 + BEGIN_ARGS];
+    const char *args[BEGIN_ARGS], *argv[3 + SCRIPT_KEYS_MAX + BEGIN_ARGS];
+    size_t lens[3 + SCRIPT_KEYS_MAX + BEGIN_ARGS];
     char nbuf[8];
     kvsql_call k = {0, argv, lens};
     begin_args(s, cached, log_ttl, args);
-    kvsql_call_script(&k, 8, nbuf);
+    rs_call_keys(s, &k, SCRIPT_BEGIN, nbuf);
     for (int i = 0; i < BEGIN_ARGS; i++) kvsql_call_str(&k, args[i]);
     return kvsql_conn_connect_with(&s->conn, SCRIPT_BEGIN, "begin", &k, r);
 }
@@ -422,10 +424,9 @@ static const char *queue_arg(const redis_store *s) {
 /* The lock script for the token, taking over the lease of `dead` ("" for
  * none): its reply, NULL when the connection broke. */
 static redisReply *run_lock(redis_store *s, const char *dead) {
-    const char *args[] = {s->aux[AUX_V], s->aux[AUX_LEASE], s->queue, s->aux[AUX_ID], /* KEYS */
-                          s->conn.token, s->snapshot, s->lease, dead, queue_arg(s)};
+    const char *args[] = {s->conn.token, s->snapshot, s->lease, dead, queue_arg(s)};
     s->stats.locks++;
-    return rs_run_script(s, SCRIPT_LOCK, "lock", 4, NARGS(args), args);
+    return rs_run_script(s, SCRIPT_LOCK, "lock", NARGS(args), args);
 }
 
 static int redis_lock(kvsql_store *st, kvsql_txn *t) {
@@ -609,9 +610,7 @@ static int redis_commit(kvsql_store *st, kvsql_txn *t, const kvsql_batch *b) {
     }
     snprintf(npages, sizeof(npages), "%u", b->npages);
     if (s->gap) kvsql_field_name(gap, lb);
-    kvsql_call_script(&k, 1 + AUX_COUNT, nkeys);
-    kvsql_call_str(&k, s->key);
-    for (int i = 0; i < AUX_COUNT; i++) kvsql_call_str(&k, s->aux[i]); /* T:v T:lease T:readers T:undo... T:log */
+    rs_call_keys(s, &k, SCRIPT_COMMIT, nkeys);
     kvsql_call_str(&k, s->conn.token);
     kvsql_call_str(&k, s->snapshot);
     kvsql_call_str(&k, s->lease);
@@ -675,10 +674,7 @@ static const char *redis_errmsg(kvsql_store *st) {
 
 static void free_names(redis_store *s) {
     free(s->key);
-    for (int i = 0; i < AUX_COUNT; i++) free(s->aux[i]);
-    free(s->stage);
-    free(s->stage_old);
-    free(s->queue);
+    for (int i = 0; i < SKEY_COUNT; i++) free(s->keys[i]);
 }
 
 static void redis_destroy(kvsql_store *st) {
@@ -716,10 +712,8 @@ int kvsql_redis_store_new(const char *key, const kvsql_redis_config *cfg, kvsql_
     snprintf(s->lease, sizeof(s->lease), "%d", cfg->lease_ms);
     s->key = strdup(key);
     int ok = s->key != NULL;
-    for (int i = 0; i < AUX_COUNT; i++) ok = (s->aux[i] = aux_name(key, aux_suffix[i])) != NULL && ok;
-    ok = (s->stage = aux_name(key, KVSQL_AUX_STAGE)) != NULL && ok;
-    ok = (s->stage_old = aux_name(key, KVSQL_AUX_STAGE_OLD)) != NULL && ok;
-    ok = (s->queue = aux_name(key, KVSQL_AUX_QUEUE)) != NULL && ok;
+    for (int i = 0; i < SKEY_COUNT; i++)
+        ok = (s->keys[i] = key_suffix[i] ? aux_name(key, key_suffix[i]) : strdup(key)) != NULL && ok;
     if (!ok) {
         free_names(s);
         free(s);

@@ -55,21 +55,21 @@ int rs_refusal(redis_store *s, const redisReply *r) {
     if (rs_reply_is(r, 0, "version"))
         return rs_fail(s, SQLITE_ERROR, "key %s: its version key %s holds '%.40s', not a version number (damaged or "
                                      "written by hand): nothing was written",
-                       s->key, s->aux[AUX_V], elem_str(r, 1));
+                       s->key, s->keys[SKEY_T_V], elem_str(r, 1));
     if (rs_reply_is(r, 0, "cfg"))
         return rs_fail(s, SQLITE_ERROR, "key %s: kvsql changes: %s holds %s '%.40s', which is not valid (maxlen: 0 or "
                                      "a decimal integer of at most %d digits; trim: ~ or =): nothing was written",
-                       s->key, s->aux[AUX_CHANGES_CFG], elem_str(r, 1), elem_str(r, 2), KVSQL_CHANGES_MAXLEN_DIGITS);
+                       s->key, s->keys[SKEY_T_CHANGES_CFG], elem_str(r, 1), elem_str(r, 2), KVSQL_CHANGES_MAXLEN_DIGITS);
     if (rs_reply_is(r, 0, "changes") && strcmp(elem_str(r, 1), "exhausted") == 0)
         return rs_fail(s, SQLITE_ERROR, "key %s: kvsql changes: the stream %s has no stream IDs left for this "
-                                     "commit's entries: nothing was written", s->key, s->aux[AUX_CHANGES]);
+                                     "commit's entries: nothing was written", s->key, s->keys[SKEY_T_CHANGES]);
     if (rs_reply_is(r, 0, "changes"))
         return rs_fail(s, SQLITE_ERROR, "key %s: kvsql changes: %s holds a %s, not a stream: nothing was written",
-                       s->key, s->aux[AUX_CHANGES], elem_str(r, 1));
+                       s->key, s->keys[SKEY_T_CHANGES], elem_str(r, 1));
     if (rs_reply_is(r, 0, "gone"))
         return rs_fail(s, SQLITE_IOERR_WRITE, "key %s: the staged commit lost pages it had uploaded (%s was deleted, "
                                            "evicted or lapsed between steps): nothing was written",
-                       s->key, s->stage);
+                       s->key, s->keys[SKEY_T_STAGE]);
     return -1;
 }
 

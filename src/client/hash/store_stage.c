@@ -56,15 +56,13 @@ static int stage_put(redis_store *s, const kvsql_txn *t, const kvsql_batch *b, u
                      redisReply **r, long long *have) {
     uint32_t n = b->count - from < STAGE_CHUNK ? b->count - from : STAGE_CHUNK;
     char nkeys[8], old[16], hv[24], names[STAGE_CHUNK][KVSQL_FIELD_MAX];
-    const char *argv[3 + 15 + 2 * STAGE_CHUNK];
-    size_t lens[3 + 15 + 2 * STAGE_CHUNK];
+    const char *argv[3 + SCRIPT_KEYS_MAX + 7 + 2 * STAGE_CHUNK];
+    size_t lens[3 + SCRIPT_KEYS_MAX + 7 + 2 * STAGE_CHUNK];
     kvsql_call k = {0, argv, lens};
     snprintf(old, sizeof(old), "%u", t->npages);
     snprintf(hv, sizeof(hv), "%lld", *have);
-    const char *head[] = {s->stage, s->aux[AUX_LEASE], s->aux[AUX_V], s->key, s->aux[AUX_UNDO], s->aux[AUX_UNDO_IDX],
-                          s->aux[AUX_UNDO_VER], s->aux[AUX_ID], /* KEYS */
-                          s->conn.token, s->snapshot, s->lease, from == 0 ? "1" : "0", old, ttl, hv};
-    kvsql_call_script(&k, 8, nkeys);
+    const char *head[] = {s->conn.token, s->snapshot, s->lease, from == 0 ? "1" : "0", old, ttl, hv};
+    rs_call_keys(s, &k, SCRIPT_STAGE_PUT, nkeys);
     for (int i = 0; i < NARGS(head); i++) kvsql_call_str(&k, head[i]);
     for (uint32_t i = 0; i < n; i++) {
         kvsql_call_add(&k, names[i], kvsql_field_name(names[i], b->pages[from + i].index));
@@ -79,11 +77,11 @@ static int stage_copy(redis_store *s, uint32_t from, uint32_t to, const char *tt
     snprintf(hv, sizeof(hv), "%lld", *have);
     snprintf(a, sizeof(a), "%u", from);
     snprintf(z, sizeof(z), "%u", to - from < STAGE_COPY ? to : from + STAGE_COPY);
-    const char *argv[3 + 9];
-    size_t lens[3 + 9];
+    const char *argv[3 + SCRIPT_KEYS_MAX + 6];
+    size_t lens[3 + SCRIPT_KEYS_MAX + 6];
     kvsql_call k = {0, argv, lens};
-    const char *args[] = {s->stage, s->key, s->aux[AUX_LEASE], /* KEYS */ s->conn.token, s->lease, a, z, ttl, hv};
-    kvsql_call_script(&k, 3, nkeys);
+    const char *args[] = {s->conn.token, s->lease, a, z, ttl, hv};
+    rs_call_keys(s, &k, SCRIPT_STAGE_COPY, nkeys);
     for (int i = 0; i < NARGS(args); i++) kvsql_call_str(&k, args[i]);
     return stage_step(s, SCRIPT_STAGE_COPY, &k, r, have);
 }
@@ -94,14 +92,11 @@ static redisReply *stage_publish(redis_store *s, const kvsql_batch *b, long long
     snprintf(npages, sizeof(npages), "%u", b->npages);
     snprintf(hv, sizeof(hv), "%lld", have);
     kvsql_random_hex(newid, KVSQL_ID_HEX / 2);
-    const char *argv[3 + 18];
-    size_t lens[3 + 18];
+    const char *argv[3 + SCRIPT_KEYS_MAX + 6];
+    size_t lens[3 + SCRIPT_KEYS_MAX + 6];
     kvsql_call k = {0, argv, lens};
-    const char *args[] = {s->key,           s->stage,       s->stage_old,  s->aux[AUX_V], s->aux[AUX_LEASE],
-                          s->aux[AUX_READERS], s->aux[AUX_UNDO], s->aux[AUX_UNDO_IDX], s->aux[AUX_UNDO_VER],
-                          s->aux[AUX_LOG],  s->aux[AUX_CHANGES_CFG], s->aux[AUX_ID], /* KEYS */
-                          s->conn.token,    s->snapshot,    s->lease,      npages, newid, hv};
-    kvsql_call_script(&k, 12, nkeys);
+    const char *args[] = {s->conn.token, s->snapshot, s->lease, npages, newid, hv};
+    rs_call_keys(s, &k, SCRIPT_STAGE_PUBLISH, nkeys);
     for (int i = 0; i < NARGS(args); i++) kvsql_call_str(&k, args[i]);
     return kvsql_conn_run_script(&s->conn, SCRIPT_STAGE_PUBLISH, &k);
 }

@@ -267,7 +267,8 @@ static int write_undo(RedisModuleCtx *ctx, const aux_keys *a, RedisModuleKey *ke
     char vbuf[24], bfield[32];
     int vlen = snprintf(vbuf, sizeof(vbuf), "%llu", (unsigned long long)version);
     RedisModuleString *vstr = RedisModule_CreateString(ctx, vbuf, (size_t)vlen);
-    int blen = snprintf(bfield, sizeof(bfield), "base:%016llx", (unsigned long long)version);
+    int blen = snprintf(bfield, sizeof(bfield), KVSQL_UNDO_BASE "%0*llx", KVSQL_UNDO_VERSION_HEX,
+                        (unsigned long long)version);
     RedisModuleString *bf = RedisModule_CreateString(ctx, bfield, (size_t)blen);
     pairs[0] = bf, pairs[1] = RedisModule_CreateString(ctx, base, strlen(base));
     idx[0] = zero, idx[1] = bf;
