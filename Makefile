@@ -39,6 +39,7 @@ SLT    := $(BUILD)/kvsql-slt
 SLT_SRC := $(wildcard tools/slt*.c)
 LIBRARY  := $(BUILD)/libkvsql.so
 CONTRACT := $(BUILD)/test_contract
+SCRIPTS_TEST := $(BUILD)/test_scripts
 NET_PROBE := $(BUILD)/net_probe
 CLIENT_SRC := $(filter-out src/client/preload.c,$(wildcard src/client/*.c src/client/*/*.c))
 # libkvsql.so's objects: the same sources compiled again with -DKVSQL_EXTENSION
@@ -49,7 +50,7 @@ CLI      := $(BUILD)/kvsql
 .PHONY: all deps run test unit slt bench fuzz fuzz-build soak clean
 
 all: $(MODULE) $(UNIT) $(TXN) $(SLT)
-all: $(LIBRARY) $(CONTRACT) $(CLI) $(NET_PROBE)
+all: $(LIBRARY) $(CONTRACT) $(SCRIPTS_TEST) $(CLI) $(NET_PROBE)
 
 deps:
 	@scripts/deps.sh
@@ -85,6 +86,11 @@ $(LIBRARY): $(EXT_OBJS)
 $(BUILD)/tests/contract.o: tests/check.h
 $(CONTRACT): $(CORE_SRC:%.c=$(BUILD)/%.o) $(CLIENT_SRC:%.c=$(BUILD)/%.o) $(BUILD)/tests/contract.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3 -lhiredis -lssl -lcrypto
+
+# The one-hash scripts' text: keys by name, in the order they are sent.
+$(BUILD)/tests/scripts.o: tests/check.h
+$(SCRIPTS_TEST): $(BUILD)/src/client/hash/scripts.o $(BUILD)/tests/scripts.o
+	$(CC) $(LDFLAGS) -o $@ $^ -lsqlite3
 
 # The network layer's driver (tests/test_net.py): not a test_* program,
 # it runs only as a tests/test_net.py child against real servers.
