@@ -59,7 +59,7 @@ enum { SCRIPT_KEYS_ALL(SKEY_ENUM_) SKEY_COUNT };
 #define STAGE_PUBLISH_KEYS(X)                                                                          \
     X(K) X(T_V) X(T_LEASE) X(T_READERS) X(T_UNDO) X(T_UNDO_IDX) X(T_UNDO_VER) X(T_LOG) X(T_CHANGES_CFG) \
         X(T_ID) X(T_STAGE) X(T_STAGE_OLD)
-#define BEGIN_WARM_KEYS BEGIN_KEYS /* T:lease and T:queue unused: no write intent */
+#define BEGIN_WARM_KEYS BEGIN_KEYS /* begin's (T:queue unused: no write intent) */
 
 /* The most keys a script takes (COMMIT_KEYS, STAGE_PUBLISH_KEYS). */
 #define SCRIPT_KEYS_MAX 12
