@@ -137,13 +137,16 @@ bench: deps $(MODULE) $(CORE_SRC:%.c=$(BUILD)/%.o) $(BUILD)/kvsql-bench $(BUILD)
 
 # A bounded soak: SOAK_SECONDS (default 180) of mixed load with restarts.
 # Then as long again of offloaded writes while Redis pauses writes
-# (CLIENT PAUSE, FAILOVER, SHUTDOWN: tools/soak_pause.py), and of the
-# library under faults (tools/soak_library.py).
+# (CLIENT PAUSE, FAILOVER, SHUTDOWN: tools/soak_pause.py), of the
+# library under faults (tools/soak_library.py), and counted fault trials of
+# a spread database on a cluster (tools/soak_spread.py: SOAK_KILLS,
+# SOAK_STOPS, SOAK_FAILOVERS, SOAK_MIGRATIONS; about 10 minutes).
 SOAK_SECONDS ?= 180
 soak: deps all
 	@BUILD=$(BUILD) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) tools/soak.py
 	@BUILD=$(BUILD) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) tools/soak_pause.py
 	@BUILD=$(BUILD) SOAK_SECONDS=$(SOAK_SECONDS) $(PYTHON) tools/soak_library.py
+	@BUILD=$(BUILD) $(PYTHON) tools/soak_spread.py
 
 # libFuzzer targets (clang): SQL and damaged pages through the VFS.
 FUZZ_SECONDS ?= 60
