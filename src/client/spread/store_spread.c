@@ -19,7 +19,8 @@
  * Test knob: KVSQL_TEST_SPREAD_STOP=lock|copies makes the committing
  * process stop itself (SIGSTOP), once, before it writes its copies, or
  * after it wrote them and before the publish: the fault tests stop a writer
- * exactly at a step boundary this way (tests/test_spread_faults.py). */
+ * exactly at a step boundary this way (tests/test_spread.py, test_spread_cluster.py,
+ * tools/soak_spread.py). */
 #include "client/spread/store_spread.h"
 #include "client/cache/pagecache.h"
 #include "client/cache/readahead.h"
