@@ -9,8 +9,9 @@ builds: the library loads only into a preloaded process).
 import os
 import sqlite3
 import subprocess
+import sys
 
-from harness import BUILD, ROOT
+from harness import BUILD, ROOT, wait_for
 
 LIB = os.path.join(ROOT, BUILD, "libkvsql")
 SANITIZED = bool(os.environ.get("KVSQL_PRELOAD"))
@@ -55,3 +56,37 @@ def pydb(server, key, **params):
     c.enable_load_extension(True)
     c.load_extension(LIB)
     return sqlite3.connect(uri(server, key, **params), uri=True, isolation_level=None, timeout=30)
+
+
+# A writer process of a spread database: adds 1 to v of every row of t.
+SPREAD_WRITER = """
+import os, sqlite3, sys
+c = sqlite3.connect(":memory:"); c.enable_load_extension(True); c.load_extension(os.environ["KVSQL_LIB"])
+db = sqlite3.connect(sys.argv[1], uri=True, isolation_level=None, timeout=30)
+try:
+    db.execute("update t set v = v + 1")
+    print("committed")
+except sqlite3.Error as e:
+    print("failed: %s" % db.execute("select kvsql_error()").fetchone()[0])
+"""
+
+
+def stopped(pid):
+    """Whether process pid is stopped (SIGSTOP: state T); False once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
+def writer_stopped_at(server, key, at, **params):
+    """A writer process adding 1 to every row, stopped by itself at step
+    boundary `at` of its commit (lock: lease held, nothing written; copies:
+    intent and copies written, not published)."""
+    w = subprocess.Popen([sys.executable, "-c", SPREAD_WRITER, uri(server, key, layout="spread", **params)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env(KVSQL_TEST_SPREAD_STOP=at))
+    wait_for(lambda: w.poll() is not None or stopped(w.pid), timeout=60, what="the writer to stop at " + at)
+    assert w.poll() is None, w.communicate()
+    return w

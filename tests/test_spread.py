@@ -8,12 +8,11 @@ collection next to a reader on an old snapshot, and a collected snapshot."""
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
 from harness import BUILD, MODULE, ROOT, wait_for
-from libhelp import built, env, pydb, uri
+from libhelp import built, env, pydb, writer_stopped_at
 
 pytestmark = pytest.mark.skipif(not built(), reason="libkvsql.so is not built")
 needs_inprocess = pytest.mark.skipif(bool(os.environ.get("KVSQL_PRELOAD")),
@@ -49,35 +48,6 @@ def run_keys(r, key):
 def copies_of(r, key, copy):
     """Fields of copy id `copy` in any run key of key."""
     return [f for k in run_keys(r, key) for f in r.hkeys(k) if f.decode().endswith(":" + copy)]
-
-
-WRITER = """
-import os, sqlite3, sys
-c = sqlite3.connect(":memory:"); c.enable_load_extension(True); c.load_extension(os.environ["KVSQL_LIB"])
-db = sqlite3.connect(sys.argv[1], uri=True, isolation_level=None, timeout=30)
-try:
-    db.execute("update t set v = v + 1")
-    print("committed")
-except sqlite3.Error as e:
-    print("failed: %s" % db.execute("select kvsql_error()").fetchone()[0])
-"""
-
-
-def stopped(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "T"
-
-
-def writer_stopped_at(s, key, at, **params):
-    """A writer process adding 1 to every row, stopped by itself at step
-    boundary `at` of its commit (lock: lease held, nothing written; copies:
-    intent and copies written, not published)."""
-    w = subprocess.Popen([sys.executable, "-c", WRITER, uri(s, key, layout="spread", **params)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=env(KVSQL_TEST_SPREAD_STOP=at))
-    wait_for(lambda: w.poll() is not None or stopped(w.pid), timeout=60, what="the writer to stop at " + at)
-    assert w.poll() is None, w.communicate()
-    return w
 
 
 def state(r, key):

@@ -16,12 +16,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
 from cluster import move_slot, slot_of, wait_for
-from libhelp import built, env, pydb, uri
+from libhelp import built, env, pydb, uri, writer_stopped_at
 
 pytestmark = pytest.mark.skipif(not built(), reason="libkvsql.so is not built")
 needs_inprocess = pytest.mark.skipif(bool(os.environ.get("KVSQL_PRELOAD")),
@@ -146,32 +145,6 @@ def test_round_trips_on_the_cluster(clusters):
 
 
 # ---- processes: a writer stopped at a step boundary, a bank ----------------------
-
-WRITER = """
-import os, sqlite3, sys
-c = sqlite3.connect(":memory:"); c.enable_load_extension(True); c.load_extension(os.environ["KVSQL_LIB"])
-db = sqlite3.connect(sys.argv[1], uri=True, isolation_level=None, timeout=30)
-try:
-    db.execute("update t set v = v + 1")
-    print("committed")
-except sqlite3.Error as e:
-    print("failed: %s" % db.execute("select kvsql_error()").fetchone()[0])
-"""
-
-
-def stopped(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        return f.read().rsplit(")", 1)[1].split()[0] == "T"
-
-
-def writer_stopped_at(seed, key, at, **params):
-    w = subprocess.Popen([sys.executable, "-c", WRITER, uri(seed, key, layout="spread", **params)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=env(KVSQL_TEST_SPREAD_STOP=at))
-    wait_for(lambda: w.poll() is not None or stopped(w.pid), timeout=60, what="the writer to stop at " + at)
-    assert w.poll() is None, w.communicate()
-    return w
-
 
 def home_state(c, key):
     r = c.owner(key).client()

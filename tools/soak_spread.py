@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import redis  # noqa: E402
 
 from cluster import Cluster, move_slot, slot_of, wait_for  # noqa: E402
-from libhelp import LIB, env, uri  # noqa: E402
+from libhelp import LIB, env, stopped, uri  # noqa: E402
 
 KILLS = int(os.environ.get("SOAK_KILLS", "200"))
 STOPS = int(os.environ.get("SOAK_STOPS", "50"))
@@ -95,14 +95,6 @@ while not os.path.exists(stop) and time.time() < deadline and n < 1000000:
         time.sleep(0.01)
 print("done", flush=True)
 '''.replace("@SECONDS@", str(CLIENT_SECONDS)).replace("@ACCOUNTS@", str(ACCOUNTS)).replace("@TOTAL@", str(TOTAL))
-
-
-def stopped(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "T"
-    except OSError:
-        return False
 
 
 class Client:

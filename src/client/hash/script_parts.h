@@ -65,6 +65,29 @@
     "local function undo_version(nv) return string.format('%0" STR(KVSQL_UNDO_VERSION_HEX) "x', nv) end\n" \
     "local function undo_field(i, ver) return undo_page(i) .. ':' .. ver end\n"
 #define UNDO_BASE "'" KVSQL_UNDO_BASE "'"
+/* The commit's row changes into T:changes, when `capture` (the begin's
+ * CAPTURE_CHECK_FN said so): `head` holds XADD's key and trimming, `nvs`
+ * the new version; ARGV from `first_arg` up to `first` holds the entries,
+ * each its field count then its fields (none: one {'op', 'commit'}
+ * marker, a commit that changed pages and no row). */
+#define CAPTURE_XADD(first_arg)                                                \
+    "if capture then\n"                                                       \
+    "  head[#head + 1] = '*'\n"                                               \
+    "  head[#head + 1] = 'version'\n"                                         \
+    "  head[#head + 1] = nvs\n"                                               \
+    "  local function xadd(fields)\n"                                         \
+    "    local a = {unpack(head)}\n"                                          \
+    "    for _, f in ipairs(fields) do a[#a + 1] = f end\n"                   \
+    "    redis.call('XADD', unpack(a))\n"                                     \
+    "  end\n"                                                                 \
+    "  if first == " first_arg " then xadd({'op', 'commit'}) end\n"           \
+    "  local j = " first_arg "\n"                                             \
+    "  while j < first do\n"                                                  \
+    "    local n = tonumber(ARGV[j])\n"                                       \
+    "    xadd({unpack(ARGV, j + 1, j + n)})\n"                                \
+    "    j = j + 1 + n\n"                                                     \
+    "  end\n"                                                                 \
+    "end\n"
 
 #define NOW_MS                                                                 \
     "local now = redis.call('TIME')\n"                                         \
