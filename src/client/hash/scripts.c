@@ -226,6 +226,16 @@ static const char lock_lua[] =
     "local function keep_page(i, page) if page then keep(undo_field(i, ver), page) end end\n" \
     "keep(" UNDO_BASE " .. ver, s)\n"
 
+
+/* The end of a commit, one-step or staged: the writer's reader
+ * registration moves to the new version `nvs` (its snapshot `s` was the
+ * old one), its lease is renewed, and the reply names the new identity. */
+#define COMMITTED                                                              \
+    "redis.call('ZREM', T_READERS, string.match(s, '^%d+') .. ':' .. token)\n" \
+    "redis.call('ZADD', T_READERS, ms + lease, nvs .. ':' .. token)\n"       \
+    "redis.call('PEXPIRE', T_LEASE, lease)\n"                                 \
+    "return {'ok', nid}\n"
+
 /* Applies a batch if the token still holds the lease and the identity is
  * still the snapshot's, after checking every key it touches (BADTYPE_FN,
  * IDENT_FN, capture_head) so that nothing is written unless all of it is;
@@ -317,10 +327,7 @@ static const char commit_lua[] =
     "  redis.call('LPUSH', T_LOG, nvs .. ':' .. list .. ';' .. s .. ';' .. nid)\n"
     "  redis.call('LTRIM', T_LOG, 0, " STR(KVSQL_LOG_ENTRIES) " - 1)\n"
     "end\n"
-    "redis.call('ZREM', T_READERS, string.match(s, '^%d+') .. ':' .. token)\n"
-    "redis.call('ZADD', T_READERS, ms + lease, nvs .. ':' .. token)\n"
-    "redis.call('PEXPIRE', T_LEASE, lease)\n"
-    "return {'ok', nid}\n";
+    COMMITTED;
 
 /* Ends a transaction: drops the lease if it is still ours, and the
  * reader registration when one is named; the last reader out deletes the
@@ -441,10 +448,7 @@ static const char stage_publish_lua[] =
     "  redis.call('LPUSH', T_LOG, nvs .. ':*;' .. s .. ';' .. nid)\n"
     "  redis.call('LTRIM', T_LOG, 0, " STR(KVSQL_LOG_ENTRIES) " - 1)\n"
     "end\n"
-    "redis.call('ZREM', T_READERS, string.match(s, '^%d+') .. ':' .. token)\n"
-    "redis.call('ZADD', T_READERS, ms + lease, nvs .. ':' .. token)\n"
-    "redis.call('PEXPIRE', T_LEASE, lease)\n"
-    "return {'ok', nid}\n";
+    COMMITTED;
 
 /* The warm begin: begin's work with fewer arguments, and none of its
  * writes when nothing changed. The client sends it only while its reader
